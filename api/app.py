@@ -1,0 +1,48 @@
+"""The FastAPI application factory: ``uvicorn --factory api.app:create_app``."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.settings import Settings, get_settings
+from segarena import __version__
+
+log = logging.getLogger("segarena.api")
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    """Build the API app; with ``migrate`` the database is brought to the newest schema first."""
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+    if migrate:
+        from api.db import migrate as run_migrations
+
+        run_migrations(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from api.bootstrap import bootstrap
+
+        bootstrap(settings)
+        yield
+
+    app = FastAPI(
+        title="SegArena",
+        version=__version__,
+        description="Challenge evaluation platform and leaderboard for promptable medical image segmentation.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    from api.health import router as health_router
+
+    app.include_router(health_router)
+    from api.routes import include_routes
+
+    include_routes(app)
+    return app

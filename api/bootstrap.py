@@ -1,0 +1,23 @@
+"""Start-up tasks: an organizer from ``SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN`` (first install, demo)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from api.db import session_scope
+from api.deps import hash_token
+from api.models import ApiToken, Member, Role
+from api.settings import Settings
+
+
+def bootstrap(settings: Settings) -> None:
+    token = settings.bootstrap_organizer_token
+    if not token:
+        return
+    with session_scope(settings.database_url) as session:
+        if session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token))):
+            return
+        member = Member(name="organizer", role=Role.organizer)
+        session.add(member)
+        session.flush()
+        session.add(ApiToken(member_id=member.id, token_hash=hash_token(token), prefix=token[:8], label="bootstrap"))

@@ -1,0 +1,85 @@
+"""FastAPI dependencies: DB session, settings, and who is calling (``Authorization: Bearer <token>``)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db import get_sessionmaker
+from api.errors import ApiError
+from api.models import ApiToken, Member, Role, utcnow
+from api.settings import Settings, get_settings
+
+__all__ = ["SessionDep", "SettingsDep", "OptionalMember", "CurrentMember", "OrganizerDep",
+           "hash_token", "new_token"]
+
+TOKEN_PREFIX = "sa_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh random API token (shown once; store only ``hash_token(token)``)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def _settings(request: Request) -> Settings:
+    return getattr(request.app.state, "settings", None) or get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+def _session(settings: SettingsDep) -> Iterator[Session]:
+    session = get_sessionmaker(settings.database_url)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(_session)]
+
+
+def _optional_member(request: Request, session: SessionDep) -> Member | None:
+    header = request.headers.get("authorization", "")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "send your API token as 'Authorization: Bearer <token>'")
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip())))
+    if row is None or row.revoked_at is not None:
+        raise ApiError(401, "unauthorized", "this API token is unknown or revoked; ask your team or the organizers for a new one")
+    row.last_used_at = utcnow()
+    session.commit()
+    return row.member
+
+
+OptionalMember = Annotated[Member | None, Depends(_optional_member)]
+
+
+def _current_member(member: OptionalMember) -> Member:
+    if member is None:
+        raise ApiError(401, "unauthorized", "this needs an API token: send 'Authorization: Bearer <token>'")
+    return member
+
+
+CurrentMember = Annotated[Member, Depends(_current_member)]
+
+
+def _organizer(member: CurrentMember) -> Member:
+    if member.role != Role.organizer:
+        raise ApiError(403, "forbidden", "only organizers may do this")
+    return member
+
+
+OrganizerDep = Annotated[Member, Depends(_organizer)]

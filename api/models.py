@@ -1,0 +1,328 @@
+"""SegArena's schema: SQLAlchemy 2 typed models. Alembic migrations are generated from these.
+
+States and reasons follow ../shared/DESIGN.md: a Submission moves
+``queued → loading → running → scoring → succeeded | failed | cancelled``; every attempt at running it
+is a Run; every case of a Run is one CaseResult, unique per (run, case), so a redelivered task never
+double-counts.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Base", "utcnow", "TrackKind", "Visibility", "RowPolicy", "Role", "SubmissionState", "RunState",
+    "CaseStatus", "UploadState", "Challenge", "Track", "Team", "Member", "ApiToken", "Upload",
+    "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def _enum(cls: type[enum.Enum]) -> SAEnum:
+    return SAEnum(cls, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
+
+
+class TrackKind(str, enum.Enum):
+    main = "main"
+    booster = "booster"
+    reproducibility = "reproducibility"
+
+
+class Visibility(str, enum.Enum):
+    public = "public"
+    hidden = "hidden"
+    frozen = "frozen"
+
+
+class RowPolicy(str, enum.Enum):
+    best = "best"
+    latest = "latest"
+
+
+class Role(str, enum.Enum):
+    participant = "participant"
+    organizer = "organizer"
+
+
+class SubmissionState(str, enum.Enum):
+    queued = "queued"
+    loading = "loading"
+    running = "running"
+    scoring = "scoring"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINAL_STATES = frozenset({SubmissionState.succeeded, SubmissionState.failed, SubmissionState.cancelled})
+
+
+class RunState(str, enum.Enum):
+    queued = "queued"
+    loading = "loading"
+    running = "running"
+    scoring = "scoring"
+    succeeded = "succeeded"
+    failed = "failed"  # participant failure: final
+    infra_failed = "infra_failed"  # infrastructure failure: retried as a new attempt
+    cancelled = "cancelled"
+
+
+class CaseStatus(str, enum.Enum):
+    ok = "ok"
+    timeout = "timeout"
+    oom = "oom"
+    crash = "crash"
+    no_output = "no_output"
+    invalid_output = "invalid_output"
+
+
+class UploadState(str, enum.Enum):
+    open = "open"
+    complete = "complete"
+    aborted = "aborted"
+
+
+class Challenge(Base):
+    __tablename__ = "challenges"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    tracks: Mapped[list[Track]] = relationship(back_populates="challenge", order_by="Track.id")
+
+
+class Track(Base):
+    __tablename__ = "tracks"
+    __table_args__ = (UniqueConstraint("challenge_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    challenge_id: Mapped[int] = mapped_column(ForeignKey("challenges.id", ondelete="CASCADE"), index=True)
+    slug: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[TrackKind] = mapped_column(_enum(TrackKind), default=TrackKind.main)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # test set: a built-in name ("tiny", "small") or a path to a manifest JSON
+    testset: Mapped[str] = mapped_column(String(500), default="tiny")
+    metric_profile: Mapped[str] = mapped_column(String(32), default="default")
+    ranking_scheme: Mapped[str] = mapped_column(String(32), default="rank_then_aggregate")
+    row_policy: Mapped[RowPolicy] = mapped_column(_enum(RowPolicy), default=RowPolicy.best)
+    visibility: Mapped[Visibility] = mapped_column(_enum(Visibility), default=Visibility.public)
+    opens_at: Mapped[datetime | None] = mapped_column(default=None)
+    closes_at: Mapped[datetime | None] = mapped_column(default=None)
+    frozen_at: Mapped[datetime | None] = mapped_column(default=None)
+    quota_per_day: Mapped[int] = mapped_column(Integer, default=5)
+    # resource profile
+    queue: Mapped[str] = mapped_column(String(16), default="cpu")
+    cpus: Mapped[float] = mapped_column(Float, default=1.0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=8192)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    case_timeout_s: Mapped[int] = mapped_column(Integer, default=60)
+    total_timeout_s: Mapped[int] = mapped_column(Integer, default=3600)
+    pids_limit: Mapped[int] = mapped_column(Integer, default=256)
+    tmpfs_mb: Mapped[int] = mapped_column(Integer, default=1024)
+    allow_root: Mapped[bool] = mapped_column(Boolean, default=False)
+    # reproducibility margins
+    repro_margin_dsc: Mapped[float] = mapped_column(Float, default=0.01)
+    repro_margin_nsd: Mapped[float] = mapped_column(Float, default=0.01)
+
+    challenge: Mapped[Challenge] = relationship(back_populates="tracks")
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    affiliation: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    members: Mapped[list[Member]] = relationship(back_populates="team")
+
+
+class Member(Base):
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[Role] = mapped_column(_enum(Role), default=Role.participant)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    team: Mapped[Team | None] = relationship(back_populates="members")
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="member")
+
+
+class ApiToken(Base):
+    """An API token: shown once at creation, only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    member: Mapped[Member] = relationship(back_populates="tokens")
+
+
+class Upload(Base):
+    """A resumable upload session of an image archive (Content-Range chunks)."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255), default="image.tar.gz")
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    received_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[UploadState] = mapped_column(_enum(UploadState), default=UploadState.open)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_track_team", "track_id", "team_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id", ondelete="SET NULL"))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[SubmissionState] = mapped_column(_enum(SubmissionState), default=SubmissionState.queued, index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # the archive as uploaded
+    archive_path: Mapped[str] = mapped_column(String(500))
+    archive_sha256: Mapped[str] = mapped_column(String(64))
+    archive_bytes: Mapped[int] = mapped_column(BigInteger)
+    # the image inside it (config digest, "sha256:...") and its tag
+    image_id: Mapped[str] = mapped_column(String(80), index=True)
+    image_tag: Mapped[str] = mapped_column(String(300), default="")
+    image_user: Mapped[str] = mapped_column(String(64), default="")
+    reproduces_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id", ondelete="SET NULL"))
+    is_baseline: Mapped[bool] = mapped_column(Boolean, default=False)
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False)
+    exclusion_reason: Mapped[str] = mapped_column(Text, default="")
+    # the latest attempt's aggregates (filled when it succeeds)
+    dsc: Mapped[float | None] = mapped_column(Float, default=None)
+    nsd: Mapped[float | None] = mapped_column(Float, default=None)
+    runtime_s: Mapped[float | None] = mapped_column(Float, default=None)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metric_profile: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    track: Mapped[Track] = relationship()
+    team: Mapped[Team] = relationship()
+    runs: Mapped[list[Run]] = relationship(back_populates="submission", order_by="Run.attempt")
+    reproduces: Mapped[Submission | None] = relationship(remote_side="Submission.id")
+
+
+class Run(Base):
+    """One attempt at running a submission, with everything needed to audit it."""
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("submission_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[RunState] = mapped_column(_enum(RunState), default=RunState.queued, index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    queue: Mapped[str] = mapped_column(String(16), default="cpu")
+    requested_by: Mapped[str] = mapped_column(String(100), default="")
+    task_id: Mapped[str] = mapped_column(String(64), default="")
+    worker_host: Mapped[str] = mapped_column(String(200), default="")
+    worker_pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    docker_version: Mapped[str] = mapped_column(String(100), default="")
+    cpu_model: Mapped[str] = mapped_column(String(200), default="")
+    cpuset: Mapped[str] = mapped_column(String(100), default="")
+    container_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metric_profile: Mapped[str] = mapped_column(String(32), default="")
+    testset: Mapped[str] = mapped_column(String(200), default="")
+    cases_total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+
+    submission: Mapped[Submission] = relationship(back_populates="runs")
+    cases: Mapped[list[CaseResult]] = relationship(back_populates="run", order_by="CaseResult.id")
+
+
+class CaseResult(Base):
+    __tablename__ = "case_results"
+    __table_args__ = (UniqueConstraint("run_id", "case_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[str] = mapped_column(String(200))
+    modality: Mapped[str] = mapped_column(String(32), default="")
+    size_class: Mapped[str] = mapped_column(String(16), default="")
+    status: Mapped[CaseStatus] = mapped_column(_enum(CaseStatus))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    runtime_s: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_s: Mapped[float | None] = mapped_column(Float, default=None)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    dsc: Mapped[float] = mapped_column(Float, default=0.0)
+    nsd: Mapped[float] = mapped_column(Float, default=0.0)
+    per_class: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    stdout_tail: Mapped[str] = mapped_column(Text, default="")
+    stderr_tail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="cases")
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id", ondelete="SET NULL"))
+    actor: Mapped[str] = mapped_column(String(200), default="system")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32), default="")
+    target_id: Mapped[str] = mapped_column(String(64), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

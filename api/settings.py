@@ -1,0 +1,84 @@
+"""The one settings object of SegArena, read by the API, Alembic, the worker and the CLI.
+
+Every value comes from an environment variable with the prefix ``SEGARENA_`` (or a ``.env`` file);
+nothing else in the code base hard-codes a URL or a path.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """SegArena configuration (environment prefix ``SEGARENA_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGARENA_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path.cwd() / ".segarena",
+        description="Where embedded mode keeps its SQLite database, broker and storage.",
+    )
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; default: SQLite file under data_dir."
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery broker; default: embedded SQLite broker under data_dir (no server). "
+        "Production: redis://host:6379/0",
+    )
+    storage_dir: Path | None = Field(default=None, description="Default: data_dir/storage.")
+    docker_host: str | None = Field(
+        default=None, description="Docker engine socket, e.g. unix:///var/run/docker.sock; default: DOCKER_HOST or the local socket."
+    )
+    max_upload_bytes: int = Field(default=10 * 1024**3, description="Largest image archive accepted (bytes).")
+    upload_chunk_bytes: int = Field(default=8 * 1024**2, description="Write size when streaming uploads to storage.")
+    base_image: str = Field(default="segarena/base:bookworm", description="Base image of the project's own images.")
+    worker_queues: str = Field(default="cpu", description="Comma-separated queues this worker consumes (cpu or gpu).")
+    worker_cpus: str = Field(default="", description="CPU set this worker may pin containers to, e.g. '0-1'; default: all.")
+    worker_gpus: str = Field(default="", description="GPU ids this worker owns, e.g. '0'.")
+    heartbeat_timeout_s: int = Field(default=120, description="A run whose heartbeat is older than this is requeued by the reaper.")
+    reaper_interval_s: int = Field(default=30, description="How often the reaper looks for lost runs.")
+    max_attempts: int = Field(default=3, description="Attempts for infrastructure failures before a run fails for good.")
+    public_base_url: str = Field(default="http://127.0.0.1:8000", description="Where the API is reachable.")
+    bootstrap_organizer_token: str | None = Field(
+        default=None, description="If set, an organizer with this token is created at start-up (demo, first install)."
+    )
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'segarena.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        if self.storage_dir is None:
+            self.storage_dir = self.data_dir / "storage"
+        self.storage_dir = Path(self.storage_dir).expanduser().resolve()
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when the broker needs no server (kombu's SQLAlchemy transport)."""
+        return self.broker_url.startswith("sqla+")
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+    def ensure_dirs(self) -> None:
+        """Create the data and storage directories."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        assert self.storage_dir is not None
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

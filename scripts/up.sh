@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's run command: SegArena in embedded mode (SQLite, embedded broker, local storage,
+# the local Docker engine) with the API and leaderboard at http://127.0.0.1:8000.
+#   ./segarena.sh up
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+need_apt docker.io debootstrap
+ensure_venv
+ensure_docker
+ensure_base_image
+export SEGARENA_DATA_DIR="${SEGARENA_DATA_DIR:-$ROOT/.segarena}"
+export SEGARENA_BASE_IMAGE="$BASE_IMAGE" SEGARENA_BASE_IMAGE_TAG="$BASE_IMAGE"
+mkdir -p "$SEGARENA_DATA_DIR"
+"$PY" -c "from api.db import migrate; migrate()"
+say "starting the worker (log: $SEGARENA_DATA_DIR/worker.log)"
+"$VENV/bin/segarena" worker >"$SEGARENA_DATA_DIR/worker.log" 2>&1 &
+worker_pid=$!
+trap 'kill $worker_pid 2>/dev/null || true; wait $worker_pid 2>/dev/null || true' EXIT INT TERM
+if [ -x "$ROOT/scripts/demo.sh" ] && [ "${SEGARENA_NO_DEMO:-}" != 1 ]; then
+  "$ROOT/scripts/demo.sh" &
+fi
+say "SegArena is at http://127.0.0.1:8000  (health: http://127.0.0.1:8000/health; Ctrl-C stops)"
+"$VENV/bin/segarena" serve --host 127.0.0.1 --port "${SEGARENA_PORT:-8000}"
