@@ -1,15 +1,35 @@
-"""The ``segarena`` command line: serve, worker, and the sub-commands of each part of the platform."""
+"""The ``segarena`` command line.
+
+Platform: ``serve``, ``worker``, ``demo``. Participants: ``configure``, ``submit``, ``status``, ``logs``,
+``results``, ``leaderboard``, ``cancel``, ``check``. Organizers: ``admin ...``. Scoring and test sets:
+``score`` (the evaluator's), ``testset ...`` (data_manifests'). Errors print one line, not a traceback.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+from typing import Optional
 
 import typer
 
+from segarena.client import CliError
+
 app = typer.Typer(help="SegArena: challenge evaluation platform for promptable medical image segmentation.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _root(url: Optional[str] = typer.Option(None, "--url", help="Server address (default: SEGARENA_URL, the config "
+                                            "file, or http://127.0.0.1:8000)."),
+          token: Optional[str] = typer.Option(None, "--token", help="API token (default: SEGARENA_TOKEN or the config file)."),
+          challenge: Optional[str] = typer.Option(None, "--challenge", "-c", help="Challenge slug (default: "
+                                                  "SEGARENA_CHALLENGE, the config file, or 'demo').")) -> None:
+    """SegArena: challenge evaluation platform for promptable medical image segmentation."""
+    from segarena.participant import OPTIONS
+
+    OPTIONS.update(url=url, token=token, challenge=challenge)
 
 
 @app.command()
@@ -37,22 +57,78 @@ def worker(queues: str = typer.Option(None, help="Queues to consume (default: SE
     get_celery().worker_main(argv)
 
 
-def _mount(module: str, name: str, help_text: str) -> None:
+from segarena import participant as _participant  # noqa: E402
+
+_participant.register(app)
+
+
+@app.command()
+def check(archive: str = typer.Argument(..., help="The image archive you are about to submit."),
+          track: str = typer.Option("main", "--track", "-t", help="Check against this track's caps (needs the server); "
+                                    "with --offline, the default caps."),
+          cases: int = typer.Option(3, help="How many public sample cases to run (2D and 3D)."),
+          offline: bool = typer.Option(False, help="Do not ask the server for the track's caps."),
+          keep: bool = typer.Option(False, help="Keep the loaded image afterwards.")) -> None:
+    """Pre-flight an image archive: same sandbox and caps as the judges, on a few public sample cases."""
+    from segarena.check import run_check
+
+    raise typer.Exit(run_check(archive, track=track, n_cases=cases, offline=offline, keep_image=keep))
+
+
+@app.command()
+def demo(timeout: float = typer.Option(900, help="Give up waiting for the baselines after this many seconds."),
+         wait: bool = typer.Option(True, help="Follow the baseline runs until they finish.")) -> None:
+    """Set up the demo challenge with two baseline submissions on a running SegArena (embedded mode)."""
+    from segarena.demo import run_demo
+
+    raise typer.Exit(run_demo(timeout=timeout, wait=wait))
+
+
+def _mount(module: str, name: str, help_text: str) -> typer.Typer | None:
     try:
         sub = importlib.import_module(module).app
     except (ImportError, AttributeError):  # the part is not installed in this build
-        return
+        return None
     app.add_typer(sub, name=name, help=help_text)
+    return sub
 
 
-_mount("evaluator.cli", "score-tools", "Scoring tools.")
+def _mount_score() -> None:
+    """``segarena score --pred DIR --gt DIR``: the evaluator's score command, registered at the top level."""
+    try:
+        sub = importlib.import_module("evaluator.cli").app
+    except (ImportError, AttributeError):
+        return
+    others = []
+    for cmd in sub.registered_commands:
+        name = cmd.name or (cmd.callback.__name__.replace("_", "-") if cmd.callback else "")
+        if name == "score":
+            app.registered_commands.append(cmd)
+        else:
+            others.append(cmd)
+    if len(sub.registered_commands) == 1 and not sub.registered_commands[0].name and sub.registered_callback is None:
+        # a one-command app whose command has another function name: that command is 'score'
+        if not any((c.name or "") == "score" for c in app.registered_commands):
+            cmd = sub.registered_commands[0]
+            app.command("score", help=cmd.help)(cmd.callback)
+        others = []
+    if others or sub.registered_groups:
+        app.add_typer(sub, name="evaluator", help="Scoring tools.")
+
+
+_mount_score()
 _mount("data_manifests.cli", "testset", "Generate, import, verify and preview test sets.")
-_mount("segarena.participant", "participant", "Participant commands.")
+from segarena.admin import app as _admin_app  # noqa: E402
+
+app.add_typer(_admin_app, name="admin")
 
 
 def main() -> None:
     try:
-        app()
+        app(standalone_mode=True)
+    except CliError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

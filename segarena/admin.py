@@ -1,0 +1,206 @@
+"""Organizer commands (``segarena admin ...``): challenges and tracks from YAML, teams and tokens,
+re-run, exclude, baseline rows, publish/hide/freeze, CSV export. They need an organizer token."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+
+from segarena.client import CliError
+from segarena.participant import OPTIONS, _print_submission, open_client, out
+
+__all__ = ["app", "load_challenge_yaml", "apply_challenge"]
+
+app = typer.Typer(help="Organizer commands (need an organizer token).", no_args_is_help=True)
+team_app = typer.Typer(help="Teams and their members.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(team_app, name="team")
+app.add_typer(token_app, name="token")
+
+TRACK_FIELDS = {
+    "slug", "title", "kind", "description", "testset", "metric_profile", "ranking_scheme", "row_policy", "visibility",
+    "opens_at", "closes_at", "quota_per_day", "queue", "cpus", "memory_mb", "gpus", "case_timeout_s",
+    "total_timeout_s", "pids_limit", "tmpfs_mb", "allow_root", "repro_margin_dsc", "repro_margin_nsd",
+}
+
+
+def load_challenge_yaml(path: Path) -> dict[str, Any]:
+    """Read and check a challenge definition: slug, title, description and a list of tracks."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CliError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not data.get("slug") or not data.get("title"):
+        raise CliError(f"{path}: a challenge needs at least 'slug' and 'title' at the top level")
+    tracks = data.get("tracks") or []
+    if not isinstance(tracks, list) or not all(isinstance(t, dict) and t.get("slug") for t in tracks):
+        raise CliError(f"{path}: 'tracks' must be a list of mappings, each with a 'slug'")
+    for t in tracks:
+        unknown = set(t) - TRACK_FIELDS
+        if unknown:
+            raise CliError(f"{path}: track '{t['slug']}' has unknown fields {sorted(unknown)}; "
+                           f"allowed: {', '.join(sorted(TRACK_FIELDS))}")
+        t.setdefault("title", t["slug"].replace("-", " ").title())
+        for k in ("opens_at", "closes_at"):
+            if t.get(k) is not None and not isinstance(t[k], str):
+                t[k] = t[k].isoformat()
+    return {"slug": data["slug"], "title": data["title"], "description": data.get("description", ""), "tracks": tracks}
+
+
+def apply_challenge(client, spec: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Create the challenge, or update the tracks of an existing one; returns (challenge, what happened)."""
+    try:
+        existing = client.get(f"/api/challenges/{spec['slug']}")
+    except CliError as exc:
+        if exc.status != 404:
+            raise
+        existing = None
+    if existing is None:
+        return client.post("/api/challenges", json=spec), "created"
+    have = {t.get("slug") for t in existing.get("tracks", [])}
+    for t in spec["tracks"]:
+        if t["slug"] in have:
+            fields = {k: v for k, v in t.items() if k != "slug"}
+            client.patch(f"/api/challenges/{spec['slug']}/tracks/{t['slug']}", json=fields)
+        else:
+            raise CliError(f"challenge '{spec['slug']}' exists and has no track '{t['slug']}'; adding tracks to an "
+                           "existing challenge is not supported by the API: create a new challenge")
+    return client.get(f"/api/challenges/{spec['slug']}"), "updated"
+
+
+@app.command("apply")
+def apply(path: Path = typer.Argument(..., help="Challenge YAML: slug, title, description, tracks: [...]")) -> None:
+    """Create a challenge and its tracks from a YAML file (or update the tracks of an existing one)."""
+    spec = load_challenge_yaml(path)
+    with open_client() as client:
+        challenge, what = apply_challenge(client, spec)
+    tracks = ", ".join(t.get("slug", "?") for t in challenge.get("tracks", []))
+    out.print(f"{what} challenge {challenge.get('slug')} (tracks: {tracks})")
+
+
+@app.command("visibility")
+def visibility(track: str = typer.Argument(..., help="Track slug."),
+               value: str = typer.Argument(..., help="public, hidden or frozen.")) -> None:
+    """Publish, hide or freeze a track's leaderboard."""
+    with open_client() as client:
+        res = client.post(client.track_path(track) + "/visibility", json={"visibility": value})
+    out.print(f"track {track}: {res.get('visibility', value) if isinstance(res, dict) else value}")
+
+
+@app.command("publish")
+def publish(track: str = typer.Argument(..., help="Track slug.")) -> None:
+    """Make a track's leaderboard public."""
+    visibility(track, "public")
+
+
+@app.command("freeze")
+def freeze(track: str = typer.Argument(..., help="Track slug.")) -> None:
+    """Freeze a track's leaderboard (public, no further changes)."""
+    visibility(track, "frozen")
+
+
+@app.command("hide")
+def hide(track: str = typer.Argument(..., help="Track slug.")) -> None:
+    """Hide a track's leaderboard from the public."""
+    visibility(track, "hidden")
+
+
+@app.command("rerun")
+def rerun(submission_id: int = typer.Argument(...)) -> None:
+    """Run a submission again as a new attempt."""
+    with open_client() as client:
+        res = client.post(f"/api/admin/submissions/{submission_id}/rerun")
+    _print_submission(res if isinstance(res, dict) else {"id": submission_id, "state": "queued"})
+
+
+@app.command("exclude")
+def exclude(submission_id: int = typer.Argument(...),
+            reason: str = typer.Option("", "--reason", "-r", help="Why (shown to the team)."),
+            undo: bool = typer.Option(False, "--undo", help="Include it again.")) -> None:
+    """Exclude a submission from the leaderboard (or include it again with --undo)."""
+    if not undo and not reason:
+        raise CliError("say why with --reason; the team sees it")
+    with open_client() as client:
+        res = client.post(f"/api/admin/submissions/{submission_id}/exclude", json={"excluded": not undo, "reason": reason})
+    out.print(f"submission {submission_id}: {'excluded' if (res or {}).get('excluded', not undo) else 'included'}")
+
+
+@app.command("baseline")
+def baseline(submission_id: int = typer.Argument(...),
+             undo: bool = typer.Option(False, "--undo", help="Unmark it.")) -> None:
+    """Mark a submission as a baseline row of the leaderboard."""
+    with open_client() as client:
+        res = client.post(f"/api/admin/submissions/{submission_id}/baseline", json={"is_baseline": not undo})
+    out.print(f"submission {submission_id}: baseline={(res or {}).get('is_baseline', not undo)}")
+
+
+@app.command("show")
+def show(submission_id: int = typer.Argument(...)) -> None:
+    """Everything about a submission (organizer view)."""
+    with open_client() as client:
+        out.print_json(data=client.get(f"/api/admin/submissions/{submission_id}"))
+
+
+@app.command("export")
+def export(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout.")) -> None:
+    """Every submission with every column, as CSV."""
+    with open_client() as client:
+        text = client.get("/api/admin/export.csv", expect_json=False)
+    if output:
+        output.write_text(text)
+        out.print(f"wrote {output} ({text.count(chr(10))} lines)")
+    else:
+        sys.stdout.write(text)
+
+
+@team_app.command("create")
+def team_create(name: str = typer.Argument(...), affiliation: str = typer.Option("", help="Institution.")) -> None:
+    """Create a team."""
+    with open_client() as client:
+        team = client.post("/api/teams", json={"name": name, "affiliation": affiliation})
+    out.print(f"team {team.get('id')}: {team.get('name')}")
+
+
+@team_app.command("add-member")
+def team_add_member(team_id: int = typer.Argument(...), name: str = typer.Argument(...),
+                    email: str = typer.Option("", help="Contact address."),
+                    role: str = typer.Option("participant", help="participant or organizer.")) -> None:
+    """Add a member to a team and print their API token (shown once)."""
+    with open_client() as client:
+        res = client.post(f"/api/teams/{team_id}/members", json={"name": name, "email": email, "role": role})
+    member = res.get("member", res)
+    out.print(f"member {member.get('id')}: {member.get('name')} ({member.get('role', role)})")
+    _print_token(res)
+
+
+def _print_token(res: dict[str, Any]) -> None:
+    token = res.get("token")
+    if isinstance(token, dict):
+        token = token.get("token") or token.get("value")
+    if token:
+        out.print(f"token (shown once, keep it secret): {token}")
+
+
+@token_app.command("new")
+def token_new(member_id: int = typer.Argument(...), label: str = typer.Option("", help="What it is for.")) -> None:
+    """Issue a new API token for a member (shown once)."""
+    with open_client() as client:
+        res = client.post(f"/api/members/{member_id}/tokens", json={"label": label} if label else None)
+    _print_token(res if isinstance(res, dict) else {})
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int = typer.Argument(...)) -> None:
+    """Revoke an API token."""
+    with open_client() as client:
+        client.post(f"/api/tokens/{token_id}/revoke")
+    out.print(f"token {token_id} revoked")
+
+
+_ = OPTIONS  # the root callback's --url/--token/--challenge apply here too

@@ -1,0 +1,184 @@
+"""Resumable upload of an image archive through the uploads-session API.
+
+``POST /api/challenges/{c}/tracks/{t}/uploads`` opens a session, ``PUT /api/uploads/{id}`` with
+``Content-Range: bytes START-END/TOTAL`` sends a chunk, ``GET /api/uploads/{id}`` says how much the
+server holds, ``POST /api/uploads/{id}/complete`` turns it into a submission. The session id is kept in
+a small state file (``~/.cache/segarena/uploads.json``), so running the same ``segarena submit`` again
+after a dropped connection or Ctrl-C continues where the server stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from segarena.client import CliError, SegArenaClient, cache_dir
+
+__all__ = ["upload_archive", "UploadState", "DEFAULT_CHUNK_BYTES"]
+
+DEFAULT_CHUNK_BYTES = 16 * 1024**2
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class UploadState:
+    """The state file: one open upload session per (server, track, archive, size, mtime)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or cache_dir() / "uploads.json"
+
+    @staticmethod
+    def key(url: str, track_path: str, archive: Path, label: str, reproduces: int | None) -> str:
+        st = archive.stat()
+        return json.dumps([url, track_path, str(archive.resolve()), st.st_size, int(st.st_mtime), label, reproduces])
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.path)
+
+    def get(self, key: str) -> str | None:
+        return self._load().get(key)
+
+    def put(self, key: str, upload_id: str) -> None:
+        data = self._load()
+        data[key] = upload_id
+        self._save(data)
+
+    def drop(self, key: str) -> None:
+        data = self._load()
+        if data.pop(key, None) is not None:
+            self._save(data)
+
+
+def _received(client: SegArenaClient, upload_id: str) -> dict[str, Any] | None:
+    """The server's view of a session, or None when it no longer exists or cannot be resumed."""
+    try:
+        info = client.get(f"/api/uploads/{upload_id}")
+    except CliError as exc:
+        if exc.status in {404, 410, 403}:
+            return None
+        raise
+    return info if isinstance(info, dict) else None
+
+
+def upload_archive(
+    client: SegArenaClient,
+    archive: Path,
+    *,
+    track: str,
+    challenge: str | None = None,
+    label: str = "",
+    reproduces: int | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_retries: int = 8,
+    state: UploadState | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_event: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Upload ``archive`` to ``track`` resumably and return the new submission (the API's JSON)."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise CliError(f"{archive}: no such file; give the path of your 'docker save' archive (.tar.gz or .tar)")
+    total = archive.stat().st_size
+    if total == 0:
+        raise CliError(f"{archive} is empty; create it with: docker save IMAGE | gzip > {archive.name}")
+    state = state or UploadState()
+    track_path = client.track_path(track, challenge)
+    key = UploadState.key(client.config.url, track_path, archive, label, reproduces)
+    say = on_event or (lambda _m: None)
+
+    upload_id = state.get(key)
+    offset = 0
+    if upload_id:
+        info = _received(client, upload_id)
+        if info and info.get("state", "open") == "open" and int(info.get("total_bytes", total)) == total:
+            offset = int(info.get("received_bytes", 0))
+            say(f"resuming upload {upload_id} at {offset / 2**20:.1f} of {total / 2**20:.1f} MiB")
+        else:
+            state.drop(key)
+            upload_id = None
+    if not upload_id:
+        body: dict[str, Any] = {"filename": archive.name, "total_bytes": total, "label": label}
+        if reproduces is not None:
+            body["reproduces"] = reproduces
+        created = client.post(f"{track_path}/uploads", json=body)
+        upload_id = str(created["upload_id"])
+        offset = int(created.get("received_bytes", 0))
+        state.put(key, upload_id)
+    if on_progress:
+        on_progress(offset, total)
+
+    failures = 0
+    with archive.open("rb") as fh:
+        while offset < total:
+            fh.seek(offset)
+            chunk = fh.read(min(chunk_bytes, total - offset))
+            end = offset + len(chunk) - 1
+            try:
+                resp = client.http.put(f"/api/uploads/{upload_id}", content=chunk,
+                                       headers={"Content-Range": f"bytes {offset}-{end}/{total}",
+                                                "Content-Type": "application/octet-stream"})
+            except httpx.TransportError as exc:
+                resp, error = None, f"{exc.__class__.__name__}: {exc}"
+            else:
+                error = None if resp.status_code < 400 else f"HTTP {resp.status_code}"
+                if resp.status_code >= 400 and resp.status_code not in RETRYABLE_STATUS and resp.status_code != 416:
+                    from segarena.client import _error_from_response
+
+                    raise _error_from_response(resp)
+            if error is None and resp is not None:
+                failures = 0
+                try:
+                    got = int(resp.json().get("received_bytes", end + 1))
+                except (ValueError, AttributeError, TypeError):
+                    got = end + 1
+                offset = got
+                if on_progress:
+                    on_progress(offset, total)
+                continue
+            # connection dropped, server busy or out of sync: ask the server where it stands, then go on
+            failures += 1
+            if failures > max_retries:
+                raise CliError(f"upload interrupted ({error}) {max_retries} times in a row; run the same "
+                               "'segarena submit' command again to resume where it stopped")
+            delay = min(2 ** (failures - 1), 30) * 0.5
+            say(f"connection problem ({error}); retrying in {delay:.1f}s from the server's offset")
+            sleep(delay)
+            try:
+                info = _received(client, upload_id)
+            except CliError:
+                continue  # server unreachable: keep the offset, back off, retry
+            if info is None:
+                state.drop(key)
+                raise CliError(f"the server no longer knows upload {upload_id}; run 'segarena submit' again to start over")
+            offset = int(info.get("received_bytes", offset))
+            if on_progress:
+                on_progress(offset, total)
+
+    for attempt in range(max_retries + 1):
+        try:
+            submission = client.post(f"/api/uploads/{upload_id}/complete")
+            break
+        except CliError as exc:
+            if exc.status is not None and exc.status not in RETRYABLE_STATUS or attempt == max_retries:
+                if exc.status is not None and exc.status < 500:
+                    state.drop(key)  # the server refused it for good (quota, bad archive): start over next time
+                raise
+            sleep(min(2 ** attempt, 30) * 0.5)
+    state.drop(key)
+    return submission
