@@ -1,0 +1,3 @@
+#!/bin/sh
+# test image "nothing": see ../common/seg.py
+exec python3 seg.py nothing
