@@ -216,6 +216,26 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     return float(kendalltau(a, b).statistic)
 
 
+def _kendall_many(ref: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Kendall's τ-b of ``ref`` (n,) against each column of ``ranks`` (n, b); same as :func:`kendall_tau`."""
+    n = ref.shape[0]
+    if n < 2:
+        return np.ones(ranks.shape[1])
+    i, j = np.triu_indices(n, 1)
+    sa = np.sign(ref[i] - ref[j]).astype(np.float64)  # (pairs,)
+    sb = np.sign(ranks[i] - ranks[j]).astype(np.float64)  # (pairs, b)
+    num = sa @ sb
+    n0 = i.size
+    den = np.sqrt((n0 - np.count_nonzero(sa == 0)) * (n0 - np.count_nonzero(sb == 0, axis=0)).astype(np.float64))
+    out = np.empty(ranks.shape[1])
+    ok = den > 0
+    out[ok] = num[ok] / den[ok]
+    # a constant ranking: τ is undefined; 1 when it equals the reference, else 0 (as kendall_tau)
+    for b in np.flatnonzero(~ok):
+        out[b] = 1.0 if np.array_equal(ref, ranks[:, b]) else 0.0
+    return out
+
+
 @dataclass
 class Stability:
     """Bootstrap stability: τ per resample and each entry's rank distribution."""
@@ -275,19 +295,18 @@ def bootstrap_stability(values: Mapping[str, np.ndarray], *, scheme: str = DEFAU
     if scheme == "rank_then_aggregate":
         # a case's ranks do not depend on the other cases: rank once, resample the columns
         case_ranks = rank_cases(values, metrics).mean(axis=0)  # (n, k): mean over metrics
-        for b in range(n_boot):
-            score = case_ranks[:, idx[b]].mean(axis=1)
-            r = _final_rank(score)
-            taus[b] = kendall_tau(full, r)
-            counts[np.arange(n), r - 1] += 1
+        scores = np.stack([case_ranks[:, idx[b]].mean(axis=1) for b in range(n_boot)], axis=1)  # (n, n_boot)
     else:
         filled = np.stack([_filled(values, m) for m in metrics])  # (m, n, k)
-        for b in range(n_boot):
-            means = filled[:, :, idx[b]].mean(axis=2)
-            mr = np.stack([rank_min(means[i], higher_is_better=m.higher_is_better) for i, m in enumerate(metrics)])
-            r = _final_rank(mr.mean(axis=0))
-            taus[b] = kendall_tau(full, r)
-            counts[np.arange(n), r - 1] += 1
+        metric_ranks = []
+        for i, m in enumerate(metrics):
+            means = np.stack([filled[i][:, idx[b]].mean(axis=1) for b in range(n_boot)], axis=1)  # (n, n_boot)
+            metric_ranks.append(rank_min(means, higher_is_better=m.higher_is_better))
+        scores = np.mean(metric_ranks, axis=0)
+    ranks = rank_min(scores, higher_is_better=False).astype(np.int64)  # (n, n_boot)
+    taus = _kendall_many(full, ranks)
+    for b in range(n_boot):
+        counts[np.arange(n), ranks[:, b] - 1] += 1
     return Stability(scheme, n_boot, full, taus, counts)
 
 
@@ -343,17 +362,22 @@ def significance_map(values: Mapping[str, np.ndarray], *, metric: Metric = DEFAU
     n = a.shape[0]
     p = np.full((n, n), np.nan)
     alternative = "greater" if metric.higher_is_better else "less"
-    for i in range(n):
-        for j in range(n):
-            if i == j:
-                continue
-            d = a[i] - a[j]
-            if d.size == 0 or np.all(d == 0):
-                p[i, j] = 1.0
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                p[i, j] = float(wilcoxon(a[i], a[j], alternative=alternative, zero_method="wilcox").pvalue)
+    ii, jj = np.nonzero(~np.eye(n, dtype=bool))
+    if ii.size and a.shape[1]:
+        d = a[ii] - a[jj]  # (pairs, cases): one vectorized test per ordered pair
+        all_zero = np.all(d == 0, axis=1)
+        some_zero = np.any(d == 0, axis=1) & ~all_zero
+        pv = np.ones(ii.size)  # identical entries: no evidence either way
+        clean = ~all_zero & ~some_zero
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if clean.any():  # one vectorized call for the common case
+                pv[clean] = wilcoxon(d[clean], axis=1, alternative=alternative, zero_method="wilcox").pvalue
+            for r in np.flatnonzero(some_zero):  # zeros change scipy's method choice: test these one by one
+                pv[r] = wilcoxon(d[r], alternative=alternative, zero_method="wilcox").pvalue
+        p[ii, jj] = pv
+    elif ii.size:
+        p[ii, jj] = 1.0
     adj = holm(p)
     sig = np.where(np.isnan(adj), False, adj < alpha)
     return SignificanceMap(metric.name, alpha, p, adj, sig)

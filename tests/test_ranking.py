@@ -216,3 +216,30 @@ def test_bootstrap_mean_ci_covers_the_mean():
     assert ci.low < x.mean() < ci.high
     # percentile interval width ≈ 2·1.96·σ/√n
     assert ci.high - ci.low == pytest.approx(2 * 1.96 * x.std() / np.sqrt(200), rel=0.2)
+
+
+def test_vectorized_kendall_matches_scipy():
+    from scipy.stats import kendalltau
+
+    from evaluator.ranking import _kendall_many
+
+    rng = np.random.default_rng(7)
+    ref = np.array([1, 2, 2, 4, 5, 6])
+    ranks = rng.integers(1, 7, size=(6, 50))
+    got = _kendall_many(ref, ranks)
+    want = [kendalltau(ref, ranks[:, b]).statistic for b in range(50)]
+    assert got == pytest.approx(want)
+
+
+def test_significance_vectorized_matches_pairwise_scipy():
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(8)
+    a = rng.uniform(0, 1, (4, 15))
+    a[1, :3] = a[2, :3]  # some zero differences
+    sm = significance_map({"dsc": a})
+    for i in range(4):
+        for j in range(4):
+            if i != j:
+                want = wilcoxon(a[i], a[j], alternative="greater", zero_method="wilcox").pvalue
+                assert sm.pvalues[i, j] == pytest.approx(want)
