@@ -1,0 +1,168 @@
+"""Helpers of the CLI and end-to-end tests: a uvicorn server in a thread, a TCP proxy that can drop a
+connection mid-transfer, free ports, and subprocess service runners."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadServer:
+    """Serve an ASGI app with uvicorn in a background thread on 127.0.0.1."""
+
+    def __init__(self, app, port: int | None = None):
+        import uvicorn
+
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on", timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ThreadServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class DroppingProxy:
+    """A TCP proxy to ``upstream``; ``drop_after(n)`` cuts the next connection once it has forwarded
+    ``n`` bytes from the client (a dropped Wi-Fi in the middle of an upload), then works normally."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._drop_at: int | None = None
+        self._lock = threading.Lock()
+        self.drops = 0
+        self._closing = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def drop_after(self, n: int) -> None:
+        with self._lock:
+            self._drop_at = n
+
+    def __enter__(self) -> "DroppingProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._closing = True
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()  # wake accept()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self._thread.join(timeout=5)
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                budget, self._drop_at = self._drop_at, None
+            state = {"left": budget}
+            threading.Thread(target=self._pump, args=(client, upstream, state), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, state: dict | None) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if state is not None and state["left"] is not None:
+                    if len(data) >= state["left"]:
+                        dst.sendall(data[: state["left"]])
+                        self.drops += 1
+                        # reset both sides: the client sees its connection die mid-request
+                        for s in (src, dst):
+                            with contextlib.suppress(OSError):
+                                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                            with contextlib.suppress(OSError):
+                                s.shutdown(socket.SHUT_RDWR)  # wakes the other direction's blocked recv
+                            with contextlib.suppress(OSError):
+                                s.close()
+                        return
+                    state["left"] -= len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait until ``url`` answers 200 (failing early when ``proc`` died)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer within {timeout}s ({last})")
+
+
+def segarena_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "segarena.cli", *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the ``segarena`` command line in a subprocess (as a user would), capturing its output."""
+    full_env = {**os.environ, **(env or {}), "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    proc = subprocess.run(segarena_cmd(*args), env=full_env, capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd or ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"segarena {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
