@@ -1,0 +1,19 @@
+"""Test-set manifests, the synthetic generator and the importer for real challenge data.
+
+Public entry points: :func:`load_manifest`, :func:`generate`, :func:`materialize`,
+:func:`import_dir`, :func:`preview_manifest` and the schema classes.
+"""
+
+from .generator import GENERATOR_VERSION, SIZES, generate
+from .importer import ImportResult, import_dir
+from .manifest import ManifestError, boxes_from_labels, dump_manifest, load_manifest, verify_files, write_manifest
+from .preview import preview_manifest
+from .schema import MODALITIES, CaseEntry, FileRef, GeneratorInfo, LabelInfo, TestSetManifest
+from .sets import builtin_sets, materialize
+
+__all__ = [
+    "GENERATOR_VERSION", "SIZES", "MODALITIES",
+    "FileRef", "LabelInfo", "CaseEntry", "GeneratorInfo", "TestSetManifest",
+    "ManifestError", "load_manifest", "verify_files", "dump_manifest", "write_manifest", "boxes_from_labels",
+    "generate", "materialize", "builtin_sets", "import_dir", "ImportResult", "preview_manifest",
+]

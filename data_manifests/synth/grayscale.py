@@ -166,7 +166,7 @@ def make_xray(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCase:
     lab[nod] = 4
     names = ["right lung", "left lung", "heart", "lung nodule"]
     dens = gauss(dens, 1.0) + 0.015 * rng.standard_normal(shape).astype(np.float32)
-    dens = dens ** np.float32(rng.uniform(0.8, 1.2))
+    dens = np.clip(dens, 0.0, None) ** np.float32(rng.uniform(0.8, 1.2))
     img = to_uint8(dens, pct=(0.2, 99.8))
     lab, names = finalize_labels(lab, names)
     return SynthCase(img, lab, names, (1.0, 1.0))

@@ -1,0 +1,116 @@
+"""``segarena testset …``: generate, import, preview and verify test sets.
+
+Every error a user can cause prints one line starting with ``error:`` and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Test sets: synthetic generator, importer for real data, preview, verification.",
+                  no_args_is_help=True, add_completion=False)
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def generate(
+    size: str = typer.Option("tiny", "--size", help="tiny (CI), small (demos) or full (challenge-sized)"),
+    seed: int = typer.Option(0, "--seed", help="random seed; same seed, same bytes"),
+    out: Path = typer.Option(..., "--out", help="data root to write inputs/, gts/ and manifest.json into"),
+    box_jitter: int = typer.Option(0, "--box-jitter", help="widen each box side by up to N pixels (not z)"),
+    gray_as_rgb: bool = typer.Option(False, "--gray-as-rgb", help="store grayscale 2D images as (H,W,3)"),
+) -> None:
+    """Generate a synthetic test set in the challenge's file format."""
+    from .generator import SIZES, generate as _generate
+
+    if size not in SIZES:
+        _fail(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    if seed < 0 or box_jitter < 0:
+        _fail("seed and box jitter must be >= 0")
+    t0 = time.perf_counter()
+    try:
+        m = _generate(size, seed, out, box_jitter=box_jitter, gray_as_rgb=gray_as_rgb)
+    except OSError as exc:
+        _fail(f"cannot write to {out}: {exc.strerror or exc}")
+    total = sum(c.input.bytes + c.gt.bytes for c in m.cases)
+    typer.echo(f"{len(m.cases)} cases ({', '.join(m.modalities())}), {total / 1e6:.1f} MB, "
+               f"{time.perf_counter() - t0:.1f} s → {Path(out) / 'manifest.json'}")
+
+
+@app.command("import")
+def import_(
+    src: Path = typer.Argument(..., help="folder with challenge .npz (imgs/ + gts/) or NIfTI images and labels"),
+    out: Path = typer.Option(..., "--out", help="manifest file to write"),
+    data_out: Optional[Path] = typer.Option(None, "--data-out", help="where converted files go (default MANIFEST_data/)"),
+    spacing_order: str = typer.Option("auto", "--spacing-order", help="auto, xyz or zyx: how stored 3D spacing is read"),
+    modality: Optional[str] = typer.Option(None, "--modality", help="modality when names do not say it"),
+    set_id: Optional[str] = typer.Option(None, "--id", help="test-set id (default: folder name)"),
+) -> None:
+    """Import a real challenge folder: checksums, modality, 2D/3D, spacing in array order."""
+    from .importer import import_dir
+
+    if not src.is_dir():
+        _fail(f"{src} is not a directory")
+    if spacing_order not in ("auto", "xyz", "zyx"):
+        _fail("--spacing-order must be auto, xyz or zyx")
+    res = import_dir(src, out, data_out=data_out, spacing_order=spacing_order, modality=modality, set_id=set_id)
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    for path, reason in res.skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    if res.manifest is None:
+        _fail(f"no case under {src} could be imported ({len(res.skipped)} skipped)")
+    typer.echo(f"{len(res.manifest.cases)} cases imported, {len(res.skipped)} skipped → {out} (data root {res.data_root})")
+
+
+@app.command()
+def preview(
+    source: Path = typer.Argument(..., help="manifest.json, or a data root containing manifest.json"),
+    out: Path = typer.Option(Path("sheet.png"), "--out", help="PNG contact sheet to write"),
+    data: Optional[Path] = typer.Option(None, "--data", help="data root (default: the manifest's folder)"),
+    per_modality: int = typer.Option(1, "--per-modality", min=1, help="cases shown per modality"),
+) -> None:
+    """Write a PNG contact sheet: one case per modality, image beside labels and boxes."""
+    from .manifest import ManifestError, load_manifest
+    from .preview import preview_manifest
+
+    manifest_path = source / "manifest.json" if source.is_dir() else source
+    root = data or manifest_path.parent
+    try:
+        m = load_manifest(manifest_path, data_root=root, verify=True)
+        preview_manifest(m, root, out, per_modality=per_modality)
+    except ManifestError as exc:
+        _fail(str(exc))
+    typer.echo(f"contact sheet of {len(m.modalities())} modalities → {out}")
+
+
+@app.command()
+def verify(
+    manifest: Path = typer.Argument(..., help="manifest file"),
+    data: Path = typer.Option(..., "--data", help="data root the manifest's paths are relative to"),
+) -> None:
+    """Check the manifest's schema and every file's SHA-256."""
+    from .manifest import ManifestError, load_manifest
+
+    try:
+        m = load_manifest(manifest, data_root=data, verify=True)
+    except ManifestError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"id": m.id, "version": m.version, "cases": len(m.cases), "ok": True}))
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m data_manifests.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
