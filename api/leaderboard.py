@@ -393,6 +393,7 @@ def build_board(session: Session, track: Track, *, organizer: bool = False) -> d
         row = {
             "rank": None, "team": team, "team_id": s.team_id, "submission_id": s.id, "label": s.label,
             "baseline": bool(s.is_baseline), "excluded": bool(s.excluded), "submitted_at": _iso(s.created_at),
+            "entry": "excluded" if s.excluded else ("baseline" if s.is_baseline else ""),
         }
         if organizer:
             row["exclusion_reason"] = s.exclusion_reason if s.excluded else ""
@@ -401,7 +402,8 @@ def build_board(session: Session, track: Track, *, organizer: bool = False) -> d
         rows.append(row)
 
     columns = [_col("rank", "Rank", "int", group="id", title="final rank (baselines and excluded entries are unranked)"),
-               _col("team", "Team", "text", group="id"), _col("label", "Submission", "text", group="id")]
+               _col("team", "Team", "text", group="id"), _col("label", "Submission", "text", group="id"),
+               _col("entry", "Entry", "text", group="id", title="baseline rows and excluded rows are not ranked")]
     if kind == TrackKind.reproducibility.value:
         columns.append(_col("reproduces", "Reproduces", "text", group="id", title="the submission this one reproduces"))
         columns += _common_columns(loaded.mods, has_size)

@@ -1,0 +1,45 @@
+"""Routes: challenges and tracks (public reads, organizer writes)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.challenges import schemas, service
+from api.deps import OrganizerDep, SessionDep
+from api.params import SlugPath, as_utc
+
+router = APIRouter(prefix="/api/challenges", tags=["challenges"])
+
+
+@router.get("", response_model=list[schemas.ChallengeSummary], summary="All challenges")
+def list_challenges(session: SessionDep):
+    return [schemas.ChallengeSummary(id=c.id, slug=c.slug, title=c.title, description=c.description,
+                                     created_at=as_utc(c.created_at), tracks=[t.slug for t in c.tracks])
+            for c in service.list_challenges(session=session)]
+
+
+@router.post("", status_code=201, response_model=schemas.ChallengePublic, summary="Create a challenge with its tracks (organizers)")
+def create_challenge(body: schemas.ChallengeCreate, organizer: OrganizerDep, session: SessionDep):
+    return service.challenge_public(service.create_challenge(session=session, actor=organizer, body=body))
+
+
+@router.get("/{challenge}", response_model=schemas.ChallengePublic, summary="A challenge and its tracks")
+def get_challenge(challenge: SlugPath, session: SessionDep):
+    return service.challenge_public(service.get_challenge(session=session, slug=challenge))
+
+
+@router.get("/{challenge}/tracks/{track}", response_model=schemas.TrackPublic, summary="A track's rules and resource profile")
+def get_track(challenge: SlugPath, track: SlugPath, session: SessionDep):
+    return service.track_public(service.get_track(session=session, challenge=challenge, track=track))
+
+
+@router.patch("/{challenge}/tracks/{track}", response_model=schemas.TrackPublic, summary="Change a track's settings (organizers)")
+def update_track(challenge: SlugPath, track: SlugPath, body: schemas.TrackUpdate, organizer: OrganizerDep, session: SessionDep):
+    return service.track_public(service.update_track(session=session, actor=organizer, challenge=challenge, track=track, body=body))
+
+
+@router.post("/{challenge}/tracks/{track}/visibility", response_model=schemas.TrackPublic,
+             summary="Publish, hide or freeze a track's leaderboard (organizers)")
+def set_visibility(challenge: SlugPath, track: SlugPath, body: schemas.VisibilityChange, organizer: OrganizerDep, session: SessionDep):
+    return service.track_public(service.set_visibility(session=session, actor=organizer, challenge=challenge, track=track,
+                                                       visibility=body.visibility))

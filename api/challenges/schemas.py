@@ -1,0 +1,155 @@
+"""Schemas of challenges and tracks: what organizers send and what everyone may read."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.models import RowPolicy, TrackKind, Visibility
+from api.params import SLUG_PATTERN, UtcDatetime, UtcOut
+
+RankingScheme = Literal["rank_then_aggregate", "aggregate_then_rank"]
+
+
+class _TrackFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(default="", max_length=200)
+    kind: TrackKind = TrackKind.main
+    description: str = Field(default="", max_length=20000)
+    testset: str = Field(default="tiny", min_length=1, max_length=500,
+                         description="A built-in test set ('tiny', 'small') or the path of a manifest JSON.")
+    metric_profile: str = Field(default="default", pattern=r"^[a-z0-9_.-]{1,32}$")
+    ranking_scheme: RankingScheme = "rank_then_aggregate"
+    row_policy: RowPolicy = RowPolicy.best
+    visibility: Visibility = Visibility.public
+    opens_at: UtcDatetime | None = None
+    closes_at: UtcDatetime | None = None
+    quota_per_day: int = Field(default=5, ge=0, le=10000, description="Submissions per team per rolling 24 h; 0 pauses the track.")
+    queue: str = Field(default="cpu", pattern=r"^[a-z0-9_-]{1,16}$")
+    cpus: float = Field(default=1.0, gt=0, le=256)
+    memory_mb: int = Field(default=8192, ge=64, le=4 * 1024 * 1024)
+    gpus: int = Field(default=0, ge=0, le=16)
+    case_timeout_s: int = Field(default=60, ge=1, le=7 * 86400)
+    total_timeout_s: int = Field(default=3600, ge=1, le=30 * 86400)
+    pids_limit: int = Field(default=256, ge=16, le=1 << 20)
+    tmpfs_mb: int = Field(default=1024, ge=0, le=1 << 20)
+    allow_root: bool = False
+    repro_margin_dsc: float = Field(default=0.01, ge=0, le=1)
+    repro_margin_nsd: float = Field(default=0.01, ge=0, le=1)
+
+
+def _check_track(values: dict) -> None:
+    opens, closes = values.get("opens_at"), values.get("closes_at")
+    if opens is not None and closes is not None and closes <= opens:
+        raise ValueError("closes_at must be later than opens_at")
+    if (values.get("gpus") or 0) > 0 and values.get("queue") == "cpu":
+        raise ValueError("a track with gpus > 0 must use a GPU queue (queue: gpu)")
+    if values.get("case_timeout_s") and values.get("total_timeout_s") and values["total_timeout_s"] < values["case_timeout_s"]:
+        raise ValueError("total_timeout_s must be at least case_timeout_s")
+
+
+class TrackCreate(_TrackFields):
+    slug: str = Field(pattern=SLUG_PATTERN)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrackCreate":
+        _check_track(self.model_dump())
+        return self
+
+
+class TrackUpdate(BaseModel):
+    """Any subset of a track's fields (organizers)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, max_length=200)
+    kind: TrackKind | None = None
+    description: str | None = Field(default=None, max_length=20000)
+    testset: str | None = Field(default=None, min_length=1, max_length=500)
+    metric_profile: str | None = Field(default=None, pattern=r"^[a-z0-9_.-]{1,32}$")
+    ranking_scheme: RankingScheme | None = None
+    row_policy: RowPolicy | None = None
+    visibility: Visibility | None = None
+    opens_at: UtcDatetime | None = None
+    closes_at: UtcDatetime | None = None
+    quota_per_day: int | None = Field(default=None, ge=0, le=10000)
+    queue: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,16}$")
+    cpus: float | None = Field(default=None, gt=0, le=256)
+    memory_mb: int | None = Field(default=None, ge=64, le=4 * 1024 * 1024)
+    gpus: int | None = Field(default=None, ge=0, le=16)
+    case_timeout_s: int | None = Field(default=None, ge=1, le=7 * 86400)
+    total_timeout_s: int | None = Field(default=None, ge=1, le=30 * 86400)
+    pids_limit: int | None = Field(default=None, ge=16, le=1 << 20)
+    tmpfs_mb: int | None = Field(default=None, ge=0, le=1 << 20)
+    allow_root: bool | None = None
+    repro_margin_dsc: float | None = Field(default=None, ge=0, le=1)
+    repro_margin_nsd: float | None = Field(default=None, ge=0, le=1)
+
+
+class VisibilityChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    visibility: Visibility
+
+
+class ChallengeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    slug: str = Field(pattern=SLUG_PATTERN)
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=50000)
+    tracks: list[TrackCreate] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _unique_tracks(self) -> "ChallengeCreate":
+        slugs = [t.slug for t in self.tracks]
+        if len(slugs) != len(set(slugs)):
+            raise ValueError("track slugs must be unique within a challenge")
+        return self
+
+
+class TrackPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    challenge: str
+    slug: str
+    title: str
+    kind: TrackKind
+    description: str
+    testset: str
+    metric_profile: str
+    ranking_scheme: str
+    row_policy: RowPolicy
+    visibility: Visibility
+    frozen_at: UtcOut | None
+    opens_at: UtcOut | None
+    closes_at: UtcOut | None
+    is_open: bool
+    quota_per_day: int
+    queue: str
+    cpus: float
+    memory_mb: int
+    gpus: int
+    case_timeout_s: int
+    total_timeout_s: int
+    pids_limit: int
+    tmpfs_mb: int
+    allow_root: bool
+    repro_margin_dsc: float
+    repro_margin_nsd: float
+
+
+class ChallengeSummary(BaseModel):
+    id: int
+    slug: str
+    title: str
+    description: str
+    created_at: UtcOut
+    tracks: list[str]
+
+
+class ChallengePublic(BaseModel):
+    id: int
+    slug: str
+    title: str
+    description: str
+    created_at: UtcOut
+    tracks: list[TrackPublic]

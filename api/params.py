@@ -1,0 +1,44 @@
+"""Shared request parameter types: ids and slugs bounded so that no input reaches the DB out of range."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import Path
+from pydantic import AfterValidator
+
+__all__ = ["IdPath", "SlugPath", "MAX_ID", "SLUG_PATTERN", "as_utc", "UtcDatetime", "UtcOut"]
+
+MAX_ID = 2**31 - 1
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+SlugPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Naive datetimes are UTC (SQLite returns them naive); aware ones are converted to UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _checked_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        out = as_utc(value)
+    except (OverflowError, ValueError):
+        raise ValueError("date out of range") from None
+    if not 1970 <= out.year <= 2200:
+        raise ValueError("dates must lie between 1970 and 2200")
+    return out
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_checked_utc)]
+
+UtcOut = Annotated[datetime, AfterValidator(as_utc)]
+"""A datetime in a response: always timezone-aware UTC (SQLite hands them back naive)."""

@@ -1,0 +1,46 @@
+"""Enqueueing runs: the API sends a task by name on the track's queue; it never imports Docker code."""
+
+from __future__ import annotations
+
+import threading
+
+__all__ = ["enqueue_run", "EnqueueError"]
+
+_apps: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+class EnqueueError(RuntimeError):
+    """The broker could not take the message (the run stays queued; the reaper requeues it)."""
+
+
+def _celery(settings):
+    with _lock:
+        app = _apps.get(settings.broker_url)
+        if app is None:
+            from worker.celery_app import make_celery
+
+            app = make_celery(settings)
+            if settings.embedded_broker:
+                # kombu's SQLAlchemy transport passes unknown transport options to create_engine(); the
+                # polling interval only matters to consumers, and breaks a sender's engine creation.
+                options = dict(app.conf.broker_transport_options or {})
+                options.pop("polling_interval", None)
+                app.conf.broker_transport_options = options
+            _apps[settings.broker_url] = app
+        return app
+
+
+def enqueue_run(settings, run_id: int, queue: str) -> str:
+    """Send ``RUN_TASK(run_id)`` to ``queue``; returns the Celery task id. Raises ``EnqueueError``."""
+    from worker.celery_app import RUN_TASK
+
+    app = _celery(settings)
+    try:
+        result = app.send_task(
+            RUN_TASK, args=[run_id], queue=queue, retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},
+        )
+    except Exception as exc:  # kombu raises many kinds (OperationalError, socket errors)
+        raise EnqueueError(f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+    return str(result.id)

@@ -1,0 +1,399 @@
+"""Checks a ``docker save`` archive (.tar or .tar.gz) while it streams in, without unpacking it.
+
+``ArchiveInspector`` is fed the archive's bytes in order (any chunk sizes) and reads only what it
+needs: tar headers, ``manifest.json`` and the image's config JSON. Layer data are skipped as they pass.
+A gzip archive is recognised by its magic bytes and decompressed once, in the same pass, with bounded
+output per step (a decompression bomb is stopped by ``max_uncompressed``). Both the legacy layout of
+Docker < 25 (``<id>.json``, ``<layer>/layer.tar``, ``manifest.json``) and the OCI layout of
+Docker ≥ 25 (``blobs/sha256/<hex>``, ``index.json``, ``manifest.json``) are accepted.
+
+Checks: the data is a tar (header checksums), member paths cannot escape (no absolute paths, no
+``..``, no links that point outside, no device files), ``manifest.json`` is readable and names exactly
+one image with exactly one tag, its config and layers are in the archive, the config JSON is readable,
+its digest matches the name it is stored under, and the image is ``linux/amd64``.
+
+The image id is the config blob's digest, ``sha256:<hex>``: what ``docker load`` reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ArchiveError", "ImageInfo", "ArchiveInspector", "inspect_file"]
+
+BLOCK = 512
+_KEEP_MAX_MEMBER = 1 << 20  # small members we keep (manifest, configs): at most 1 MiB each
+_KEEP_BUDGET = 32 << 20  # and 32 MiB together; beyond that inspect_file() reads the config back
+_INFLATE_STEP = 4 << 20
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class ArchiveError(ValueError):
+    """The archive is not a valid single-image ``docker save`` archive; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    image_id: str  # "sha256:<hex>" of the config blob
+    image_tag: str
+    user: str
+    architecture: str
+    os: str
+    compressed: bool
+    layers: int
+    uncompressed_bytes: int
+
+
+@dataclass
+class _Member:
+    name: str
+    size: int
+    type: bytes
+    linkname: str
+    data: bytearray | None = None  # kept content (small members only)
+    sha256: str | None = None
+
+
+@dataclass
+class _State:
+    members: dict[str, _Member] = field(default_factory=dict)
+    kept_bytes: int = 0
+
+
+def _clean(name: str, what: str = "member") -> str:
+    if not name or "\x00" in name:
+        raise ArchiveError(f"archive {what} has an empty or invalid name")
+    if name.startswith("/"):
+        raise ArchiveError(f"archive {what} {name!r} has an absolute path; a docker save archive has only relative paths")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveError(f"archive {what} {name!r} contains '..'; a docker save archive never escapes its own root")
+    return "/".join(parts)
+
+
+def _parse_pax(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        if data[pos] == 0:
+            break
+        sp = data.find(b" ", pos)
+        if sp < 0:
+            raise ArchiveError("archive has a malformed pax header")
+        try:
+            length = int(data[pos:sp])
+        except ValueError:
+            raise ArchiveError("archive has a malformed pax header") from None
+        if length <= 0 or pos + length > len(data):
+            raise ArchiveError("archive has a malformed pax header")
+        record = data[sp + 1 : pos + length - 1]
+        key, eq, value = record.partition(b"=")
+        if not eq:
+            raise ArchiveError("archive has a malformed pax header")
+        out[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        pos += length
+    return out
+
+
+class ArchiveInspector:
+    """Push parser over a docker-save archive: ``feed(bytes)`` repeatedly, then ``finish()``."""
+
+    def __init__(self, *, max_uncompressed: int | None = None) -> None:
+        self.max_uncompressed = max_uncompressed
+        self.compressed: bool | None = None
+        self._inflater = None
+        self._gz_done = False
+        self._raw_seen = 0
+        self._sniff = bytearray()
+        self.tar_bytes = 0  # decompressed bytes parsed so far
+        self._hdr = bytearray()
+        self._remaining = 0  # data bytes of the current member still to come
+        self._padding = 0
+        self._current: _Member | None = None
+        self._collect: bytearray | None = None
+        self._hasher = None
+        self._pending_name: str | None = None
+        self._pending_link: str | None = None
+        self._pending_size: int | None = None
+        self._pending_kind: bytes | None = None  # b"x" pax, b"L" longname, b"K" longlink, b"g" global
+        self._ended = False
+        self._zero_blocks = 0
+        self.state = _State()
+
+    # ---- feeding -------------------------------------------------------------------------
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed the next bytes of the archive (raises ``ArchiveError`` as soon as it is wrong)."""
+        if not data:
+            return
+        if self.compressed is None:
+            self._sniff += data
+            if len(self._sniff) < 2:
+                return
+            self.compressed = bytes(self._sniff[:2]) == b"\x1f\x8b"
+            data, self._sniff = bytes(self._sniff), bytearray()
+            if self.compressed:
+                self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        if not self.compressed:
+            self._feed_tar(memoryview(data))
+            return
+        self._raw_seen += len(data)
+        if self._gz_done:
+            return
+        buf = bytes(data)
+        while buf:
+            try:
+                out = self._inflater.decompress(buf, _INFLATE_STEP)
+            except zlib.error as exc:
+                raise ArchiveError(f"the gzip stream is corrupt ({exc}); re-create it with docker save NAME | gzip > NAME.tar.gz") from None
+            if out:
+                self._feed_tar(memoryview(out))
+            buf = self._inflater.unconsumed_tail
+            if self._inflater.eof:
+                rest = self._inflater.unused_data
+                if rest[:2] == b"\x1f\x8b":  # concatenated gzip members
+                    self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    buf = rest
+                else:
+                    self._gz_done = True  # trailing garbage after the gzip stream is ignored
+                    return
+
+    def _feed_tar(self, mv: memoryview) -> None:
+        n = len(mv)
+        self.tar_bytes += n
+        if self.max_uncompressed is not None and self.tar_bytes > self.max_uncompressed:
+            raise ArchiveError(
+                f"the archive unpacks to more than {self.max_uncompressed} bytes; upload a smaller image"
+            )
+        i = 0
+        while i < n:
+            if self._ended:
+                return
+            if self._remaining:
+                take = min(self._remaining, n - i)
+                piece = mv[i : i + take]
+                if self._collect is not None:
+                    self._collect += piece
+                if self._hasher is not None:
+                    self._hasher.update(piece)
+                self._remaining -= take
+                i += take
+                if self._remaining == 0:
+                    self._member_done()
+                continue
+            if self._padding:
+                take = min(self._padding, n - i)
+                self._padding -= take
+                i += take
+                continue
+            take = min(BLOCK - len(self._hdr), n - i)
+            self._hdr += mv[i : i + take]
+            i += take
+            if len(self._hdr) == BLOCK:
+                block, self._hdr = bytes(self._hdr), bytearray()
+                self._header(block)
+
+    def _header(self, block: bytes) -> None:
+        if block == b"\0" * BLOCK:
+            self._zero_blocks += 1
+            if self._zero_blocks >= 2:
+                self._ended = True
+            return
+        if self._zero_blocks:
+            raise ArchiveError("the tar archive has data after an end-of-archive marker")
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            if not self.state.members and self._pending_kind is None:
+                raise ArchiveError(
+                    "this is not a tar archive; upload the output of docker save NAME | gzip > NAME.tar.gz"
+                ) from None
+            raise ArchiveError(f"the tar archive is damaged at byte {self.tar_bytes} ({exc})") from None
+        kind = info.type
+        size = info.size
+        if kind in (b"x", b"g", b"L", b"K"):
+            if size > (1 << 20):
+                raise ArchiveError("archive has an extended header larger than 1 MiB")
+            self._pending_kind = kind
+            self._start_data(size, collect=True, hasher=False)
+            self._current = None
+            return
+        name = self._pending_name if self._pending_name is not None else info.name
+        linkname = self._pending_link if self._pending_link is not None else info.linkname
+        if self._pending_size is not None:
+            size = self._pending_size
+        self._pending_name = self._pending_link = self._pending_size = None
+        if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
+            raise ArchiveError(f"archive member {name!r} is a device or pipe; a docker save archive has none")
+        clean = _clean(name)
+        if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+            if not linkname or linkname.startswith("/"):
+                raise ArchiveError(f"archive link {name!r} points to {linkname!r}, outside the archive")
+            base = posixpath.dirname(clean) if kind == tarfile.SYMTYPE else ""
+            target = posixpath.normpath(posixpath.join(base, linkname))
+            if target == ".." or target.startswith("../") or target.startswith("/"):
+                raise ArchiveError(f"archive link {name!r} points to {linkname!r}, outside the archive")
+            linkname = target
+            size = 0 if kind == tarfile.SYMTYPE else size
+        elif kind not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.DIRTYPE):
+            raise ArchiveError(f"archive member {name!r} has an unsupported type {kind!r}")
+        if clean in self.state.members and kind != tarfile.DIRTYPE:
+            raise ArchiveError(f"archive member {name!r} appears twice")
+        member = _Member(name=clean, size=size, type=kind, linkname=linkname)
+        self.state.members[clean] = member
+        self._current = member
+        keep = (
+            kind in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+            and size <= _KEEP_MAX_MEMBER
+            and self.state.kept_bytes + size <= _KEEP_BUDGET
+            and (clean.endswith(".json") or clean.startswith("blobs/"))
+        )
+        if keep:
+            self.state.kept_bytes += size
+        has_data = kind not in (tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE)
+        self._start_data(size if has_data else 0, collect=keep, hasher=keep)
+
+    def _start_data(self, size: int, *, collect: bool, hasher: bool) -> None:
+        self._remaining = size
+        self._padding = (-size) % BLOCK
+        self._collect = bytearray() if collect else None
+        self._hasher = hashlib.sha256() if hasher else None
+        if size == 0:
+            self._member_done()
+
+    def _member_done(self) -> None:
+        data, self._collect = self._collect, None
+        hasher, self._hasher = self._hasher, None
+        if self._pending_kind is not None and self._current is None:
+            kind, self._pending_kind = self._pending_kind, None
+            assert data is not None
+            if kind == b"x":
+                pax = _parse_pax(bytes(data))
+                if "path" in pax:
+                    self._pending_name = pax["path"]
+                if "linkpath" in pax:
+                    self._pending_link = pax["linkpath"]
+                if "size" in pax:
+                    try:
+                        self._pending_size = int(pax["size"])
+                    except ValueError:
+                        raise ArchiveError("archive has a malformed pax size") from None
+            elif kind == b"L":
+                self._pending_name = bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            elif kind == b"K":
+                self._pending_link = bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            return
+        if self._current is not None:
+            if data is not None:
+                self._current.data = data
+            if hasher is not None:
+                self._current.sha256 = hasher.hexdigest()
+        self._current = None
+
+    # ---- conclusion ----------------------------------------------------------------------
+    def truncated(self) -> bool:
+        return bool(self._remaining or self._hdr or self._pending_kind or self._pending_name)
+
+    def finish(self, *, read_back: Path | None = None) -> ImageInfo:
+        """Check what was fed and describe the image; ``read_back`` lets it reread an unkept config."""
+        if self.compressed is None:
+            raise ArchiveError("the archive is empty or too short to be a tar archive")
+        if self.compressed and not self._gz_done and not self._inflater.eof:
+            raise ArchiveError("the gzip stream is truncated; the upload may have been cut off, upload it again")
+        if self.truncated():
+            raise ArchiveError("the tar archive is truncated; the upload may have been cut off, upload it again")
+        members = self.state.members
+        if not members:
+            raise ArchiveError("the tar archive is empty")
+        manifest = members.get("manifest.json")
+        if manifest is None or manifest.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
+            raise ArchiveError("manifest.json is missing: this is not a docker save archive (docker save NAME | gzip > NAME.tar.gz)")
+        if manifest.data is None:
+            raise ArchiveError("manifest.json is larger than 1 MiB; a docker save manifest is a few kilobytes")
+        try:
+            entries = json.loads(bytes(manifest.data))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArchiveError(f"manifest.json is not valid JSON ({exc})") from None
+        if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+            count = len(entries) if isinstance(entries, list) else "no"
+            raise ArchiveError(f"manifest.json lists {count} images; save exactly one image (docker save NAME:TAG)")
+        entry = entries[0]
+        tags = entry.get("RepoTags")
+        if not isinstance(tags, list) or len(tags) != 1 or not isinstance(tags[0], str) or not tags[0]:
+            n = len(tags) if isinstance(tags, list) else 0
+            raise ArchiveError(f"the image has {n} tags; save it by exactly one name:tag (docker save NAME:TAG)")
+        config_name = entry.get("Config")
+        if not isinstance(config_name, str):
+            raise ArchiveError("manifest.json names no Config")
+        config_name = _clean(config_name, "config path")
+        layers = entry.get("Layers") or []
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+            raise ArchiveError("manifest.json has a malformed Layers list")
+        for layer in layers:
+            if self._resolve(_clean(layer, "layer path")) is None:
+                raise ArchiveError(f"manifest.json names layer {layer!r}, which is not in the archive")
+        config = self._resolve(config_name)
+        if config is None:
+            raise ArchiveError(f"manifest.json names config {config_name!r}, which is not in the archive")
+        data, digest = config.data, config.sha256
+        if data is None and read_back is not None:
+            data = _read_member(read_back, config.name, limit=64 << 20)
+            digest = hashlib.sha256(data).hexdigest()
+        if data is None:
+            raise ArchiveError("the image config is too large to check (over 1 MiB)")
+        stem = _HEX64.search(posixpath.basename(config_name))
+        if stem and stem.group(0) != digest:
+            raise ArchiveError(f"the image config {config_name!r} does not match its digest; the archive is damaged")
+        try:
+            cfg = json.loads(bytes(data))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArchiveError(f"the image config {config_name!r} is not valid JSON ({exc})") from None
+        if not isinstance(cfg, dict):
+            raise ArchiveError("the image config is not a JSON object")
+        arch = str(cfg.get("architecture") or "")
+        os_ = str(cfg.get("os") or "")
+        if arch != "amd64":
+            raise ArchiveError(f"the image is built for {arch or 'an unknown architecture'}; build it for linux/amd64 (docker build --platform linux/amd64)")
+        if os_ and os_ != "linux":
+            raise ArchiveError(f"the image is built for {os_}; build it for linux/amd64")
+        inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
+        user = str(inner.get("User") or "")
+        return ImageInfo(
+            image_id=f"sha256:{digest}", image_tag=tags[0], user=user[:64], architecture=arch, os=os_ or "linux",
+            compressed=bool(self.compressed), layers=len(layers), uncompressed_bytes=self.tar_bytes,
+        )
+
+    def _resolve(self, name: str, depth: int = 0) -> _Member | None:
+        member = self.state.members.get(name)
+        if member is None or depth > 8:
+            return None
+        if member.type in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+            return self._resolve(member.linkname, depth + 1)
+        return member
+
+
+def _read_member(path: Path, name: str, *, limit: int) -> bytes:
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            member = tar.getmember(name)
+            f = tar.extractfile(member)
+            if f is None or member.size > limit:
+                raise ArchiveError(f"archive member {name!r} cannot be read")
+            return f.read()
+    except (tarfile.TarError, KeyError, OSError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"archive member {name!r} cannot be read ({exc})") from None
+
+
+def inspect_file(path: Path, *, max_uncompressed: int | None = None, chunk: int = 8 << 20) -> ImageInfo:
+    """Check an archive already on disk (the same checks as while streaming)."""
+    inspector = ArchiveInspector(max_uncompressed=max_uncompressed)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            inspector.feed(block)
+    return inspector.finish(read_back=Path(path))

@@ -1,0 +1,194 @@
+"""Schemas of submissions, runs, case results and upload sessions: what each role may see is a type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.params import UtcOut
+
+from api.models import CaseStatus, RunState, SubmissionState, UploadState
+
+
+class Progress(BaseModel):
+    done: int = Field(description="Cases of the latest attempt with a result.")
+    total: int = Field(description="Cases in the test set (0 until the worker has started).")
+    by_status: dict[str, int] = Field(default_factory=dict)
+
+
+class SubmissionPublic(BaseModel):
+    id: int
+    challenge: str
+    track: str
+    track_id: int
+    team_id: int
+    team: str
+    member_id: int | None
+    label: str
+    state: SubmissionState
+    reason: str
+    attempt: int
+    run_state: RunState | None
+    progress: Progress
+    archive_sha256: str
+    archive_bytes: int
+    image_id: str
+    image_tag: str
+    image_user: str
+    reproduces_id: int | None
+    is_baseline: bool
+    excluded: bool
+    exclusion_reason: str
+    metric_profile: str
+    dsc: float | None
+    nsd: float | None
+    runtime_s: float | None
+    aggregates: dict[str, Any] = Field(default_factory=dict, description="The latest attempt's summary (per modality, etc.).")
+    created_at: UtcOut
+    updated_at: UtcOut
+    finished_at: UtcOut | None
+    note: str | None = Field(default=None, description="Set when something needs the participant's attention, e.g. a delayed queue.")
+
+
+class CaseResultPublic(BaseModel):
+    case: str
+    case_id: str = Field(description="Same as case.")
+    attempt: int
+    modality: str
+    size_class: str
+    status: CaseStatus
+    reason: str
+    runtime_s: float
+    peak_memory_bytes: int | None
+    exit_code: int | None
+    dsc: float
+    nsd: float
+    per_class: dict[str, Any]
+
+
+class SubmissionResults(BaseModel):
+    submission_id: int
+    state: SubmissionState
+    attempt: int
+    metric_profile: str
+    dsc: float | None
+    nsd: float | None
+    runtime_s: float | None
+    aggregates: dict[str, Any]
+    cases: list[CaseResultPublic] = Field(description="The latest attempt's per-case rows.")
+
+
+class CaseLog(BaseModel):
+    case: str
+    case_id: str = Field(description="Same as case.")
+    status: CaseStatus
+    reason: str
+    stdout_tail: str
+    stderr_tail: str
+
+
+class SubmissionLogs(BaseModel):
+    submission_id: int
+    attempt: int
+    run_state: RunState | None
+    reason: str
+    log_tail: str
+    cases: list[CaseLog]
+    truncated_to_chars: int
+
+
+class RunAudit(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    attempt: int
+    state: RunState
+    reason: str
+    queue: str
+    requested_by: str
+    task_id: str
+    worker_host: str
+    worker_pid: int | None
+    docker_version: str
+    cpu_model: str
+    cpuset: str
+    container_params: dict[str, Any]
+    metric_profile: str
+    testset: str
+    cases_total: int
+    created_at: UtcOut
+    started_at: UtcOut | None
+    heartbeat_at: UtcOut | None
+    finished_at: UtcOut | None
+    log_tail: str
+
+
+class CaseResultAudit(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    run_id: int
+    case_id: str
+    modality: str
+    size_class: str
+    status: CaseStatus
+    reason: str
+    runtime_s: float
+    cpu_s: float | None
+    peak_memory_bytes: int | None
+    exit_code: int | None
+    dsc: float
+    nsd: float
+    per_class: dict[str, Any]
+    stdout_tail: str
+    stderr_tail: str
+    created_at: UtcOut
+
+
+class AuditEventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    at: UtcOut
+    actor_member_id: int | None
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    details: dict[str, Any]
+
+
+class SubmissionOrganizerView(SubmissionPublic):
+    archive_path: str
+    description: str
+    runs: list[RunAudit]
+    cases: list[CaseResultAudit]
+    audit: list[AuditEventPublic]
+
+
+class ExcludeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    excluded: bool = True
+    reason: str = Field(default="", max_length=2000)
+
+
+class BaselineRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    is_baseline: bool = True
+
+
+class UploadCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filename: str = Field(default="image.tar.gz", min_length=1, max_length=255)
+    total_bytes: int = Field(ge=1, le=1 << 50)
+    label: str = Field(default="", max_length=200)
+    reproduces: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
+class UploadPublic(BaseModel):
+    upload_id: str
+    url: str
+    filename: str
+    total_bytes: int
+    received_bytes: int
+    state: UploadState
+    created_at: UtcOut
+    submission_id: int | None = None

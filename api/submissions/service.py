@@ -1,0 +1,469 @@
+"""The submission lifecycle: accept (rules, quota, duplicates), enqueue, read, cancel, re-run.
+
+Quota: N submissions per team per track per rolling 24 h. Cancelled submissions and submissions that
+failed for infrastructure reasons (their latest run ended ``infra_failed``) do not count. The final
+check runs under a per-team lock (``SELECT … FOR UPDATE`` on the team row on PostgreSQL, an exclusive
+``flock`` on SQLite, which also holds across API processes), so concurrent uploads cannot overrun it.
+
+Enqueueing happens after the commit. If the broker is down the submission stays ``queued`` (the
+reaper requeues queued runs it finds without a pick-up), and the answer is still 201 with a ``note``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from api.audit import record
+from api.challenges.service import ensure_open
+from api.db import get_sessionmaker
+from api.errors import ApiError
+from api.models import (
+    FINAL_STATES, AuditEvent, CaseResult, Challenge, Member, Role, Run, RunState, Submission,
+    SubmissionState, Team, Track, TrackKind, utcnow,
+)
+from api.params import as_utc
+from api.queue import EnqueueError, enqueue_run
+from api.storage import Storage
+from api.submissions import schemas
+from api.submissions.archive import ImageInfo
+
+log = logging.getLogger("segarena.api")
+
+__all__ = [
+    "Ticket", "Staged", "prepare_submission", "create_submission", "submission_public", "list_submissions",
+    "get_visible_submission", "cancel_submission", "submission_logs", "submission_results", "rerun_submission",
+    "count_toward_quota", "team_lock",
+]
+
+ACTIVE_RUN_STATES = (RunState.queued, RunState.loading, RunState.running, RunState.scoring)
+CANCELLABLE = (SubmissionState.queued, SubmissionState.loading)
+LOG_TAIL_CHARS = 4000
+RUN_LOG_TAIL_CHARS = 16000
+ENQUEUE_NOTE = ("the submission is queued, but the job broker did not answer; it will start automatically "
+                "when the broker is back (nothing to re-upload)")
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What was checked before the archive arrived: who submits to which track."""
+
+    team_id: int
+    member_id: int
+    track_id: int
+    reproduces_id: int | None
+    label: str
+
+
+@dataclass
+class Staged:
+    """An archive fully received and checked, waiting in storage under a temporary name."""
+
+    path: Path
+    sha256: str
+    size: int
+    info: ImageInfo
+    filename: str = ""
+
+
+def _session(settings) -> Session:
+    return get_sessionmaker(settings.database_url)()
+
+
+# ---------------------------------------------------------------------------------------------
+# rules
+# ---------------------------------------------------------------------------------------------
+def _check_reproduces(session: Session, track: Track, reproduces: int | None) -> None:
+    if track.kind != TrackKind.reproducibility:
+        if reproduces is not None:
+            raise ApiError(422, "invalid_request", f"track {track.slug!r} is a {track.kind.value} track; "
+                           "only reproducibility tracks take 'reproduces'")
+        return
+    if reproduces is None:
+        raise ApiError(422, "reproduces_required", f"track {track.slug!r} is a reproducibility track: name the submission "
+                       "you reproduce with reproduces=<submission id> (a succeeded main or booster submission)")
+    target = session.get(Submission, reproduces)
+    ok = (target is not None and target.state == SubmissionState.succeeded
+          and target.track.challenge_id == track.challenge_id
+          and target.track.kind in (TrackKind.main, TrackKind.booster))
+    if not ok:
+        raise ApiError(422, "invalid_reproduces", f"submission {reproduces} is not a succeeded submission of a main or "
+                       "booster track of this challenge; reproduces must name one")
+
+
+def count_toward_quota(session: Session, *, team_id: int, track_id: int, now=None) -> list[Submission]:
+    """The team's submissions to the track in the last 24 h that count toward its quota, oldest first."""
+    now = now or utcnow()
+    rows = list(session.scalars(
+        select(Submission).where(Submission.team_id == team_id, Submission.track_id == track_id,
+                                 Submission.created_at > now - timedelta(days=1),
+                                 Submission.state != SubmissionState.cancelled)
+        .order_by(Submission.created_at)))
+    failed = [s.id for s in rows if s.state == SubmissionState.failed]
+    infra = set()
+    if failed:
+        latest = dict(session.execute(select(Run.submission_id, func.max(Run.attempt))
+                                      .where(Run.submission_id.in_(failed)).group_by(Run.submission_id)).all())
+        for run in session.scalars(select(Run).where(Run.submission_id.in_(failed))):
+            if run.attempt == latest.get(run.submission_id) and run.state == RunState.infra_failed:
+                infra.add(run.submission_id)
+    return [s for s in rows if s.id not in infra]
+
+
+def _check_quota(session: Session, track: Track, team_id: int) -> None:
+    now = utcnow()
+    counted = count_toward_quota(session, team_id=team_id, track_id=track.id, now=now)
+    if len(counted) >= track.quota_per_day:
+        if track.quota_per_day == 0:
+            raise ApiError(429, "quota_exceeded", f"track {track.slug!r} takes no submissions at the moment (quota 0)")
+        frees = as_utc(counted[0].created_at) + timedelta(days=1)
+        raise ApiError(429, "quota_exceeded",
+                       f"your team has used its quota of {track.quota_per_day} submissions per 24 h on track "
+                       f"{track.slug!r}; the next slot frees at {frees.isoformat(timespec='seconds')} "
+                       "(cancelled and infrastructure-failed submissions do not count)",
+                       retry_at=frees.isoformat(timespec="seconds"))
+
+
+def _check_duplicate(session: Session, track: Track, team_id: int, image_id: str) -> None:
+    earlier = session.scalars(
+        select(Submission).where(Submission.team_id == team_id, Submission.track_id == track.id,
+                                 Submission.image_id == image_id, Submission.state != SubmissionState.cancelled)
+        .options(selectinload(Submission.runs)).order_by(Submission.id)).all()
+    for sub in earlier:
+        if sub.state == SubmissionState.failed and sub.runs and sub.runs[-1].state == RunState.infra_failed:
+            continue  # an infrastructure failure: the same image may come again
+        raise ApiError(409, "duplicate_image",
+                       f"your team already submitted image {image_id} to track {track.slug!r} as submission "
+                       f"{sub.id} ({sub.state.value}); change the image to submit again, or ask the organizers for a re-run",
+                       submission_id=sub.id)
+
+
+@contextmanager
+def team_lock(session: Session, settings, team_id: int):
+    """Serialize quota-checked writes of one team (held until the block, and its commit, ends)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+        yield
+        return
+    lock_dir = Path(settings.data_dir) / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_dir / f"team-{team_id}.lock", os.O_CREAT | os.O_RDWR, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# creating
+# ---------------------------------------------------------------------------------------------
+def prepare_submission(*, session: Session, member: Member, challenge: str, track: str,
+                       reproduces: int | None, label: str) -> Ticket:
+    """Check everything that can be checked before the archive arrives (fail fast, before gigabytes)."""
+    from api.challenges.service import get_track
+
+    if member.team_id is None:
+        raise ApiError(403, "no_team", "you are not a member of a team; only team members can submit "
+                       "(organizers: add yourself to a team, e.g. for baselines)")
+    row = get_track(session=session, challenge=challenge, track=track)
+    ensure_open(row)
+    _check_reproduces(session, row, reproduces)
+    _check_quota(session, row, member.team_id)
+    return Ticket(team_id=member.team_id, member_id=member.id, track_id=row.id, reproduces_id=reproduces,
+                  label=label.strip()[:200])
+
+
+def create_submission(*, settings, ticket: Ticket, staged: Staged, actor_id: int) -> tuple[int, str | None]:
+    """Record a checked archive as a queued submission with its first run, then enqueue it.
+
+    Returns (submission id, note). The staged file is moved into storage, or left for the caller to delete.
+    """
+    storage = Storage(settings.storage_dir)
+    with _session(settings) as session:
+        dest: Path | None = None
+        try:
+            with team_lock(session, settings, ticket.team_id):
+                track = session.get(Track, ticket.track_id)
+                if track is None:
+                    raise ApiError(404, "not_found", "the track was deleted while you uploaded")
+                _check_reproduces(session, track, ticket.reproduces_id)
+                _check_duplicate(session, track, ticket.team_id, staged.info.image_id)
+                _check_quota(session, track, ticket.team_id)
+                actor = session.get(Member, actor_id)
+                sub = Submission(
+                    track_id=track.id, team_id=ticket.team_id, member_id=ticket.member_id, label=ticket.label,
+                    state=SubmissionState.queued, archive_path="", archive_sha256=staged.sha256,
+                    archive_bytes=staged.size, image_id=staged.info.image_id, image_tag=staged.info.image_tag[:300],
+                    image_user=staged.info.user, reproduces_id=ticket.reproduces_id,
+                    metric_profile=track.metric_profile,
+                )
+                session.add(sub)
+                session.flush()
+                dest = storage.image_dir(sub.id) / ("image.tar.gz" if staged.info.compressed else "image.tar")
+                Storage.atomic_move(staged.path, dest)
+                os.chmod(dest, 0o440)
+                sub.archive_path = storage.relative(dest)
+                run = Run(submission_id=sub.id, attempt=1, state=RunState.queued, queue=track.queue,
+                          requested_by=f"upload:{ticket.member_id}", metric_profile=track.metric_profile,
+                          testset=track.testset[:200])
+                session.add(run)
+                session.flush()
+                record(session, actor=actor, action="submission.create", target_type="submission", target_id=sub.id,
+                       track_id=track.id, image_id=staged.info.image_id, image_tag=staged.info.image_tag,
+                       archive_sha256=staged.sha256, archive_bytes=staged.size, run_id=run.id,
+                       filename=staged.filename, reproduces_id=ticket.reproduces_id)
+                session.commit()
+        except BaseException:
+            session.rollback()
+            if dest is not None:
+                Storage.remove(dest.parent)
+            raise
+        note = _enqueue(session, settings, run)
+        return sub.id, note
+
+
+def _enqueue(session: Session, settings, run: Run) -> str | None:
+    try:
+        task_id = enqueue_run(settings, run.id, run.queue)
+    except EnqueueError as exc:
+        log.warning("could not enqueue run %s on %s: %s", run.id, run.queue, exc)
+        record(session, actor=None, action="run.enqueue_failed", target_type="run", target_id=run.id, error=str(exc))
+        session.commit()
+        return ENQUEUE_NOTE
+    session.execute(update(Run).where(Run.id == run.id).values(task_id=task_id[:64]))
+    session.commit()
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+def _latest_runs(session: Session, ids: list[int]) -> dict[int, Run]:
+    if not ids:
+        return {}
+    latest = (select(Run.submission_id, func.max(Run.attempt).label("attempt"))
+              .where(Run.submission_id.in_(ids)).group_by(Run.submission_id).subquery())
+    runs = session.scalars(select(Run).join(latest, (Run.submission_id == latest.c.submission_id)
+                                            & (Run.attempt == latest.c.attempt)))
+    return {r.submission_id: r for r in runs}
+
+
+def _progress(session: Session, runs: list[Run]) -> dict[int, schemas.Progress]:
+    counts: dict[int, Counter] = {r.id: Counter() for r in runs}
+    if runs:
+        for run_id, status, n in session.execute(
+                select(CaseResult.run_id, CaseResult.status, func.count()).where(CaseResult.run_id.in_(list(counts)))
+                .group_by(CaseResult.run_id, CaseResult.status)):
+            counts[run_id][status.value] = n
+    return {r.id: schemas.Progress(done=sum(counts[r.id].values()), total=max(r.cases_total, sum(counts[r.id].values())),
+                                   by_status=dict(counts[r.id])) for r in runs}
+
+
+def submission_public(session: Session, subs: list[Submission], *, note: str | None = None) -> list[schemas.SubmissionPublic]:
+    """Public views of ``subs`` (their latest attempt and its progress), in two queries."""
+    runs = _latest_runs(session, [s.id for s in subs])
+    progress = _progress(session, list(runs.values()))
+    out = []
+    for s in subs:
+        run = runs.get(s.id)
+        out.append(schemas.SubmissionPublic(
+            id=s.id, challenge=s.track.challenge.slug, track=s.track.slug, track_id=s.track_id, team_id=s.team_id,
+            team=s.team.name, member_id=s.member_id, label=s.label, state=s.state, reason=s.reason,
+            attempt=run.attempt if run else 0, run_state=run.state if run else None,
+            progress=progress[run.id] if run else schemas.Progress(done=0, total=0),
+            archive_sha256=s.archive_sha256, archive_bytes=s.archive_bytes, image_id=s.image_id, image_tag=s.image_tag,
+            image_user=s.image_user, reproduces_id=s.reproduces_id, is_baseline=s.is_baseline, excluded=s.excluded,
+            exclusion_reason=s.exclusion_reason, metric_profile=s.metric_profile, dsc=s.dsc, nsd=s.nsd,
+            runtime_s=s.runtime_s, aggregates=s.summary or {}, created_at=as_utc(s.created_at),
+            updated_at=as_utc(s.updated_at), finished_at=as_utc(s.finished_at), note=note,
+        ))
+    return out
+
+
+def _load(session: Session, submission_id: int) -> Submission | None:
+    return session.scalar(select(Submission).where(Submission.id == submission_id)
+                          .options(selectinload(Submission.track).selectinload(Track.challenge),
+                                   selectinload(Submission.team)))
+
+
+def get_visible_submission(*, session: Session, member: Member, submission_id: int) -> Submission:
+    """The submission if ``member`` may see it (own team, or organizer); otherwise 404, never 403."""
+    sub = _load(session, submission_id)
+    if sub is None or (member.role != Role.organizer and sub.team_id != member.team_id):
+        raise ApiError(404, "not_found", f"submission {submission_id} does not exist or is not your team's")
+    return sub
+
+
+def list_submissions(*, session: Session, member: Member, challenge: str | None = None, track: str | None = None,
+                     track_id: int | None = None, team_id: int | None = None, state: SubmissionState | None = None,
+                     limit: int = 100, offset: int = 0) -> list[Submission]:
+    """Submissions ``member`` may see (own team; organizers: all), newest first, filtered."""
+    stmt = (select(Submission).join(Track, Submission.track_id == Track.id).join(Challenge, Track.challenge_id == Challenge.id)
+            .options(selectinload(Submission.track).selectinload(Track.challenge), selectinload(Submission.team)))
+    if member.role != Role.organizer:
+        if member.team_id is None:
+            return []
+        stmt = stmt.where(Submission.team_id == member.team_id)
+    if team_id is not None:
+        stmt = stmt.where(Submission.team_id == team_id)
+    if challenge is not None:
+        stmt = stmt.where(Challenge.slug == challenge)
+    if track is not None:
+        stmt = stmt.where(Track.slug == track)
+    if track_id is not None:
+        stmt = stmt.where(Submission.track_id == track_id)
+    if state is not None:
+        stmt = stmt.where(Submission.state == state)
+    return list(session.scalars(stmt.order_by(Submission.id.desc()).limit(limit).offset(offset)))
+
+
+def _tail(text: str, n: int) -> str:
+    return text if len(text) <= n else "…" + text[-n:]
+
+
+def submission_logs(*, session: Session, sub: Submission) -> schemas.SubmissionLogs:
+    """The latest attempt's per-case stdout/stderr tails (truncated)."""
+    run = _latest_runs(session, [sub.id]).get(sub.id)
+    cases = list(session.scalars(select(CaseResult).where(CaseResult.run_id == run.id).order_by(CaseResult.id))) if run else []
+    return schemas.SubmissionLogs(
+        submission_id=sub.id, attempt=run.attempt if run else 0, run_state=run.state if run else None,
+        reason=(run.reason if run else "") or sub.reason, log_tail=_tail(run.log_tail, RUN_LOG_TAIL_CHARS) if run else "",
+        cases=[schemas.CaseLog(case=c.case_id, case_id=c.case_id, status=c.status, reason=c.reason,
+                               stdout_tail=_tail(c.stdout_tail, LOG_TAIL_CHARS), stderr_tail=_tail(c.stderr_tail, LOG_TAIL_CHARS))
+               for c in cases],
+        truncated_to_chars=LOG_TAIL_CHARS,
+    )
+
+
+def submission_results(*, session: Session, sub: Submission) -> schemas.SubmissionResults:
+    """The latest attempt's per-case results, with the submission's aggregates."""
+    run = _latest_runs(session, [sub.id]).get(sub.id)
+    return schemas.SubmissionResults(
+        submission_id=sub.id, state=sub.state, attempt=run.attempt if run else 0, metric_profile=sub.metric_profile,
+        dsc=sub.dsc, nsd=sub.nsd, runtime_s=sub.runtime_s, aggregates=sub.summary or {},
+        cases=_case_rows(session, run) if run else [])
+
+
+def _case_rows(session: Session, run: Run) -> list[schemas.CaseResultPublic]:
+    return [schemas.CaseResultPublic(case=c.case_id, case_id=c.case_id, attempt=run.attempt, modality=c.modality, size_class=c.size_class,
+                                     status=c.status, reason=c.reason, runtime_s=c.runtime_s,
+                                     peak_memory_bytes=c.peak_memory_bytes, exit_code=c.exit_code, dsc=c.dsc, nsd=c.nsd,
+                                     per_class=c.per_class or {})
+            for c in session.scalars(select(CaseResult).where(CaseResult.run_id == run.id).order_by(CaseResult.case_id))]
+
+
+# ---------------------------------------------------------------------------------------------
+# changing
+# ---------------------------------------------------------------------------------------------
+def cancel_submission(*, session: Session, member: Member, submission_id: int) -> Submission:
+    """Cancel a submission that has not started running (queued or loading); it stops counting toward the quota."""
+    sub = get_visible_submission(session=session, member=member, submission_id=submission_id)
+    now = utcnow()
+    done = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state.in_(CANCELLABLE))
+                           .values(state=SubmissionState.cancelled, reason=f"cancelled by {member.name}",
+                                   finished_at=now, updated_at=now)).rowcount
+    if not done:
+        session.rollback()
+        session.refresh(sub)
+        raise ApiError(409, "not_cancellable", f"submission {sub.id} is {sub.state.value}; only queued or loading "
+                       "submissions can be cancelled")
+    session.execute(update(Run).where(Run.submission_id == sub.id, Run.state.in_((RunState.queued, RunState.loading)))
+                    .values(state=RunState.cancelled, reason=f"cancelled by {member.name}", finished_at=now))
+    record(session, actor=member, action="submission.cancel", target_type="submission", target_id=sub.id)
+    session.commit()
+    session.refresh(sub)
+    return sub
+
+
+def rerun_submission(*, session: Session, settings, actor: Member, submission_id: int) -> tuple[Submission, str | None]:
+    """A new attempt (organizers): a queued Run with attempt + 1. Refused while an attempt is still active."""
+    from sqlalchemy.exc import IntegrityError
+
+    sub = get_visible_submission(session=session, member=actor, submission_id=submission_id)
+    runs = list(session.scalars(select(Run).where(Run.submission_id == sub.id).order_by(Run.attempt)))
+    active = [r for r in runs if r.state in ACTIVE_RUN_STATES]
+    if active:
+        raise ApiError(409, "run_active", f"submission {sub.id} has attempt {active[-1].attempt} still "
+                       f"{active[-1].state.value}; wait for it to finish (or cancel it) before re-running")
+    track = sub.track
+    attempt = (runs[-1].attempt if runs else 0) + 1
+    now = utcnow()
+    run = Run(submission_id=sub.id, attempt=attempt, state=RunState.queued, queue=track.queue,
+              requested_by=f"rerun:{actor.id}", metric_profile=track.metric_profile, testset=track.testset[:200])
+    session.add(run)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise ApiError(409, "run_active", f"another re-run of submission {sub.id} was just requested") from None
+    # only one concurrent re-run wins: the state flip is conditional on the state we read
+    flipped = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state == sub.state)
+                              .values(state=SubmissionState.queued, reason="", finished_at=None, updated_at=now,
+                                      dsc=None, nsd=None, runtime_s=None, summary={})).rowcount
+    if not flipped:
+        session.rollback()
+        raise ApiError(409, "run_active", f"submission {sub.id} changed while re-running; look at it again")
+    record(session, actor=actor, action="submission.rerun", target_type="submission", target_id=sub.id,
+           run_id=run.id, attempt=attempt, previous_state=sub.state.value)
+    session.commit()
+    note = _enqueue(session, settings, run)
+    session.refresh(sub)
+    return sub, note
+
+
+def set_excluded(*, session: Session, actor: Member, submission_id: int, excluded: bool, reason: str) -> Submission:
+    """Exclude a submission from ranking with a reason, or include it again (organizers)."""
+    sub = get_visible_submission(session=session, member=actor, submission_id=submission_id)
+    if excluded and not reason.strip():
+        raise ApiError(422, "reason_required", "say why the submission is excluded (reason); participants see it")
+    sub.excluded = excluded
+    sub.exclusion_reason = reason.strip() if excluded else ""
+    record(session, actor=actor, action="submission.exclude" if excluded else "submission.include",
+           target_type="submission", target_id=sub.id, reason=reason.strip())
+    session.commit()
+    session.refresh(sub)
+    return sub
+
+
+def set_baseline(*, session: Session, actor: Member, submission_id: int, is_baseline: bool) -> Submission:
+    """Mark or unmark a submission as a baseline row (organizers)."""
+    sub = get_visible_submission(session=session, member=actor, submission_id=submission_id)
+    sub.is_baseline = is_baseline
+    record(session, actor=actor, action="submission.baseline", target_type="submission", target_id=sub.id,
+           is_baseline=is_baseline)
+    session.commit()
+    session.refresh(sub)
+    return sub
+
+
+def organizer_view(*, session: Session, sub: Submission) -> schemas.SubmissionOrganizerView:
+    """Everything about a submission: all runs, all case results, its audit events."""
+    public = submission_public(session, [sub])[0]
+    runs = list(session.scalars(select(Run).where(Run.submission_id == sub.id).order_by(Run.attempt)))
+    cases = list(session.scalars(select(CaseResult).where(CaseResult.run_id.in_([r.id for r in runs]))
+                                 .order_by(CaseResult.run_id, CaseResult.case_id))) if runs else []
+    run_ids = [str(r.id) for r in runs]
+    events = list(session.scalars(select(AuditEvent).where(
+        ((AuditEvent.target_type == "submission") & (AuditEvent.target_id == str(sub.id)))
+        | ((AuditEvent.target_type == "run") & (AuditEvent.target_id.in_(run_ids)))).order_by(AuditEvent.id)))
+    return schemas.SubmissionOrganizerView(
+        **public.model_dump(), archive_path=sub.archive_path, description=sub.description,
+        runs=[schemas.RunAudit.model_validate(r) for r in runs],
+        cases=[schemas.CaseResultAudit.model_validate(c) for c in cases],
+        audit=[schemas.AuditEventPublic.model_validate(e) for e in events],
+    )
+
+
+def is_final(state: SubmissionState) -> bool:
+    return state in FINAL_STATES

@@ -1,0 +1,231 @@
+"""Factories and fixtures for API tests (reusable by other test modules).
+
+Import what you need: ``from api_helpers import make_image_tar, Seed, seed_basic, api_client`` (the
+tests directory is on ``sys.path``); fixtures imported into a test module are picked up by pytest.
+
+- ``make_image_tar(tag=..., user=..., arch=..., gzip=..., layout="legacy"|"oci", layer_bytes=...)``:
+  a tiny but valid ``docker save`` archive built in memory (or one made wrong on purpose).
+- ``seed(session, ...)``: a challenge with tracks, two teams with one member each, an organizer, tokens.
+- fixtures ``db_settings`` (parametrized: SQLite and PostgreSQL), ``app``, ``client``, ``world``.
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_mod
+import hashlib
+import io
+import json
+import tarfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+__all__ = [
+    "make_image_tar", "add_member", "World", "seed", "auth", "db_settings", "app", "client", "world",
+    "pg_settings", "sqlite_settings",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# docker save archives
+# ---------------------------------------------------------------------------------------------
+def _add(tar: tarfile.TarFile, name: str, data: bytes, *, mtime: float = 0) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = mtime
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _layer_tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as layer:
+        for name, data in files.items():
+            _add(layer, name, data)
+    return buf.getvalue()
+
+
+def make_image_tar(*, tag: str | list[str] | None = "team/model:latest", user: str = "1000",
+                   arch: str = "amd64", os_name: str = "linux", gzip: bool = False, layout: str = "legacy",
+                   layer_bytes: int = 0, files: dict[str, bytes] | None = None, extra_members=None,
+                   manifest=None, salt: str = "", config_override: bytes | None = None) -> bytes:
+    """A ``docker save`` archive of one tiny image, built in memory.
+
+    ``tag`` may be a list (several RepoTags) or None (no tag); ``manifest`` replaces manifest.json's
+    entries; ``extra_members(tar)`` may add members (links, bad paths); ``salt`` changes the config (and
+    so the image id); ``layer_bytes`` adds that many pseudo-random bytes to the layer.
+    """
+    files = dict(files or {"workspace/predict.sh": b"python3 -c 'print(1)'\n"})
+    if layer_bytes:
+        seed_bytes = hashlib.sha256(salt.encode()).digest()
+        block = hashlib.shake_256(seed_bytes).digest(min(layer_bytes, 1 << 20))
+        files["workspace/blob.bin"] = (block * (layer_bytes // len(block) + 1))[:layer_bytes]
+    layer = _layer_tar(files)
+    layer_digest = hashlib.sha256(layer).hexdigest()
+    config = config_override if config_override is not None else json.dumps({
+        "architecture": arch, "os": os_name,
+        "config": {"User": user, "WorkingDir": "/workspace", "Cmd": ["/bin/sh"], "Labels": {"salt": salt}},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+        "history": [{"created_by": "COPY . /workspace"}],
+    }, sort_keys=True).encode()
+    config_digest = hashlib.sha256(config).hexdigest()
+    tags = tag if isinstance(tag, list) else ([tag] if tag else None)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        if layout == "oci":
+            config_name = f"blobs/sha256/{config_digest}"
+            layer_name = f"blobs/sha256/{layer_digest}"
+            _add(tar, config_name, config)
+            _add(tar, layer_name, layer)
+            _add(tar, "index.json", json.dumps({"schemaVersion": 2, "manifests": []}).encode())
+            _add(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        else:
+            config_name = f"{config_digest}.json"
+            layer_name = f"{layer_digest}/layer.tar"
+            _add(tar, config_name, config)
+            _add(tar, f"{layer_digest}/VERSION", b"1.0")
+            _add(tar, layer_name, layer)
+        entries = manifest if manifest is not None else [
+            {"Config": config_name, "RepoTags": tags, "Layers": [layer_name]}
+        ]
+        if extra_members is not None:
+            extra_members(tar)
+        _add(tar, "manifest.json", json.dumps(entries).encode())
+    data = buf.getvalue()
+    return gzip_mod.compress(data, compresslevel=1) if gzip else data
+
+
+def image_id_of(archive: bytes) -> str:
+    """The image id (config digest) of an archive made by ``make_image_tar``."""
+    raw = gzip_mod.decompress(archive) if archive[:2] == b"\x1f\x8b" else archive
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+        config = tar.extractfile(manifest[0]["Config"]).read()
+    return "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# rows
+# ---------------------------------------------------------------------------------------------
+def add_member(session, *, team=None, name: str = "member", role: str = "participant") -> tuple[object, str]:
+    """A member (of ``team``, or none) with a fresh API token; returns (member, token)."""
+    from api.deps import hash_token, new_token
+    from api.models import ApiToken, Member, Role
+
+    member = Member(name=name, email=f"{name}@example.org", role=Role(role), team_id=team.id if team else None)
+    session.add(member)
+    session.flush()
+    token = new_token()
+    session.add(ApiToken(member_id=member.id, token_hash=hash_token(token), prefix=token[:8], label="test"))
+    session.flush()
+    return member, token
+
+
+@dataclass
+class World:
+    """What ``seed`` made: ids and tokens."""
+
+    challenge: str = "cvpr24"
+    tracks: dict[str, int] = field(default_factory=dict)
+    team_a: int = 0
+    team_b: int = 0
+    member_a: int = 0
+    member_b: int = 0
+    organizer: int = 0
+    token_a: str = ""
+    token_b: str = ""
+    token_org: str = ""
+    token_a2: str = ""
+
+
+def seed(database_url: str, *, quota: int = 5, open_now: bool = True, **track_kw) -> World:
+    """A challenge 'cvpr24' (tracks main, booster, repro, closed), teams A and B, an organizer, tokens."""
+    from api.db import session_scope
+    from api.models import Challenge, Team, Track, TrackKind
+
+    w = World()
+    now = datetime.now(timezone.utc)
+    with session_scope(database_url) as s:
+        ch = Challenge(slug=w.challenge, title="CVPR 2024 MedSAM on Laptop", description="test")
+        s.add(ch)
+        s.flush()
+        common = dict(quota_per_day=quota, testset="tiny", **track_kw)
+        if open_now:
+            common.setdefault("opens_at", now - timedelta(days=1))
+            common.setdefault("closes_at", now + timedelta(days=30))
+        tracks = [
+            Track(challenge_id=ch.id, slug="main", title="Main", kind=TrackKind.main, **common),
+            Track(challenge_id=ch.id, slug="booster", title="Booster", kind=TrackKind.booster, **common),
+            Track(challenge_id=ch.id, slug="repro", title="Reproducibility", kind=TrackKind.reproducibility, **common),
+            Track(challenge_id=ch.id, slug="closed", title="Closed", kind=TrackKind.main, quota_per_day=quota,
+                  opens_at=now - timedelta(days=10), closes_at=now - timedelta(days=1)),
+        ]
+        s.add_all(tracks)
+        team_a, team_b = Team(name="Team A", affiliation="A univ"), Team(name="Team B", affiliation="B univ")
+        s.add_all([team_a, team_b])
+        s.flush()
+        w.tracks = {t.slug: t.id for t in tracks}
+        w.team_a, w.team_b = team_a.id, team_b.id
+        ma, w.token_a = add_member(s, team=team_a, name="alice")
+        _, w.token_a2 = add_member(s, team=team_a, name="anna")
+        mb, w.token_b = add_member(s, team=team_b, name="bob")
+        org, w.token_org = add_member(s, name="olga", role="organizer")
+        w.member_a, w.member_b, w.organizer = ma.id, mb.id, org.id
+    return w
+
+
+def auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def sqlite_settings(settings):
+    return settings
+
+
+@pytest.fixture
+def pg_settings(settings, postgres_url):
+    settings.database_url = postgres_url
+    return settings
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_settings(request, settings):
+    """Embedded settings on SQLite, and again on a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        settings.database_url = request.getfixturevalue("postgres_url")
+    return settings
+
+
+@pytest.fixture
+def app(db_settings):
+    from api.app import create_app
+
+    return create_app(db_settings)
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def world(app, db_settings) -> World:
+    return seed(db_settings.database_url)
