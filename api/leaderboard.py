@@ -387,6 +387,8 @@ def build_board(session: Session, track: Track, *, organizer: bool = False) -> d
     loaded = _load(session, track, organizer=organizer)
     time_limit = float(track.case_timeout_s)
     label_classes = _manifest_labels(track.testset or "")
+    if label_classes is not None:  # only a manifest that describes these cases counts
+        label_classes = {cid: v for cid, v in label_classes.items() if cid in loaded.case_mod} or None
     has_size = bool(label_classes) or bool(loaded.case_size)
     rows: list[dict[str, Any]] = []
     for s, team in loaded.entries:

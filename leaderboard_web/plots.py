@@ -1,0 +1,169 @@
+"""Server-side SVG plots (no JavaScript, no CDN): accuracy vs runtime, per-modality bars, ranking stability."""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import Any
+
+__all__ = ["scatter_accuracy_runtime", "modality_bars", "stability_plot", "PALETTE"]
+
+PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
+_FONT = 'font-family="system-ui,-apple-system,Segoe UI,Roboto,sans-serif"'
+
+
+def _svg(w: int, h: int, body: list[str], title: str) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="100%" role="img" '
+            f'aria-label="{escape(title)}" {_FONT} font-size="12"><title>{escape(title)}</title>'
+            + "".join(body) + "</svg>")
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
+    start = math.floor(lo / step) * step
+    ticks, v = [], start
+    while v <= hi + 1e-9:
+        if v >= lo - 1e-9:
+            ticks.append(round(v, 10))
+        v += step
+    return ticks
+
+
+def scatter_accuracy_runtime(rows: list[dict[str, Any]], *, label_top: int = 5) -> str:
+    """DSC (y) against mean runtime per case (x, log scale); baselines as hollow squares."""
+    pts = [r for r in rows if r.get("dsc") is not None and r.get("runtime_s")]
+    w, h, ml, mr, mt, mb = 640, 340, 56, 16, 16, 44
+    title = "Accuracy vs runtime: mean DSC against mean runtime per case (log scale)"
+    if not pts:
+        return _svg(w, h, [f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" fill="#6b7280">no entries yet</text>'], title)
+    xs = [math.log10(max(r["runtime_s"], 1e-3)) for r in pts]
+    ys = [r["dsc"] for r in pts]
+    x0, x1 = math.floor(min(xs) * 2) / 2, math.ceil(max(xs) * 2) / 2
+    if x1 - x0 < 0.5:
+        x1 = x0 + 1
+    y0, y1 = max(0.0, math.floor(min(ys) * 20) / 20 - 0.05), min(1.0, math.ceil(max(ys) * 20) / 20 + 0.02)
+    if y1 <= y0:
+        y0, y1 = 0.0, 1.0
+    px = lambda v: ml + (v - x0) / (x1 - x0) * (w - ml - mr)  # noqa: E731
+    py = lambda v: h - mb - (v - y0) / (y1 - y0) * (h - mt - mb)  # noqa: E731
+    body = [f'<rect x="{ml}" y="{mt}" width="{w - ml - mr}" height="{h - mt - mb}" fill="#fff" stroke="#e5e7eb"/>']
+    for t in _nice_ticks(y0, y1):
+        y = py(t)
+        body.append(f'<line x1="{ml}" x2="{w - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#f1f5f9"/>'
+                    f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#475569">{t:.2f}</text>')
+    e = math.floor(x0)
+    while e <= x1:
+        for m in (1, 2, 5):
+            v = e + math.log10(m)
+            if x0 - 1e-9 <= v <= x1 + 1e-9:
+                x = px(v)
+                label = f"{10 ** v:g}"
+                body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt}" y2="{h - mb}" stroke="#f1f5f9"/>'
+                            f'<text x="{x:.1f}" y="{h - mb + 16}" text-anchor="middle" fill="#475569">{label}</text>')
+        e += 1
+    body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 6}" text-anchor="middle" fill="#111827">runtime per case (s, log scale)</text>'
+                f'<text transform="translate(14,{(mt + h - mb) / 2}) rotate(-90)" text-anchor="middle" fill="#111827">mean DSC</text>')
+    ranked = sorted((r for r in pts if r.get("rank")), key=lambda r: r["rank"])
+    top = {id(r) for r in ranked[:label_top]}
+    placed: list[tuple[float, float, float, float]] = []
+    for r, xv, yv in zip(pts, xs, ys):
+        x, y = px(xv), py(yv)
+        name = escape(f'{r.get("team")} · {r.get("label") or ""}'.strip(" ·"))
+        tip = f'<title>{name}: DSC {r["dsc"]:.3f}, NSD {(r.get("nsd") or 0):.3f}, {r["runtime_s"]:.2f} s</title>'
+        if r.get("baseline"):
+            body.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="none" stroke="#111827" stroke-width="1.5">{tip}</rect>')
+        else:
+            color = PALETTE[0] if id(r) in top else "#94a3b8"
+            body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}" fill-opacity="0.85" stroke="#fff">{tip}</circle>')
+        if id(r) in top or r.get("baseline"):
+            raw = f'#{r["rank"]} {r.get("team")}' if r.get("rank") else str(r.get("label") or r.get("team"))
+            raw = raw[:24]
+            tw = 6.2 * len(raw)
+            # first free spot among: above-right, below-right, above-left, below-left
+            for dx, dy, anchor in ((8, -6, "start"), (8, 14, "start"), (-8, -6, "end"), (-8, 14, "end")):
+                lx0 = x + dx if anchor == "start" else x + dx - tw
+                box = (lx0, y + dy - 10, lx0 + tw, y + dy + 2)
+                if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                    placed.append(box)
+                    body.append(f'<text x="{x + dx:.1f}" y="{y + dy:.1f}" text-anchor="{anchor}" fill="#111827" '
+                                f'font-size="11">{escape(raw)}</text>')
+                    break
+    return _svg(w, h, body, title)
+
+
+def modality_bars(rows: list[dict[str, Any]], modalities: list[str], *, metric: str = "dsc", top: int = 5) -> str:
+    """Grouped bars: the top entries' (and baselines') mean ``metric`` per modality."""
+    chosen = sorted((r for r in rows if r.get("rank")), key=lambda r: r["rank"])[:top]
+    chosen += [r for r in rows if r.get("baseline")][:1]
+    w, h, ml, mr, mt, mb = 640, 300, 44, 12, 40, 40
+    title = f"Per-modality mean {metric.upper()} of the top {top} entries"
+    if not chosen or not modalities:
+        return _svg(w, h, [f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" fill="#6b7280">no entries yet</text>'], title)
+    gw = (w - ml - mr) / len(modalities)
+    bw = max(2.0, (gw - 8) / len(chosen))
+    py = lambda v: h - mb - v * (h - mt - mb)  # noqa: E731
+    body = []
+    for t in (0, 0.25, 0.5, 0.75, 1.0):
+        y = py(t)
+        body.append(f'<line x1="{ml}" x2="{w - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+                    f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#475569">{t:.2f}</text>')
+    for gi, mod in enumerate(modalities):
+        gx = ml + gi * gw + 4
+        for ri, r in enumerate(chosen):
+            v = r.get(f"{mod}:{metric}")
+            if v is None:
+                continue
+            color = "#111827" if r.get("baseline") else PALETTE[ri % len(PALETTE)]
+            op = ' fill-opacity="0.35"' if r.get("baseline") else ""
+            y = py(v)
+            body.append(f'<rect x="{gx + ri * bw:.1f}" y="{y:.1f}" width="{bw - 1:.1f}" height="{h - mb - y:.1f}" fill="{color}"'
+                        f'{op}><title>{escape(str(r.get("team")))} · {escape(mod)}: {v:.3f}</title></rect>')
+        body.append(f'<text x="{gx + gw / 2 - 4:.1f}" y="{h - mb + 16}" text-anchor="middle" fill="#111827">{escape(mod)}</text>')
+    lx = ml
+    for ri, r in enumerate(chosen):
+        color = "#111827" if r.get("baseline") else PALETTE[ri % len(PALETTE)]
+        name = (f'#{r["rank"]} {r.get("team")}' if r.get("rank") else f'{r.get("label") or r.get("team")}')[:22]
+        op = ' fill-opacity="0.35"' if r.get("baseline") else ""
+        body.append(f'<rect x="{lx}" y="10" width="10" height="10" fill="{color}"{op}/>'
+                    f'<text x="{lx + 14}" y="19" fill="#111827" font-size="11">{escape(name)}</text>')
+        lx += 22 + 6.0 * len(name)
+    return _svg(w, h, body, title)
+
+
+def stability_plot(stab: dict[str, Any] | None) -> str:
+    """Blob plot: each entry's bootstrap rank frequencies (area ∝ frequency), full rank as a ring."""
+    title = "Ranking stability: bootstrap rank distribution per entry"
+    if not stab or not stab.get("entries"):
+        return _svg(640, 120, ['<text x="320" y="60" text-anchor="middle" fill="#6b7280">needs at least two ranked entries</text>'], title)
+    entries = stab["entries"]
+    n = len(entries)
+    row_h = 18
+    ml, mr, mt, mb = 170, 16, 28, 30
+    w = 640
+    h = mt + mb + n * row_h
+    cw = (w - ml - mr) / max(n, 1)
+    body = [f'<text x="{ml}" y="16" fill="#111827">bootstrap of cases ({stab["n_boot"]}×), Kendall\'s τ to the full ranking: '
+            f'mean {stab["tau_mean"]:.3f}, 95% [{stab["tau_p2_5"]:.3f}, {stab["tau_p97_5"]:.3f}]</text>']
+    for i, e in enumerate(entries):
+        y = mt + i * row_h + row_h / 2
+        body.append(f'<text x="{ml - 8}" y="{y + 4:.1f}" text-anchor="end" fill="#111827" font-size="11">'
+                    f'{escape(str(e["name"]))[:26]}</text>'
+                    f'<line x1="{ml}" x2="{w - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#f1f5f9"/>')
+        for r, f in enumerate(e["rank_freq"], start=1):
+            if f <= 0:
+                continue
+            x = ml + (r - 0.5) * cw
+            rad = max(0.8, math.sqrt(f) * min(cw, row_h) * 0.5)
+            body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{rad:.1f}" fill="{PALETTE[0]}" fill-opacity="0.7">'
+                        f'<title>{escape(str(e["name"]))}: rank {r} in {f * 100:.1f}% of resamples</title></circle>')
+        x = ml + (e["rank"] - 0.5) * cw
+        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{min(cw, row_h) * 0.5:.1f}" fill="none" stroke="#dc2626"/>')
+    for r in range(1, n + 1):
+        if n <= 20 or r == 1 or r % 5 == 0:
+            body.append(f'<text x="{ml + (r - 0.5) * cw:.1f}" y="{h - mb + 14}" text-anchor="middle" fill="#475569" font-size="10">{r}</text>')
+    body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 4}" text-anchor="middle" fill="#111827">rank (red ring: full-data rank)</text>')
+    return _svg(w, h, body, title)
