@@ -228,6 +228,7 @@ def import_dir(src: str | os.PathLike, out_manifest: str | os.PathLike, *, data_
         cases.append(case)
         notes.extend(f"{case['id']}: {n}" for n in note)
     manifest = None
+    cases.sort(key=lambda c: c["id"])
     if cases:
         manifest = TestSetManifest(
             id=set_id or src.name,
