@@ -11,13 +11,28 @@ ensure_base_image
 export SEGARENA_DATA_DIR="${SEGARENA_DATA_DIR:-$ROOT/.segarena}"
 export SEGARENA_BASE_IMAGE="$BASE_IMAGE" SEGARENA_BASE_IMAGE_TAG="$BASE_IMAGE"
 mkdir -p "$SEGARENA_DATA_DIR"
+# the organizer of this installation: a token generated once, kept in the data dir (mode 0600);
+# the API creates the organizer from it at start-up, the demo uses it
+if [ -z "${SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN:-}" ]; then
+  token_file="$SEGARENA_DATA_DIR/organizer.token"
+  if [ ! -s "$token_file" ]; then
+    (umask 077; "$PY" -c "from api.deps import new_token; print(new_token())" >"$token_file")
+  fi
+  SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN="$(cat "$token_file")"
+  export SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN
+  say "organizer token: $token_file  (export SEGARENA_TOKEN=\$(cat $token_file) to use 'segarena admin')"
+fi
+export SEGARENA_URL="${SEGARENA_URL:-http://127.0.0.1:${SEGARENA_PORT:-8000}}"
 "$PY" -c "from api.db import migrate; migrate()"
 say "starting the worker (log: $SEGARENA_DATA_DIR/worker.log)"
 "$VENV/bin/segarena" worker >"$SEGARENA_DATA_DIR/worker.log" 2>&1 &
 worker_pid=$!
-trap 'kill $worker_pid 2>/dev/null || true; wait $worker_pid 2>/dev/null || true' EXIT INT TERM
+demo_pid=""
+trap 'kill $worker_pid $demo_pid 2>/dev/null || true; wait $worker_pid 2>/dev/null || true' EXIT INT TERM
 if [ -x "$ROOT/scripts/demo.sh" ] && [ "${SEGARENA_NO_DEMO:-}" != 1 ]; then
-  "$ROOT/scripts/demo.sh" &
+  say "setting up the demo in the background (its progress appears below; log: $SEGARENA_DATA_DIR/demo.log)"
+  "$ROOT/scripts/demo.sh" 2>&1 | tee "$SEGARENA_DATA_DIR/demo.log" &
+  demo_pid=$!
 fi
 say "SegArena is at http://127.0.0.1:8000  (health: http://127.0.0.1:8000/health; Ctrl-C stops)"
 "$VENV/bin/segarena" serve --host 127.0.0.1 --port "${SEGARENA_PORT:-8000}"

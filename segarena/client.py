@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ClientConfig", "CliError", "SegArenaClient", "config_path", "load_config", "save_config"]
+__all__ = ["ClientConfig", "CliError", "error_from_response", "SegArenaClient", "config_path", "load_config", "save_config"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CHALLENGE = "demo"
@@ -24,9 +24,11 @@ DEFAULT_CHALLENGE = "demo"
 class CliError(Exception):
     """An error the command line prints as one line (no traceback) before exiting with ``code``."""
 
-    def __init__(self, message: str, *, exit_code: int = 1, api_code: str | None = None, status: int | None = None):
+    def __init__(self, message: str, *, exit_code: int = 1, api_code: str | None = None, status: int | None = None,
+                 body: dict | None = None):
         super().__init__(message)
         self.message = message
+        self.body = body or {}
         self.exit_code = exit_code
         self.api_code = api_code
         self.status = status
@@ -93,7 +95,7 @@ def save_config(**values: str | None) -> Path:
     return path
 
 
-def _error_from_response(resp: httpx.Response) -> CliError:
+def error_from_response(resp: httpx.Response) -> CliError:
     code, message = None, None
     try:
         body = resp.json()
@@ -112,7 +114,7 @@ def _error_from_response(resp: httpx.Response) -> CliError:
     if resp.status_code == 401 and "token" not in message.lower():
         hint = " (set SEGARENA_TOKEN or run 'segarena configure --token ...')"
     return CliError(f"{message}{hint} [HTTP {resp.status_code}{', ' + code if code else ''}]",
-                    api_code=code, status=resp.status_code)
+                    api_code=code, status=resp.status_code, body=body if isinstance(body, dict) else None)
 
 
 class SegArenaClient:
@@ -142,7 +144,7 @@ class SegArenaClient:
             raise CliError(f"cannot reach SegArena at {self.config.url} ({exc.__class__.__name__}: {exc}); "
                            "is it running? Set SEGARENA_URL to its address") from None
         if resp.status_code >= 400:
-            raise _error_from_response(resp)
+            raise error_from_response(resp)
         if raw:
             return resp
         if not expect_json:

@@ -148,8 +148,14 @@ def _watch(client: SegArenaClient, sub_id: int, interval: float) -> dict[str, An
                 bar.console.print(f"{time.strftime('%H:%M:%S')} {state}"
                                   + (f" — {sub['reason']}" if sub.get("reason") else ""))
                 last_state = state
+            if done > len(seen_cases):  # new case results: fetch them for the per-case lines
+                try:
+                    res = client.get(f"/api/submissions/{sub_id}/results")
+                    sub = {**sub, "cases": res.get("cases", []) if isinstance(res, dict) else []}
+                except CliError:
+                    pass
             for case in _cases(sub):
-                cid = case.get("case_id") or case.get("id")
+                cid = case.get("case_id") or case.get("case")
                 if cid and cid not in seen_cases:
                     seen_cases.add(cid)
                     bar.console.print(_case_line(case))
@@ -169,7 +175,7 @@ def _cases(sub: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _case_line(case: dict[str, Any]) -> str:
-    cid = case.get("case_id") or case.get("id")
+    cid = case.get("case_id") or case.get("case")
     parts = [f"  {cid}", str(case.get("status", ""))]
     if case.get("dsc") is not None:
         parts.append(f"DSC {_fmt(case.get('dsc'))} NSD {_fmt(case.get('nsd'))}")
@@ -249,7 +255,8 @@ def results(
         if data.get(k) is not None:
             head.append(f"{k}={_fmt(data[k])}")
     out.print("  ".join(head))
-    per_mod = data.get("per_modality") or data.get("modalities") or (data.get("summary") or {}).get("per_modality")
+    agg = data.get("aggregates") or data.get("summary") or {}
+    per_mod = agg.get("by_modality") or data.get("per_modality")
     if per_mod:
         rows = per_mod.items() if isinstance(per_mod, dict) else [(m.get("modality"), m) for m in per_mod]
         table = Table("modality", "cases", "DSC", "NSD", "runtime (s)", title="per modality", box=None)
@@ -261,7 +268,7 @@ def results(
     if cases:
         table = Table("case", "modality", "status", "DSC", "NSD", "runtime (s)", "reason", title="per case", box=None)
         for c in cases:
-            table.add_row(str(c.get("case_id")), str(c.get("modality", "")), str(c.get("status", "")), _fmt(c.get("dsc")),
+            table.add_row(str(c.get("case_id") or c.get("case")), str(c.get("modality", "")), str(c.get("status", "")), _fmt(c.get("dsc")),
                           _fmt(c.get("nsd")), _fmt(c.get("runtime_s"), 2), c.get("reason") or "")
         out.print(table)
 
@@ -281,39 +288,32 @@ def leaderboard(
     if as_json or not isinstance(data, dict):
         out.print_json(data=data)
         return
-    rows = data.get("rows") or data.get("entries") or []
+    rows = data.get("rows") or []
     modalities: list[str] = list(data.get("modalities") or [])
-    if not modalities:
-        for r in rows:
-            for m in (r.get("per_modality") or {}):
-                if m not in modalities:
-                    modalities.append(m)
-    title = f"{data.get('challenge', {}).get('title', '') if isinstance(data.get('challenge'), dict) else ''} {track}".strip()
-    table = Table("rank", "team", "label", "DSC", "NSD", "runtime (s)", *[f"{m} DSC/NSD" for m in modalities],
+    title = f"{data.get('challenge_title') or data.get('challenge') or ''} — {data.get('title') or track}"
+    table = Table("rank", "team", "submission", "DSC", "NSD", "runtime (s)", *[f"{m} DSC/NSD" for m in modalities],
                   title=title, caption=_caption(data), box=None)
     for r in rows:
-        team = r.get("team") or r.get("team_name")
-        if isinstance(team, dict):
-            team = team.get("name")
-        if r.get("is_baseline"):
-            team = f"{team} (baseline)"
-        pm = r.get("per_modality") or {}
-        table.add_row(_fmt(r.get("rank")), str(team), r.get("label") or "", _fmt(r.get("dsc")), _fmt(r.get("nsd")),
-                      _fmt(r.get("runtime_s"), 2),
-                      *[f"{_fmt((pm.get(m) or {}).get('dsc'), 3)}/{_fmt((pm.get(m) or {}).get('nsd'), 3)}" for m in modalities])
+        team = str(r.get("team"))
+        if r.get("baseline"):
+            team += " (baseline)"
+        if r.get("excluded"):
+            team += " (excluded)"
+        table.add_row(_fmt(r.get("rank")), team, r.get("label") or f"#{r.get('submission_id')}", _fmt(r.get("dsc")),
+                      _fmt(r.get("nsd")), _fmt(r.get("runtime_s"), 2),
+                      *[f"{_fmt(r.get(f'{m}:dsc'), 3)}/{_fmt(r.get(f'{m}:nsd'), 3)}" for m in modalities])
     out.print(table if rows else f"no entries on {track} yet")
 
 
 def _caption(data: dict[str, Any]) -> str:
     bits = []
-    for k in ("ranking_scheme", "metric_profile", "visibility"):
+    if data.get("scheme_label") or data.get("scheme"):
+        bits.append(f"ranking: {data.get('scheme_label') or data.get('scheme')}")
+    for k in ("metric_profile", "row_policy", "visibility"):
         if data.get(k):
             bits.append(f"{k.replace('_', ' ')}: {data[k]}")
-    track = data.get("track")
-    if isinstance(track, dict):
-        for k in ("ranking_scheme", "metric_profile", "visibility"):
-            if track.get(k) and not data.get(k):
-                bits.append(f"{k.replace('_', ' ')}: {track[k]}")
+    if data.get("frozen"):
+        bits.append(f"frozen at {data.get('frozen_at')}")
     return "; ".join(bits)
 
 

@@ -18,12 +18,14 @@ from typing import Any
 
 import httpx
 
-from segarena.client import CliError, SegArenaClient, cache_dir
+from segarena.client import CliError, SegArenaClient, cache_dir, error_from_response
 
 __all__ = ["upload_archive", "UploadState", "DEFAULT_CHUNK_BYTES"]
 
 DEFAULT_CHUNK_BYTES = 16 * 1024**2
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+# API codes after which the client asks the server for its offset and goes on
+RESYNC_CODES = {"wrong_offset", "incomplete_upload", "upload_busy"}
 
 
 class UploadState:
@@ -136,11 +138,15 @@ def upload_archive(
             except httpx.TransportError as exc:
                 resp, error = None, f"{exc.__class__.__name__}: {exc}"
             else:
-                error = None if resp.status_code < 400 else f"HTTP {resp.status_code}"
-                if resp.status_code >= 400 and resp.status_code not in RETRYABLE_STATUS and resp.status_code != 416:
-                    from segarena.client import _error_from_response
-
-                    raise _error_from_response(resp)
+                error = None
+                if resp.status_code >= 400:
+                    problem = error_from_response(resp)
+                    if resp.status_code not in RETRYABLE_STATUS and problem.api_code not in RESYNC_CODES \
+                            and resp.status_code != 416:
+                        if problem.api_code in {"upload_gone", "upload_closed", "not_found"}:
+                            state.drop(key)
+                        raise problem
+                    error = problem.message
             if error is None and resp is not None:
                 failures = 0
                 try:
@@ -175,6 +181,11 @@ def upload_archive(
             submission = client.post(f"/api/uploads/{upload_id}/complete")
             break
         except CliError as exc:
+            sid = exc.body.get("submission_id")
+            if exc.api_code == "upload_closed" and sid:
+                # an earlier 'complete' went through but its answer was lost: that is our submission
+                submission = client.get(f"/api/submissions/{sid}")
+                break
             if exc.status is not None and exc.status not in RETRYABLE_STATUS or attempt == max_retries:
                 if exc.status is not None and exc.status < 500:
                     state.drop(key)  # the server refused it for good (quota, bad archive): start over next time
