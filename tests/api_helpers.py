@@ -24,7 +24,7 @@ import pytest
 
 __all__ = [
     "make_image_tar", "add_member", "World", "seed", "auth", "db_settings", "app", "client", "world",
-    "pg_settings", "sqlite_settings",
+    "pg_settings", "sqlite_settings", "LiveServer", "live", "wait_for", "image_id_of", "submit", "finish_run",
 ]
 
 
@@ -229,3 +229,78 @@ def client(app):
 @pytest.fixture
 def world(app, db_settings) -> World:
     return seed(db_settings.database_url)
+
+
+class LiveServer:
+    """The API served by uvicorn on 127.0.0.1 in a background thread (real sockets, real streaming)."""
+
+    def __init__(self, app) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                timeout_keep_alive=30, limit_concurrency=200)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, timeout=20)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture
+def live(app):
+    """A ``LiveServer`` of the ``app`` fixture."""
+    server = LiveServer(app)
+    yield server
+    server.stop()
+
+
+def submit(client, token: str, *, track: str = "main", data: bytes | None = None, challenge: str = "cvpr24",
+           content_type: str = "application/x-tar", **params):
+    """POST an archive (default: a fresh valid one, unique per call) as the raw body; returns the response."""
+    import uuid as _uuid
+
+    body = data if data is not None else make_image_tar(salt=_uuid.uuid4().hex)
+    return client.post(f"/api/challenges/{challenge}/tracks/{track}/submissions", params=params, content=body,
+                       headers={**auth(token), "Content-Type": content_type})
+
+
+def finish_run(database_url: str, submission_id: int, *, state: str = "succeeded", run_state: str | None = None,
+               cases: list[dict] | None = None, cases_total: int | None = None, dsc: float | None = None,
+               nsd: float | None = None, reason: str = "", **run_fields) -> None:
+    """Play the worker: set the latest run's and the submission's state, add case results."""
+    from sqlalchemy import select as _select
+
+    from api.db import session_scope
+    from api.models import CaseResult, CaseStatus, Run, RunState, Submission, SubmissionState, utcnow
+
+    with session_scope(database_url) as s:
+        sub = s.get(Submission, submission_id)
+        run = s.scalars(_select(Run).where(Run.submission_id == submission_id).order_by(Run.attempt.desc())).first()
+        run.state = RunState(run_state or state)
+        run.reason = reason
+        for key, value in run_fields.items():
+            setattr(run, key, value)
+        run.cases_total = cases_total if cases_total is not None else len(cases or [])
+        for c in cases or []:
+            s.add(CaseResult(run_id=run.id, case_id=c["case_id"], modality=c.get("modality", "CT"),
+                             status=CaseStatus(c.get("status", "ok")), dsc=c.get("dsc", 0.9), nsd=c.get("nsd", 0.9),
+                             runtime_s=c.get("runtime_s", 1.0), reason=c.get("reason", ""),
+                             stdout_tail=c.get("stdout_tail", ""), stderr_tail=c.get("stderr_tail", ""),
+                             per_class=c.get("per_class", {"1": {"dsc": 0.9, "nsd": 0.9}}), exit_code=c.get("exit_code", 0),
+                             peak_memory_bytes=c.get("peak_memory_bytes", 1 << 20)))
+        sub.state = SubmissionState(state)
+        sub.reason = reason
+        sub.dsc, sub.nsd = dsc, nsd
+        if state in ("succeeded", "failed", "cancelled"):
+            sub.finished_at = run.finished_at = utcnow()
