@@ -19,6 +19,8 @@ trusted for ``CACHE_TTL_S`` seconds, then revalidated with :func:`api.leaderboar
 from __future__ import annotations
 
 import csv
+import gc
+import gzip
 import hashlib
 import io
 import math
@@ -204,6 +206,8 @@ class _Entry:
     media: str
     etag: str
     headers: dict[str, str]
+    gzipped: bytes | None = None  # compressed once, when the entry is built
+    revalidating: bool = False
 
 
 _cache: dict[tuple, _Entry] = {}
@@ -219,9 +223,12 @@ def clear_cache() -> None:
 
 
 def _respond(request: Request, e: _Entry) -> Response:
-    headers = {"ETag": e.etag, "Cache-Control": "no-cache", **e.headers}
+    headers = {"ETag": e.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding", **e.headers}
     if e.status == 200 and request.headers.get("if-none-match") == e.etag:
         return Response(status_code=304, headers=headers)
+    if e.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(e.gzipped, status_code=e.status, media_type=e.media, headers=headers)
     return Response(e.body, status_code=e.status, media_type=e.media, headers=headers)
 
 
@@ -249,9 +256,12 @@ def _build_entry(request: Request, key: tuple, c: str, t: str, organizer: bool, 
                 _boards[bkey] = (version, board)
             status, body, media, headers = render(session, track, board)
     entry = _Entry(version, gen, time.monotonic(), status, body, media,
-                   '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"', headers)
+                   '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"', headers,
+                   gzip.compress(body, compresslevel=6, mtime=0) if len(body) > 1024 else None)
     with _cache_lock:
         _cache[key] = entry
+    # the cached boards are long-lived: keep them out of the cyclic GC's scans (shorter GC pauses under load)
+    gc.freeze()
     return entry
 
 
@@ -272,8 +282,16 @@ async def _board_response(request: Request, kind: str, c: str, t: str, render) -
         organizer = await run_in_threadpool(_who)
     key = (kind, c, t, "organizer" if organizer else "public", _settings(request).database_url)
     e = _cache.get(key)
-    if e is None or e.gen != lb.generation() or time.monotonic() - e.checked > CACHE_TTL_S:
+    if e is None or e.gen != lb.generation():
         e = await run_in_threadpool(_build_entry, request, key, c, t, organizer, render)
+    elif time.monotonic() - e.checked > CACHE_TTL_S and not e.revalidating:
+        # one request revalidates; concurrent ones keep getting the entry meanwhile (no thundering herd)
+        stale = e
+        stale.revalidating = True
+        try:
+            e = await run_in_threadpool(_build_entry, request, key, c, t, organizer, render)
+        finally:
+            stale.revalidating = False
     return _respond(request, e)
 
 

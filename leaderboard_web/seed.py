@@ -124,7 +124,8 @@ def seed_demo(session: Session, *, teams: int = 12, cases: int = 45, seed: int =
     team_rows = []
     subs: dict[str, list[int]] = {"main": [], "booster": [], "repro": []}
     for i in range(teams):
-        team = Team(name=f"team-{i:02d}" if i else "MedficientSAM", affiliation=f"Lab {i}")
+        prefix = "" if slug == "demo" else f"{slug}-"  # team names are unique across the database
+        team = Team(name=prefix + (f"team-{i:02d}" if i else "MedficientSAM"), affiliation=f"Lab {i}")
         session.add(team)
         session.flush()
         team_rows.append(team)
@@ -146,7 +147,7 @@ def seed_demo(session: Session, *, teams: int = 12, cases: int = 45, seed: int =
             s = add_submission(session, track=tracks["booster"], team=team, cases=case_list, dsc=dsc, nsd=nsd,
                                runtime=rt, label="boosted", created_at=T0 + timedelta(days=30, hours=i))
             subs["booster"].append(s.id)
-    base_team = Team(name="Organizers", affiliation="SegArena")
+    base_team = Team(name=("" if slug == "demo" else f"{slug}-") + "Organizers", affiliation="SegArena")
     session.add(base_team)
     session.flush()
     dsc = np.clip(0.8 - difficulty + rng.normal(0, 0.04, cases), 0, 1)

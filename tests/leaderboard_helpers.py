@@ -1,0 +1,71 @@
+"""Helpers for the leaderboard tests: an app with the leaderboard router, members with tokens, rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from api.db import session_scope
+from api.deps import hash_token
+from api.models import ApiToken, Challenge, Member, Role, Team, Track, TrackKind
+
+T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+
+
+def make_app(settings):
+    """The API app; mounts ``leaderboard_web.routes.router`` if ``api.routes`` does not yet."""
+    from api.app import create_app
+    from leaderboard_web.routes import clear_cache, router
+
+    clear_cache()
+    app = create_app(settings)
+    if not any(getattr(r, "path", "") == "/challenges/{c}/tracks/{t}" for r in app.routes):
+        app.include_router(router)
+    return app
+
+
+def add_member(url: str, *, role: Role, token: str, team_id: int | None = None, name: str = "") -> None:
+    with session_scope(url) as s:
+        m = Member(name=name or role.value, role=role, team_id=team_id)
+        s.add(m)
+        s.flush()
+        s.add(ApiToken(member_id=m.id, token_hash=hash_token(token), prefix=token[:8], label="test"))
+
+
+def make_challenge(session, *, slug: str = "c1", tracks: dict[str, dict] | None = None) -> dict[str, Track]:
+    ch = Challenge(slug=slug, title=f"Challenge {slug}", description="test challenge")
+    session.add(ch)
+    session.flush()
+    out = {}
+    for tslug, kw in (tracks or {"main": {}}).items():
+        kw = {"kind": TrackKind.main, "case_timeout_s": 60, **kw}
+        t = Track(challenge_id=ch.id, slug=tslug, title=tslug.title(), **kw)
+        session.add(t)
+        session.flush()
+        out[tslug] = t
+    return out
+
+
+def make_team(session, name: str) -> Team:
+    t = Team(name=name)
+    session.add(t)
+    session.flush()
+    return t
+
+
+def cases(n: int, mods=("CT", "US")) -> list[tuple[str, str, str]]:
+    out = []
+    for i in range(n):
+        mod = mods[i % len(mods)]
+        dim = 3 if mod in ("CT", "MR", "PET") else 2
+        out.append((f"{dim}DBox_{mod}_{i:04d}", mod, ("small", "medium", "large")[i % 3]))
+    return out
+
+
+def arr(*xs) -> np.ndarray:
+    return np.array(xs, dtype=float)
+
+
+def at(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
