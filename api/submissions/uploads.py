@@ -403,5 +403,8 @@ def abort_upload(*, session: Session, settings, member: Member, upload_id: str) 
         raise ApiError(409, "upload_closed", f"upload {upload_id} is complete; cancel the submission instead")
     if row.state == UploadState.open:
         part = Storage(settings.storage_dir).upload_part(upload_id)
+        if not part.exists():  # its bytes are already gone: only the record is left to close
+            _abort(settings, upload_id, part, "deleted by the participant", member.id)
+            return
         with _locked(part):
             _abort(settings, upload_id, part, "deleted by the participant", member.id)
