@@ -121,13 +121,13 @@ def _check_against_reference(a, b, spacing, tol):
         assert d == rd
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case_params)
 def test_nsd_matches_surface_distance_3d(params):
     _check_against_reference(*_draw_case(params, 3, 14))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case_params)
 def test_nsd_matches_surface_distance_2d(params):
     _check_against_reference(*_draw_case(params, 2, 40))

@@ -92,7 +92,7 @@ def _perturb(rng, gt):
 # ---------------------------------------------------------------- cvpr24
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1), st.sampled_from([2, 3]))
 def test_cvpr24_reproduces_reference_script(seed, nd):
     rng = np.random.default_rng(seed)
@@ -189,7 +189,7 @@ def test_default_empty_mask_rules():
     assert json.loads(json.dumps(e.to_dict()))["dsc"] is None
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1), st.sampled_from([2, 3]))
 def test_default_per_class_equals_mask_metrics(seed, nd):
     rng = np.random.default_rng(seed)
