@@ -70,6 +70,7 @@ class LabelStats:
     """Voxel counts and inclusive bounding boxes per class, from one pass over both maps."""
 
     classes: tuple[int, ...]
+    confusion: np.ndarray  # (k+1, k+1) voxel counts, [gt index, pred index]; index 0 = any other value
     gt_count: dict[int, int]
     pred_count: dict[int, int]
     intersection: dict[int, int]
@@ -126,9 +127,7 @@ def label_stats(gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> Lab
         i = np.clip(np.searchsorted(cls_arr, v), 0, len(classes) - 1)
         return np.where(cls_arr[i] == v, i + 1, 0)
 
-    cnt_g = np.zeros(k, np.int64)
-    cnt_p = np.zeros(k, np.int64)
-    inter = np.zeros(k, np.int64)
+    conf = np.zeros(k * k, np.int64)
     pres_g = [np.zeros((k, n), bool) for n in shape]
     pres_p = [np.zeros((k, n), bool) for n in shape]
     plane = int(np.prod(shape[1:]))
@@ -153,12 +152,14 @@ def label_stats(gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> Lab
             coords.append(c)
         coords.append(rem + z0)
         coords.reverse()
-        cnt_g += np.bincount(cg, minlength=k)
-        cnt_p += np.bincount(cp, minlength=k)
-        inter += np.bincount(cg[cg == cp], minlength=k)
+        conf += np.bincount(cg * k + cp, minlength=k * k)
         for ax, n in enumerate(shape):
             pres_g[ax] |= np.bincount(cg * n + coords[ax], minlength=k * n).reshape(k, n) > 0
             pres_p[ax] |= np.bincount(cp * n + coords[ax], minlength=k * n).reshape(k, n) > 0
+
+    conf = conf.reshape(k, k)
+    conf[0, 0] = 0  # background-background voxels are never visited
+    cnt_g, cnt_p, inter = conf.sum(axis=1), conf.sum(axis=0), np.diagonal(conf)
 
     def boxes(pres, cnt):
         out = {}
@@ -175,6 +176,7 @@ def label_stats(gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> Lab
 
     return LabelStats(
         classes=classes,
+        confusion=conf,
         gt_count={c: int(cnt_g[j]) for j, c in enumerate(classes, start=1)},
         pred_count={c: int(cnt_p[j]) for j, c in enumerate(classes, start=1)},
         intersection={c: int(inter[j]) for j, c in enumerate(classes, start=1)},

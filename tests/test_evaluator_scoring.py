@@ -227,6 +227,9 @@ def test_label_stats_single_pass_matches_brute_force(monkeypatch):
             gt[1, 1, 1] = 300  # beyond the classes: ignored
         classes = [1, 2, 3, 5, 7]
         st_ = label_stats(gt, pred, classes)
+        for i, ci in enumerate(classes, start=1):
+            for j, cj in enumerate(classes, start=1):
+                assert st_.confusion[i, j] == ((gt == ci) & (pred == cj)).sum()
         for c in classes:
             g, p = gt == c, pred == c
             assert st_.gt_count[c] == g.sum() and st_.pred_count[c] == p.sum()
