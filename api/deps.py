@@ -59,9 +59,13 @@ def _optional_member(request: Request, session: SessionDep) -> Member | None:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip())))
     if row is None or row.revoked_at is not None:
         raise ApiError(401, "unauthorized", "this API token is unknown or revoked; ask your team or the organizers for a new one")
-    row.last_used_at = utcnow()
+    member = row.member  # loaded before the commit: the request then holds no DB connection while it runs
+    now = utcnow()
+    last = row.last_used_at
+    if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60:
+        row.last_used_at = now  # at most one write a minute per token
     session.commit()
-    return row.member
+    return member
 
 
 OptionalMember = Annotated[Member | None, Depends(_optional_member)]

@@ -43,6 +43,7 @@ async def upload_submission(
 ):
     ticket = await run_in_threadpool(lambda: service.prepare_submission(
         session=session, member=member, challenge=challenge, track=track, reproduces=reproduces, label=label))
+    await run_in_threadpool(session.commit)  # hold no DB connection while the archive streams in
     staged = await uploads.receive_archive(request, settings)
     try:
         sid, note = await run_in_threadpool(lambda: service.create_submission(
