@@ -407,6 +407,7 @@ def build_board(session: Session, track: Track, *, organizer: bool = False) -> d
                _col("team", "Team", "text", group="id"), _col("label", "Submission", "text", group="id"),
                _col("entry", "Entry", "text", group="id", title="baseline rows and excluded rows are not ranked")]
     if kind == TrackKind.reproducibility.value:
+        columns = columns[1:]  # not ranked: no rank column
         columns.append(_col("reproduces", "Reproduces", "text", group="id", title="the submission this one reproduces"))
         columns += _common_columns(loaded.mods, has_size)
         columns += _repro_columns()

@@ -13,7 +13,9 @@ _FONT = 'font-family="system-ui,-apple-system,Segoe UI,Roboto,sans-serif"'
 
 
 def _svg(w: int, h: int, body: list[str], title: str) -> str:
+    # scales down on narrow screens, never up beyond 1.25× (text stays a readable size)
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="100%" role="img" '
+            f'style="max-width:{int(w * 1.25)}px;height:auto;display:block" '
             f'aria-label="{escape(title)}" {_FONT} font-size="12"><title>{escape(title)}</title>'
             + "".join(body) + "</svg>")
 
@@ -98,6 +100,8 @@ def scatter_accuracy_runtime(rows: list[dict[str, Any]], *, label_top: int = 5) 
 def modality_bars(rows: list[dict[str, Any]], modalities: list[str], *, metric: str = "dsc", top: int = 5) -> str:
     """Grouped bars: the top entries' (and baselines') mean ``metric`` per modality."""
     chosen = sorted((r for r in rows if r.get("rank")), key=lambda r: r["rank"])[:top]
+    if not chosen:  # an unranked board (reproducibility): the first entries as listed
+        chosen = [r for r in rows if not r.get("baseline")][:top]
     chosen += [r for r in rows if r.get("baseline")][:1]
     w, h, ml, mr, mt, mb = 640, 300, 44, 12, 40, 40
     title = f"Per-modality mean {metric.upper()} of the top {top} entries"
@@ -142,8 +146,8 @@ def stability_plot(stab: dict[str, Any] | None) -> str:
     entries = stab["entries"]
     n = len(entries)
     row_h = 18
-    ml, mr, mt, mb = 170, 16, 28, 30
-    w = 640
+    ml, mr, mt, mb = 190, 16, 28, 30
+    w = 1100
     h = mt + mb + n * row_h
     cw = (w - ml - mr) / max(n, 1)
     body = [f'<text x="{ml}" y="16" fill="#111827">bootstrap of cases ({stab["n_boot"]}×), Kendall\'s τ to the full ranking: '

@@ -48,7 +48,8 @@ def add_submission(session: Session, *, track: Track, team: Team, cases: list[tu
                    dsc: np.ndarray, nsd: np.ndarray, runtime: np.ndarray, failed: np.ndarray | None = None,
                    label: str = "", created_at: datetime | None = None, is_baseline: bool = False,
                    excluded: bool = False, exclusion_reason: str = "", reproduces_id: int | None = None,
-                   state: SubmissionState = SubmissionState.succeeded, attempts: int = 1) -> Submission:
+                   state: SubmissionState = SubmissionState.succeeded, attempts: int = 1,
+                   per_class: list[dict] | None = None) -> Submission:
     """One submission with ``attempts`` runs; the last run carries the given per-case results."""
     failed = np.zeros(len(cases), bool) if failed is None else failed
     ok = ~failed
@@ -93,7 +94,7 @@ def add_submission(session: Session, *, track: Track, team: Team, cases: list[tu
                          "status": CaseStatus.ok, "runtime_s": float(runtime[j]), "dsc": d, "nsd": s,
                          "cpu_s": float(runtime[j]) * 0.9, "peak_memory_bytes": int(400e6 + 10e6 * (j % 30)),
                          "exit_code": 0, "stdout_tail": f"{cid}: done\n",
-                         "per_class": {"1": {"dsc": d, "nsd": s}}})
+                         "per_class": per_class[j] if per_class is not None else {"1": {"dsc": d, "nsd": s}}})
     if rows:
         session.execute(insert(CaseResult), rows)
     return sub
@@ -107,16 +108,16 @@ def seed_demo(session: Session, *, teams: int = 12, cases: int = 45, seed: int =
                    description="Lightweight promptable segmentation across nine modalities, CPU only.")
     session.add(ch)
     session.flush()
-    main = Track(challenge_id=ch.id, slug="main", title="Main track", kind=TrackKind.main, case_timeout_s=60,
+    main = Track(challenge_id=ch.id, slug="main", title="Main track", kind=TrackKind.main, case_timeout_s=60, testset="demo",
                  description="Boxes in, masks out; runtime per case counts.")
     session.add(main)
     tracks = {"main": main}
     if booster:
         tracks["booster"] = Track(challenge_id=ch.id, slug="booster", title="Performance booster", kind=TrackKind.booster,
-                                  case_timeout_s=60, description="Improved models after the challenge.")
+                                  case_timeout_s=60, testset="demo", description="Improved models after the challenge.")
     if repro:
         tracks["repro"] = Track(challenge_id=ch.id, slug="repro", title="Reproducibility", kind=TrackKind.reproducibility,
-                                case_timeout_s=60, description="Independent retraining of published methods.")
+                                case_timeout_s=60, testset="demo", description="Independent retraining of published methods.")
     session.add_all([t for k, t in tracks.items() if k != "main"])
     session.flush()
     case_list = _case_ids(cases)

@@ -423,3 +423,24 @@ def test_seed_is_deterministic(settings):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("submission_id", "team_id", "team")} for r in rows]  # noqa: E731
     assert strip(a["rows"]) == strip(b["rows"])
     assert a["frozen_at"] is None
+
+
+def test_size_classes_from_the_manifest_labels(client, settings):
+    # the committed "tiny" manifest: MR_0001 labels 1 large, 2 small, 3 medium, 4 medium;
+    # US_0001 labels 1 large, 2 small, 3 medium; PET_0001 labels 1 large, 2-4 small (this case fails)
+    cs = [("3DBox_MR_0001", "MR", "large"), ("2DBox_US_0001", "US", "large"), ("3DBox_PET_0001", "PET", "medium")]
+    pc = [{"1": {"dsc": 0.9, "nsd": 0.9}, "2": {"dsc": 0.3, "nsd": 0.4}, "3": {"dsc": 0.6, "nsd": 0.6}, "4": {"dsc": 0.7, "nsd": 0.8}},
+          {"1": {"dsc": 0.95, "nsd": 1.0}, "2": {"dsc": 0.2, "nsd": 0.1}, "3": {"dsc": 0.5, "nsd": 0.5}},
+          {}]
+    with session_scope(settings.database_url) as s:
+        tr = make_challenge(s, tracks={"main": {"testset": "tiny"}})["main"]
+        add_submission(s, track=tr, team=make_team(s, "t"), cases=cs, dsc=arr(0.625, 0.55, 0), nsd=arr(0.675, 0.53, 0),
+                       runtime=np.ones(3), failed=np.array([False, False, True]), per_class=pc)
+    body = client.get("/api/challenges/c1/tracks/main/leaderboard").json()
+    assert body["size_source"] == "manifest labels" and body["size_classes"] == ["small", "medium", "large"]
+    r = body["rows"][0]
+    # small: MR 0.3, US 0.2, PET 0, 0, 0 (failed) → 0.5/5; medium: 0.6, 0.7, 0.5 → 0.6; large: 0.9, 0.95, 0 → 0.617
+    assert r["size:small:dsc"] == pytest.approx(0.1)
+    assert r["size:medium:dsc"] == pytest.approx(0.6)
+    assert r["size:large:dsc"] == pytest.approx(0.617, abs=1e-3)
+    assert r["size:small:nsd"] == pytest.approx(0.1)  # (0.4 + 0.1) / 5
