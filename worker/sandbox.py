@@ -304,6 +304,8 @@ def load_image(client: Any, archive: Path, *, expected_id: str) -> tuple[Any, bo
         try:
             with open(archive, "rb") as fh:
                 images = client.images.load(fh)
+        except docker.errors.ImageLoadError as exc:
+            raise ImageLoadError(f"the image archive does not load: {exc}") from exc
         except docker.errors.APIError as exc:
             if _is_engine_error(exc):
                 raise
@@ -347,6 +349,7 @@ class CgroupMeter:
         self._poll_cpu: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.pids_hit = False
 
     @classmethod
     def usable_parent(cls, name: str) -> str | None:
@@ -382,6 +385,8 @@ class CgroupMeter:
         if not self.parent:
             return
         try:
+            for controller in ("memory", "cpuacct", "pids"):  # the engine creates the rest at start
+                (self.ROOT / controller / self.parent).mkdir(exist_ok=True)
             self._file("memory", "memory.max_usage_in_bytes").write_text("0")
         except OSError:
             self.parent = None  # cannot reset: fall back to polling
@@ -390,15 +395,28 @@ class CgroupMeter:
         self._pids0 = self._events("pids", "pids.events", "max")
         self._oom0 = self._events("memory", "memory.oom_control", "oom_kill")
 
-    def poll(self, cid: str) -> None:
-        """Poll the container's own cgroup while it runs (fallback only)."""
-        if self.parent:
-            return
+    def poll(self, cid: str, pids_limit: int) -> None:
+        """Poll the container's own cgroup while it runs: memory and CPU (fallback only) and, always,
+        whether it reached its pids limit (fork failures are counted in the container's cgroup,
+        which vanishes at exit: best effort)."""
+        measure = not self.parent
 
         def loop() -> None:
             mem = self._file("memory", "memory.max_usage_in_bytes", cid)
             cpu = self._file("cpuacct", "cpuacct.usage", cid)
-            while not self._stop.wait(0.05):
+            pids = self._file("pids", "pids.current", cid)
+            events = self._file("pids", "pids.events", cid)
+            while not self._stop.wait(0.02):
+                n = self._read_int(pids)
+                if n is not None and n >= pids_limit:
+                    self.pids_hit = True
+                try:
+                    if not self.pids_hit and "max 0" not in events.read_text():
+                        self.pids_hit = True
+                except OSError:
+                    pass
+                if not measure:
+                    continue
                 m, c = self._read_int(mem), self._read_int(cpu)
                 if m is not None:
                     self._poll_peak = max(self._poll_peak or 0, m)
@@ -415,11 +433,11 @@ class CgroupMeter:
             self._thread.join(timeout=1)
         if not self.parent:
             cpu = self._poll_cpu / 1e9 if self._poll_cpu is not None else None
-            return self._poll_peak, cpu, False, False
+            return self._poll_peak, cpu, self.pids_hit, False
         peak = self._read_int(self._file("memory", "memory.max_usage_in_bytes"))
         cpu1 = self._read_int(self._file("cpuacct", "cpuacct.usage"))
         cpu = (cpu1 - self._cpu0) / 1e9 if cpu1 is not None else None
-        pids_hit = self._events("pids", "pids.events", "max") > self._pids0
+        pids_hit = self.pids_hit or self._events("pids", "pids.events", "max") > self._pids0
         oom = self._events("memory", "memory.oom_control", "oom_kill") > self._oom0
         return peak, cpu, pids_hit, oom
 
@@ -456,15 +474,26 @@ class _BoundedLog:
         return bytes(self.head).decode("utf-8", "replace"), tail.decode("utf-8", "replace")
 
 
-def _pump(stream: Any, out: _BoundedLog, err: _BoundedLog) -> None:
+def _pump(sock: Any, out: _BoundedLog, err: _BoundedLog) -> None:
+    from docker.utils.socket import frames_iter
+
     try:
-        for o, e in stream:
-            if o:
-                out.feed(o)
-            if e:
-                err.feed(e)
+        for stream_id, data in frames_iter(sock, False):
+            (err if stream_id == 2 else out).feed(data)
     except Exception:  # noqa: BLE001 - the connection closes when the container is removed
         pass
+
+
+def _close_attach(sock: Any) -> None:
+    """Close an attach socket and the HTTP response under it (no ResourceWarning)."""
+    raw = getattr(sock, "_sock", None)
+    resp = getattr(sock, "_response", None)
+    for closer in (getattr(resp, "close", None), sock.close, getattr(raw, "close", None)):
+        if closer is not None:
+            try:
+                closer()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,13 +647,14 @@ def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, pro
             try:
                 container = client.containers.create(**_create_kwargs(params))
                 container_id = container.id
-                stream = api.attach(container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+                attach = api.attach_socket(container_id, params={"stdout": 1, "stderr": 1, "stream": 1})
             except docker.errors.APIError as exc:
                 if _is_engine_error(exc):
                     raise SandboxInfraError(f"Docker engine error creating the container: {exc}") from exc
                 result.reason = f"the container could not be created: {exc.explanation or exc}"
                 return result
-            pump = threading.Thread(target=_pump, args=(stream, out_log, err_log), name="case-logs", daemon=True)
+            stack.callback(_close_attach, attach)
+            pump = threading.Thread(target=_pump, args=(attach, out_log, err_log), name="case-logs", daemon=True)
             pump.start()
             meter.before_start()
             t0 = time.monotonic()
@@ -636,7 +666,7 @@ def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, pro
                 result.runtime_s = time.monotonic() - t0
                 result.reason = f"the container did not start: {exc.explanation or exc}"
                 return result
-            meter.poll(container_id)
+            meter.poll(container_id, profile.pids_limit)
             try:
                 api.wait(container_id, timeout=profile.timeout_s)
                 result.runtime_s = time.monotonic() - t0
@@ -667,7 +697,7 @@ def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, pro
             result.status = "crash"
             why = f"predict.sh exited with code {result.exit_code}"
             if pids_hit:
-                why += f"; it hit the process limit ({profile.pids_limit} processes)"
+                why += f"; it reached the process limit ({profile.pids_limit} processes)"
             elif result.exit_code == 137:
                 why += " (killed)"
             result.reason = why + "; see its stderr"
