@@ -369,8 +369,10 @@ def _error_page(request: Request, status: int, title: str, message: str, viewer:
     return _page(_render("error.html", request, status=status, title=title, message=message, viewer=viewer), status)
 
 
-@router.get("/challenges/{c}/tracks/{t}", response_class=HTMLResponse, include_in_schema=False)
-async def leaderboard_page(c: str, t: str, request: Request) -> Response:
+async def leaderboard_page(request: Request) -> Response:
+    """The leaderboard page: the hottest route, so a plain Starlette endpoint (no dependency solving)."""
+    c, t = request.path_params["c"], request.path_params["t"]
+
     def render(session, track, board):
         stab = None
         if board["audience"] == "organizer" and board.get("ranked"):
@@ -389,6 +391,8 @@ async def leaderboard_page(c: str, t: str, request: Request) -> Response:
         return 200, html.encode(), "text/html; charset=utf-8", {}
     return await _board_response(request, "page", c, t, render)
 
+
+router.add_route("/challenges/{c}/tracks/{t}", leaderboard_page, methods=["GET"], include_in_schema=False)
 
 _ORGANIZER_VIEWER = SimpleNamespace(name="Organizer", role=Role.organizer)
 

@@ -75,7 +75,7 @@ def page():
 
 def _column_values(page, key: str) -> list[str]:
     idx = page.eval_on_selector_all("#board thead tr.cols th", f"ths => ths.findIndex(t => t.dataset.key === {json.dumps(key)})")
-    return page.eval_on_selector_all("#board tbody tr", f"rows => rows.map(r => r.cells[{idx}].getAttribute('data-v'))")
+    return page.eval_on_selector_all("#board tbody tr", f"rows => rows.map(r => r.cells[{idx}].textContent.trim())")
 
 
 def test_sort_filter_and_csv_download(server, page, tmp_path):

@@ -7,8 +7,9 @@
   var heads = table.querySelectorAll("thead tr.cols th");
 
   function value(td, type) {
-    var v = td ? td.getAttribute("data-v") : "";
-    if (v === null || v === "") return null;
+    // the cell's text is the value (scores are shown at the precision the API serves)
+    var v = td ? (td.getAttribute("data-v") || td.textContent).trim() : "";
+    if (v === "") return null;
     if (type === "text") return v.toLowerCase();
     var n = parseFloat(v);
     return isNaN(n) ? v.toLowerCase() : n;
