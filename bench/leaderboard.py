@@ -143,8 +143,10 @@ def main() -> None:
         for _ in range(4 * args.workers):  # warm every worker's cache
             urllib.request.urlopen(page, timeout=10).read()
             urllib.request.urlopen(api, timeout=10).read()
+        load = os.getloadavg()[0]
         print(f"page: {size / 1024:.0f} KiB; uvicorn workers: {args.workers}; wrk: {args.connections} connections, "
-              f"{args.duration} s")
+              f"{args.duration} s; load average before the run {load:.1f} on {os.cpu_count()} CPUs"
+              + (" (busy machine: numbers are pessimistic)" if load > 1.0 else ""))
         api_rps, api_p99 = run_wrk(api, connections=args.connections, duration=args.duration, threads=args.wrk_threads)
         print(f"JSON API  : {api_rps:8.0f} req/s  p99 {api_p99:6.1f} ms")
         rps, p99 = run_wrk(page, connections=args.connections, duration=args.duration, threads=args.wrk_threads)
