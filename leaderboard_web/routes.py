@@ -213,6 +213,7 @@ class _Entry:
 _cache: dict[tuple, _Entry] = {}
 _boards: dict[tuple, tuple[tuple, dict]] = {}  # one built board serves the page, JSON and CSV
 _cache_lock = threading.Lock()
+_frozen = False
 
 
 def clear_cache() -> None:
@@ -260,8 +261,13 @@ def _build_entry(request: Request, key: tuple, c: str, t: str, organizer: bool, 
                    gzip.compress(body, compresslevel=6, mtime=0) if len(body) > 1024 else None)
     with _cache_lock:
         _cache[key] = entry
-    # the cached boards are long-lived: keep them out of the cyclic GC's scans (shorter GC pauses under load)
-    gc.freeze()
+    global _frozen
+    if not _frozen:
+        # once per process, after the first build: move the (long-lived) modules, app and first board
+        # out of the cyclic GC's scans, so full collections under load stay short
+        _frozen = True
+        gc.collect()
+        gc.freeze()
     return entry
 
 
