@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.worker_helpers import IMAGE_NAMES, build_test_image, ensure_evaluator, make_testset, segarena_containers
+from tests.worker_helpers import IMAGE_NAMES, build_test_image, make_testset, segarena_containers
 from worker import sandbox as sb
 
 pytestmark = pytest.mark.docker
@@ -97,7 +97,6 @@ def _run(docker_client, test_images, case_files, tmp_path, name, profile, case="
 
 
 def test_correct_image_runs_confined(docker_client, test_images, case_files, tmp_path, profile):
-    ensure_evaluator()
     cr = _run(docker_client, test_images, case_files, tmp_path, "correct", profile)
     assert cr.status == "ok", cr.reason + cr.stderr_head
     assert cr.exit_code == 0 and cr.runtime_s > 0
@@ -148,7 +147,6 @@ def test_no_output(docker_client, test_images, case_files, tmp_path, profile):
 
 
 def test_wrong_shape_is_invalid(docker_client, test_images, case_files, tmp_path, profile):
-    ensure_evaluator()
     cr = _run(docker_client, test_images, case_files, tmp_path, "wrongshape", profile)
     assert cr.status == "ok"
     assert sb.check_output(cr, expected_shape=(48, 64)) is None
@@ -156,7 +154,6 @@ def test_wrong_shape_is_invalid(docker_client, test_images, case_files, tmp_path
 
 
 def test_pickle_is_refused(docker_client, test_images, case_files, tmp_path, profile):
-    ensure_evaluator()
     cr = _run(docker_client, test_images, case_files, tmp_path, "pickle", profile)
     assert sb.check_output(cr, expected_shape=(48, 64)) is None
     assert cr.status == "invalid_output" and cr.reason.startswith("invalid prediction")
@@ -187,7 +184,6 @@ def test_flood_of_stdout_is_bounded(docker_client, test_images, case_files, tmp_
 
 
 def test_3d_case_and_no_leftovers(docker_client, test_images, case_files, tmp_path, profile):
-    ensure_evaluator()
     cr = _run(docker_client, test_images, case_files, tmp_path, "correct", profile, case="3DBox_CT_0000")
     assert sb.check_output(cr, expected_shape=(8, 32, 32)) is not None
     assert [c for c in segarena_containers(docker_client) if c["Labels"]["segarena.run"].startswith("test-")] == []

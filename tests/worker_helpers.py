@@ -1,10 +1,7 @@
-"""Helpers for the worker tests: test images, a tiny test set, DB rows, and (only while the evaluator's
-case API is not there yet) a clearly-marked scoring shim."""
+"""Helpers for the worker tests: test images, a tiny test set, DB rows."""
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -82,73 +79,6 @@ def make_testset(dest: Path, *, n2d: int = 2, n3d: int = 1) -> Path:
     manifest = TestSetManifest(id="worker-tests", version="1", description="worker test fixture",
                                cases=finalize_cases(cases))
     return write_manifest(manifest, dest / "manifest.json")
-
-
-# ------------------------------------------------------------------------------------------------
-# SHIM — only while evaluator.score_case / evaluator.io are missing (another engineer's work).
-# It implements the agreed interface minimally (DSC only, NSD = DSC) so the worker can be tested;
-# it is never installed when the real evaluator provides these names.
-
-
-def ensure_evaluator() -> bool:
-    """Install the shim when the real evaluator case API is absent; returns True if it did."""
-    import evaluator
-
-    try:
-        from evaluator.io import CaseFormatError, load_ground_truth, load_prediction  # noqa: F401
-
-        if hasattr(evaluator, "score_case"):
-            return False
-    except ImportError:
-        pass
-    io = types.ModuleType("evaluator.io")
-
-    class CaseFormatError(ValueError):
-        pass
-
-    def load_prediction(path, *, expected_shape, max_bytes=2 * 1024**3):
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(path) as zf:
-                if sum(i.file_size for i in zf.infolist()) > max_bytes:
-                    raise CaseFormatError("prediction too large when decompressed")
-            with np.load(path, allow_pickle=False) as f:
-                if "segs" not in f.files:
-                    raise CaseFormatError("no 'segs' array")
-                segs = f["segs"]
-        except CaseFormatError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise CaseFormatError(f"cannot be read as npz without pickles: {exc}") from None
-        if tuple(segs.shape) != tuple(expected_shape):
-            raise CaseFormatError(f"segs has shape {segs.shape}, expected {tuple(expected_shape)}")
-        if not np.issubdtype(segs.dtype, np.integer):
-            raise CaseFormatError(f"segs has dtype {segs.dtype}, expected integers")
-        return segs
-
-    def load_ground_truth(path):
-        with np.load(path, allow_pickle=False) as f:
-            return f["gts"], (tuple(f["spacing"][::-1]) if "spacing" in f.files else None)
-
-    def score_case(gt, pred, *, spacing, profile="default", labels=None):
-        labels = labels or list(range(1, int(gt.max()) + 1))
-        per = {}
-        for lab in labels:
-            g, p = gt == lab, pred == lab
-            denom = g.sum() + p.sum()
-            d = 2 * (g & p).sum() / denom if denom else 1.0
-            per[lab] = types.SimpleNamespace(dsc=float(d), nsd=float(d))
-        dsc = float(np.mean([c.dsc for c in per.values()]))
-        return types.SimpleNamespace(per_class=per, dsc=dsc, nsd=dsc, profile=profile,
-                                     to_dict=lambda: {"per_class": {str(k): {"dsc": v.dsc, "nsd": v.nsd} for k, v in per.items()},
-                                                      "dsc": dsc, "nsd": dsc, "profile": profile + "-shim"})
-
-    io.CaseFormatError, io.load_prediction, io.load_ground_truth = CaseFormatError, load_prediction, load_ground_truth
-    sys.modules["evaluator.io"] = io
-    evaluator.io = io
-    evaluator.score_case = score_case
-    return True
 
 
 # ------------------------------------------------------------------------------------------------

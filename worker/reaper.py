@@ -6,7 +6,8 @@
 * A queued run that no worker picked up within the limit (``heartbeat_timeout_s`` after it became
   eligible; e.g. the broker was down when the API sent it) gets its message re-sent — at most once per
   limit per run, and only while the broker's queue holds fewer messages than there are queued runs.
-* A container carrying SegArena's labels is an orphan when its run is no longer active, or when the
+* A container carrying SegArena's labels (and this deployment's ``segarena.deployment`` label: one
+  engine may serve several deployments, e.g. test databases) is an orphan when its run is no longer active, or when the
   worker that started it (``segarena.worker`` = host:pid) is gone from this host, or when the run now
   belongs to another worker; orphans are removed (force).
 """
@@ -70,11 +71,12 @@ def _queue_sizes(settings: Any, queues: set[str]) -> dict[str, int] | None:
 def remove_orphan_containers(client: Any, settings: Any) -> list[str]:
     """Remove containers labelled by SegArena whose run or worker is gone; returns their ids."""
     removed: list[str] = []
-    containers = client.api.containers(all=True, filters={"label": sb.LABEL_RUN})
+    containers = client.api.containers(
+        all=True, filters={"label": [sb.LABEL_RUN, f"{sb.LABEL_DEPLOYMENT}={sb.deployment_id(settings)}"]})
     if not containers:
         return removed
     host = socket.gethostname()
-    ids = {int(c["Labels"].get(sb.LABEL_RUN, "0") or 0) for c in containers}
+    ids = {int(v) for c in containers if (v := (c.get("Labels") or {}).get(sb.LABEL_RUN, "")).isdigit()}
     with session_scope(settings.database_url) as s:
         runs = {r.id: (r.state, r.worker_host, r.worker_pid) for r in s.execute(select(Run).where(Run.id.in_(ids))).scalars()}
     for c in containers:
@@ -158,7 +160,7 @@ def reap(settings: Any, *, client: Any = None, sender: Sender | None = None, now
                     s.add(AuditEvent(actor=actor, action="run.resent", target_type="run", target_id=str(rid),
                                      details={"reason": "queued but not picked up by any worker"}))
     if to_send:
-        send = sender or celery_sender(settings)
+        send = sender if sender is not None else celery_sender(settings)
         for rid, q, countdown in to_send:
             try:
                 send(rid, q, countdown)

@@ -375,7 +375,7 @@ class _Execution:
             queue = run.queue
             attempt = run.attempt + 1
         if new_id is not None:
-            sender = self._sender or celery_sender(self.settings)
+            sender = self._sender if self._sender is not None else celery_sender(self.settings)
             try:
                 sender(new_id, queue, backoff_s(self.settings, attempt))
             except Exception as exc:  # noqa: BLE001 - the reaper re-sends queued runs never picked up
@@ -416,20 +416,22 @@ class _Execution:
                 sb_shutil_rmtree(out_dir)
             cr = sb.run_case(client, image_id=plan.image_id, input_file=input_file, out_dir=out_dir,
                              profile=plan.profile, image_user_is_root=root_image,
-                             labels={sb.LABEL_RUN: str(self.run_id), sb.LABEL_CASE: case.id},
+                             labels={sb.LABEL_RUN: str(self.run_id), sb.LABEL_CASE: case.id,
+                                     sb.LABEL_DEPLOYMENT: sb.deployment_id(self.settings)},
                              scratch_dir=self.storage.scratch_dir())
             if not recorded_params:
                 with session_scope(self.url) as s:
                     s.get(Run, self.run_id).container_params = cr.container_params
                 recorded_params = True
-            segs = sb.check_output(cr, expected_shape=tuple(case.shape), max_bytes=plan.profile.max_output_bytes)
+            segs = sb.check_output(cr, expected_shape=tuple(case.shape))
             row.update(cpu_s=cr.cpu_s, peak_memory_bytes=cr.peak_memory_bytes, exit_code=cr.exit_code,
                        stdout_tail=_truncate(cr.log_text("stdout")), stderr_tail=_truncate(cr.log_text("stderr")))
             if segs is not None:
                 gts, spacing = load_ground_truth(Path(data_root) / case.gt.path)
                 if spacing is None:
                     spacing = tuple(case.spacing)
-                score = score_case(gts, segs, spacing=spacing, profile=plan.metric_profile, labels=labels)
+                score = score_case(gts, segs, spacing=spacing, profile=plan.metric_profile, labels=labels,
+                                   stored_spacing=getattr(spacing, "stored", None))
                 row.update(status=CaseStatus.ok, runtime_s=cr.runtime_s, dsc=_num(score.dsc), nsd=_num(score.nsd),
                            per_class=_jsonable(score.to_dict()))
             else:

@@ -57,12 +57,13 @@ __all__ = [
     "SandboxProfile", "CaseRun", "SandboxInfraError", "run_case", "check_output", "get_docker_client",
     "load_image", "ImageLoadError", "image_runs_as_root", "worker_identity", "cpu_model",
     "online_cpus", "parse_cpuset", "format_cpuset", "CgroupMeter", "LABEL_RUN", "LABEL_CASE",
-    "LABEL_WORKER", "CORE_LOCK_DIR", "NONROOT_USER", "INPUTS_MOUNT", "OUTPUTS_MOUNT",
+    "LABEL_WORKER", "LABEL_DEPLOYMENT", "deployment_id", "CORE_LOCK_DIR", "NONROOT_USER", "INPUTS_MOUNT", "OUTPUTS_MOUNT",
 ]
 
 LABEL_RUN = "segarena.run"
 LABEL_CASE = "segarena.case"
 LABEL_WORKER = "segarena.worker"
+LABEL_DEPLOYMENT = "segarena.deployment"  # which database the run belongs to (engines may be shared)
 INPUTS_MOUNT = "/workspace/inputs"
 OUTPUTS_MOUNT = "/workspace/outputs"
 NONROOT_USER = "1000:1000"
@@ -229,6 +230,13 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def deployment_id(settings: Any) -> str:
+    """A short stable id of the deployment (a hash of its database URL) for container labels."""
+    import hashlib
+
+    return hashlib.sha256(settings.database_url.encode()).hexdigest()[:16]
+
+
 def _human_bytes(n: int) -> str:
     for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if n >= size:
@@ -252,6 +260,7 @@ def get_docker_client(settings: Any = None, *, timeout: int = 600):
     key = host or "env"
     with _clients_lock:
         if key not in _clients:
+            _probe_unix_socket(host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
             try:
                 if host:
                     _clients[key] = docker.DockerClient(base_url=host, timeout=timeout)
@@ -260,6 +269,21 @@ def get_docker_client(settings: Any = None, *, timeout: int = 600):
             except docker.errors.DockerException as exc:
                 raise SandboxInfraError(f"the Docker engine is unreachable: {exc}") from exc
         return _clients[key]
+
+
+def _probe_unix_socket(address: str) -> None:
+    """Fail fast (and without leaking the socket, as docker-py does) when a unix engine socket is dead."""
+    if not address.startswith("unix://"):
+        return
+    path = address[len("unix://"):]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(10)
+        sock.connect(path)
+    except OSError as exc:
+        raise SandboxInfraError(f"the Docker engine is unreachable at {address}: {exc.strerror or exc}") from exc
+    finally:
+        sock.close()
 
 
 def forget_docker_client(settings: Any = None) -> None:
