@@ -46,30 +46,44 @@ class ArchiveSink:
         os.lseek(self._fd, offset, os.SEEK_SET)
         self.offset = offset
 
-    def write(self, data: bytes | bytearray) -> None:
+    def write(self, data: bytes | bytearray | list[bytes]) -> None:
         """Hash, inspect and append ``data`` (runs in a worker thread); after an archive error, discard."""
+        pieces = data if isinstance(data, list) else [data]
+        size = sum(len(p) for p in pieces)
         if self.archive_error is not None:
-            self.offset += len(data)
+            self.offset += size
             return
         if self.check:
-            self.hasher.update(data)
             try:
-                self.inspector.feed(data)
+                for piece in pieces:
+                    self.hasher.update(piece)
+                    self.inspector.feed(piece)
             except ArchiveError as exc:
                 self.archive_error = exc
                 os.ftruncate(self._fd, 0)
-                self.offset += len(data)
+                self.offset += size
                 return
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self.offset += len(data)
+        _writev_all(self._fd, pieces)
+        self.offset += size
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _writev_all(fd: int, pieces: list) -> None:
+    """Write all ``pieces`` (one system call per 512 of them, retried on short writes)."""
+    views = [memoryview(p) for p in pieces if len(p)]
+    while views:
+        batch = views[:512]
+        written = os.writev(fd, batch)
+        while written and views:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0
 
 
 async def pump(stream: AsyncIterator[bytes], sink: ArchiveSink, *, limit: int, chunk_bytes: int,
@@ -78,9 +92,10 @@ async def pump(stream: AsyncIterator[bytes], sink: ArchiveSink, *, limit: int, c
     loop = asyncio.get_running_loop()
     received = 0
     pending: asyncio.Future | None = None
-    buf = bytearray()
+    batch: list[bytes] = []  # the chunks as received: no copy into a bigger buffer
+    batched = 0
 
-    async def flush(data: bytearray) -> None:
+    async def flush(data: list[bytes]) -> None:
         nonlocal pending
         if pending is not None:
             await pending
@@ -98,16 +113,17 @@ async def pump(stream: AsyncIterator[bytes], sink: ArchiveSink, *, limit: int, c
                 received += len(chunk)
                 if received > limit:
                     raise TooLarge(received)
-                buf += chunk
-                if len(buf) >= chunk_bytes:
-                    data, buf = buf, bytearray()
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= chunk_bytes:
+                    data, batch, batched = batch, [], 0
                     await flush(data)
         except ClientDisconnect:
-            await flush(buf)  # keep what did arrive (a resumable upload continues from there)
-            await flush(bytearray())
+            await flush(batch)  # keep what did arrive (a resumable upload continues from there)
+            await flush([])
             raise Disconnected(received) from None
-        await flush(buf)
-        await flush(bytearray())
+        await flush(batch)
+        await flush([])
     except BaseException:
         if pending is not None:
             try:
