@@ -37,10 +37,9 @@ def make_app():
     from api.settings import Settings
 
     app = create_app(Settings(), migrate=False)
-    from leaderboard_web.routes import router
+    from leaderboard_web.routes import mount
 
-    if not any(getattr(r, "path", "") == "/challenges/{c}/tracks/{t}" for r in app.routes):
-        app.include_router(router)
+    mount(app)
     return app
 
 

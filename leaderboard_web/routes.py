@@ -61,7 +61,7 @@ from api.models import (
 from api.settings import get_settings
 from leaderboard_web import plots
 
-__all__ = ["router", "CACHE_TTL_S", "clear_cache", "COOKIE"]
+__all__ = ["router", "CACHE_TTL_S", "clear_cache", "COOKIE", "is_mounted", "mount"]
 
 router = APIRouter(tags=["leaderboard"])
 
@@ -71,6 +71,20 @@ CACHE_TTL_S = 1.0
 
 _env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"]),
                    trim_blocks=True, lstrip_blocks=True)
+
+
+def is_mounted(app) -> bool:
+    """True when ``router`` is already part of ``app`` (FastAPI keeps included routers as nodes or copies routes)."""
+    for r in app.router.routes:
+        if getattr(r, "original_router", None) is router or getattr(r, "endpoint", None) is leaderboard_page:
+            return True
+    return False
+
+
+def mount(app) -> None:
+    """Include ``router`` in ``app`` unless it is already there."""
+    if not is_mounted(app):
+        app.include_router(router)
 
 
 # --------------------------------------------------------------------------- formatting

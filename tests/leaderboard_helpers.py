@@ -16,12 +16,11 @@ T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
 def make_app(settings):
     """The API app; mounts ``leaderboard_web.routes.router`` if ``api.routes`` does not yet."""
     from api.app import create_app
-    from leaderboard_web.routes import clear_cache, router
+    from leaderboard_web.routes import clear_cache, mount
 
     clear_cache()
     app = create_app(settings)
-    if not any(getattr(r, "path", "") == "/challenges/{c}/tracks/{t}" for r in app.routes):
-        app.include_router(router)
+    mount(app)
     return app
 
 
