@@ -6,7 +6,7 @@ import math
 from html import escape
 from typing import Any
 
-__all__ = ["scatter_accuracy_runtime", "modality_bars", "stability_plot", "PALETTE"]
+__all__ = ["scatter_accuracy_runtime", "modality_bars", "stability_plot", "significance_plot", "PALETTE"]
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
 _FONT = 'font-family="system-ui,-apple-system,Segoe UI,Roboto,sans-serif"'
@@ -170,4 +170,38 @@ def stability_plot(stab: dict[str, Any] | None) -> str:
         if n <= 20 or r == 1 or r % 5 == 0:
             body.append(f'<text x="{ml + (r - 0.5) * cw:.1f}" y="{h - mb + 14}" text-anchor="middle" fill="#475569" font-size="10">{r}</text>')
     body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 4}" text-anchor="middle" fill="#111827">rank (red ring: full-data rank)</text>')
+    return _svg(w, h, body, title)
+
+
+def significance_plot(sig: dict[str, Any] | None) -> str:
+    """Significance map: cell (row i, column j) filled when entry i is significantly better than entry j."""
+    title = "Significance map: row significantly better than column (one-sided paired Wilcoxon, Holm)"
+    if not sig or not sig.get("names"):
+        return _svg(640, 120, ['<text x="320" y="60" text-anchor="middle" fill="#6b7280">needs at least two ranked entries</text>'], title)
+    names = sig["names"]
+    n = len(names)
+    cell = max(6.0, min(18.0, 700.0 / n))
+    ml, mt = 190, 40
+    w = max(640, int(ml + n * cell + 20))
+    h = int(mt + n * cell + 40)
+    body = [f'<text x="{ml}" y="16" fill="#111827">metric {escape(sig["metric"].upper())} · filled: row better than '
+            f'column, Holm-adjusted p &lt; {sig["alpha"]}</text>']
+    for i, name in enumerate(names):
+        y = mt + i * cell
+        body.append(f'<text x="{ml - 8}" y="{y + cell * 0.75:.1f}" text-anchor="end" fill="#111827" '
+                    f'font-size="{min(11, cell * 0.8):.0f}">{escape(str(name))[:26]}</text>')
+        for j in range(n):
+            x = ml + j * cell
+            if i == j:
+                fill = "#e5e7eb"
+            else:
+                fill = PALETTE[0] if sig["significant"][i][j] else "#f8fafc"
+            p = sig["adjusted"][i][j]
+            tip = "" if p is None else f'<title>{escape(str(name))} vs {escape(str(names[j]))}: adjusted p = {p:.4g}</title>'
+            body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell - 1:.1f}" height="{cell - 1:.1f}" fill="{fill}">{tip}</rect>')
+    for j in range(n):
+        if n <= 20 or j == 0 or (j + 1) % 5 == 0:
+            body.append(f'<text x="{ml + (j + 0.5) * cell:.1f}" y="{mt + n * cell + 14:.1f}" text-anchor="middle" '
+                        f'fill="#475569" font-size="10">{j + 1}</text>')
+    body.append(f'<text x="{ml + n * cell / 2:.1f}" y="{h - 6}" text-anchor="middle" fill="#111827">column: entry by rank</text>')
     return _svg(w, h, body, title)

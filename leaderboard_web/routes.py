@@ -394,9 +394,10 @@ async def leaderboard_page(request: Request) -> Response:
     c, t = request.path_params["c"], request.path_params["t"]
 
     def render(session, track, board):
-        stab = None
+        stab = sig = None
         if board["audience"] == "organizer" and board.get("ranked"):
-            stab = lb.stability(session, track, significance=False)["bootstrap"]
+            st = lb.stability(session, track)
+            stab, sig = st["bootstrap"], st["significance"]
         others = session.execute(select(Track.slug, Track.title, Track.visibility).where(
             Track.challenge_id == track.challenge_id).order_by(Track.id)).all()
         tabs = [(s, ti) for s, ti, v in others if v != Visibility.hidden or board["audience"] == "organizer"]
@@ -406,6 +407,7 @@ async def leaderboard_page(request: Request) -> Response:
             scatter=plots.scatter_accuracy_runtime(ranked_rows),
             bars=plots.modality_bars(ranked_rows, board["modalities"]),
             stability=plots.stability_plot(stab) if stab else None,
+            significance=plots.significance_plot(sig) if sig else None,
             groups=_groups(board),
         )
         return 200, html.encode(), "text/html; charset=utf-8", {}

@@ -371,7 +371,7 @@ def test_stability_endpoint(app, settings):
         assert client.get(path + "?n_boot=1", headers=org(client)).status_code == 422
         client.cookies.set("segarena_token", ORG)
         page = client.get("/challenges/demo/tracks/main").text
-        assert "Ranking stability" in page and "Kendall" in page
+        assert "Ranking stability" in page and "Kendall" in page and "Significance map" in page
 
 
 def test_demo_pages_render(client, settings):
