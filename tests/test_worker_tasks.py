@@ -306,3 +306,22 @@ def test_builtin_tiny_testset(wsettings, archive, images, docker_client):
         assert sub.state == SubmissionState.succeeded, sub.reason
         assert sub.summary["ok"] == 27 and len(sub.summary["by_modality"]) == 9
         assert 0.3 < sub.dsc < 1
+
+
+def test_queue_rules_and_gpu_profile(wsettings):
+    import types
+
+    from worker.celery_app import check_worker_queues
+
+    check_worker_queues(wsettings, ["cpu"])
+    with pytest.raises(RuntimeError, match="needs a worker that owns GPUs"):
+        check_worker_queues(wsettings, ["gpu"])
+    gpu_worker = wsettings.model_copy(update={"worker_gpus": "2,3", "worker_cpus": "0-1"})
+    check_worker_queues(gpu_worker, ["gpu"])
+    with pytest.raises(RuntimeError, match="serves the gpu queue only"):
+        check_worker_queues(gpu_worker, ["cpu", "gpu"])
+    track = types.SimpleNamespace(gpus=1, memory_mb=8192, cpus=2.0, pids_limit=256, tmpfs_mb=1024, case_timeout_s=60,
+                                  allow_root=False)
+    profile = sb.SandboxProfile.from_track(track, gpu_worker)
+    assert profile.gpus == ("2",) and profile.memory_bytes == 8 * 1024**3 and profile.pinned_cores() == [0, 1]
+    assert profile.memory_text == "8 GiB"

@@ -9,21 +9,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = ROOT / "tests" / "images"
 IMAGE_NAMES = ("correct", "memory", "sleep", "crash", "nothing", "wrongshape", "pickle", "network",
-               "forkbomb", "stdout", "cpuburn")
+               "forkbomb", "stdout", "cpuburn", "slow", "noop")
 
 
-def build_test_image(client, base_image: str, name: str, *, rebuild: bool = False) -> str:
-    """Build tests/images/<name> as segarena-test/<name>:latest from the local base; returns its id."""
-    import docker
+def build_test_image(client, base_image: str, name: str) -> str:
+    """Build tests/images/<name> as segarena-test/<name>:latest from the local base; returns its id.
 
+    The engine's build cache makes a rebuild of an unchanged image a no-op (well under a second), and a
+    changed Dockerfile or script is never served stale.
+    """
     tag = f"segarena-test/{name}:latest"
-    if not rebuild:
-        try:
-            img = client.images.get(tag)
-            if img.labels.get("segarena.base") == base_image:
-                return img.id
-        except docker.errors.ImageNotFound:
-            pass
     img, _ = client.images.build(path=str(IMAGES_DIR), dockerfile=f"{name}/Dockerfile", tag=tag, rm=True,
                                  buildargs={"BASE_IMAGE": base_image}, labels={"segarena.base": base_image},
                                  network_mode="none")

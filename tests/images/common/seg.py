@@ -60,6 +60,10 @@ def main(mode: str) -> int:
     elif mode == "sleep":
         print("sleeping", flush=True)
         time.sleep(3600)
+    elif mode == "slow":
+        print("thinking for 2 s", flush=True)
+        time.sleep(2)
+        write_all()
     elif mode == "crash":
         print("loading model", flush=True)
         raise RuntimeError("model weights not found: /workspace/weights.pt")
@@ -100,11 +104,11 @@ def main(mode: str) -> int:
         out.flush()
         write_all()
     elif mode == "cpuburn":
-        # deterministic CPU-bound work (bench/sandbox.py): a fixed number of float operations
-        a = np.random.default_rng(0).random((300, 300))
-        for _ in range(int(os.environ.get("BURN_ROUNDS", "40"))):
-            a = np.tanh(a @ a.T / 300.0)
-        print(float(a.sum()))
+        # deterministic, single-threaded CPU-bound work (bench/sandbox.py): a fixed integer loop
+        acc = 0
+        for i in range(12_000_000):
+            acc = (acc + i * i) % 1_000_003
+        print(acc)
         write_all()
     else:
         print(f"unknown mode {mode}", file=sys.stderr)

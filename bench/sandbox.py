@@ -1,0 +1,90 @@
+"""Benchmark of the Docker sandbox (worker/sandbox.py), against a reference measured in the same run.
+
+1. Per-case overhead: the platform's whole per-case path (``run_case``: case directories, container
+   create with every cap, attach, start, wait, inspect, cgroup reads, remove) on an image whose
+   predict.sh does nothing, against a bare ``docker run --rm IMAGE true`` of the same image (the
+   reference's way, via the CLI), interleaved; ratio of medians. Target ≤ 1.3.
+2. Runtime stability: a deterministic, single-threaded CPU-bound image timed N times by the
+   sandbox; coefficient of variation of the recorded runtime. Target ≤ 3 %.
+
+Usage: ``.venv/bin/python bench/sandbox.py [--n 10]``. The last line is the overhead ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10, help="repetitions of each measurement")
+    ap.add_argument("--base-image", default=os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm"))
+    args = ap.parse_args()
+
+    import docker
+
+    from tests.worker_helpers import build_test_image, make_testset
+    from worker import sandbox as sb
+
+    client = docker.from_env(timeout=600)
+    noop = build_test_image(client, args.base_image, "noop")
+    burn = build_test_image(client, args.base_image, "cpuburn")
+    profile = sb.SandboxProfile(memory_bytes=8 * 1024**3, cpus=1.0, timeout_s=120,
+                                cgroup_parent=sb.CgroupMeter.usable_parent("segarena-bench"))
+    with tempfile.TemporaryDirectory(prefix="segarena-bench-") as tmp:
+        tmp = Path(tmp)
+        make_testset(tmp / "set", n2d=1, n3d=0)
+        case = tmp / "set" / "inputs" / "2DBox_US_0000.npz"
+        labels = {sb.LABEL_RUN: "bench", sb.LABEL_CASE: case.stem}
+
+        def platform(image: str, i: int) -> tuple[float, sb.CaseRun]:
+            t0 = time.monotonic()
+            cr = sb.run_case(client, image_id=image, input_file=case, out_dir=tmp / f"out-{image[7:19]}-{i}",
+                             profile=profile, labels=labels, scratch_dir=tmp)
+            return time.monotonic() - t0, cr
+
+        def bare() -> float:
+            t0 = time.monotonic()
+            subprocess.run(["docker", "run", "--rm", noop, "true"], check=True, stdout=subprocess.DEVNULL)
+            return time.monotonic() - t0
+
+        bare(), platform(noop, -1)  # warm-up (page cache, engine)
+        ref, ours = [], []
+        for i in range(args.n):
+            ref.append(bare())
+            ours.append(platform(noop, i)[0])
+        ratio = statistics.median(ours) / statistics.median(ref)
+
+        runs = [platform(burn, 100 + i)[1] for i in range(args.n)]
+        if any(not r.ok for r in runs):
+            raise SystemExit(f"cpuburn failed: {[r.reason for r in runs if not r.ok][:1]}")
+        times = [r.runtime_s for r in runs]
+        cpu = [r.cpu_s for r in runs if r.cpu_s is not None]
+        cv = statistics.pstdev(times) / statistics.fmean(times)
+        cpu_cv = statistics.pstdev(cpu) / statistics.fmean(cpu) if len(cpu) > 1 else float("nan")
+        load = os.getloadavg()[0]
+
+    print(f"bare `docker run --rm IMAGE true`: median {statistics.median(ref):.3f} s "
+          f"(min {min(ref):.3f}, max {max(ref):.3f}, n={args.n})")
+    print(f"platform run_case (all caps, measured, removed): median {statistics.median(ours):.3f} s "
+          f"(min {min(ours):.3f}, max {max(ours):.3f}, n={args.n})")
+    print(f"stability: cpuburn runtime mean {statistics.fmean(times):.3f} s, CV {100 * cv:.2f} % "
+          f"(target <= 3 %), cpu time mean {statistics.fmean(cpu) if cpu else float('nan'):.3f} s, n={args.n}; "
+          f"cores {profile.pinned_cores()}, {sb.cpu_model()}")
+    print(f"  runtimes: {' '.join(f'{t:.3f}' for t in times)}; cpu-time CV {100 * cpu_cv:.2f} %; "
+          f"host load average {load:.2f} on {os.cpu_count()} cores (other work on the pinned core inflates the CV)")
+    print(f"overhead ratio (platform / bare docker run, target <= 1.3): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Runs a setuid-root copy of id(1) and tries setuid(0) (expected: ok, euid stays non-root,
+no effective capabilities)."""
+import os
+import subprocess
+
+import hostile
+
+hostile.probe("uid", os.getuid())
+out = subprocess.run(["/workspace/suid-id", "-u"], capture_output=True, text=True)
+hostile.probe("suid_euid", out.stdout.strip() or out.stderr.strip())
+hostile.probe("setuid0", hostile.errno_of(lambda: os.setuid(0)))
+cap_eff = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+hostile.probe("cap_eff", cap_eff)
+no_new_privs = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")]
+hostile.probe("no_new_privs", no_new_privs[0] if no_new_privs else "unknown")
+hostile.write_correct_outputs()
