@@ -131,6 +131,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - one line for the user; the trace on request
+        if os.environ.get("SEGARENA_DEBUG"):
+            raise
+        print(f"error: {exc.__class__.__name__}: {exc} (set SEGARENA_DEBUG=1 to see the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

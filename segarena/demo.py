@@ -220,7 +220,7 @@ def run_demo(*, timeout: float = 900.0, wait: bool = True, url: str | None = Non
         say(f"generating the '{TESTSET}' synthetic test set into {dest} …")
     manifest, _root = materialize(TESTSET, dest)
     if not state.data.get("testset_ready"):
-        say(f"test set ready: {len(manifest.cases)} cases, modalities {', '.join(manifest.modalities)}")
+        say(f"test set ready: {len(manifest.cases)} cases, modalities {', '.join(manifest.modalities())}")
         state.data["testset_ready"] = True
         state.save()
 
