@@ -181,3 +181,20 @@ def test_dropped_connection_keeps_what_arrived(live, world, db_settings):
         assert r.status_code == 201, r.text
         assert r.json()["archive_sha256"] == hashlib.sha256(data).hexdigest()
         assert r.json()["image_id"] == image_id_of(data)
+
+
+def test_stale_upload_sessions_expire(client, world, db_settings):
+    from datetime import datetime, timedelta, timezone
+
+    from api.models import Upload
+
+    data = make_image_tar(salt="stale")
+    old = _open(client, world.token_a, data).json()["upload_id"]
+    fresh = _open(client, world.token_a, data).json()["upload_id"]
+    _put(client, world.token_a, old, data, 0, 99)
+    with session_scope(db_settings.database_url) as s:
+        s.get(Upload, old).updated_at = datetime.now(timezone.utc) - timedelta(days=8)
+    assert uploads_mod.expire_stale_uploads(settings=db_settings) == 1
+    assert client.get(f"/api/uploads/{old}", headers=auth(world.token_a)).json()["state"] == "aborted"
+    assert client.get(f"/api/uploads/{fresh}", headers=auth(world.token_a)).json()["state"] == "open"
+    assert _files(db_settings) == [f"uploads/{fresh}.part"]

@@ -26,8 +26,8 @@ _BINARY_BODY = {
 UploadIdPath = Annotated[str, Path(min_length=1, max_length=64, description="The upload_id of an upload session.")]
 
 
-def _view(session, settings, sid: int, note: str | None = None) -> schemas.SubmissionPublic:
-    sub = service._load(session, sid)
+def _view(session, sid: int, note: str | None = None) -> schemas.SubmissionPublic:
+    sub = service.load_submission(session, sid)
     return service.submission_public(session, [sub], note=note)[0]
 
 
@@ -50,7 +50,7 @@ async def upload_submission(
             settings=settings, ticket=ticket, staged=staged, actor_id=member.id))
     finally:
         Storage.remove(staged.path)  # moved into storage on success; deleted on any refusal
-    return await run_in_threadpool(_view, session, settings, sid, note)
+    return await run_in_threadpool(_view, session, sid, note)
 
 
 @router.post("/challenges/{challenge}/tracks/{track}/uploads", status_code=201, response_model=schemas.UploadPublic,
@@ -78,7 +78,7 @@ def upload_status(upload_id: UploadIdPath, member: CurrentMember, session: Sessi
              summary="Finish an upload: check the archive and queue the submission")
 async def complete_upload(upload_id: UploadIdPath, member: CurrentMember, session: SessionDep, settings: SettingsDep):
     sid, note = await uploads.complete_upload(settings=settings, member=member, upload_id=upload_id)
-    return await run_in_threadpool(_view, session, settings, sid, note)
+    return await run_in_threadpool(_view, session, sid, note)
 
 
 @router.delete("/uploads/{upload_id}", status_code=204, response_class=Response, summary="Abandon an upload session")

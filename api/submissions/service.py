@@ -42,7 +42,7 @@ log = logging.getLogger("segarena.api")
 __all__ = [
     "Ticket", "Staged", "prepare_submission", "create_submission", "submission_public", "list_submissions",
     "get_visible_submission", "cancel_submission", "submission_logs", "submission_results", "rerun_submission",
-    "count_toward_quota", "team_lock",
+    "count_toward_quota", "team_lock", "load_submission",
 ]
 
 ACTIVE_RUN_STATES = (RunState.queued, RunState.loading, RunState.running, RunState.scoring)
@@ -291,7 +291,7 @@ def submission_public(session: Session, subs: list[Submission], *, note: str | N
     return out
 
 
-def _load(session: Session, submission_id: int) -> Submission | None:
+def load_submission(session: Session, submission_id: int) -> Submission | None:
     return session.scalar(select(Submission).where(Submission.id == submission_id)
                           .options(selectinload(Submission.track).selectinload(Track.challenge),
                                    selectinload(Submission.team)))
@@ -299,7 +299,7 @@ def _load(session: Session, submission_id: int) -> Submission | None:
 
 def get_visible_submission(*, session: Session, member: Member, submission_id: int) -> Submission:
     """The submission if ``member`` may see it (own team, or organizer); otherwise 404, never 403."""
-    sub = _load(session, submission_id)
+    sub = load_submission(session, submission_id)
     if sub is None or (member.role != Role.organizer and sub.team_id != member.team_id):
         raise ApiError(404, "not_found", f"submission {submission_id} does not exist or is not your team's")
     return sub

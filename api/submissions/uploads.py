@@ -42,7 +42,7 @@ from api.submissions.archive import ArchiveError, ArchiveInspector
 from api.submissions.streaming import ArchiveSink, Disconnected, TooLarge, pump, storage_error
 
 __all__ = ["receive_archive", "create_upload", "upload_status", "put_chunk", "complete_upload", "abort_upload",
-           "ACCEPTED_TYPES"]
+           "ACCEPTED_TYPES", "expire_stale_uploads"]
 
 ACCEPTED_TYPES = {"application/octet-stream", "application/x-tar", "application/tar", "application/gzip",
                   "application/x-gzip", "application/x-gtar", "application/x-compressed-tar"}
@@ -408,3 +408,16 @@ def abort_upload(*, session: Session, settings, member: Member, upload_id: str) 
             return
         with _locked(part):
             _abort(settings, upload_id, part, "deleted by the participant", member.id)
+
+
+def expire_stale_uploads(*, settings, max_age_s: int = 7 * 86400) -> int:
+    """Abort open upload sessions untouched for ``max_age_s`` and delete their bytes (for the periodic reaper)."""
+    from datetime import timedelta
+
+    cutoff = utcnow() - timedelta(seconds=max_age_s)
+    with _fresh(settings) as s:
+        stale = list(s.scalars(select(Upload.id).where(Upload.state == UploadState.open, Upload.updated_at < cutoff)))
+    storage = Storage(settings.storage_dir)
+    for upload_id in stale:
+        _abort(settings, upload_id, storage.upload_part(upload_id), f"expired after {max_age_s} s without a chunk", None)
+    return len(stale)
