@@ -180,6 +180,26 @@ def _latest_runs(session: Session, sub_ids: list[int]) -> dict[int, int]:
     return {sid: v[0] for sid, v in out.items()}
 
 
+def _num(x: Any) -> float:
+    """A stored metric as a float; NULL or NaN (the cvpr24 profile's empty-label quirk) counts as 0."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(v) else v
+
+
+def _defined(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not math.isnan(x)
+
+
+def _label_scores(per_class: dict[str, Any]) -> dict[str, Any]:
+    """``label → {dsc, nsd}`` from a stored ``per_class``: the worker stores ``CaseScore.to_dict()``
+    (labels under its ``"per_class"`` key); a bare ``{label: {dsc, nsd}}`` mapping is accepted too."""
+    inner = per_class.get("per_class") if isinstance(per_class, dict) else None
+    return inner if isinstance(inner, dict) else (per_class if isinstance(per_class, dict) else {})
+
+
 def _chunks(ids: list[int], n: int = 500):
     for i in range(0, len(ids), n):
         yield ids[i : i + n]
@@ -199,8 +219,8 @@ def _load_cases(session: Session, sub_ids: list[int]) -> dict[int, dict[str, _Ca
         )
         for rid, cid, mod, size, status, dsc, nsd, rt, per_class in rows:
             ok = status == CaseStatus.ok or status == "ok"
-            out[by_run[rid]][cid] = _Case(mod or "", size or "", ok, float(dsc or 0.0), float(nsd or 0.0),
-                                          float(rt or 0.0), per_class if isinstance(per_class, dict) else {})
+            out[by_run[rid]][cid] = _Case(mod or "", size or "", ok, _num(dsc), _num(nsd), _num(rt),
+                                          per_class if isinstance(per_class, dict) else {})
     return out
 
 
@@ -281,11 +301,20 @@ def _entry_stats(cases: dict[str, _Case], case_ids: list[str], case_mod: dict[st
             vals[key].append(v)
             per_mod[case_mod[cid]][key].append(v)
         if label_classes is not None and cid in label_classes:
+            labels = _label_scores(c.per_class) if ok else {}
             for lab, cls in label_classes[cid].items():
-                pc = (c.per_class.get(lab) or {}) if ok else {}
-                if cls in per_size:
-                    per_size[cls]["dsc"].append(float(pc.get("dsc", 0.0) or 0.0) if ok else 0.0)
-                    per_size[cls]["nsd"].append(float(pc.get("nsd", 0.0) or 0.0) if ok else 0.0)
+                if cls not in per_size:
+                    continue
+                if not ok:
+                    per_size[cls]["dsc"].append(0.0)
+                    per_size[cls]["nsd"].append(0.0)
+                    continue
+                pc = labels.get(lab) or {}
+                # an undefined class score (absent from both masks: None/NaN) is left out, as the case mean does
+                if _defined(pc.get("dsc")):
+                    per_size[cls]["dsc"].append(float(pc["dsc"]))
+                if _defined(pc.get("nsd")):
+                    per_size[cls]["nsd"].append(float(pc["nsd"]))
         else:
             cls = case_size.get(cid, "")
             if cls in per_size:

@@ -429,8 +429,12 @@ def test_size_classes_from_the_manifest_labels(client, settings):
     # the committed "tiny" manifest: MR_0001 labels 1 large, 2 small, 3 medium, 4 medium;
     # US_0001 labels 1 large, 2 small, 3 medium; PET_0001 labels 1 large, 2-4 small (this case fails)
     cs = [("3DBox_MR_0001", "MR", "large"), ("2DBox_US_0001", "US", "large"), ("3DBox_PET_0001", "PET", "medium")]
+    # case 2 is stored as the worker stores it: evaluator's CaseScore.to_dict(), labels under "per_class"
     pc = [{"1": {"dsc": 0.9, "nsd": 0.9}, "2": {"dsc": 0.3, "nsd": 0.4}, "3": {"dsc": 0.6, "nsd": 0.6}, "4": {"dsc": 0.7, "nsd": 0.8}},
-          {"1": {"dsc": 0.95, "nsd": 1.0}, "2": {"dsc": 0.2, "nsd": 0.1}, "3": {"dsc": 0.5, "nsd": 0.5}},
+          {"profile": "default", "tolerance": 2.0, "dsc": 0.55, "nsd": 0.53, "notes": [], "per_class": {
+              "1": {"dsc": 0.95, "nsd": 1.0, "gt_voxels": 10, "pred_voxels": 10},
+              "2": {"dsc": 0.2, "nsd": 0.1, "gt_voxels": 10, "pred_voxels": 10},
+              "3": {"dsc": 0.5, "nsd": 0.5, "gt_voxels": 10, "pred_voxels": 10}}},
           {}]
     with session_scope(settings.database_url) as s:
         tr = make_challenge(s, tracks={"main": {"testset": "tiny"}})["main"]
@@ -444,3 +448,15 @@ def test_size_classes_from_the_manifest_labels(client, settings):
     assert r["size:medium:dsc"] == pytest.approx(0.6)
     assert r["size:large:dsc"] == pytest.approx(0.617, abs=1e-3)
     assert r["size:small:nsd"] == pytest.approx(0.1)  # (0.4 + 0.1) / 5
+
+
+def test_undefined_class_scores_are_left_out_of_size_classes():
+    from api.leaderboard import _Case, _entry_stats
+
+    # label 2 is undefined (absent from both masks: None), so "small" averages label 3 only
+    c = _Case("CT", "small", True, 0.5, 0.5, 1.0,
+              {"per_class": {"1": {"dsc": 0.9, "nsd": 0.8}, "2": {"dsc": None, "nsd": None}, "3": {"dsc": 0.4, "nsd": 0.3}}})
+    row = _entry_stats({"x": c}, ["x"], {"x": "CT"}, ["CT"], {"x": {"1": "large", "2": "small", "3": "small"}},
+                       {}, 60.0)
+    assert row["size:small:dsc"] == pytest.approx(0.4) and row["size:large:nsd"] == pytest.approx(0.8)
+    assert row["size:medium:dsc"] is None
