@@ -17,8 +17,9 @@ Rules (../shared/DESIGN.md, CHALLENGE_FACTS.md):
 * booster rows add the change against the team's main-track row (ΔDSC, ΔNSD, speed-up ×);
   reproducibility rows compare each reproduction with the submission it reproduces, case by case.
 
-Caching: :func:`board_version` is a cheap fingerprint (a handful of indexed aggregate queries) that
-changes whenever a submission, run or case result of the challenge changes; :func:`invalidate` bumps an
+Caching: :func:`board_version` is a cheap fingerprint (a few indexed aggregate queries) that changes
+whenever a submission of the challenge changes (state, scores, exclusion…), a run is added, or a track's
+settings change; :func:`invalidate` bumps an
 in-process generation counter (call it from anything in this process that changes results).
 """
 
@@ -118,15 +119,16 @@ def board_version(session: Session, track: Track) -> tuple:
     n, last = session.execute(
         select(func.count(Submission.id), func.max(Submission.updated_at)).where(Submission.track_id.in_(track_ids))
     ).one()
+    # a new attempt (re-run, retry) changes which run counts; case results of a running attempt do not
+    # matter until its submission changes state, so they are not part of the fingerprint
     max_run = session.scalar(select(func.max(Run.id)))
-    max_case = session.scalar(select(func.max(CaseResult.id)))
     tracks = session.execute(
         select(Track.id, Track.visibility, Track.frozen_at, Track.closes_at, Track.row_policy, Track.ranking_scheme,
                Track.metric_profile, Track.case_timeout_s, Track.repro_margin_dsc, Track.repro_margin_nsd,
                Track.title, Track.description, Track.kind)
         .where(Track.challenge_id == track.challenge_id).order_by(Track.id)
     ).all()
-    return (n, str(last), max_run, max_case, tuple(tuple(str(v) for v in t) for t in tracks),
+    return (n, str(last), max_run, tuple(tuple(str(v) for v in t) for t in tracks),
             _generation.get(track.id, 0))
 
 
