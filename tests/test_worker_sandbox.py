@@ -201,3 +201,24 @@ def test_load_image_checks_id(docker_client, test_images, tmp_path):
     bad.write_bytes(b"not a tar")
     with pytest.raises(sb.ImageLoadError, match="does not load"):
         sb.load_image(docker_client, bad, expected_id="sha256:" + "1" * 64)
+
+
+def test_cgroup_parents_of_dead_workers_are_removed():
+    import socket
+    import subprocess
+
+    if sb.CgroupMeter.usable_parent("x") is None:
+        pytest.skip("cgroup v1 memory controller is not writable here (the sandbox polls instead)")
+    p = subprocess.Popen(["true"])
+    p.wait()
+    dead = sb.CgroupMeter.ROOT / "memory" / f"segarena-{socket.gethostname()}-{p.pid}"
+    alive = sb.CgroupMeter.ROOT / "memory" / f"segarena-{socket.gethostname()}-{__import__('os').getpid()}"
+    dead.mkdir()
+    alive.mkdir(exist_ok=True)
+    try:
+        assert dead.name in sb.cleanup_cgroup_parents()
+        assert not dead.exists() and alive.exists()
+    finally:
+        for d in (dead, alive):
+            if d.exists():
+                d.rmdir()

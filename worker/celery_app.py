@@ -96,5 +96,6 @@ def _startup_sweep(sender=None, **_kw) -> None:
 
         settings = get_settings()
         remove_orphan_containers(sandbox.get_docker_client(settings), settings)
+        sandbox.cleanup_cgroup_parents()
     except Exception as exc:  # noqa: BLE001 - the reaper retries later
         logging.getLogger("segarena.worker").warning("start-up container sweep failed: %s", exc)

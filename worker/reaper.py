@@ -170,6 +170,7 @@ def reap(settings: Any, *, client: Any = None, sender: Sender | None = None, now
         try:
             client = client or sb.get_docker_client(settings)
             report.containers_removed = remove_orphan_containers(client, settings)
+            sb.cleanup_cgroup_parents()
         except Exception as exc:  # noqa: BLE001 - no engine on this host now: next pass
             log.warning("orphan container sweep failed: %s", exc)
     if report.lost or report.resent or report.containers_removed:

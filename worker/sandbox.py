@@ -56,7 +56,7 @@ from typing import Any
 __all__ = [
     "SandboxProfile", "CaseRun", "SandboxInfraError", "run_case", "check_output", "get_docker_client",
     "load_image", "ImageLoadError", "image_runs_as_root", "worker_identity", "cpu_model",
-    "online_cpus", "parse_cpuset", "format_cpuset", "CgroupMeter", "LABEL_RUN", "LABEL_CASE",
+    "online_cpus", "cleanup_cgroup_parents", "parse_cpuset", "format_cpuset", "CgroupMeter", "LABEL_RUN", "LABEL_CASE",
     "LABEL_WORKER", "LABEL_DEPLOYMENT", "deployment_id", "CORE_LOCK_DIR", "NONROOT_USER", "INPUTS_MOUNT", "OUTPUTS_MOUNT",
 ]
 
@@ -464,6 +464,44 @@ class CgroupMeter:
         pids_hit = self.pids_hit or self._events("pids", "pids.events", "max") > self._pids0
         oom = self._events("memory", "memory.oom_control", "oom_kill") > self._oom0
         return peak, cpu, pids_hit, oom
+
+
+def cleanup_cgroup_parents() -> list[str]:
+    """Remove the (empty) per-worker cgroup parents of dead workers of this host; returns their names."""
+    prefix = f"segarena-{socket.gethostname()}-"
+    removed: set[str] = set()
+    try:
+        controllers = [p for p in CgroupMeter.ROOT.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+    for ctl in controllers:
+        try:
+            parents = [p for p in ctl.iterdir() if p.is_dir() and p.name.startswith(prefix)]
+        except OSError:
+            continue
+        for parent in parents:
+            pid = parent.name[len(prefix):]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            try:
+                for child in parent.iterdir():
+                    if child.is_dir():
+                        child.rmdir()
+                parent.rmdir()
+                removed.add(parent.name)
+            except OSError:
+                pass  # still in use: next time
+    return sorted(removed)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------------------------
