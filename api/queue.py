@@ -21,12 +21,6 @@ def _celery(settings):
             from worker.celery_app import make_celery
 
             app = make_celery(settings)
-            if settings.embedded_broker:
-                # kombu's SQLAlchemy transport passes unknown transport options to create_engine(); the
-                # polling interval only matters to consumers, and breaks a sender's engine creation.
-                options = dict(app.conf.broker_transport_options or {})
-                options.pop("polling_interval", None)
-                app.conf.broker_transport_options = options
             _apps[settings.broker_url] = app
         return app
 

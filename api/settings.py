@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: int = Field(default=120, description="A run whose heartbeat is older than this is requeued by the reaper.")
     reaper_interval_s: int = Field(default=30, description="How often the reaper looks for lost runs.")
     max_attempts: int = Field(default=3, description="Attempts for infrastructure failures before a run fails for good.")
+    retry_backoff_s: float = Field(default=5.0, description="Backoff before attempt n: retry_backoff_s * 2**(n-2) seconds.")
+    requeue_after_s: int | None = Field(
+        default=None, description="A queued run nobody picked up is re-sent after this long; default: heartbeat_timeout_s."
+    )
     public_base_url: str = Field(default="http://127.0.0.1:8000", description="Where the API is reachable.")
     bootstrap_organizer_token: str | None = Field(
         default=None, description="If set, an organizer with this token is created at start-up (demo, first install)."

@@ -133,7 +133,7 @@ def reap(settings: Any, *, client: Any = None, sender: Sender | None = None, now
                 report.requeued.append(new_id)
                 to_send.append((new_id, row.queue, backoff_s(settings, row.attempt + 1)))
     # queued runs never picked up
-    limit = timedelta(seconds=getattr(settings, "requeue_after_s", settings.heartbeat_timeout_s))
+    limit = timedelta(seconds=settings.requeue_after_s or settings.heartbeat_timeout_s)
     with session_scope(url) as s:
         queued = list(s.execute(select(Run).where(Run.state == RunState.queued).order_by(Run.created_at, Run.id)).scalars())
         resent_at: dict[str, datetime] = {}

@@ -80,7 +80,7 @@ def backoff_s(settings: Any, attempt: int) -> float:
     """Delay before attempt ``attempt`` may start (0 for the first; doubling, at most 5 min)."""
     if attempt <= 1:
         return 0.0
-    base = float(getattr(settings, "retry_backoff_s", 5.0))
+    base = float(settings.retry_backoff_s)
     return min(300.0, base * 2 ** (attempt - 2))
 
 
