@@ -110,6 +110,9 @@ def main() -> None:
     print(f"reference: building the main board uncached takes {build_ms:.1f} ms "
           f"(≈ {1000 / build_ms * args.workers:.0f} req/s at best on {args.workers} workers without a cache)")
 
+    from api.db import dispose_engines
+
+    dispose_engines()  # close this process's connections (and let SQLite checkpoint its WAL)
     port = _free_port()
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "leaderboard:make_app", "--app-dir", str(ROOT / "bench"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers), "--no-access-log",
@@ -124,6 +127,8 @@ def main() -> None:
         cmd += ["--loop", "uvloop"]
     except ImportError:
         pass
+    if os.environ.get("BENCH_DEBUG"):
+        print(" ".join(cmd))
     server = subprocess.Popen(cmd, env=env, cwd=str(ROOT), start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
