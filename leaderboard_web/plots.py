@@ -70,6 +70,8 @@ def scatter_accuracy_runtime(rows: list[dict[str, Any]], *, label_top: int = 5) 
     body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 6}" text-anchor="middle" fill="#111827">runtime per case (s, log scale)</text>'
                 f'<text transform="translate(14,{(mt + h - mb) / 2}) rotate(-90)" text-anchor="middle" fill="#111827">mean DSC</text>')
     ranked = sorted((r for r in pts if r.get("rank")), key=lambda r: r["rank"])
+    if not ranked:  # an unranked board (reproducibility): label the entries as listed
+        ranked = [r for r in pts if not r.get("baseline")]
     top = {id(r) for r in ranked[:label_top]}
     placed: list[tuple[float, float, float, float]] = []
     for r, xv, yv in zip(pts, xs, ys):
@@ -82,7 +84,8 @@ def scatter_accuracy_runtime(rows: list[dict[str, Any]], *, label_top: int = 5) 
             color = PALETTE[0] if id(r) in top else "#94a3b8"
             body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}" fill-opacity="0.85" stroke="#fff">{tip}</circle>')
         if id(r) in top or r.get("baseline"):
-            raw = f'#{r["rank"]} {r.get("team")}' if r.get("rank") else str(r.get("label") or r.get("team"))
+            raw = (f'#{r["rank"]} {r.get("team")}' if r.get("rank")
+                   else str(r.get("label") or r.get("team")) if r.get("baseline") else str(r.get("team")))
             raw = raw[:24]
             tw = 6.2 * len(raw)
             # first free spot among: above-right, below-right, above-left, below-left
@@ -130,7 +133,8 @@ def modality_bars(rows: list[dict[str, Any]], modalities: list[str], *, metric: 
     lx = ml
     for ri, r in enumerate(chosen):
         color = "#111827" if r.get("baseline") else PALETTE[ri % len(PALETTE)]
-        name = (f'#{r["rank"]} {r.get("team")}' if r.get("rank") else f'{r.get("label") or r.get("team")}')[:22]
+        name = (f'#{r["rank"]} {r.get("team")}' if r.get("rank")
+                else str(r.get("label") or r.get("team")) if r.get("baseline") else str(r.get("team")))[:22]
         op = ' fill-opacity="0.35"' if r.get("baseline") else ""
         body.append(f'<rect x="{lx}" y="10" width="10" height="10" fill="{color}"{op}/>'
                     f'<text x="{lx + 14}" y="19" fill="#111827" font-size="11">{escape(name)}</text>')
