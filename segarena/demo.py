@@ -17,6 +17,8 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ BASELINES = {  # example name → demo team
     "box-fill": "Baseline: box fill",
     "classic": "Baseline: classic (Otsu + LCC)",
 }
-TESTSET = "small"
+TESTSET = os.environ.get("SEGARENA_DEMO_TESTSET", "small")  # tests use "tiny"
 FINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -105,9 +107,21 @@ def save_archive(docker_client, tag: str, dest: Path, *, say=print) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     image = docker_client.images.get(tag)
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
-        for chunk in image.save(named=True):
-            gz.write(chunk)
+    gzip_bin = shutil.which("pigz") or shutil.which("gzip")
+    with open(tmp, "wb") as raw:
+        if gzip_bin:  # a separate process compresses while the engine streams
+            proc = subprocess.Popen([gzip_bin, "-1", "-n", "-c"], stdin=subprocess.PIPE, stdout=raw)
+            try:
+                for chunk in image.save(named=True):
+                    proc.stdin.write(chunk)
+            finally:
+                proc.stdin.close()
+                if proc.wait() != 0:
+                    raise CliError(f"{gzip_bin} failed while compressing {tag}")
+        else:
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
+                for chunk in image.save(named=True):
+                    gz.write(chunk)
     os.replace(tmp, dest)
     return dest
 
