@@ -40,9 +40,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     install_error_handlers(app)
 
     from api.health import router as health_router
-
-    app.include_router(health_router)
     from api.routes import include_routes
 
     include_routes(app)
+    app.include_router(health_router)
     return app
