@@ -3,6 +3,7 @@ right recorded reason, the engine left clean, and the caps actually applied."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -222,3 +223,13 @@ def test_cgroup_parents_of_dead_workers_are_removed():
         for d in (dead, alive):
             if d.exists():
                 d.rmdir()
+
+
+def test_flooding_the_outputs_dir_is_stopped(docker_client, test_images, case_files, tmp_path, profile):
+    """outputs/ is the one writable host directory: an image writing 512 MiB there is killed early."""
+    capped = dataclasses.replace(profile, max_output_bytes=8 * 1024**2)
+    cr = _run(docker_client, test_images, case_files, tmp_path, "outflood", capped)
+    assert cr.status == "invalid_output", (cr.status, cr.reason)
+    assert "wrote more than 8 MiB to outputs/" in cr.reason
+    written = sum(p.stat().st_size for p in (tmp_path / "outflood" / "outputs").iterdir())
+    assert written < 256 * 1024**2, written

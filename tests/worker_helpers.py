@@ -8,7 +8,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = ROOT / "tests" / "images"
-IMAGE_NAMES = ("correct", "memory", "sleep", "crash", "nothing", "wrongshape", "pickle", "network",
+IMAGE_NAMES = ("correct", "outflood", "memory", "sleep", "crash", "nothing", "wrongshape", "pickle", "network",
                "forkbomb", "stdout", "cpuburn", "slow", "noop")
 
 

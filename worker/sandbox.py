@@ -508,6 +508,45 @@ def _pid_alive(pid: int) -> bool:
 # logs
 
 
+class _OutputWatch:
+    """Kills the container when the files it writes to outputs/ grow past a limit, so an image
+    cannot fill the worker's disk through the one writable host directory (checked 4 times a second)."""
+
+    def __init__(self, api: Any, container_id: str, out_dir: Path, limit: int, interval: float = 0.25) -> None:
+        self.api, self.container_id, self.out_dir, self.limit, self.interval = api, container_id, out_dir, limit, interval
+        self.exceeded = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="case-output-watch", daemon=True)
+
+    def _size(self) -> int:
+        total = 0
+        for root, _dirs, files in os.walk(self.out_dir):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                except OSError:
+                    pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._size() > self.limit:
+                self.exceeded = True
+                try:
+                    self.api.kill(self.container_id)
+                except Exception:  # noqa: BLE001 - it may have exited meanwhile
+                    pass
+                return
+
+    def __enter__(self) -> "_OutputWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 class _BoundedLog:
     """Keeps the first and last ``keep`` bytes of a stream and counts the rest."""
 
@@ -729,6 +768,7 @@ def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, pro
                 result.reason = f"the container did not start: {exc.explanation or exc}"
                 return result
             meter.poll(container_id, profile.pids_limit)
+            watch = stack.enter_context(_OutputWatch(api, container_id, out_dir, profile.max_output_bytes))
             try:
                 api.wait(container_id, timeout=profile.timeout_s)
                 result.runtime_s = time.monotonic() - t0
@@ -749,7 +789,11 @@ def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, pro
         result.peak_memory_bytes, result.cpu_s = peak, cpu_s
         result.exit_code = state.get("ExitCode")
         oom = bool(state.get("OOMKilled")) or oom_seen
-        if timed_out:
+        if watch.exceeded:
+            result.status = "invalid_output"
+            result.reason = (f"the container wrote more than {_human_bytes(profile.max_output_bytes)} to outputs/ "
+                             "and was stopped; write only outputs/<case name>.npz")
+        elif timed_out:
             result.status = "timeout"
             result.reason = f"time limit exceeded ({profile.timeout_s:g} s): the container was stopped"
         elif oom:

@@ -103,6 +103,14 @@ def main(mode: str) -> int:
         out.write(b"LAST LINE\n")
         out.flush()
         write_all()
+    elif mode == "outflood":
+        # fills the one writable host directory: must be stopped before it fills the worker's disk
+        block = b"z" * (1024 * 1024)
+        with open(OUT / "flood.bin", "wb") as fh:
+            for _ in range(512):
+                fh.write(block)
+                fh.flush()
+        write_all()
     elif mode == "cpuburn":
         # deterministic, single-threaded CPU-bound work (bench/sandbox.py): a fixed integer loop
         acc = 0
