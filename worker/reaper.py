@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,7 +28,7 @@ from api.models import AuditEvent, Run, RunState, utcnow
 from . import sandbox as sb
 from .runner import ACTIVE_RUN_STATES, Sender, aware, backoff_s, celery_sender, retry_or_fail
 
-__all__ = ["reap", "ReapReport", "remove_orphan_containers", "pid_alive"]
+__all__ = ["reap", "ReapReport", "remove_orphan_containers"]
 
 log = logging.getLogger("segarena.reaper")
 
@@ -40,16 +39,6 @@ class ReapReport:
     lost: list[int] = field(default_factory=list)  # runs marked infra_failed
     resent: list[int] = field(default_factory=list)  # queued runs whose message was re-sent
     containers_removed: list[str] = field(default_factory=list)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _queue_sizes(settings: Any, queues: set[str]) -> dict[str, int] | None:
@@ -89,7 +78,7 @@ def remove_orphan_containers(client: Any, settings: Any) -> list[str]:
         o_host, _, o_pid = owner.rpartition(":")
         state = runs.get(run_id)
         orphan = state is None or state[0] not in ACTIVE_RUN_STATES
-        if not orphan and o_host == host and o_pid.isdigit() and not pid_alive(int(o_pid)):
+        if not orphan and o_host == host and o_pid.isdigit() and not sb.pid_alive(int(o_pid)):
             orphan = True
         if not orphan and state is not None and (state[1], state[2]) != (o_host, int(o_pid) if o_pid.isdigit() else None):
             orphan = True  # the run was taken over by another worker

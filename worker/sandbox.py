@@ -481,7 +481,7 @@ def cleanup_cgroup_parents() -> list[str]:
             continue
         for parent in parents:
             pid = parent.name[len(prefix):]
-            if not pid.isdigit() or _pid_alive(int(pid)):
+            if not pid.isdigit() or pid_alive(int(pid)):
                 continue
             try:
                 for child in parent.iterdir():
@@ -494,7 +494,8 @@ def cleanup_cgroup_parents() -> list[str]:
     return sorted(removed)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
