@@ -1,0 +1,360 @@
+"""Helpers of the resilience suite (issue 9): hostile images, the malformed-upload corpus, host
+checks (leftover containers, files, processes) and the report table.
+
+Used by tests/test_resilience_*.py, tests/test_zz_resilience_faults.py and bench/resilience.py.
+Nothing here talks to anything but this machine's Docker engine, files and 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+HOSTILE_DIR = ROOT / "tests" / "images" / "hostile"
+HOSTILE_TAG = "segarena-test/hostile-{kind}:latest"
+ORPHAN_MARKER = b"segarena-hostile-orphan"
+PICKLE_MARKER = Path("/tmp/segarena-pwned-pickle")
+
+__all__ = [
+    "HOSTILE_DIR", "HOSTILE_KINDS", "HostileKind", "Listener", "build_hostile_images", "hostile_tag",
+    "malformed_uploads", "host_processes_with", "segarena_containers", "files_under", "probes",
+    "format_table", "ReportRow", "ORPHAN_MARKER", "PICKLE_MARKER",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# the hostile kinds: what each does and what must be observed
+# ---------------------------------------------------------------------------------------------
+def _probe_check(**expected: Callable[[str], bool]) -> Callable[[dict[str, str]], list[str]]:
+    def check(found: dict[str, str]) -> list[str]:
+        problems = []
+        for key, ok in expected.items():
+            if key not in found:
+                problems.append(f"probe {key} not printed")
+            elif not ok(found[key]):
+                problems.append(f"probe {key}={found[key]!r} is not the contained value")
+        return problems
+
+    return check
+
+
+def _eq(value: str) -> Callable[[str], bool]:
+    return lambda v: v == value
+
+
+def _in(*values: str) -> Callable[[str], bool]:
+    return lambda v: v in values
+
+
+@dataclass(frozen=True)
+class HostileKind:
+    """One hostile image: its expected case status(es) and the probe values that prove containment."""
+
+    name: str
+    expected: tuple[str, ...]  # acceptable CaseStatus values (the first is the one reported)
+    what: str
+    check: Callable[[dict[str, str]], list[str]] | None = None
+    reason_has: tuple[str, ...] = ()  # words the recorded reason must contain (any of them)
+
+
+HOSTILE_KINDS: dict[str, HostileKind] = {k.name: k for k in [
+    HostileKind("memory_bomb", ("oom",), "allocates until stopped", reason_has=("memory",)),
+    HostileKind("fork_bomb", ("timeout", "crash"), "forks until the pids limit, then hangs",
+                check=_probe_check(fork_refused_errno=_eq("11")), reason_has=("time limit", "process limit")),
+    HostileKind("busy_loop", ("timeout",), "spins past the case timeout", reason_has=("time limit",)),
+    HostileKind("sleep_forever", ("timeout",), "sleeps past the case timeout", reason_has=("time limit",)),
+    HostileKind("sigterm_ignorer", ("timeout",), "ignores SIGTERM and sleeps", reason_has=("time limit",)),
+    HostileKind("crash", ("crash",), "raises (exit 1)", reason_has=("exited with code 1",)),
+    HostileKind("segfault", ("crash",), "dies of SIGSEGV", reason_has=("exited with code 139",)),
+    HostileKind("exit0_no_output", ("no_output",), "exits 0, writes nothing", reason_has=("no output",)),
+    HostileKind("wrong_shape", ("invalid_output",), "segs one voxel too large", reason_has=("shape",)),
+    HostileKind("wrong_dtype", ("invalid_output",), "segs as fractional float64",
+                reason_has=("dtype", "integer", "float")),
+    HostileKind("wrong_key", ("invalid_output",), "key 'seg' instead of 'segs'", reason_has=("segs",)),
+    HostileKind("pickle_npz", ("invalid_output",), "pickled object array (host command payload)",
+                reason_has=("pickle", "object")),
+    HostileKind("zip_bomb", ("invalid_output",), "1 MiB npz inflating to 1 GiB",
+                reason_has=("large", "bytes", "GiB", "MiB", "size")),
+    HostileKind("symlink_output", ("invalid_output", "no_output"), "output is a symlink to /etc/shadow",
+                reason_has=("regular file", "symlink", "link")),
+    HostileKind("stdout_flood", ("ok", "timeout"), "1 GiB on stdout, then a correct output"),
+    HostileKind("readonly_root", ("ok",), "writes to the image's root file system",
+                check=_probe_check(write_errno_owned_probe=_eq("30"), write_errno_etc_probe=_in("30", "13"),
+                                   write_errno_workspace_probe=_in("30", "13"))),
+    HostileKind("fill_tmp", ("ok",), "fills /tmp until refused",
+                check=_probe_check(tmp_errno=_in("28", "30"))),
+    HostileKind("network", ("ok",), "lists interfaces, connects to a host 127.0.0.1 listener",
+                check=_probe_check(ifaces=_eq("lo"), connect_host_listener=lambda v: v != "ok")),
+    HostileKind("docker_socket", ("ok",), "looks for /var/run/docker.sock",
+                check=_probe_check(exists_var_run_docker_sock=_eq("False"), exists_run_docker_sock=_eq("False"),
+                                   connect_var_run_docker_sock=lambda v: v != "ok")),
+    HostileKind("setuid", ("ok",), "runs a setuid-root binary, tries setuid(0)",
+                check=_probe_check(suid_euid=lambda v: v != "0", setuid0=_eq("1"),
+                                   cap_eff=_eq("0000000000000000"), no_new_privs=_eq("1"))),
+    HostileKind("proc_snoop", ("ok",), "lists /proc for other containers' processes",
+                check=_probe_check(proc_pids=lambda v: v.isdigit() and int(v) <= 6,
+                                   proc_cmds=lambda v: not any(s in v for s in ("dockerd", "containerd",
+                                                                                  "postgres", "redis", "pytest")))),
+    HostileKind("background_procs", ("ok",), "leaves a daemonized child behind",
+                check=_probe_check(orphan=_eq("spawned"))),
+    HostileKind("peek_inputs", ("ok",), "looks for other cases and ground truth",
+                check=_probe_check(inputs=_eq("1"), input_keys=lambda v: "gts" not in v.split(","),
+                                   gts_dirs=_eq("0"))),
+    HostileKind("root_user", ("ok",), "image runs as root on a track that forbids it",
+                check=_probe_check(uid=_eq("1000"))),
+]}
+
+
+def hostile_tag(kind: str) -> str:
+    return HOSTILE_TAG.format(kind=kind)
+
+
+def probes(*texts: str) -> dict[str, str]:
+    """The ``PROBE key=value`` lines of the given log texts (the last value of a key wins)."""
+    found: dict[str, str] = {}
+    for text in texts:
+        for line in (text or "").splitlines():
+            if line.startswith("PROBE ") and "=" in line:
+                key, _, value = line[6:].partition("=")
+                found[key.strip()] = value.strip()
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# building
+# ---------------------------------------------------------------------------------------------
+class Listener:
+    """A TCP listener on the host's 127.0.0.1 that counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resilience-listener", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+def build_hostile_images(client: Any, base_image: str, *, listener_port: int,
+                         kinds: list[str] | None = None) -> dict[str, str]:
+    """Build the hostile images (context: a temporary copy of tests/images/hostile with the
+    listener's port baked in); returns kind -> tag. Layer caching makes rebuilds cheap."""
+    names = kinds or sorted(p.name for p in HOSTILE_DIR.iterdir()
+                            if p.is_dir() and (p / "Dockerfile").exists())
+    tags: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="segarena-hostile-ctx-") as tmp:
+        ctx = Path(tmp) / "ctx"
+        shutil.copytree(HOSTILE_DIR, ctx, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (ctx / "network" / "port.txt").write_text(f"{listener_port}\n")
+        for kind in names:
+            tag = hostile_tag(kind)
+            client.images.build(path=str(ctx), dockerfile=f"{kind}/Dockerfile", tag=tag, rm=True,
+                                forcerm=True, buildargs={"BASE_IMAGE": base_image}, network_mode="none")
+            tags[kind] = tag
+    return tags
+
+
+# ---------------------------------------------------------------------------------------------
+# malformed uploads
+# ---------------------------------------------------------------------------------------------
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes = b"", **attrs: Any) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    tar.addfile(info, io.BytesIO(data) if data else None)
+
+
+def malformed_uploads(make_image_tar: Callable[..., bytes]) -> dict[str, tuple[bytes, str]]:
+    """The malformed-upload corpus: name -> (archive bytes, what is wrong with it).
+
+    ``make_image_tar`` is the API tests' in-memory ``docker save`` builder (tests/api_helpers.py);
+    each entry is a valid archive broken in exactly one way. (Over-the-limit and a wrong
+    Content-Range are made by the test itself: they depend on the server's settings.)
+    """
+    valid = make_image_tar(tag="hostile/model:latest")
+    valid_gz = make_image_tar(tag="hostile/model:latest", gzip=True)
+
+    def traversal(tar: tarfile.TarFile) -> None:
+        _tar_member(tar, "../../../../tmp/segarena-escape", b"escaped")
+
+    def absolute(tar: tarfile.TarFile) -> None:
+        _tar_member(tar, "/tmp/segarena-escape-abs", b"escaped")
+
+    def symlink_out(tar: tarfile.TarFile) -> None:
+        _tar_member(tar, "evil-link", type=tarfile.SYMTYPE, linkname="/etc/passwd")
+
+    def hardlink_out(tar: tarfile.TarFile) -> None:
+        _tar_member(tar, "evil-hardlink", type=tarfile.LNKTYPE, linkname="../../../../etc/passwd")
+
+    def device(tar: tarfile.TarFile) -> None:
+        _tar_member(tar, "evil-device", type=tarfile.CHRTYPE, devmajor=1, devminor=3)
+
+    # two images: the manifest of a second archive's image appended next to the first
+    two = _two_images(make_image_tar)
+    no_manifest = _drop_member(valid, "manifest.json")
+    return {
+        "zero_bytes": (b"", "an empty body"),
+        "truncated_gzip": (valid_gz[: len(valid_gz) // 2], "a gzip stream cut in the middle"),
+        "gzip_garbage": (b"\x1f\x8b\x08\x00" + os.urandom(2048), "a gzip header followed by garbage"),
+        "not_a_tar": (b"this is not a docker save archive\n" * 64, "plain text"),
+        "random_bytes": (os.urandom(8192), "random bytes"),
+        "truncated_tar": (valid[: len(valid) // 2], "a tar cut in the middle"),
+        "no_manifest": (no_manifest, "a tar without manifest.json"),
+        "bad_manifest_json": (_replace_member(valid, "manifest.json", b"[{not json"),
+                              "manifest.json that is not JSON"),
+        "path_traversal": (make_image_tar(extra_members=traversal), "a member named ../../../../tmp/..."),
+        "absolute_path": (make_image_tar(extra_members=absolute), "a member with an absolute path"),
+        "symlink_out": (make_image_tar(extra_members=symlink_out), "a symlink member pointing to /etc/passwd"),
+        "hardlink_out": (make_image_tar(extra_members=hardlink_out), "a hard link pointing outside"),
+        "device_node": (make_image_tar(extra_members=device), "a character device member"),
+        "two_images": (two, "two images in one archive"),
+        "manifest_missing_config": (make_image_tar(manifest=[{"Config": "nope.json", "RepoTags": ["a/b:c"],
+                                                              "Layers": []}]),
+                                    "manifest.json naming a config that is not in the archive"),
+    }
+
+
+def _members(raw: bytes) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        for info in tar.getmembers():
+            data = tar.extractfile(info).read() if info.isfile() else None
+            out.append((info, data))
+    return out
+
+
+def _rebuild(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _drop_member(raw: bytes, name: str) -> bytes:
+    return _rebuild([(i, d) for i, d in _members(raw) if i.name != name])
+
+
+def _replace_member(raw: bytes, name: str, data: bytes) -> bytes:
+    out = []
+    for info, old in _members(raw):
+        if info.name == name:
+            info.size = len(data)
+            old = data
+        out.append((info, old))
+    return _rebuild(out)
+
+
+def _two_images(make_image_tar: Callable[..., bytes]) -> bytes:
+    first = _members(make_image_tar(tag="team/one:latest", salt="one"))
+    second = _members(make_image_tar(tag="team/two:latest", salt="two"))
+    manifest = []
+    merged: dict[str, tuple[tarfile.TarInfo, bytes | None]] = {}
+    for members in (first, second):
+        for info, data in members:
+            if info.name == "manifest.json":
+                manifest.extend(json.loads(data))
+            else:
+                merged[info.name] = (info, data)
+    body = json.dumps(manifest).encode()
+    info = tarfile.TarInfo("manifest.json")
+    info.size = len(body)
+    return _rebuild([*merged.values(), (info, body)])
+
+
+# ---------------------------------------------------------------------------------------------
+# host checks
+# ---------------------------------------------------------------------------------------------
+def host_processes_with(marker: bytes) -> list[int]:
+    """Host pids whose command line contains ``marker`` (container processes included)."""
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if marker in fh.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def segarena_containers(client: Any, **label_filters: str) -> list[Any]:
+    """Containers (running or not) carrying SegArena's run label (optionally a given value)."""
+    from worker.sandbox import LABEL_RUN
+
+    labels = [f"{k}={v}" for k, v in label_filters.items()] or [LABEL_RUN]
+    return client.containers.list(all=True, filters={"label": labels})
+
+
+def files_under(*dirs: Path) -> list[Path]:
+    """Every file (or link) under the given directories (missing directories are empty)."""
+    out: list[Path] = []
+    for d in dirs:
+        if d.exists():
+            out.extend(p for p in Path(d).rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ReportRow:
+    kind: str
+    expected: str
+    observed: str
+    lost: int = 0
+    duplicated: int = 0
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def format_table(rows: list[ReportRow], *, title: str = "") -> str:
+    """The report table: kind, expected reason, observed reason, lost, duplicated (plus a note)."""
+    head = ("kind", "expected", "observed", "lost", "dup", "note")
+    body = [(r.kind, r.expected, r.observed, str(r.lost), str(r.duplicated), r.note) for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    widths[-1] = min(widths[-1], 90)
+    line = "  ".join("{:<%d}" % w for w in widths)
+    out = [title] if title else []
+    out.append(line.format(*head))
+    out.append("  ".join("-" * w for w in widths))
+    for row in body:
+        out.append(line.format(*row[:-1], row[-1][:90]))
+    return "\n".join(out)
+
+
+def gunzip_if(data: bytes) -> bytes:
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
