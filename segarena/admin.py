@@ -184,7 +184,8 @@ def _print_token(res: dict[str, Any]) -> None:
     if isinstance(token, dict):
         token = token.get("token") or token.get("value")
     if token:
-        out.print(f"token (shown once, keep it secret): {token}")
+        tid = res.get("token_id", res.get("id"))
+        out.print(f"token{f' {tid}' if tid is not None else ''} (shown once, keep it secret): {token}")
 
 
 @token_app.command("new")
