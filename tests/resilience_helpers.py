@@ -29,7 +29,7 @@ PICKLE_MARKER = Path("/tmp/segarena-pwned-pickle")
 __all__ = [
     "HOSTILE_DIR", "HOSTILE_KINDS", "HostileKind", "Listener", "build_hostile_images", "hostile_tag",
     "malformed_uploads", "host_processes_with", "segarena_containers", "files_under", "probes",
-    "format_table", "ReportRow", "ORPHAN_MARKER", "PICKLE_MARKER",
+    "format_table", "print_report", "ReportRow", "ORPHAN_MARKER", "PICKLE_MARKER",
 ]
 
 
@@ -97,8 +97,8 @@ HOSTILE_KINDS: dict[str, HostileKind] = {k.name: k for k in [
     HostileKind("network", ("ok",), "lists interfaces, connects to a host 127.0.0.1 listener",
                 check=_probe_check(ifaces=_eq("lo"), connect_host_listener=lambda v: v != "ok")),
     HostileKind("docker_socket", ("ok",), "looks for /var/run/docker.sock",
-                check=_probe_check(exists_var_run_docker_sock=_eq("False"), exists_run_docker_sock=_eq("False"),
-                                   connect_var_run_docker_sock=lambda v: v != "ok")),
+                check=_probe_check(**{"exists_var_run_docker.sock": _eq("False"), "exists_run_docker.sock": _eq("False"),
+                                      "connect_var_run_docker.sock": lambda v: v != "ok"})),
     HostileKind("setuid", ("ok",), "runs a setuid-root binary, tries setuid(0)",
                 check=_probe_check(suid_euid=lambda v: v != "0", setuid0=_eq("1"),
                                    cap_eff=_eq("0000000000000000"), no_new_privs=_eq("1"))),
@@ -310,12 +310,12 @@ def host_processes_with(marker: bytes) -> list[int]:
     return found
 
 
-def segarena_containers(client: Any, **label_filters: str) -> list[Any]:
-    """Containers (running or not) carrying SegArena's run label (optionally a given value)."""
+def segarena_containers(client: Any, *labels: str) -> list[dict[str, Any]]:
+    """Containers (any state) carrying all the given labels ("key" or "key=value"; default: SegArena's
+    run label). Low-level listing: no per-container inspect, which a wedged container would block."""
     from worker.sandbox import LABEL_RUN
 
-    labels = [f"{k}={v}" for k, v in label_filters.items()] or [LABEL_RUN]
-    return client.containers.list(all=True, filters={"label": labels})
+    return client.api.containers(all=True, filters={"label": list(labels) or [LABEL_RUN]})
 
 
 def files_under(*dirs: Path) -> list[Path]:
@@ -354,6 +354,19 @@ def format_table(rows: list[ReportRow], *, title: str = "") -> str:
     for row in body:
         out.append(line.format(*row[:-1], row[-1][:90]))
     return "\n".join(out)
+
+
+def print_report(request: Any, text: str) -> None:
+    """Print a report table on the terminal from a fixture's teardown (past pytest's capture)."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if capman is None or reporter is None:
+        print(text)
+        return
+    with capman.global_and_fixture_disabled():
+        reporter.write_line("")
+        for line in text.splitlines():
+            reporter.write_line(line)
 
 
 def gunzip_if(data: bytes) -> bytes:
