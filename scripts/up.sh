@@ -34,5 +34,5 @@ if [ -x "$ROOT/scripts/demo.sh" ] && [ "${SEGARENA_NO_DEMO:-}" != 1 ]; then
   "$ROOT/scripts/demo.sh" 2>&1 | tee "$SEGARENA_DATA_DIR/demo.log" &
   demo_pid=$!
 fi
-say "SegArena is at http://127.0.0.1:8000  (health: http://127.0.0.1:8000/health; Ctrl-C stops)"
+say "SegArena is at $SEGARENA_URL  (health: $SEGARENA_URL/health; Ctrl-C stops)"
 "$VENV/bin/segarena" serve --host 127.0.0.1 --port "${SEGARENA_PORT:-8000}"
