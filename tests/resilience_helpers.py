@@ -371,3 +371,352 @@ def print_report(request: Any, text: str) -> None:
 
 def gunzip_if(data: bytes) -> bytes:
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+# ---------------------------------------------------------------------------------------------
+# faults during a run: private services, a worker process, one scenario = a fresh queue
+# ---------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free 127.0.0.1 port (never the shared 6379)."""
+
+    def __init__(self, workdir: Path) -> None:
+        import subprocess
+
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.workdir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_until(self.ping, 20, f"redis-server on port {self.port}")
+
+    def ping(self) -> bool:
+        import subprocess
+
+        r = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
+        return r.stdout.strip() == "PONG"
+
+    def restart(self, down_s: float = 1.0) -> None:
+        """``shutdown nosave`` (every queued message is lost), then start again on the same port."""
+        import subprocess
+        import time
+
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True)
+        if self.proc is not None:
+            self.proc.wait(timeout=20)
+        time.sleep(down_s)
+        self.start()
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl as the postgres user) on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        import pwd
+        import subprocess
+
+        self.port = free_port()
+        # directly under /tmp: pytest's own temporary directories are not traversable by postgres
+        self.dir = Path(tempfile.mkdtemp(prefix="segarena-pg-"))
+        pw = pwd.getpwnam("postgres")
+        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self.data = self.dir / "data"
+        self._as_postgres(["initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                           "--no-sync"])
+        self.start()
+
+    def _bin(self, name: str) -> str:
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: float(p.parent.name))
+        return str(versions[-1] / name) if versions else name
+
+    def _as_postgres(self, argv: list[str]) -> None:
+        import subprocess
+
+        argv = [self._bin(argv[0]), *argv[1:]]
+        subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, cwd=self.dir)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        self._as_postgres(["pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"])
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_postgres(["pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def restart(self, down_s: float = 1.0) -> None:
+        """Stop immediately (as a crash would), then start again."""
+        import time
+
+        self.stop("immediate")
+        time.sleep(down_s)
+        self.start()
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
+
+    def create_db(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def destroy(self) -> None:
+        try:
+            self.stop("immediate")
+        except Exception:  # noqa: BLE001 - already stopped
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class FaultFigures:
+    fault: str
+    submissions: int
+    final: int  # reached succeeded/failed/cancelled
+    succeeded: int
+    lost: int  # never reached a final state, or failed for an infrastructure reason
+    duplicated: int  # case results counted twice within one attempt, or aggregates over more cases than exist
+    attempts: int  # runs in total (retries included)
+    elapsed_s: float
+    note: str = ""
+
+
+FAULTS = ("none", "worker_sigkill", "redis_restart", "postgres_restart", "storage_unwritable", "docker_restart")
+
+
+class FaultRig:
+    """Private Redis and PostgreSQL, a hostile ``slow_ok`` image (about 2 s per case), a 2-case test set;
+    :meth:`scenario` runs a fresh queue of submissions through a real worker process with one fault."""
+
+    def __init__(self, client: Any, base_image: str, workdir: Path, *, submissions: int = 3) -> None:
+        from tests.worker_helpers import make_testset
+
+        self.client = client
+        self.base_image = base_image
+        self.workdir = Path(workdir)
+        self.submissions = submissions
+        self.redis = PrivateRedis(self.workdir / "redis")
+        try:
+            self.pg = PrivatePostgres(self.workdir)
+        except BaseException:
+            self.redis.stop()
+            raise
+        tags = build_hostile_images(client, base_image, listener_port=0, kinds=["slow_ok"])
+        self.image_id = client.images.get(tags["slow_ok"]).id
+        self.testset = make_testset(self.workdir / "testset", n2d=1, n3d=1)
+        self.cases = 2
+        self.archive = self.workdir / "image.tar"
+        self.archive.write_bytes(b"placeholder: the image is already on the engine")
+        self._n = 0
+
+    def close(self) -> None:
+        self.redis.stop()
+        self.pg.destroy()
+
+    # -- one scenario ----------------------------------------------------------------------
+    def _env(self, settings: Any) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_")}
+        env.update(SEGARENA_DATA_DIR=str(settings.data_dir), SEGARENA_DATABASE_URL=settings.database_url,
+                   SEGARENA_BROKER_URL=settings.broker_url, SEGARENA_HEARTBEAT_TIMEOUT_S="4",
+                   SEGARENA_REAPER_INTERVAL_S="1", SEGARENA_MAX_ATTEMPTS="5", SEGARENA_RETRY_BACKOFF_S="0.5",
+                   SEGARENA_REQUEUE_AFTER_S="8", SEGARENA_WORKER_QUEUES="cpu", SEGARENA_BASE_IMAGE=self.base_image,
+                   PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+        return env
+
+    def _start_worker(self, env: dict[str, str], log: Path):
+        import subprocess
+        import sys
+
+        with open(log, "ab") as fh:
+            return subprocess.Popen([sys.executable, "-m", "segarena.cli", "worker", "--queues", "cpu"], cwd=ROOT,
+                                    env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @staticmethod
+    def _stop_worker(proc, sig: int | None = None) -> None:
+        import signal
+        import subprocess
+
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig or signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def scenario(self, fault: str, *, restart_docker: Callable[[], None] | None = None,
+                 timeout: float = 240.0) -> FaultFigures:
+        import signal
+        import time
+
+        from sqlalchemy import func, select
+
+        from api.db import dispose_engines, migrate, session_scope
+        from api.models import FINAL_STATES, CaseResult, Run, Submission, SubmissionState
+        from api.settings import Settings
+        from tests.worker_helpers import seed_submission, seed_track
+        from worker import sandbox as sb
+        from worker.celery_app import RUN_TASK, make_celery
+
+        assert fault in FAULTS, fault
+        self._n += 1
+        name = f"faults_{self._n}_{fault}"
+        data = self.workdir / name
+        url = self.pg.create_db(name)
+        settings = Settings(data_dir=data, database_url=url, broker_url=self.redis.url, storage_dir=data / "storage",
+                            heartbeat_timeout_s=4, reaper_interval_s=1, max_attempts=5, retry_backoff_s=0.5,
+                            requeue_after_s=8, base_image=self.base_image)
+        settings.ensure_dirs()
+        migrate(url)
+        import redis as redis_mod
+
+        r = redis_mod.Redis.from_url(self.redis.url)
+        r.flushdb()
+        r.close()
+        with session_scope(url) as s:
+            track = seed_track(s, testset=str(self.testset), slug=f"faults{self._n}", case_timeout_s=30)
+            ids = []
+            for i in range(self.submissions):
+                sub, run = seed_submission(s, track=track, team_name=f"team-{i}", image_id=self.image_id,
+                                           archive=self.archive)
+                ids.append((sub.id, run.id))
+        dep = sb.deployment_id(settings)
+        env = self._env(settings)
+        log = data / "worker.log"
+        workers = [self._start_worker(env, log)]
+        storage = settings.storage_dir
+        mounted = False
+        note = ""
+        started = time.monotonic()
+        try:
+            app = make_celery(settings)
+            for _, run_id in ids:
+                app.send_task(RUN_TASK, args=[run_id], queue="cpu")
+
+            def running_container():
+                return [c for c in self.client.api.containers(filters={"label": [f"{sb.LABEL_DEPLOYMENT}={dep}"]})
+                        if c.get("State") == "running"]
+
+            if fault != "none":
+                _wait_until(running_container, 90, "the first case container")
+                time.sleep(0.5)  # mid-case
+                if fault == "worker_sigkill":
+                    self._stop_worker(workers[-1], signal.SIGKILL)
+                    workers.append(self._start_worker(env, log))
+                elif fault == "redis_restart":
+                    self.redis.restart()
+                elif fault == "postgres_restart":
+                    self.pg.restart()
+                elif fault == "storage_unwritable":
+                    import subprocess
+
+                    subprocess.run(["mount", "--bind", str(storage), str(storage)], check=True)
+                    mounted = True
+                    subprocess.run(["mount", "-o", "remount,bind,ro", str(storage)], check=True)
+                    time.sleep(4.0)
+                    subprocess.run(["umount", str(storage)], check=True)
+                    mounted = False
+                elif fault == "docker_restart":
+                    assert restart_docker is not None
+                    restart_docker()
+
+            def all_final() -> bool:
+                with session_scope(url) as s:
+                    states = s.execute(select(Submission.state).where(Submission.id.in_([i for i, _ in ids]))).scalars()
+                    return all(st in FINAL_STATES for st in states)
+
+            try:
+                _wait_until(all_final, timeout, "every submission to reach a final state", interval=0.25)
+            except TimeoutError as exc:
+                note = str(exc)
+            elapsed = time.monotonic() - started
+            with session_scope(url) as s:
+                subs = [s.get(Submission, i) for i, _ in ids]
+                final = sum(1 for x in subs if x.state in FINAL_STATES)
+                succeeded = sum(1 for x in subs if x.state == SubmissionState.succeeded)
+                lost = sum(1 for x in subs if x.state not in FINAL_STATES or
+                           (x.state == SubmissionState.failed and not x.reason.startswith("every case failed")))
+                attempts = s.scalar(select(func.count()).select_from(Run))
+                duplicated = 0
+                for x in subs:
+                    runs = s.execute(select(Run.id).where(Run.submission_id == x.id)).scalars().all()
+                    for rid in runs:
+                        rows = s.scalar(select(func.count()).select_from(CaseResult).where(CaseResult.run_id == rid))
+                        distinct = s.scalar(select(func.count(func.distinct(CaseResult.case_id)))
+                                            .where(CaseResult.run_id == rid))
+                        duplicated += rows - distinct
+                    counted = int((x.summary or {}).get("n") or 0)
+                    duplicated += max(0, counted - self.cases)  # aggregates over more cases than the set has
+                if not note:
+                    reasons = sorted({(r.state.value, r.reason.split(":")[0][:40])
+                                      for r in s.execute(select(Run)).scalars() if r.attempt > 1 or r.reason})
+                    note = "; ".join(f"{a} {b}".strip() for a, b in reasons)[:120]
+            return FaultFigures(fault, len(ids), final, succeeded, lost, duplicated, attempts, elapsed, note)
+        finally:
+            if mounted:
+                import subprocess
+
+                subprocess.run(["umount", str(storage)], check=False)
+            for proc in workers:
+                self._stop_worker(proc)
+            for c in self.client.api.containers(all=True, filters={"label": [f"{sb.LABEL_DEPLOYMENT}={dep}"]}):
+                try:
+                    self.client.api.remove_container(c["Id"], force=True)
+                except Exception:  # noqa: BLE001 - removed meanwhile
+                    pass
+            dispose_engines()
+
+
+def format_faults(figures: list[FaultFigures]) -> str:
+    """The fault table: lost, duplicated, final, attempts, extra time vs the undisturbed run."""
+    base = next((f.elapsed_s for f in figures if f.fault == "none"), None)
+    rows = []
+    for f in figures:
+        ratio = f"{f.elapsed_s / base:.2f}x" if base else "-"
+        rows.append(ReportRow(kind=f.fault, expected="0 lost, 0 dup", observed=f"{f.final}/{f.submissions} final",
+                              lost=f.lost, duplicated=f.duplicated,
+                              note=f"{f.elapsed_s:.1f} s ({ratio}), {f.attempts} runs; {f.note}"))
+    return format_table(rows, title="resilience: faults during a run (real worker, Redis, PostgreSQL, Docker)")
