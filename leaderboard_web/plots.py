@@ -106,7 +106,8 @@ def modality_bars(rows: list[dict[str, Any]], modalities: list[str], *, metric: 
     if not chosen:  # an unranked board (reproducibility): the first entries as listed
         chosen = [r for r in rows if not r.get("baseline")][:top]
     chosen += [r for r in rows if r.get("baseline")][:1]
-    w, h, ml, mr, mt, mb = 640, 300, 44, 12, 40, 40
+    slanted = len(modalities) > 7  # long modality names would overlap side by side
+    w, h, ml, mr, mt, mb = 640, 300 + (32 if slanted else 0), 44, 12, 40, 72 if slanted else 40
     title = f"Per-modality mean {metric.upper()} of the top {top} entries"
     if not chosen or not modalities:
         return _svg(w, h, [f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" fill="#6b7280">no entries yet</text>'], title)
@@ -129,7 +130,12 @@ def modality_bars(rows: list[dict[str, Any]], modalities: list[str], *, metric: 
             y = py(v)
             body.append(f'<rect x="{gx + ri * bw:.1f}" y="{y:.1f}" width="{bw - 1:.1f}" height="{h - mb - y:.1f}" fill="{color}"'
                         f'{op}><title>{escape(str(r.get("team")))} · {escape(mod)}: {v:.3f}</title></rect>')
-        body.append(f'<text x="{gx + gw / 2 - 4:.1f}" y="{h - mb + 16}" text-anchor="middle" fill="#111827">{escape(mod)}</text>')
+        tx, ty = gx + gw / 2 - 4, h - mb + 16
+        if slanted:
+            body.append(f'<text x="{tx:.1f}" y="{ty:.1f}" text-anchor="end" transform="rotate(-35 {tx:.1f} {ty:.1f})" '
+                        f'fill="#111827">{escape(mod)}</text>')
+        else:
+            body.append(f'<text x="{tx:.1f}" y="{ty:.1f}" text-anchor="middle" fill="#111827">{escape(mod)}</text>')
     lx = ml
     for ri, r in enumerate(chosen):
         color = "#111827" if r.get("baseline") else PALETTE[ri % len(PALETTE)]
