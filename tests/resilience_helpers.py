@@ -29,7 +29,8 @@ PICKLE_MARKER = Path("/tmp/segarena-pwned-pickle")
 __all__ = [
     "HOSTILE_DIR", "HOSTILE_KINDS", "HostileKind", "Listener", "build_hostile_images", "hostile_tag",
     "malformed_uploads", "host_processes_with", "segarena_containers", "files_under", "probes",
-    "format_table", "print_report", "ReportRow", "ORPHAN_MARKER", "PICKLE_MARKER",
+    "format_table", "print_report", "ReportRow", "run_hostile_suite", "hostile_row", "HOSTILE_TRACK",
+    "Observed", "FaultRig", "FaultFigures", "format_faults", "FAULTS", "ORPHAN_MARKER", "PICKLE_MARKER",
 ]
 
 
@@ -346,13 +347,13 @@ def format_table(rows: list[ReportRow], *, title: str = "") -> str:
     head = ("kind", "expected", "observed", "lost", "dup", "note")
     body = [(r.kind, r.expected, r.observed, str(r.lost), str(r.duplicated), r.note) for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    widths[-1] = min(widths[-1], 90)
+    widths[-1] = min(widths[-1], 110)
     line = "  ".join("{:<%d}" % w for w in widths)
     out = [title] if title else []
     out.append(line.format(*head))
     out.append("  ".join("-" * w for w in widths))
     for row in body:
-        out.append(line.format(*row[:-1], row[-1][:90]))
+        out.append(line.format(*row[:-1], row[-1][:110]))
     return "\n".join(out)
 
 
@@ -720,3 +721,159 @@ def format_faults(figures: list[FaultFigures]) -> str:
                               lost=f.lost, duplicated=f.duplicated,
                               note=f"{f.elapsed_s:.1f} s ({ratio}), {f.attempts} runs; {f.note}"))
     return format_table(rows, title="resilience: faults during a run (real worker, Redis, PostgreSQL, Docker)")
+
+
+# ---------------------------------------------------------------------------------------------
+# the hostile suite through the real worker
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Observed:
+    kind: str
+    run_state: str = ""
+    sub_state: str = ""
+    sub_reason: str = ""
+    cases: list[dict] = field(default_factory=list)
+    case_rows: int = 0
+    cases_total: int = 0
+    sent: list = field(default_factory=list)
+    leftover_containers: list = field(default_factory=list)
+    leftover_scratch: list = field(default_factory=list)
+    orphans: list = field(default_factory=list)
+    control_state: str = ""
+    control_dsc: float | None = None
+    error: str = ""
+    seconds: float = 0.0
+    user: str | None = None
+
+    @property
+    def statuses(self) -> list[str]:
+        return [c["status"] for c in self.cases]
+
+    def probe_values(self) -> list[dict[str, str]]:
+        return [probes(c["stdout"], c["stderr"]) for c in self.cases]
+
+
+class Sent(list):
+    """Stands in for the Celery sender: infrastructure retries are recorded, never expected here."""
+
+    def __call__(self, run_id, queue, countdown):
+        self.append((run_id, queue, countdown))
+
+
+def _run_one(settings, client, *, track_id: int, team: str, image_id: str, archive: Path) -> tuple[int, int, Sent]:
+    from api.db import session_scope
+    from api.models import Track
+    from tests.worker_helpers import seed_submission
+    from worker.runner import execute_run
+
+    with session_scope(settings.database_url) as s:
+        sub, run = seed_submission(s, track=s.get(Track, track_id), team_name=team, image_id=image_id, archive=archive)
+        sub_id, run_id = sub.id, run.id
+    sent = Sent()
+    execute_run(run_id, settings, client=client, sender=sent)
+    return sub_id, run_id, sent
+
+
+def _observe(settings, sub_id: int, run_id: int, obs: Observed) -> None:
+    from sqlalchemy import func, select
+
+    from api.db import session_scope
+    from api.models import CaseResult, Run, Submission
+
+    with session_scope(settings.database_url) as s:
+        run, sub = s.get(Run, run_id), s.get(Submission, sub_id)
+        obs.run_state, obs.sub_state, obs.sub_reason = run.state.value, sub.state.value, sub.reason
+        obs.cases_total = run.cases_total
+        rows = s.execute(select(CaseResult).where(CaseResult.run_id == run_id).order_by(CaseResult.id)).scalars().all()
+        obs.case_rows = s.execute(select(func.count()).select_from(CaseResult)
+                                  .where(CaseResult.run_id == run_id)).scalar_one()
+        obs.cases = [dict(case=c.case_id, status=c.status.value, reason=c.reason, stdout=c.stdout_tail,
+                          stderr=c.stderr_tail, exit_code=c.exit_code, runtime_s=c.runtime_s) for c in rows]
+        obs.user = (run.container_params or {}).get("user")
+
+
+HOSTILE_TRACK = dict(memory_mb=256, cpus=1.0, case_timeout_s=5, total_timeout_s=600, pids_limit=64, tmpfs_mb=32,
+                     allow_root=False)
+
+
+def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: dict[str, Any] | None = None,
+                      kinds: list[str] | None = None) -> dict[str, "Observed"]:
+    """Build the hostile images and run every kind through the real worker (``execute_run``, SQLite,
+    a 2-case test set), each followed by another team's well-behaved control run; returns
+    kind -> :class:`Observed` (plus ``__reference__``, ``__listener__`` and ``__pickle__``)."""
+    import time
+
+    from api.db import migrate, session_scope
+    from api.settings import Settings
+    from tests.worker_helpers import make_testset, seed_track
+    from worker import sandbox as sb
+
+    track = dict(track or HOSTILE_TRACK)
+    data = tmp / "data"
+    settings = Settings(data_dir=data, database_url=f"sqlite:///{data / 'segarena.db'}",
+                        broker_url=f"sqla+sqlite:///{data / 'broker.db'}", storage_dir=data / "storage",
+                        base_image=base_image, heartbeat_timeout_s=60, max_attempts=3)
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    testset = make_testset(tmp / "testset", n2d=1, n3d=1)
+    archive = tmp / "image.tar"
+    archive.write_bytes(b"placeholder: the hostile images are already on the engine")
+    listener = Listener()
+    PICKLE_MARKER.unlink(missing_ok=True)
+    try:
+        tags = build_hostile_images(docker_client, base_image, listener_port=listener.port)
+        ids = {kind: docker_client.images.get(tag).id for kind, tag in tags.items()}
+        with session_scope(settings.database_url) as s:
+            track_id = seed_track(s, testset=str(testset), slug="hostile", **track).id
+        dep = sb.deployment_id(settings)
+        scratch = settings.storage_dir / "scratch"
+
+        def control(_obs: "Observed | None") -> tuple[str, float | None]:
+            sub_id, run_id, _ = _run_one(settings, docker_client, track_id=track_id, team="team-b-control",
+                                         image_id=ids["well_behaved"], archive=archive)
+            ctl = Observed("control")
+            _observe(settings, sub_id, run_id, ctl)
+            from api.db import session_scope as scope
+            from api.models import Submission
+
+            with scope(settings.database_url) as s:
+                return ctl.sub_state, s.get(Submission, sub_id).dsc
+
+        reference = control(None)
+        results: dict[str, Observed] = {"__reference__": Observed("control", control_state=reference[0],
+                                                                  control_dsc=reference[1])}
+        for kind in kinds or list(HOSTILE_KINDS):
+            obs = Observed(kind)
+            started = time.monotonic()
+            try:
+                sub_id, run_id, sent = _run_one(settings, docker_client, track_id=track_id, team=f"team-a-{kind}",
+                                                image_id=ids[kind], archive=archive)
+                obs.sent = list(sent)
+                _observe(settings, sub_id, run_id, obs)
+            except Exception as exc:  # noqa: BLE001 - recorded, asserted by the kind's test
+                obs.error = f"{exc.__class__.__name__}: {exc}"
+            obs.seconds = time.monotonic() - started
+            obs.leftover_containers = [c["Id"][:12] for c in segarena_containers(docker_client, f"{sb.LABEL_DEPLOYMENT}={dep}")]
+            obs.leftover_scratch = [str(p) for p in files_under(scratch)]
+            obs.orphans = host_processes_with(ORPHAN_MARKER)
+            obs.control_state, obs.control_dsc = control(obs)
+            results[kind] = obs
+        results["__listener__"] = Observed("listener", case_rows=listener.accepted)
+        results["__pickle__"] = Observed("pickle", error="marker exists" if PICKLE_MARKER.exists() else "")
+        return results
+    finally:
+        listener.close()
+
+
+def hostile_row(kind: str, obs: Observed) -> ReportRow:
+    spec = HOSTILE_KINDS[kind]
+    observed = ",".join(sorted(set(obs.statuses))) or obs.error or obs.sub_state
+    lost = 0 if obs.sub_state in ("succeeded", "failed") and obs.case_rows == obs.cases_total else 1
+    reason = next((c["reason"] for c in obs.cases if c["reason"]), "")
+    if not reason:
+        found = obs.probe_values()[0] if obs.cases else {}
+        shown = ", ".join(f"{k}={v}" for k, v in found.items() if len(v) < 40)
+        verdict = "contained" if spec.check is None or all(not spec.check(f) for f in obs.probe_values()) else "NOT contained"
+        reason = f"{verdict}: {shown}" if shown else spec.what
+    return ReportRow(kind=kind, expected="|".join(spec.expected), observed=observed, lost=lost,
+                     duplicated=max(0, obs.case_rows - obs.cases_total), note=reason)

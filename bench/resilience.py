@@ -1,0 +1,90 @@
+"""Benchmark (issue 9): hostile images and faults, measured, with nothing lost.
+
+    .venv/bin/python bench/resilience.py [--skip-hostile] [--skip-faults] [--submissions 3]
+                                         [--restart-docker]
+
+Part 1 runs the 24 hostile images of tests/images/hostile through the real worker (256 MiB, 64 pids,
+32 MiB /tmp, 5 s per case, a 2-case test set), each followed by another team's well-behaved run, and
+prints: kind, expected reason, observed reason, lost, duplicated (and the recorded reason).
+Part 2 runs a fresh queue of submissions through a real worker process (Celery over a private
+Redis, a private PostgreSQL cluster, the Docker engine) once undisturbed and once per fault injected
+mid-case (worker SIGKILL, Redis restart with every queued message lost, PostgreSQL crash-restart,
+storage read-only for 4 s; Docker engine restart only with --restart-docker, which restarts the
+shared engine), and prints lost, duplicated, final states and the time relative to the undisturbed
+run measured in the same process. The last line is the headline: the worst time ratio under a fault.
+Needs root, the Docker engine, redis-server and PostgreSQL's binaries; talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skip-hostile", action="store_true")
+    parser.add_argument("--skip-faults", action="store_true")
+    parser.add_argument("--submissions", type=int, default=3, help="submissions in each fault scenario's queue")
+    parser.add_argument("--restart-docker", action="store_true", help="also restart the shared Docker engine")
+    args = parser.parse_args()
+
+    import docker
+
+    from api.db import dispose_engines
+    from tests.resilience_helpers import (
+        HOSTILE_KINDS, FaultRig, format_faults, format_table, hostile_row, run_hostile_suite,
+    )
+
+    client = docker.from_env(timeout=300)
+    with tempfile.TemporaryDirectory(prefix="segarena-bench-resilience-") as tmp:
+        tmp = Path(tmp)
+        if not args.skip_hostile:
+            results = run_hostile_suite(client, BASE_IMAGE, tmp / "hostile")
+            rows = [hostile_row(kind, results[kind]) for kind in HOSTILE_KINDS]
+            print(format_table(rows, title="hostile images (through the real worker)"))
+            wrong = [r.kind for r in rows if r.observed not in r.expected.split("|")
+                     and not set(r.observed.split(",")) <= set(r.expected.split("|"))]
+            print(f"kinds: {len(rows)}, contained as expected: {len(rows) - len(wrong)}"
+                  + (f", unexpected: {', '.join(wrong)}" if wrong else "")
+                  + f", lost: {sum(r.lost for r in rows)}, duplicated: {sum(r.duplicated for r in rows)}, "
+                  f"host listener reached: {results['__listener__'].case_rows} times")
+            dispose_engines()
+            print()
+        worst = None
+        if not args.skip_faults:
+            rig = FaultRig(client, BASE_IMAGE, tmp / "faults", submissions=args.submissions)
+            figures = []
+            try:
+                faults = ["none", "worker_sigkill", "redis_restart", "postgres_restart", "storage_unwritable"]
+                restart = None
+                if args.restart_docker:
+                    from tests.test_zz_resilience_faults import _restart_dockerd as restart
+
+                    faults.append("docker_restart")
+                for fault in faults:
+                    figures.append(rig.scenario(fault, restart_docker=restart))
+            finally:
+                rig.close()
+            print(format_faults(figures))
+            base = figures[0].elapsed_s
+            ratios = {f.fault: f.elapsed_s / base for f in figures[1:]}
+            worst = max(ratios.items(), key=lambda kv: kv[1])
+            print(f"lost: {sum(f.lost for f in figures)}, duplicated: {sum(f.duplicated for f in figures)}, "
+                  f"final: {sum(f.final for f in figures)}/{sum(f.submissions for f in figures)}")
+        if worst is not None:
+            print(f"worst extra time under a fault: {worst[1]:.2f}x the undisturbed run ({worst[0]})")
+        else:
+            print("faults skipped: no time ratio")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
