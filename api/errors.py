@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "install_error_handlers", "ErrorBody"]
+__all__ = ["ApiError", "install_error_handlers", "ErrorBody", "ERROR_RESPONSES"]
 
 log = logging.getLogger("segarena.api")
 
@@ -34,6 +34,13 @@ from pydantic import BaseModel  # noqa: E402
 class ErrorBody(BaseModel):
     code: str
     message: str
+
+
+# Documented on every API route: the errors a client can cause, each a JSON ErrorBody.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": f"{code}: JSON {{code, message}} saying what was wrong and what to do"}
+    for status, code in _STATUS_CODES.items() if status not in (405, 411, 415)
+}
 
 
 def _body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -3,6 +3,8 @@ FastAPI matches routes in order)."""
 
 from fastapi import FastAPI
 
+from api.errors import ERROR_RESPONSES
+
 
 def include_routes(app: FastAPI) -> None:
     from api.admin.routes import router as admin_router
@@ -13,4 +15,4 @@ def include_routes(app: FastAPI) -> None:
 
     mount_leaderboard(app)
     for router in (auth_router, challenges_router, submissions_router, admin_router):
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)

@@ -84,7 +84,9 @@ def is_mounted(app) -> bool:
 def mount(app) -> None:
     """Include ``router`` in ``app`` unless it is already there."""
     if not is_mounted(app):
-        app.include_router(router)
+        from api.errors import ERROR_RESPONSES
+
+        app.include_router(router, responses=ERROR_RESPONSES)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -341,7 +343,10 @@ def board_csv(board: dict) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-@router.get("/api/challenges/{c}/tracks/{t}/leaderboard.csv", summary="Leaderboard of a track (CSV)")
+@router.get("/api/challenges/{c}/tracks/{t}/leaderboard.csv", summary="Leaderboard of a track (CSV)",
+            response_class=Response,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "The page's table as CSV, every column"}})
 async def leaderboard_csv(c: str, t: str, request: Request) -> Response:
     """The leaderboard table exactly as the page shows it, as CSV."""
     def render(_s, track, board):
