@@ -45,8 +45,10 @@ ensure_docker() {
   is_root || die "the Docker engine is not running and I am not root: start it (sudo systemctl start docker) and add yourself to the docker group"
   say "starting the Docker engine (dockerd)"
   mkdir -p /var/log
+  # a pid file left by an engine that died would stop the new one from starting
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then rm -f /var/run/docker.pid; fi
   (setsid dockerd >/var/log/segarena-dockerd.log 2>&1 &)
-  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return 0; sleep 0.5; done
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && return 0; sleep 0.5; done
   die "dockerd did not come up; see /var/log/segarena-dockerd.log"
 }
 
