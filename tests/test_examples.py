@@ -15,6 +15,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from tests.conftest import ROOT
+
 pytestmark = [pytest.mark.docker]
 
 
@@ -104,3 +106,14 @@ def test_classic_beats_box_fill_on_most_modalities(docker_client, baselines, tin
     assert len(wins) >= 6, f"classic beats box-fill on {len(wins)}/{len(means)} modalities: {report}"
     overall = {k: np.mean([np.mean(per_mod[m][k]) for m in per_mod]) for k in ("classic", "box-fill")}
     assert overall["classic"] > overall["box-fill"] + 0.05, overall
+
+
+def test_example_challenge_yaml_is_a_valid_challenge():
+    """The README's organizer example parses with the CLI's loader and validates against the API schema."""
+    from api.challenges.schemas import ChallengeCreate
+    from segarena.admin import load_challenge_yaml
+
+    spec = load_challenge_yaml(ROOT / "examples" / "challenge.yaml")
+    challenge = ChallengeCreate(**spec)
+    assert [t.kind.value if hasattr(t.kind, "value") else t.kind for t in challenge.tracks] == [
+        "main", "booster", "reproducibility"]
