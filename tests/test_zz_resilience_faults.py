@@ -79,7 +79,9 @@ def _restart_dockerd() -> None:
         except ProcessLookupError:
             break
         time.sleep(0.2)
-    subprocess.Popen("setsid dockerd >>/var/log/segarena-dockerd.log 2>&1 &", shell=True)
+    Path("/var/run/docker.pid").unlink(missing_ok=True)
+    # the shell returns at once (dockerd runs on in the background, in its own session)
+    subprocess.run("setsid dockerd >>/var/log/segarena-dockerd.log 2>&1 &", shell=True, check=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
