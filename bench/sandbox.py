@@ -29,6 +29,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10, help="repetitions of each measurement")
     ap.add_argument("--base-image", default=os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm"))
+    ap.add_argument("--cpuset", default="", help="cores for the containers (default: the last online core; the "
+                                                 "benchmark process itself then keeps off it, as a worker host should)")
     args = ap.parse_args()
 
     import docker
@@ -39,7 +41,12 @@ def main() -> None:
     client = docker.from_env(timeout=600)
     noop = build_test_image(client, args.base_image, "noop")
     burn = build_test_image(client, args.base_image, "cpuburn")
-    profile = sb.SandboxProfile(memory_bytes=8 * 1024**3, cpus=1.0, timeout_s=120,
+    online = sb.online_cpus()
+    cpuset = args.cpuset or sb.format_cpuset(online[-1:])
+    rest = set(online) - set(sb.parse_cpuset(cpuset))
+    if rest:
+        os.sched_setaffinity(0, rest)
+    profile = sb.SandboxProfile(memory_bytes=8 * 1024**3, cpus=1.0, timeout_s=120, cpuset=cpuset,
                                 cgroup_parent=sb.CgroupMeter.usable_parent("segarena-bench"))
     with tempfile.TemporaryDirectory(prefix="segarena-bench-") as tmp:
         tmp = Path(tmp)
@@ -65,13 +72,27 @@ def main() -> None:
             ours.append(platform(noop, i)[0])
         ratio = statistics.median(ours) / statistics.median(ref)
 
-        runs = [platform(burn, 100 + i)[1] for i in range(args.n)]
+        burn_code = ("acc = 0\nfor i in range(12_000_000):\n    acc = (acc + i * i) % 1_000_003\nprint(acc)")
+        core = profile.pinned_cores()
+
+        def native() -> float:
+            """The same loop straight on the host, pinned to the same core: the machine's own noise."""
+            t0 = time.monotonic()
+            subprocess.run([sys.executable, "-c", burn_code], check=True, stdout=subprocess.DEVNULL,
+                           preexec_fn=lambda: os.sched_setaffinity(0, core))
+            return time.monotonic() - t0
+
+        runs, host = [], []
+        for i in range(args.n):  # interleaved, so both see the same machine
+            host.append(native())
+            runs.append(platform(burn, 100 + i)[1])
         if any(not r.ok for r in runs):
             raise SystemExit(f"cpuburn failed: {[r.reason for r in runs if not r.ok][:1]}")
         times = [r.runtime_s for r in runs]
         cpu = [r.cpu_s for r in runs if r.cpu_s is not None]
         cv = statistics.pstdev(times) / statistics.fmean(times)
         cpu_cv = statistics.pstdev(cpu) / statistics.fmean(cpu) if len(cpu) > 1 else float("nan")
+        host_cv = statistics.pstdev(host) / statistics.fmean(host)
         load = os.getloadavg()[0]
 
     print(f"bare `docker run --rm IMAGE true`: median {statistics.median(ref):.3f} s "
@@ -83,6 +104,8 @@ def main() -> None:
           f"cores {profile.pinned_cores()}, {sb.cpu_model()}")
     print(f"  runtimes: {' '.join(f'{t:.3f}' for t in times)}; cpu-time CV {100 * cpu_cv:.2f} %; "
           f"host load average {load:.2f} on {os.cpu_count()} cores (other work on the pinned core inflates the CV)")
+    print(f"  reference: the same loop run natively on the same core, interleaved: mean {statistics.fmean(host):.3f} s, "
+          f"CV {100 * host_cv:.2f} % (the machine's own noise; the sandbox adds {100 * (cv - host_cv):+.2f} points)")
     print(f"overhead ratio (platform / bare docker run, target <= 1.3): {ratio:.2f}")
 
 
