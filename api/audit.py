@@ -18,9 +18,11 @@ def actor_name(member: Member | None) -> str:
 
 
 def record(session: Session, *, actor: Member | None, action: str, target_type: str = "", target_id: object = "",
-           **details: Any) -> AuditEvent:
-    """Add an audit event to ``session`` (committed with the change it describes)."""
-    event = AuditEvent(actor_member_id=actor.id if actor else None, actor=actor_name(actor), action=action,
-                       target_type=target_type, target_id=str(target_id), details=details)
+           actor_label: str | None = None, **details: Any) -> AuditEvent:
+    """Add an audit event to ``session`` (committed with the change it describes).
+
+    ``actor_label`` names a non-member actor, e.g. a worker ("worker:host:pid")."""
+    event = AuditEvent(actor_member_id=actor.id if actor else None, actor=actor_label or actor_name(actor),
+                       action=action, target_type=target_type, target_id=str(target_id), details=details)
     session.add(event)
     return event

@@ -32,8 +32,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.db import session_scope
+from api.audit import record as record_audit
 from api.models import (
-    AuditEvent,
     CaseResult,
     CaseStatus,
     Run,
@@ -86,8 +86,8 @@ def backoff_s(settings: Any, attempt: int) -> float:
 
 def audit(session, *, action: str, target: Run | Submission, actor: str, **details: Any) -> None:
     """Record an AuditEvent for a state change."""
-    kind = "run" if isinstance(target, Run) else "submission"
-    session.add(AuditEvent(actor=actor, action=action, target_type=kind, target_id=str(target.id), details=details))
+    record_audit(session, actor=None, actor_label=actor, action=action,
+           target_type="run" if isinstance(target, Run) else "submission", target_id=target.id, **details)
 
 
 def celery_sender(settings: Any) -> Sender:
