@@ -208,8 +208,10 @@ def test_cgroup_parents_of_dead_workers_are_removed():
     import socket
     import subprocess
 
-    if sb.CgroupMeter.usable_parent("x") is None:
-        pytest.skip("cgroup v1 memory controller is not writable here (the sandbox polls instead)")
+    from tests.conftest import require
+
+    require(sb.CgroupMeter.usable_parent("x") is not None,
+            "a writable cgroup v1 memory controller (as root; the sandbox polls instead without one)")
     p = subprocess.Popen(["true"])
     p.wait()
     dead = sb.CgroupMeter.ROOT / "memory" / f"segarena-{socket.gethostname()}-{p.pid}"
@@ -226,10 +228,13 @@ def test_cgroup_parents_of_dead_workers_are_removed():
 
 
 def test_flooding_the_outputs_dir_is_stopped(docker_client, test_images, case_files, tmp_path, profile):
-    """outputs/ is the one writable host directory: an image writing 512 MiB there is killed early."""
+    """outputs/ is the one writable host directory: an image writing 2 GiB there is stopped before it can.
+
+    The limit is enforced by a watcher polling 10 times a second, so a fast writer may overshoot it by
+    its write bandwidth x 0.1 s; what is asserted is that it was stopped with the reason, long before 2 GiB."""
     capped = dataclasses.replace(profile, max_output_bytes=8 * 1024**2)
     cr = _run(docker_client, test_images, case_files, tmp_path, "outflood", capped)
     assert cr.status == "invalid_output", (cr.status, cr.reason)
     assert "wrote more than 8 MiB to outputs/" in cr.reason
     written = sum(p.stat().st_size for p in (tmp_path / "outflood" / "outputs").iterdir())
-    assert written < 256 * 1024**2, written
+    assert written < 1024**3, written

@@ -511,9 +511,10 @@ def pid_alive(pid: int) -> bool:
 
 class _OutputWatch:
     """Kills the container when the files it writes to outputs/ grow past a limit, so an image
-    cannot fill the worker's disk through the one writable host directory (checked 4 times a second)."""
+    cannot fill the worker's disk through the one writable host directory. It polls 10 times a second:
+    a fast writer can overshoot the limit by its write bandwidth x 0.1 s before it is stopped."""
 
-    def __init__(self, api: Any, container_id: str, out_dir: Path, limit: int, interval: float = 0.25) -> None:
+    def __init__(self, api: Any, container_id: str, out_dir: Path, limit: int, interval: float = 0.1) -> None:
         self.api, self.container_id, self.out_dir, self.limit, self.interval = api, container_id, out_dir, limit, interval
         self.exceeded = False
         self._stop = threading.Event()

@@ -107,7 +107,7 @@ def main(mode: str) -> int:
         # fills the one writable host directory: must be stopped before it fills the worker's disk
         block = b"z" * (1024 * 1024)
         with open(OUT / "flood.bin", "wb") as fh:
-            for _ in range(512):
+            for _ in range(2048):  # 2 GiB unless stopped
                 fh.write(block)
                 fh.flush()
         write_all()
