@@ -238,3 +238,18 @@ def test_flooding_the_outputs_dir_is_stopped(docker_client, test_images, case_fi
     assert "wrote more than 8 MiB to outputs/" in cr.reason
     written = sum(p.stat().st_size for p in (tmp_path / "outflood" / "outputs").iterdir())
     assert written < 1024**3, written
+
+
+def test_peak_memory_is_not_inflated_by_an_earlier_case(docker_client, test_images, case_files, tmp_path, profile):
+    """cgroup v1 charges a removed container's page cache to the parent; the next case must not see it."""
+    if profile.cgroup_parent is None:  # pragma: no cover - the polling fallback measures the container itself
+        from tests.conftest import require
+
+        require(False, "a writable cgroup v1 memory controller")
+    for i in range(3):  # each leaves up to its memory limit of page cache behind
+        flood = _run(docker_client, test_images, case_files, tmp_path / str(i), "outflood",
+                     dataclasses.replace(profile, max_output_bytes=1024**3))
+        assert flood.status == "invalid_output"
+    after = _run(docker_client, test_images, case_files, tmp_path, "correct", profile)
+    assert after.status == "ok"
+    assert after.peak_memory_bytes and after.peak_memory_bytes < profile.memory_bytes, after.peak_memory_bytes

@@ -411,6 +411,12 @@ class CgroupMeter:
         try:
             for controller in ("memory", "cpuacct", "pids"):  # the engine creates the rest at start
                 (self.ROOT / controller / self.parent).mkdir(exist_ok=True)
+            try:
+                # cgroup v1 moves a removed container's page cache (e.g. the files earlier cases wrote)
+                # to the parent: reclaim it, or it would count toward this case's peak memory
+                self._file("memory", "memory.force_empty").write_text("0")
+            except OSError:
+                pass  # busy (tasks still attached): the peak may include earlier cases' page cache
             self._file("memory", "memory.max_usage_in_bytes").write_text("0")
         except OSError:
             self.parent = None  # cannot reset: fall back to polling
