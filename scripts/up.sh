@@ -35,4 +35,5 @@ if [ -x "$ROOT/scripts/demo.sh" ] && [ "${SEGARENA_NO_DEMO:-}" != 1 ]; then
   demo_pid=$!
 fi
 say "SegArena is at $SEGARENA_URL  (health: $SEGARENA_URL/health; Ctrl-C stops)"
-"$VENV/bin/segarena" serve --host 127.0.0.1 --port "${SEGARENA_PORT:-8000}"
+# requests are not logged here, so the demo's progress stays readable
+"$VENV/bin/segarena" serve --host 127.0.0.1 --port "${SEGARENA_PORT:-8000}" --no-access-log

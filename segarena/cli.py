@@ -35,11 +35,13 @@ def _root(url: Optional[str] = typer.Option(None, "--url", help="Server address 
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           port: int = typer.Option(8000, help="Port to listen on."),
-          workers: int = typer.Option(1, help="Uvicorn worker processes.")) -> None:
+          workers: int = typer.Option(1, help="Uvicorn worker processes."),
+          access_log: bool = typer.Option(True, help="Log every request.")) -> None:
     """Run the API and the leaderboard pages."""
     import uvicorn
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
+                access_log=access_log)
 
 
 @app.command()
