@@ -83,3 +83,25 @@ def test_patch_track_and_visibility(client, world, db_settings):
     audit = client.get("/api/admin/audit", params={"target_type": "track"}, headers=h).json()
     assert [e["action"] for e in audit][:3] == ["track.visibility"] * 3
     assert any(e["action"] == "track.update" and e["details"]["changes"].get("quota_per_day") == 1 for e in audit)
+
+
+def test_unknown_test_set_profile_or_queue_is_refused_when_the_track_is_made(client, world, tmp_path):
+    """A typo would otherwise fail every submission at run time: refuse it with the choices."""
+    base = {"slug": "typo", "title": "T", "tracks": [{"slug": "main"}]}
+    cases = [({"testset": "smal"}, "neither a built-in set (small, tiny)"),
+             ({"metric_profile": "cvpr25"}, "known profiles: default@1, cvpr24@1"),
+             ({"queue": "tpu"}, "'cpu' or 'gpu'")]
+    for fields, expected in cases:
+        spec = {**base, "tracks": [{"slug": "main", **fields}]}
+        r = client.post("/api/challenges", json=spec, headers=auth(world.token_org))
+        assert r.status_code == 422 and expected in r.json()["message"], (fields, r.text)
+    # a manifest file on the server is a valid test set
+    from data_manifests import generate
+
+    manifest = generate("tiny", 0, tmp_path / "set")
+    assert manifest.cases
+    spec = {**base, "tracks": [{"slug": "main", "testset": str(tmp_path / "set" / "manifest.json")}]}
+    r = client.post("/api/challenges", json=spec, headers=auth(world.token_org))
+    assert r.status_code == 201, r.text
+    r = client.patch("/api/challenges/typo/tracks/main", json={"testset": "nope"}, headers=auth(world.token_org))
+    assert r.status_code == 422 and "neither a built-in set" in r.json()["message"]

@@ -4,16 +4,45 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.models import RowPolicy, TrackKind, Visibility
 from api.params import SLUG_PATTERN, UtcDatetime, UtcOut
 
 RankingScheme = Literal["rank_then_aggregate", "aggregate_then_rank"]
+Queue = Literal["cpu", "gpu"]
+
+
+def check_testset(value: str | None) -> str | None:
+    """A built-in set name, or the path of a readable manifest JSON (checked now, not at the first run)."""
+    if value is None:
+        return value
+    from data_manifests import load_manifest
+    from data_manifests.sets import builtin_sets
+
+    if value in builtin_sets():
+        return value
+    try:
+        load_manifest(value, verify=False)
+    except Exception as exc:  # noqa: BLE001 - any reason makes it unusable; say which
+        raise ValueError(f"test set {value!r} is neither a built-in set ({', '.join(builtin_sets())}) nor a "
+                         f"readable manifest JSON on the server: {str(exc).splitlines()[0][:200]}") from None
+    return value
+
+
+def check_metric_profile(value: str | None) -> str | None:
+    """A metric profile the evaluator knows (``default``, ``cvpr24``, optionally ``@version``)."""
+    if value is not None:
+        from evaluator import get_profile
+
+        get_profile(value)  # ValueError names the known profiles
+    return value
 
 
 class _TrackFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _testset = field_validator("testset")(check_testset)
+    _profile = field_validator("metric_profile")(check_metric_profile)
     title: str = Field(default="", max_length=200)
     kind: TrackKind = TrackKind.main
     description: str = Field(default="", max_length=20000)
@@ -26,7 +55,7 @@ class _TrackFields(BaseModel):
     opens_at: UtcDatetime | None = None
     closes_at: UtcDatetime | None = None
     quota_per_day: int = Field(default=5, ge=0, le=10000, description="Submissions per team per rolling 24 h; 0 pauses the track.")
-    queue: str = Field(default="cpu", pattern=r"^[a-z0-9_-]{1,16}$")
+    queue: Queue = "cpu"
     cpus: float = Field(default=1.0, gt=0, le=256)
     memory_mb: int = Field(default=8192, ge=64, le=4 * 1024 * 1024)
     gpus: int = Field(default=0, ge=0, le=16)
@@ -62,6 +91,8 @@ class TrackUpdate(BaseModel):
     """Any subset of a track's fields (organizers)."""
 
     model_config = ConfigDict(extra="forbid")
+    _testset = field_validator("testset")(check_testset)
+    _profile = field_validator("metric_profile")(check_metric_profile)
     title: str | None = Field(default=None, max_length=200)
     kind: TrackKind | None = None
     description: str | None = Field(default=None, max_length=20000)
@@ -73,7 +104,7 @@ class TrackUpdate(BaseModel):
     opens_at: UtcDatetime | None = None
     closes_at: UtcDatetime | None = None
     quota_per_day: int | None = Field(default=None, ge=0, le=10000)
-    queue: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,16}$")
+    queue: Queue | None = None
     cpus: float | None = Field(default=None, gt=0, le=256)
     memory_mb: int | None = Field(default=None, ge=64, le=4 * 1024 * 1024)
     gpus: int | None = Field(default=None, ge=0, le=16)
