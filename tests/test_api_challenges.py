@@ -85,12 +85,12 @@ def test_patch_track_and_visibility(client, world, db_settings):
     assert any(e["action"] == "track.update" and e["details"]["changes"].get("quota_per_day") == 1 for e in audit)
 
 
-def test_unknown_test_set_profile_or_queue_is_refused_when_the_track_is_made(client, world, tmp_path):
+def test_unknown_test_set_profile_or_bad_queue_is_refused_when_the_track_is_made(client, world, tmp_path):
     """A typo would otherwise fail every submission at run time: refuse it with the choices."""
     base = {"slug": "typo", "title": "T", "tracks": [{"slug": "main"}]}
     cases = [({"testset": "smal"}, "neither a built-in set (small, tiny)"),
              ({"metric_profile": "cvpr25"}, "known profiles: default@1, cvpr24@1"),
-             ({"queue": "tpu"}, "'cpu' or 'gpu'")]
+             ({"queue": "no spaces"}, "queue: String should match pattern")]
     for fields, expected in cases:
         spec = {**base, "tracks": [{"slug": "main", **fields}]}
         r = client.post("/api/challenges", json=spec, headers=auth(world.token_org))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -10,7 +10,8 @@ from api.models import RowPolicy, TrackKind, Visibility
 from api.params import SLUG_PATTERN, UtcDatetime, UtcOut
 
 RankingScheme = Literal["rank_then_aggregate", "aggregate_then_rank"]
-Queue = Literal["cpu", "gpu"]
+# the queue a track's runs go to: "cpu" or "gpu", or a deployment's own queue name served by its workers
+Queue = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,16}$")]
 
 
 def check_testset(value: str | None) -> str | None:
