@@ -304,3 +304,30 @@ def finish_run(database_url: str, submission_id: int, *, state: str = "succeeded
         sub.dsc, sub.nsd = dsc, nsd
         if state in ("succeeded", "failed", "cancelled"):
             sub.finished_at = run.finished_at = utcnow()
+
+
+def schema_test_world(settings, *, name: str) -> tuple[object, str, dict[str, object]]:
+    """An app with one of every object, for generated requests over the whole OpenAPI schema.
+
+    Returns (app, an organizer-with-team token, real ids by path-parameter name), so generated calls
+    reach real objects as well as random ids."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.db import session_scope
+    from api.models import ApiToken, Team
+
+    app = create_app(settings)
+    w = seed(settings.database_url)
+    with session_scope(settings.database_url) as s:
+        _, token = add_member(s, team=s.get(Team, w.team_a), name=name, role="organizer")
+        alice_token = s.query(ApiToken).filter(ApiToken.member_id == w.member_a).first().id
+    with TestClient(app) as c:
+        sub = submit(c, w.token_a).json()["id"]
+        finish_run(settings.database_url, sub, state="succeeded", dsc=0.5, nsd=0.5, cases=[{"case_id": "c1"}])
+        data = make_image_tar(salt=f"{name}-upload")
+        upload = c.post("/api/challenges/cvpr24/tracks/main/uploads", json={"total_bytes": len(data)},
+                        headers=auth(token)).json()["upload_id"]
+    known = {"challenge": "cvpr24", "c": "cvpr24", "track": "main", "t": "main", "team_id": w.team_b,
+             "member_id": w.member_b, "token_id": alice_token, "submission_id": sub, "upload_id": upload}
+    return app, token, known

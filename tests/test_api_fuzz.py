@@ -12,38 +12,19 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from api_helpers import add_member, auth, finish_run, make_image_tar, seed, submit
+from api_helpers import auth, schema_test_world
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from api.db import session_scope
-from api.models import ApiToken, Team
 
 MAX_EXAMPLES = 15
 
 
 @pytest.fixture
 def fuzz_env(settings):
-    from fastapi.testclient import TestClient
-
-    from api.app import create_app
-
-    app = create_app(settings)
-    world = seed(settings.database_url)
-    with session_scope(settings.database_url) as s:
-        _, token = add_member(s, team=s.get(Team, world.team_a), name="fuzzer", role="organizer")
-        alice_token = s.query(ApiToken).filter(ApiToken.member_id == world.member_a).first().id
-    with TestClient(app) as client:
-        sub = submit(client, world.token_a).json()["id"]
-        finish_run(settings.database_url, sub, state="succeeded", dsc=0.5, nsd=0.5, cases=[{"case_id": "c1"}])
-        data = make_image_tar(salt="fuzz-upload")
-        upload = client.post("/api/challenges/cvpr24/tracks/main/uploads", json={"total_bytes": len(data)},
-                             headers=auth(token)).json()["upload_id"]
-    known = {"challenge": "cvpr24", "c": "cvpr24", "track": "main", "t": "main", "team_id": world.team_b,
-             "member_id": world.member_b, "token_id": alice_token, "submission_id": sub, "upload_id": upload}
-    return app, token, known
+    return schema_test_world(settings, name="fuzz")
 
 
 @pytest.mark.parametrize("known_objects", [False, True], ids=["random-ids", "real-ids"])

@@ -357,22 +357,9 @@ def test_responses_conform_to_the_openapi_schema(settings, check):
         content_type_conformance, response_schema_conformance, status_code_conformance,
     )
 
-    from api.app import create_app
-    from api.models import ApiToken, Team
+    from api_helpers import schema_test_world
 
-    app = create_app(settings)
-    w = seed(settings.database_url)
-    with session_scope(settings.database_url) as s:
-        _, token = add_member(s, team=s.get(Team, w.team_a), name="conformer", role="organizer")
-        alice_token = s.query(ApiToken).filter(ApiToken.member_id == w.member_a).first().id
-    with TestClient(app) as c:
-        sub = submit(c, w.token_a).json()["id"]
-        finish_run(settings.database_url, sub, state="succeeded", dsc=0.5, nsd=0.5, cases=[{"case_id": "c1"}])
-        data = make_image_tar(salt="conformance-upload")
-        upload = c.post("/api/challenges/cvpr24/tracks/main/uploads", json={"total_bytes": len(data)},
-                        headers=auth(token)).json()["upload_id"]
-    known = {"challenge": "cvpr24", "c": "cvpr24", "track": "main", "t": "main", "team_id": w.team_b,
-             "member_id": w.member_b, "token_id": alice_token, "submission_id": sub, "upload_id": upload}
+    app, token, known = schema_test_world(settings, name="conformance")
     checks = ([response_schema_conformance, content_type_conformance] if check == "body-and-content-type"
               else [status_code_conformance])
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
