@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 __all__ = [
     "Base", "utcnow", "TrackKind", "Visibility", "RowPolicy", "Role", "SubmissionState", "RunState",
     "CaseStatus", "UploadState", "Challenge", "Track", "Team", "Member", "ApiToken", "Upload",
-    "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES",
+    "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES", "Feedback", "WebSession", "WorkerNode",
 ]
 
 
@@ -108,6 +108,14 @@ class UploadState(str, enum.Enum):
     aborted = "aborted"
 
 
+class Feedback(str, enum.Enum):
+    """What participants learn about their own runs on a track (organizers always see everything)."""
+
+    full = "full"  # per-case scores and log tails (validation phases)
+    summary = "summary"  # overall and per-modality scores, per-case status and the cap that stopped it
+    none = "none"  # state only, until the board is published
+
+
 class Challenge(Base):
     __tablename__ = "challenges"
 
@@ -116,6 +124,8 @@ class Challenge(Base):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # a demo challenge may use the built-in synthetic sets, whose ground truth is public (public seed)
+    demo: Mapped[bool] = mapped_column(Boolean, default=False)
 
     tracks: Mapped[list[Track]] = relationship(back_populates="challenge", order_by="Track.id")
 
@@ -153,6 +163,11 @@ class Track(Base):
     # reproducibility margins
     repro_margin_dsc: Mapped[float] = mapped_column(Float, default=0.01)
     repro_margin_nsd: Mapped[float] = mapped_column(Float, default=0.01)
+    feedback: Mapped[Feedback] = mapped_column(_enum(Feedback), default=Feedback.summary)
+    # an upload begun before closes_at may complete up to this long after it
+    upload_grace_s: Mapped[int] = mapped_column(Integer, default=900)
+    # a run stops early when its first K cases all fail by the participant's fault (0: never)
+    fail_fast_cases: Mapped[int] = mapped_column(Integer, default=3)
 
     challenge: Mapped[Challenge] = relationship(back_populates="tracks")
 
@@ -195,6 +210,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # the token that minted this one: revoking it revokes this one too (no token outlives its parent)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), default=None, index=True)
 
     member: Mapped[Member] = relationship(back_populates="tokens")
 
@@ -250,6 +267,9 @@ class Submission(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # the archive was deleted (cancelled or failed, after the retention period); nothing can rerun it
+    archive_deleted_at: Mapped[datetime | None] = mapped_column(default=None)
 
     track: Mapped[Track] = relationship()
     team: Mapped[Team] = relationship()
@@ -326,3 +346,36 @@ class AuditEvent(Base):
     target_type: Mapped[str] = mapped_column(String(32), default="")
     target_id: Mapped[str] = mapped_column(String(64), default="")
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class WebSession(Base):
+    """A signed-in browser (organizer pages): the cookie holds a random session id, never an API token."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WorkerNode(Base):
+    """A worker process that announced itself: which queues it serves, where, and when it was last seen."""
+
+    __tablename__ = "worker_nodes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    queues: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(8), default="cpu")
+    host: Mapped[str] = mapped_column(String(200), default="")
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    cpu_model: Mapped[str] = mapped_column(String(200), default="")
+    cores: Mapped[int | None] = mapped_column(Integer, default=None)
+    calibration_s: Mapped[float | None] = mapped_column(Float, default=None)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -105,7 +105,7 @@ def seed_demo(session: Session, *, teams: int = 12, cases: int = 45, seed: int =
     """Create the demo challenge and its tracks; returns ids and the case list."""
     rng = np.random.default_rng(seed)
     ch = Challenge(slug=slug, title="Segment Anything in Medical Images on Laptop (demo)",
-                   description="Lightweight promptable segmentation across nine modalities, CPU only.")
+                   description="Lightweight promptable segmentation across nine modalities, CPU only.", demo=True)
     session.add(ch)
     session.flush()
     main = Track(challenge_id=ch.id, slug="main", title="Main track", kind=TrackKind.main, case_timeout_s=60, testset="demo",

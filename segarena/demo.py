@@ -49,6 +49,7 @@ def _track(slug: str, kind: str, title: str, description: str, **extra: Any) -> 
 
 DEMO_SPEC = {
     "slug": DEMO_CHALLENGE,
+    "demo": True,  # uses the built-in synthetic set, whose ground truth is public
     "title": "SegArena demo: promptable segmentation on a laptop",
     "description": "A small synthetic stand-in for the CVPR 2024 'Segment Anything in Medical Images on Laptop' "
                    "challenge: box prompts, nine imaging modalities (plus two extra), CPU-only runtime per case.",

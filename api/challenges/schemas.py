@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.models import RowPolicy, TrackKind, Visibility
+from api.models import Feedback, RowPolicy, TrackKind, Visibility
 from api.params import SLUG_PATTERN, UtcDatetime, UtcOut
 
 RankingScheme = Literal["rank_then_aggregate", "aggregate_then_rank"]
@@ -67,6 +67,13 @@ class _TrackFields(BaseModel):
     allow_root: bool = False
     repro_margin_dsc: float = Field(default=0.01, ge=0, le=1)
     repro_margin_nsd: float = Field(default=0.01, ge=0, le=1)
+    feedback: Feedback = Field(default=Feedback.summary,
+                               description="What participants see of their runs: full (per-case scores and logs), "
+                                           "summary (overall and per-modality scores, per-case status) or none (state only).")
+    upload_grace_s: int = Field(default=900, ge=0, le=7 * 86400,
+                                description="An upload begun before closes_at may complete up to this many seconds after it.")
+    fail_fast_cases: int = Field(default=3, ge=0, le=10000,
+                                 description="Stop a run when its first K cases all fail by the participant's fault (0: never).")
 
 
 def _check_track(values: dict) -> None:
@@ -116,6 +123,9 @@ class TrackUpdate(BaseModel):
     allow_root: bool | None = None
     repro_margin_dsc: float | None = Field(default=None, ge=0, le=1)
     repro_margin_nsd: float | None = Field(default=None, ge=0, le=1)
+    feedback: Feedback | None = None
+    upload_grace_s: int | None = Field(default=None, ge=0, le=7 * 86400)
+    fail_fast_cases: int | None = Field(default=None, ge=0, le=10000)
 
 
 class VisibilityChange(BaseModel):
@@ -128,6 +138,8 @@ class ChallengeCreate(BaseModel):
     slug: str = Field(pattern=SLUG_PATTERN)
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=50000)
+    demo: bool = Field(default=False, description="A demo challenge may use the built-in synthetic sets "
+                                                   "(tiny, small), whose ground truth is public.")
     tracks: list[TrackCreate] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
@@ -167,6 +179,9 @@ class TrackPublic(BaseModel):
     allow_root: bool
     repro_margin_dsc: float
     repro_margin_nsd: float
+    feedback: Feedback
+    upload_grace_s: int
+    fail_fast_cases: int
 
 
 class ChallengeSummary(BaseModel):
@@ -184,4 +199,5 @@ class ChallengePublic(BaseModel):
     title: str
     description: str
     created_at: UtcOut
+    demo: bool = False
     tracks: list[TrackPublic]

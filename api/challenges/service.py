@@ -47,14 +47,14 @@ def track_public(track: Track) -> schemas.TrackPublic:
 def challenge_public(challenge: Challenge) -> schemas.ChallengePublic:
     return schemas.ChallengePublic(id=challenge.id, slug=challenge.slug, title=challenge.title,
                                    description=challenge.description, created_at=as_utc(challenge.created_at),
-                                   tracks=[track_public(t) for t in challenge.tracks])
+                                   demo=bool(challenge.demo), tracks=[track_public(t) for t in challenge.tracks])
 
 
 def create_challenge(*, session: Session, actor: Member, body: schemas.ChallengeCreate) -> Challenge:
     """Create a challenge with its tracks (organizers)."""
     if session.scalar(select(Challenge.id).where(Challenge.slug == body.slug)) is not None:
         raise ApiError(409, "conflict", f"a challenge with slug {body.slug!r} already exists; choose another slug")
-    challenge = Challenge(slug=body.slug, title=body.title, description=body.description)
+    challenge = Challenge(slug=body.slug, title=body.title, description=body.description, demo=body.demo)
     session.add(challenge)
     try:
         session.flush()

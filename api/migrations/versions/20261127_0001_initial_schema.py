@@ -2,7 +2,7 @@
 
 Revision ID: 20261127_0001
 Revises: 
-Create Date: 2026-11-27 09:48:53.722246
+Create Date: 2026-11-30 16:36:42.461763
 """
 from alembic import op
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ def upgrade() -> None:
     sa.Column('title', sa.String(length=200), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('demo', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('slug')
     )
@@ -33,6 +34,24 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
     )
+    op.create_table('worker_nodes',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('queues', sa.String(length=200), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('host', sa.String(length=200), nullable=False),
+    sa.Column('pid', sa.Integer(), nullable=True),
+    sa.Column('cpu_model', sa.String(length=200), nullable=False),
+    sa.Column('cores', sa.Integer(), nullable=True),
+    sa.Column('calibration_s', sa.Float(), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name')
+    )
+    with op.batch_alter_table('worker_nodes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_worker_nodes_last_seen_at'), ['last_seen_at'], unique=False)
+
     op.create_table('members',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('team_id', sa.Integer(), nullable=True),
@@ -73,6 +92,9 @@ def upgrade() -> None:
     sa.Column('allow_root', sa.Boolean(), nullable=False),
     sa.Column('repro_margin_dsc', sa.Float(), nullable=False),
     sa.Column('repro_margin_nsd', sa.Float(), nullable=False),
+    sa.Column('feedback', sa.Enum('full', 'summary', 'none', name='feedback', native_enum=False, length=32), nullable=False),
+    sa.Column('upload_grace_s', sa.Integer(), nullable=False),
+    sa.Column('fail_fast_cases', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('challenge_id', 'slug')
@@ -89,12 +111,15 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_used_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('parent_id', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['parent_id'], ['api_tokens.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('token_hash')
     )
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_tokens_member_id'), ['member_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_api_tokens_parent_id'), ['parent_id'], unique=False)
 
     op.create_table('audit_events',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -139,6 +164,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('cancelled_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('archive_deleted_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['reproduces_id'], ['submissions.id'], ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['team_id'], ['teams.id'], ondelete='CASCADE'),
@@ -205,6 +232,23 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_runs_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_runs_submission_id'), ['submission_id'], unique=False)
 
+    op.create_table('web_sessions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('session_hash', sa.String(length=64), nullable=False),
+    sa.Column('csrf_token', sa.String(length=64), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('token_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['token_id'], ['api_tokens.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('session_hash')
+    )
+    with op.batch_alter_table('web_sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_web_sessions_member_id'), ['member_id'], unique=False)
+
     op.create_table('case_results',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=False),
@@ -239,6 +283,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_case_results_run_id'))
 
     op.drop_table('case_results')
+    with op.batch_alter_table('web_sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_web_sessions_member_id'))
+
+    op.drop_table('web_sessions')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_runs_submission_id'))
         batch_op.drop_index(batch_op.f('ix_runs_state'))
@@ -264,6 +312,7 @@ def downgrade() -> None:
 
     op.drop_table('audit_events')
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_tokens_parent_id'))
         batch_op.drop_index(batch_op.f('ix_api_tokens_member_id'))
 
     op.drop_table('api_tokens')
@@ -275,6 +324,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_members_team_id'))
 
     op.drop_table('members')
+    with op.batch_alter_table('worker_nodes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_worker_nodes_last_seen_at'))
+
+    op.drop_table('worker_nodes')
     op.drop_table('teams')
     op.drop_table('challenges')
     # ### end Alembic commands ###
