@@ -121,8 +121,9 @@ def test_health_reports_database_broker_and_docker_versions(settings):
 
     from api.app import create_app
 
-    with TestClient(create_app(settings)) as client:
-        body = client.get("/health").json()
+    org = settings.model_copy(update={"bootstrap_organizer_token": "sa_health_org"})
+    with TestClient(create_app(org)) as client:
+        body = client.get("/health", headers={"Authorization": "Bearer sa_health_org"}).json()
     assert body["status"] == "ok", body
     assert body["database"]["version"].startswith("SQLite ")
     assert body["broker"]["kind"] == "embedded"
@@ -136,9 +137,10 @@ def test_health_in_production_mode_names_postgres_and_redis(settings, postgres_u
 
     from api.app import create_app
 
-    prod = settings.model_copy(update={"database_url": postgres_url, "broker_url": redis_url})
+    prod = settings.model_copy(update={"database_url": postgres_url, "broker_url": redis_url,
+                                       "bootstrap_organizer_token": "sa_health_org"})
     with TestClient(create_app(prod)) as client:
-        body = client.get("/health").json()
+        body = client.get("/health", headers={"Authorization": "Bearer sa_health_org"}).json()
     assert body["database"]["ok"] and body["database"]["version"].startswith("PostgreSQL ")
     assert body["broker"]["ok"] and body["broker"]["version"].startswith("Redis ")
 
@@ -148,11 +150,41 @@ def test_health_reports_a_broken_broker_without_failing(settings):
 
     from api.app import create_app
 
-    broken = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    broken = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0", "bootstrap_organizer_token": "sa_health_org"})
     started = time.monotonic()
     with TestClient(create_app(broken)) as client:
-        response = client.get("/health")
+        response = client.get("/health", headers={"Authorization": "Bearer sa_health_org"})
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "degraded" and body["broker"]["ok"] is False
     assert time.monotonic() - started < 30
+
+
+def test_health_tells_the_anonymous_only_the_status_and_organizers_the_details_with_secrets_redacted(settings):
+    """Anonymous: ``{"status"}`` only. Organizers: versions and the broker URL, with the userinfo redacted whole
+    (a password containing ``@`` leaked its tail before) and secret query parameters redacted."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    broker = "redis://admin:p@ss@w0rd-tail@127.0.0.1:1/0?password=hunter2&db=3&token=tok-secret"
+    app = create_app(settings.model_copy(update={"broker_url": broker, "bootstrap_organizer_token": "sa_health_org"}))
+    with TestClient(app) as client:
+        anon = client.get("/health")
+        org = client.get("/health", headers={"Authorization": "Bearer sa_health_org"})
+    assert anon.status_code == 200
+    assert anon.json() == {"status": "degraded"}, anon.text
+    body = org.json()
+    assert body["version"] and "database" in body and "docker" in body, body
+    assert body["broker"]["url"] == "redis://***@127.0.0.1:1/0?password=***&db=3&token=***", body["broker"]
+    for secret in ("admin", "p@ss", "w0rd", "tail", "hunter2", "tok-secret"):
+        assert secret not in org.text, (secret, org.text)
+
+
+def test_redact_url_and_text():
+    from api.health import redact_text, redact_url
+
+    assert redact_url("postgresql+psycopg://u:a@b@c@db:5432/x") == "postgresql+psycopg://***@db:5432/x"
+    assert redact_url("sqla+sqlite:////data/broker.db") == "sqla+sqlite:////data/broker.db"
+    assert redact_url("amqp://host/vh?auth_key=k&x=1") == "amqp://host/vh?auth_key=***&x=1"
+    assert redact_text("cannot reach redis://:s3@cr@t@h:6379/0 (refused)") == "cannot reach redis://***@h:6379/0 (refused)"
