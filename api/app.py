@@ -44,4 +44,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
     include_routes(app)
     app.include_router(health_router)
+
+    from api.limits import BodyLimitMiddleware
+
+    # added last, so it is the outermost of the app's own middleware: bodies are bounded before anything reads them
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(default=10 * 1024**3, description="Largest image archive accepted (bytes).")
     upload_chunk_bytes: int = Field(default=8 * 1024**2, description="Write size when streaming uploads to storage.")
+    max_body_bytes: int = Field(
+        default=2 * 1024**2, ge=1024,
+        description="Largest request body of any route except the archive uploads (JSON, forms), enforced while "
+        "reading, before parsing and authentication: a declared Content-Length over it is refused at once (413), "
+        "a chunked body is cut off at it. The largest legitimate body, a challenge spec at its field limits, is under 2 MiB.",
+    )
     base_image: str = Field(default="segarena/base:bookworm", description="Base image of the project's own images.")
     worker_queues: str = Field(default="cpu", description="Comma-separated queues this worker consumes (cpu or gpu).")
     worker_cpus: str = Field(default="", description="CPU set this worker may pin containers to, e.g. '0-1'; default: all.")
