@@ -59,6 +59,7 @@ from api.models import (
     Track,
     Visibility,
 )
+from api.params import IdPath
 from api.settings import get_settings
 from leaderboard_web import plots
 
@@ -485,7 +486,7 @@ def challenge_page(c: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/submissions/{submission_id}", response_class=HTMLResponse, include_in_schema=False)
-def submission_page(submission_id: int, request: Request) -> HTMLResponse:
+def submission_page(submission_id: IdPath, request: Request) -> HTMLResponse:
     with _session(request) as session:
         viewer = _viewer(request, session)
         org = _is_organizer(viewer)
@@ -525,7 +526,7 @@ def submission_page(submission_id: int, request: Request) -> HTMLResponse:
 
 
 @router.get("/admin/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
-def admin_run_page(run_id: int, request: Request) -> Response:
+def admin_run_page(run_id: IdPath, request: Request) -> Response:
     with _session(request) as session:
         viewer = _viewer(request, session)
         if viewer is None:

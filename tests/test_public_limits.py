@@ -65,3 +65,44 @@ def test_public_csv_neutralises_formulas_in_labels_and_team_names(client, settin
     assert admin_service.csv_safe is csv_safe
     assert csv_safe("-0.012") == "-0.012" and csv_safe("+3") == "+3" and csv_safe("-x") == "'-x"
     assert csv_safe("plain label") == "plain label"
+
+
+# --------------------------------------------------------------------------- integer path ids
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_integer_path_ids_out_of_the_database_range_are_clean_errors(backend, settings, request):
+    """Every integer path id (API and pages) is bounded to the INTEGER column range: 2**63, 2**31 (PostgreSQL
+    INTEGER overflows past 2**31-1), 0 and -1 give 404/422 with a JSON {code, message}, never a 500."""
+    from api.params import MAX_ID
+
+    if backend == "postgres":
+        settings.database_url = request.getfixturevalue("postgres_url")
+    from tests.api_helpers import seed
+
+    app = make_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        w = seed(settings.database_url)
+        org = {"Authorization": f"Bearer {w.token_org}"}
+        ids = [2**63, 2**63 - 1, 2**31, MAX_ID + 1, 0, -1, 10**40]
+        paths = [
+            "/submissions/{}", "/admin/runs/{}",  # pages
+            "/api/submissions/{}", "/api/submissions/{}/logs", "/api/submissions/{}/results",
+            "/api/admin/submissions/{}",
+        ]
+        posts = ["/api/submissions/{}/cancel", "/api/admin/submissions/{}/rerun", "/api/tokens/{}/revoke",
+                 "/api/members/{}/tokens", "/api/teams/{}/members"]
+        for i in ids:
+            for p in paths:
+                r = client.get(p.format(i), headers=org)
+                assert r.status_code in (404, 422), (p.format(i), r.status_code, r.text[:300])
+                if r.status_code == 422:
+                    body = r.json()
+                    assert body["code"] and body["message"], body
+            for p in posts:
+                r = client.post(p.format(i), headers=org, json={"name": "x", "email": "x@example.org"})
+                assert r.status_code in (404, 422), (p.format(i), r.status_code, r.text[:300])
+        # in range and missing: 404 on PostgreSQL as on SQLite
+        assert client.get(f"/submissions/{MAX_ID}", headers=org).status_code == 404
+        assert client.get(f"/admin/runs/{MAX_ID}", headers=org).status_code == 404
+        assert client.get(f"/api/submissions/{MAX_ID}", headers=org).status_code == 404
