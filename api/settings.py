@@ -56,6 +56,22 @@ class Settings(BaseSettings):
         default=None, description="A queued run nobody picked up is re-sent after this long; default: heartbeat_timeout_s."
     )
     public_base_url: str = Field(default="http://127.0.0.1:8000", description="Where the API is reachable.")
+    leaderboard_cache_entries: int = Field(
+        default=256, ge=1,
+        description="Rendered leaderboard responses (page, JSON, CSV per track and audience, and the challenge "
+        "overview pages) one API process keeps, least recently used evicted first; built boards are bounded the "
+        "same. Only existing tracks and challenges are cached: a 404 is never cached.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="`segarena serve`: a connection whose request head (request line and headers) is not complete "
+        "this many seconds after the connection opened or the previous response was sent is closed (slowloris).",
+    )
+    max_connections: int = Field(
+        default=1000, ge=1,
+        description="`segarena serve`: concurrent connections and requests one API process accepts; beyond it "
+        "uvicorn answers 503 at once.",
+    )
     bootstrap_organizer_token: str | None = Field(
         default=None, description="If set, an organizer with this token is created at start-up (demo, first install)."
     )

@@ -26,6 +26,7 @@ import io
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -228,8 +229,42 @@ class _Entry:
     revalidating: bool = False
 
 
-_cache: dict[tuple, _Entry] = {}
-_boards: dict[tuple, tuple[tuple, dict]] = {}  # one built board serves the page, JSON and CSV
+class _LRU:
+    """A thread-safe mapping that keeps at most ``limit`` entries (the ``limit`` of the latest ``put``),
+    evicting the least recently used: keys come from request paths, so the cache must stay bounded."""
+
+    def __init__(self) -> None:
+        self._d: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._d.get(key)
+            if value is not None:
+                self._d.move_to_end(key)
+            return value
+
+    def put(self, key, value, limit: int) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > max(1, limit):
+                self._d.popitem(last=False)
+
+    def pop(self, key) -> None:
+        with self._lock:
+            self._d.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+_cache = _LRU()  # rendered responses; a 404 is never kept (its key is whatever the client typed)
+_boards = _LRU()  # one built board serves the page, JSON and CSV
 _cache_lock = threading.Lock()
 _frozen = False
 
@@ -272,13 +307,15 @@ def _build_entry(request: Request, key: tuple, c: str, t: str, organizer: bool, 
                 board = cached[1]
             else:
                 board = lb.build_board(session, track, organizer=organizer)
-                _boards[bkey] = (version, board)
+                _boards.put(bkey, (version, board), _settings(request).leaderboard_cache_entries)
             status, body, media, headers = render(session, track, board)
     entry = _Entry(version, gen, time.monotonic(), status, body, media,
                    '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"', headers,
                    gzip.compress(body, compresslevel=6, mtime=0) if len(body) > 1024 else None)
-    with _cache_lock:
-        _cache[key] = entry
+    if status == 404:
+        _cache.pop(key)  # never cache a miss (unbounded keys); drop what this key served before
+    else:
+        _cache.put(key, entry, _settings(request).leaderboard_cache_entries)
     global _frozen
     if not _frozen:
         # once per process, after the first build: move the (long-lived) modules, app and first board
@@ -465,7 +502,54 @@ def index_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/challenges/{c}", response_class=HTMLResponse, include_in_schema=False)
-def challenge_page(c: str, request: Request) -> HTMLResponse:
+async def challenge_page(c: str, request: Request) -> Response:
+    """The challenge overview. For the public (no token) it is cached like a track page: rendered once per
+    version of its tracks' boards (:func:`api.leaderboard.board_version` of each), revalidated after
+    ``CACHE_TTL_S`` or at once after :func:`api.leaderboard.invalidate`; signed-in viewers get it fresh."""
+    try:
+        token, _source = _credentials(request)
+    except ApiError:
+        token = "malformed"
+    if token:
+        return await run_in_threadpool(_challenge_page_fresh, c, request)
+    key = ("overview", c, "", "public", _settings(request).database_url)
+    e = _cache.get(key)
+    if e is None or e.gen != lb.generation():
+        e = await run_in_threadpool(_build_overview_entry, request, key, c)
+    elif time.monotonic() - e.checked > CACHE_TTL_S and not e.revalidating:
+        stale = e
+        stale.revalidating = True
+        try:
+            e = await run_in_threadpool(_build_overview_entry, request, key, c)
+        finally:
+            stale.revalidating = False
+    return _respond(request, e)
+
+
+def _build_overview_entry(request: Request, key: tuple, c: str) -> _Entry:
+    """Revalidate (or build) the public overview of challenge ``c`` — runs in a worker thread."""
+    gen = lb.generation()
+    with _session(request) as session:
+        ch = session.scalar(select(Challenge).where(Challenge.slug == c))
+        version = ("missing",) if ch is None else \
+            (ch.title, ch.description, tuple(lb.board_version(session, tr) for tr in ch.tracks))
+    old = _cache.get(key)
+    if old is not None and old.version == version:
+        old.checked, old.gen = time.monotonic(), gen
+        return old
+    resp = _challenge_page_fresh(c, request)
+    body = bytes(resp.body)
+    entry = _Entry(version, gen, time.monotonic(), resp.status_code, body, "text/html; charset=utf-8",
+                   '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"', {},
+                   gzip.compress(body, compresslevel=6, mtime=0) if len(body) > 1024 else None)
+    if ch is None or resp.status_code != 200:
+        _cache.pop(key)  # never cache a miss
+    else:
+        _cache.put(key, entry, _settings(request).leaderboard_cache_entries)
+    return entry
+
+
+def _challenge_page_fresh(c: str, request: Request) -> HTMLResponse:
     with _session(request) as session:
         viewer = _viewer(request, session)
         org = _is_organizer(viewer)

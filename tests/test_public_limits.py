@@ -106,3 +106,124 @@ def test_integer_path_ids_out_of_the_database_range_are_clean_errors(backend, se
         assert client.get(f"/submissions/{MAX_ID}", headers=org).status_code == 404
         assert client.get(f"/admin/runs/{MAX_ID}", headers=org).status_code == 404
         assert client.get(f"/api/submissions/{MAX_ID}", headers=org).status_code == 404
+
+
+# --------------------------------------------------------------------------- bounded caches
+
+
+def test_thousands_of_distinct_404s_leave_the_leaderboard_caches_within_their_bound(settings):
+    """Cache keys come from the request path: a 404 (unknown challenge or track) is never cached, and the
+    caches of existing boards are LRU-bounded by SEGARENA_LEADERBOARD_CACHE_ENTRIES."""
+    from leaderboard_web import routes
+
+    settings.leaderboard_cache_entries = 8
+    app = make_app(settings)
+    _board_with_labels(settings.database_url, ["a", "b"], slug="c1")
+    with session_scope(settings.database_url) as s:
+        make_challenge(s, slug="c2", tracks={f"t{i}": {} for i in range(6)})
+    with TestClient(app) as client:
+        for i in range(250):  # 1,000 distinct 404 requests
+            slug = f"nope-{i:05d}-{'x' * 40}"
+            for path in (f"/challenges/c1/tracks/{slug}", f"/api/challenges/{slug}/tracks/main/leaderboard",
+                         f"/api/challenges/c1/tracks/{slug}/leaderboard.csv", f"/challenges/{slug}"):
+                assert client.get(path).status_code == 404, path
+        assert len(routes._cache) == 0 and len(routes._boards) == 0
+        # real boards: more keys than the bound, every one still answers, the caches stay at the bound
+        paths = [f"/challenges/c2/tracks/t{i}" for i in range(6)] + \
+                [f"/api/challenges/c2/tracks/t{i}/leaderboard" for i in range(6)] + \
+                ["/challenges/c1", "/challenges/c2", "/api/challenges/c1/tracks/main/leaderboard.csv"]
+        for _ in range(2):
+            for path in paths:
+                assert client.get(path).status_code == 200, path
+                assert len(routes._cache) <= 8 and len(routes._boards) <= 8
+        assert len(routes._cache) == 8
+        # the most recent entry is served from the cache (same ETag → 304)
+        r = client.get(paths[-1])
+        assert client.get(paths[-1], headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+
+
+def test_a_track_that_becomes_hidden_is_not_served_from_the_cache(client, settings):
+    """Dropping 404s from the cache must also drop what their key served before (no stale 200)."""
+    from api import leaderboard as lb
+    from api.models import Track, Visibility
+
+    _board_with_labels(settings.database_url, ["a"], slug="c1")
+    assert client.get("/api/challenges/c1/tracks/main/leaderboard").status_code == 200
+    with session_scope(settings.database_url) as s:
+        tr = s.scalars(select_track()).one()
+        tr.visibility = Visibility.hidden
+        tid = tr.id
+    lb.invalidate(tid)
+    for _ in range(3):
+        assert client.get("/api/challenges/c1/tracks/main/leaderboard").status_code == 404
+
+
+def select_track():
+    from sqlalchemy import select
+
+    from api.models import Track
+
+    return select(Track)
+
+
+# --------------------------------------------------------------------------- the challenge overview
+
+
+class _Queries:
+    def __init__(self, url: str):
+        from sqlalchemy import event
+
+        from api.db import get_engine
+
+        self.engine, self.n = get_engine(url), 0
+        event.listen(self.engine, "before_cursor_execute", self._count)
+
+    def _count(self, *_a, **_k) -> None:
+        self.n += 1
+
+    def close(self) -> None:
+        from sqlalchemy import event
+
+        event.remove(self.engine, "before_cursor_execute", self._count)
+
+
+def test_challenge_overview_is_cached_and_invalidated_like_a_track_page(client, settings):
+    """The public overview renders once per board version: a second request runs no SQL at all, and it
+    shows new results after a change that invalidates the track pages (invalidate(), or the TTL revalidation)."""
+    from api import leaderboard as lb
+    from leaderboard_web import routes
+
+    _board_with_labels(settings.database_url, ["first-label"], slug="c1")
+    first = client.get("/challenges/c1")
+    assert first.status_code == 200 and "team c1 0" in first.text
+    q = _Queries(settings.database_url)
+    try:
+        again = client.get("/challenges/c1")
+        assert again.status_code == 200 and again.text == first.text
+        assert q.n == 0, f"the cached overview ran {q.n} queries"
+    finally:
+        q.close()
+    assert client.get("/challenges/c1", headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    # a new result on the board: invalidate() (what scoring calls) makes the next request rebuild
+    with session_scope(settings.database_url) as s:
+        from api.models import Track
+
+        tr = s.scalars(select_track()).one()
+        team = make_team(s, "newcomer team")
+        add_submission(s, track=tr, team=team, cases=cases(4), dsc=arr(0.99, 0.99, 0.99, 0.99),
+                       nsd=arr(0.9, 0.9, 0.9, 0.9), runtime=arr(1, 1, 1, 1), label="new", created_at=at(5))
+        tid = tr.id
+    lb.invalidate(tid)
+    assert "newcomer team" in client.get("/challenges/c1").text
+    # without invalidate(): the TTL revalidation notices the new board version
+    with session_scope(settings.database_url) as s:
+        tr = s.scalars(select_track()).one()
+        add_submission(s, track=tr, team=make_team(s, "late team"), cases=cases(4), dsc=arr(1, 1, 1, 1),
+                       nsd=arr(1, 1, 1, 1), runtime=arr(1, 1, 1, 1), label="late", created_at=at(6))
+    import time
+
+    time.sleep(routes.CACHE_TTL_S + 0.1)
+    assert "late team" in client.get("/challenges/c1").text
+    # a signed-in organizer still gets a fresh page, unknown challenges are 404 and not cached
+    assert client.get("/challenges/nope").status_code == 404
+    assert not any(k[1] == "nope" for k in routes._cache._d)
