@@ -37,11 +37,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           port: int = typer.Option(8000, help="Port to listen on."),
           workers: int = typer.Option(1, help="Uvicorn worker processes."),
           access_log: bool = typer.Option(True, help="Log every request.")) -> None:
-    """Run the API and the leaderboard pages."""
-    import uvicorn
+    """Run the API and the leaderboard pages (request-head timeout SEGARENA_HEADER_TIMEOUT_S, at most
+    SEGARENA_MAX_CONNECTIONS concurrent connections per process)."""
+    from segarena.serve import run
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
-                access_log=access_log)
+    run(host=host, port=port, workers=workers, access_log=access_log)
 
 
 @app.command()
