@@ -44,6 +44,26 @@ class Settings(BaseSettings):
         "reading, before parsing and authentication: a declared Content-Length over it is refused at once (413), "
         "a chunked body is cut off at it. The largest legitimate body, a challenge spec at its field limits, is under 2 MiB.",
     )
+    archive_max_members: int = Field(
+        default=4096, ge=16,
+        description="Most tar entries an image archive may have (a docker save archive has about 5 per layer, "
+        "and an image at most 127 layers); "
+        "checked as the archive streams in, so millions of empty members cost nothing.",
+    )
+    archive_max_metadata_bytes: int = Field(
+        default=8 * 1024**2, ge=64 * 1024,
+        description="Most bytes of tar headers in an image archive: 512-byte header blocks plus pax and GNU "
+        "long-name headers (each of those at most 64 KiB).",
+    )
+    archive_max_json_bytes: int = Field(
+        default=4 * 1024**2, ge=64 * 1024,
+        description="Largest image config JSON parsed from an archive (manifest.json: at most 1 MiB).",
+    )
+    archive_max_inflate_ratio: int = Field(
+        default=100, ge=2,
+        description="A gzip archive may unpack to at most this many bytes per compressed byte, judged once it has "
+        "unpacked 1 GiB (real images compress 2-5x).",
+    )
     base_image: str = Field(default="segarena/base:bookworm", description="Base image of the project's own images.")
     worker_queues: str = Field(default="cpu", description="Comma-separated queues this worker consumes (cpu or gpu).")
     worker_cpus: str = Field(default="", description="CPU set this worker may pin containers to, e.g. '0-1'; default: all.")

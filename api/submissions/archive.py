@@ -13,6 +13,17 @@ one image with exactly one tag, its config and layers are in the archive, the co
 its digest matches the name it is stored under, and the image is ``linux/amd64``.
 
 The image id is the config blob's digest, ``sha256:<hex>``: what ``docker load`` reports.
+
+The work per byte is bounded (``ArchiveLimits``, from settings): at most ``max_members`` tar entries
+(a 3 MiB gzip of millions of empty headers otherwise kept the API busy 39 s), at most
+``max_metadata_bytes`` of headers (512-byte blocks and pax/GNU extended headers, each of those at most
+64 KiB), JSON members of at most ``max_json_bytes`` (and never nested past the parser's depth), and
+past the first GiB no more than ``max_inflate_ratio`` decompressed bytes per compressed byte.
+
+Every member has exactly one name: a GNU long name (``././@LongLink``) and a pax ``path`` that
+disagree, a pax sparse name (``GNU.sparse.name``, which Docker's reader honours), a ustar prefix in a
+non-ustar header, or a name in a global pax header are refused, since Docker and this check would
+read different names (likewise link targets: GNU long link vs pax ``linkpath``).
 """
 
 from __future__ import annotations
@@ -26,17 +37,54 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ArchiveError", "ImageInfo", "ArchiveInspector", "inspect_file"]
+__all__ = ["ArchiveError", "ArchiveLimits", "ImageInfo", "ArchiveInspector", "inspect_file"]
 
 BLOCK = 512
 _KEEP_MAX_MEMBER = 1 << 20  # small members we keep (manifest, configs): at most 1 MiB each
 _KEEP_BUDGET = 32 << 20  # and 32 MiB together; beyond that inspect_file() reads the config back
 _INFLATE_STEP = 4 << 20
+_EXT_MAX = 64 << 10  # one pax / GNU long-name header: a name or a few records, never more than 64 KiB
+_POSIX_MAGIC = b"ustar\x0000"
+_PAX_RECORDS_PER_MEMBER = 8  # pax records in the whole archive: at most this many per allowed member
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class ArchiveError(ValueError):
     """The archive is not a valid single-image ``docker save`` archive; the message says why."""
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Bounds on the work the check does per archive byte (settings ``archive_*``)."""
+
+    max_members: int = 4096
+    max_metadata_bytes: int = 8 << 20
+    max_json_bytes: int = 4 << 20
+    max_inflate_ratio: int = 100
+    inflate_ratio_after: int = 1 << 30  # the ratio is judged once this much was decompressed
+
+    @classmethod
+    def from_settings(cls, settings) -> "ArchiveLimits":
+        return cls(max_members=settings.archive_max_members, max_metadata_bytes=settings.archive_max_metadata_bytes,
+                   max_json_bytes=settings.archive_max_json_bytes, max_inflate_ratio=settings.archive_max_inflate_ratio)
+
+
+def _default_limits() -> ArchiveLimits:
+    try:
+        from api.settings import get_settings
+
+        return ArchiveLimits.from_settings(get_settings())
+    except Exception:  # settings unreadable (a CLI run outside a deployment): the defaults
+        return ArchiveLimits()
+
+
+def _loads(data: bytes, what: str):
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArchiveError(f"{what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ArchiveError(f"{what} is nested too deeply to be a docker save file") from None
 
 
 @dataclass(frozen=True)
@@ -78,12 +126,17 @@ def _clean(name: str, what: str = "member") -> str:
     return "/".join(parts)
 
 
-def _parse_pax(data: bytes) -> dict[str, str]:
+def _parse_pax(data: bytes, budget: int | None = None) -> tuple[dict[str, str], int]:
+    """The records of a pax header and how many there were (more than ``budget``: refused)."""
     out: dict[str, str] = {}
-    pos = 0
+    pos = count = 0
     while pos < len(data):
         if data[pos] == 0:
             break
+        count += 1
+        if budget is not None and count > budget:
+            raise ArchiveError("the archive's pax headers have more records than its members could need; "
+                               "a docker save archive has a few per member")
         sp = data.find(b" ", pos)
         if sp < 0:
             raise ArchiveError("archive has a malformed pax header")
@@ -97,16 +150,20 @@ def _parse_pax(data: bytes) -> dict[str, str]:
         key, eq, value = record.partition(b"=")
         if not eq:
             raise ArchiveError("archive has a malformed pax header")
-        out[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
-    return out
+    return out, count
 
 
 class ArchiveInspector:
     """Push parser over a docker-save archive: ``feed(bytes)`` repeatedly, then ``finish()``."""
 
-    def __init__(self, *, max_uncompressed: int | None = None) -> None:
+    def __init__(self, *, max_uncompressed: int | None = None, limits: ArchiveLimits | None = None) -> None:
         self.max_uncompressed = max_uncompressed
+        self.limits = limits if limits is not None else _default_limits()
+        self.entries = 0  # tar entries seen (members, repeated directories included)
+        self.metadata_bytes = 0  # header blocks and extended-header data
+        self.pax_records = 0  # over the whole archive: at most _PAX_RECORDS_PER_MEMBER x max_members
         self.compressed: bool | None = None
         self._inflater = None
         self._gz_done = False
@@ -121,6 +178,8 @@ class ArchiveInspector:
         self._hasher = None
         self._pending_name: str | None = None
         self._pending_link: str | None = None
+        self._names: list[tuple[str, str]] = []  # (source, name) of the next member: GNU long name, pax path
+        self._links: list[tuple[str, str]] = []
         self._pending_size: int | None = None
         self._pending_kind: bytes | None = None  # b"x" pax, b"L" longname, b"K" longlink, b"g" global
         self._ended = False
@@ -171,6 +230,13 @@ class ArchiveInspector:
             raise ArchiveError(
                 f"the archive unpacks to more than {self.max_uncompressed} bytes; upload a smaller image"
             )
+        lim = self.limits
+        if (self.compressed and self.tar_bytes > lim.inflate_ratio_after
+                and self.tar_bytes > lim.max_inflate_ratio * self._raw_seen):
+            raise ArchiveError(
+                f"the gzip stream unpacks to more than {lim.max_inflate_ratio} times its size ({self.tar_bytes} bytes "
+                f"from {self._raw_seen}); a docker save archive does not compress like that, re-create it with "
+                "docker save NAME | gzip > NAME.tar.gz")
         i = 0
         while i < n:
             if self._ended:
@@ -191,6 +257,10 @@ class ArchiveInspector:
                 take = min(self._padding, n - i)
                 self._padding -= take
                 i += take
+                continue
+            if not self._hdr and n - i >= BLOCK:  # a whole header in this piece: no copy through _hdr
+                self._header(bytes(mv[i : i + BLOCK]))
+                i += BLOCK
                 continue
             take = min(BLOCK - len(self._hdr), n - i)
             self._hdr += mv[i : i + take]
@@ -217,13 +287,37 @@ class ArchiveInspector:
             raise ArchiveError(f"the tar archive is damaged at byte {self.tar_bytes} ({exc})") from None
         kind = info.type
         size = info.size
+        lim = self.limits
+        self.metadata_bytes += BLOCK
         if kind in (b"x", b"g", b"L", b"K"):
-            if size > (1 << 20):
-                raise ArchiveError("archive has an extended header larger than 1 MiB")
+            if size > _EXT_MAX:
+                raise ArchiveError(f"archive has an extended (pax or GNU long-name) header of {size} bytes, over "
+                                   f"{_EXT_MAX // 1024} KiB; a docker save archive has only short names")
+            self.metadata_bytes += size
+            if self.metadata_bytes > lim.max_metadata_bytes:
+                raise ArchiveError(f"the archive's headers take more than {lim.max_metadata_bytes} bytes; a docker save "
+                                   "archive has a few hundred short headers (setting SEGARENA_ARCHIVE_MAX_METADATA_BYTES)")
             self._pending_kind = kind
             self._start_data(size, collect=True, hasher=False)
             self._current = None
             return
+        self.entries += 1
+        if self.entries > lim.max_members:
+            raise ArchiveError(f"the archive has more than {lim.max_members} members; a docker save archive has a few "
+                               "per layer (setting SEGARENA_ARCHIVE_MAX_MEMBERS)")
+        if self.metadata_bytes > lim.max_metadata_bytes:
+            raise ArchiveError(f"the archive's headers take more than {lim.max_metadata_bytes} bytes; a docker save "
+                               "archive has a few hundred short headers (setting SEGARENA_ARCHIVE_MAX_METADATA_BYTES)")
+        names, links = self._names, self._links
+        self._names, self._links = [], []
+        for what, sources in (("name", names), ("link target", links)):
+            if len({value for _, value in sources}) > 1:
+                said = ", ".join(f"{source} {value!r}" for source, value in sources)
+                raise ArchiveError(f"an archive member has two different {what}s ({said}); Docker and this check "
+                                   "would read different files, re-create the archive with docker save")
+        if block[257:265] != _POSIX_MAGIC and block[345:500].strip(b"\0") and kind != tarfile.GNUTYPE_SPARSE:
+            raise ArchiveError(f"archive member {info.name!r} is not a ustar header but carries a name prefix; "
+                               "Docker and this check would read different names, re-create the archive with docker save")
         name = self._pending_name if self._pending_name is not None else info.name
         linkname = self._pending_link if self._pending_link is not None else info.linkname
         if self._pending_size is not None:
@@ -273,12 +367,26 @@ class ArchiveInspector:
         if self._pending_kind is not None and self._current is None:
             kind, self._pending_kind = self._pending_kind, None
             assert data is not None
+            budget = _PAX_RECORDS_PER_MEMBER * self.limits.max_members - self.pax_records
+            if kind in (b"g", b"x"):
+                pax, records = _parse_pax(bytes(data), budget)
+                self.pax_records += records
+            if kind == b"g":
+                named = sorted(k for k in pax if k in ("path", "linkpath", "size") or k.startswith("GNU.sparse."))
+                if named:
+                    raise ArchiveError(f"archive has a global pax header setting {', '.join(named)}; tar readers "
+                                       "disagree on it, re-create the archive with docker save")
             if kind == b"x":
-                pax = _parse_pax(bytes(data))
+                sparse = sorted(k for k in pax if k.startswith("GNU.sparse."))
+                if sparse:
+                    raise ArchiveError(f"archive has a sparse-file pax header ({sparse[0]}); Docker reads a name and size "
+                                       "from it that this check would not, and docker save writes none")
                 if "path" in pax:
                     self._pending_name = pax["path"]
+                    self._names.append(("pax path", pax["path"]))
                 if "linkpath" in pax:
                     self._pending_link = pax["linkpath"]
+                    self._links.append(("pax linkpath", pax["linkpath"]))
                 if "size" in pax:
                     try:
                         self._pending_size = int(pax["size"])
@@ -286,8 +394,10 @@ class ArchiveInspector:
                         raise ArchiveError("archive has a malformed pax size") from None
             elif kind == b"L":
                 self._pending_name = bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                self._names.append(("GNU long name", self._pending_name))
             elif kind == b"K":
                 self._pending_link = bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                self._links.append(("GNU long link", self._pending_link))
             return
         if self._current is not None:
             if data is not None:
@@ -298,7 +408,7 @@ class ArchiveInspector:
 
     # ---- conclusion ----------------------------------------------------------------------
     def truncated(self) -> bool:
-        return bool(self._remaining or self._hdr or self._pending_kind or self._pending_name)
+        return bool(self._remaining or self._hdr or self._pending_kind or self._pending_name or self._names or self._links)
 
     def finish(self, *, read_back: Path | None = None) -> ImageInfo:
         """Check what was fed and describe the image; ``read_back`` lets it reread an unkept config."""
@@ -314,12 +424,10 @@ class ArchiveInspector:
         manifest = members.get("manifest.json")
         if manifest is None or manifest.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
             raise ArchiveError("manifest.json is missing: this is not a docker save archive (docker save NAME | gzip > NAME.tar.gz)")
-        if manifest.data is None:
-            raise ArchiveError("manifest.json is larger than 1 MiB; a docker save manifest is a few kilobytes")
-        try:
-            entries = json.loads(bytes(manifest.data))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArchiveError(f"manifest.json is not valid JSON ({exc})") from None
+        manifest_max = min(_KEEP_MAX_MEMBER, self.limits.max_json_bytes)
+        if manifest.data is None or len(manifest.data) > manifest_max:
+            raise ArchiveError(f"manifest.json is larger than {manifest_max} bytes; a docker save manifest is a few kilobytes")
+        entries = _loads(bytes(manifest.data), "manifest.json")
         if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
             count = len(entries) if isinstance(entries, list) else "no"
             raise ArchiveError(f"manifest.json lists {count} images; save exactly one image (docker save NAME:TAG)")
@@ -342,18 +450,19 @@ class ArchiveInspector:
         if config is None:
             raise ArchiveError(f"manifest.json names config {config_name!r}, which is not in the archive")
         data, digest = config.data, config.sha256
+        json_max = self.limits.max_json_bytes
+        if config.size > json_max:
+            raise ArchiveError(f"the image config is {config.size} bytes, over {json_max} "
+                               "(setting SEGARENA_ARCHIVE_MAX_JSON_BYTES); an image config is a few kilobytes")
         if data is None and read_back is not None:
-            data = _read_member(read_back, config.name, limit=64 << 20)
+            data = _read_member(read_back, config.name, limit=json_max)
             digest = hashlib.sha256(data).hexdigest()
         if data is None:
             raise ArchiveError("the image config is too large to check (over 1 MiB)")
         stem = _HEX64.search(posixpath.basename(config_name))
         if stem and stem.group(0) != digest:
             raise ArchiveError(f"the image config {config_name!r} does not match its digest; the archive is damaged")
-        try:
-            cfg = json.loads(bytes(data))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArchiveError(f"the image config {config_name!r} is not valid JSON ({exc})") from None
+        cfg = _loads(bytes(data), f"the image config {config_name!r}")
         if not isinstance(cfg, dict):
             raise ArchiveError("the image config is not a JSON object")
         arch = str(cfg.get("architecture") or "")
@@ -390,9 +499,10 @@ def _read_member(path: Path, name: str, *, limit: int) -> bytes:
         raise ArchiveError(f"archive member {name!r} cannot be read ({exc})") from None
 
 
-def inspect_file(path: Path, *, max_uncompressed: int | None = None, chunk: int = 8 << 20) -> ImageInfo:
+def inspect_file(path: Path, *, max_uncompressed: int | None = None, chunk: int = 8 << 20,
+                 limits: ArchiveLimits | None = None) -> ImageInfo:
     """Check an archive already on disk (the same checks as while streaming)."""
-    inspector = ArchiveInspector(max_uncompressed=max_uncompressed)
+    inspector = ArchiveInspector(max_uncompressed=max_uncompressed, limits=limits)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             inspector.feed(block)
