@@ -62,6 +62,7 @@ from api.models import (
 )
 from api.params import IdPath
 from api.settings import get_settings
+from api.submissions import service as submission_service
 from leaderboard_web import plots
 
 __all__ = ["router", "CACHE_TTL_S", "clear_cache", "COOKIE", "is_mounted", "mount"]
@@ -585,8 +586,10 @@ def submission_page(submission_id: IdPath, request: Request) -> HTMLResponse:
             return _error_page(request, 404, "Not found", missing, viewer)
         runs = sorted(sub.runs, key=lambda r: r.attempt)
         latest = runs[-1] if runs else None
+        # what the viewer may see of it: the track's feedback policy (organizers: everything)
+        view = submission_service.submission_public(session, [sub], viewer=viewer)[0]
         mods: list[dict] = []
-        if latest is not None and sub.state == SubmissionState.succeeded:
+        if latest is not None and sub.state == SubmissionState.succeeded and view.feedback != "none":
             rows = session.execute(select(CaseResult.modality, CaseResult.status, CaseResult.dsc, CaseResult.nsd,
                                           CaseResult.runtime_s).where(CaseResult.run_id == latest.id)).all()
             agg: dict[str, list] = {}
@@ -606,7 +609,8 @@ def submission_page(submission_id: IdPath, request: Request) -> HTMLResponse:
             original = None
         team = session.get(Team, sub.team_id)
         return _page(_render("submission.html", request, sub=sub, track=track, challenge=track.challenge, team=team,
-                             latest=latest, runs=runs, mods=mods, original=original, viewer=viewer, organizer=org))
+                             latest=latest, runs=runs, mods=mods, original=original, viewer=viewer, organizer=org,
+                             view=view))
 
 
 @router.get("/admin/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)

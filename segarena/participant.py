@@ -66,6 +66,13 @@ def _print_submission(sub: dict[str, Any]) -> None:
     scores = [(k, sub.get(k)) for k in ("dsc", "nsd", "runtime_s") if sub.get(k) is not None]
     if scores:
         out.print("  " + "  ".join(f"{k.upper() if k != 'runtime_s' else 'runtime'}={_fmt(v)}" for k, v in scores))
+    _print_feedback_note(sub)
+
+
+def _print_feedback_note(data: Any) -> None:
+    """The one line saying what the track's feedback policy leaves out (the server writes it)."""
+    if isinstance(data, dict) and data.get("feedback_note"):
+        out.print(f"note: {data['feedback_note']}", markup=False)
 
 
 # ----------------------------------------------------------------------------------------- commands
@@ -234,7 +241,8 @@ def logs(submission_id: int = typer.Argument(..., help="A submission id.")) -> N
             for stream in ("stdout_tail", "stderr_tail", "stdout", "stderr"):
                 if case.get(stream):
                     out.print(f"[{stream.split('_')[0]}]\n{case[stream].rstrip()}", markup=False)
-        if not any(data.get(k) for k in ("log", "log_tail", "text", "runs", "cases")):
+        _print_feedback_note(data)
+        if not any(data.get(k) for k in ("log", "log_tail", "text", "runs", "cases", "feedback_note")):
             out.print_json(data=data)
         return
     out.print_json(data=data)
@@ -255,6 +263,7 @@ def results(
         if data.get(k) is not None:
             head.append(f"{k}={_fmt(data[k])}")
     out.print("  ".join(head))
+    _print_feedback_note(data)
     agg = data.get("aggregates") or data.get("summary") or {}
     per_mod = agg.get("by_modality") or data.get("per_modality")
     if per_mod:

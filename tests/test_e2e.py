@@ -97,7 +97,8 @@ def _flow(stack: Stack, archive: Path, tmp: Path) -> None:
     with stack.org() as org:
         r = org.post("/api/challenges", json={"slug": "e2e", "title": "End to end", "tracks": [
             {"slug": "main", "title": "Main", "testset": "tiny", "queue": stack.queue, "memory_mb": 2048,
-             "case_timeout_s": 120, "total_timeout_s": 3600, "quota_per_day": 10}]})
+             "case_timeout_s": 120, "total_timeout_s": 3600, "quota_per_day": 10,
+             "feedback": "full"}]})  # a validation phase: the participant's per-case views are checked below
         assert r.status_code == 201, r.text
         team = org.post("/api/teams", json={"name": "Team Otsu", "affiliation": "e2e"}).json()
         member = org.post(f"/api/teams/{team['id']}/members", json={"name": "p", "email": "p@example.org",

@@ -27,7 +27,7 @@ def get_submission(submission_id: IdPath, organizer: OrganizerDep, session: Sess
              summary="Run a submission again as a new attempt (refused while an attempt is active)")
 def rerun(submission_id: IdPath, organizer: OrganizerDep, session: SessionDep, settings: SettingsDep):
     sub, note = subs.rerun_submission(session=session, settings=settings, actor=organizer, submission_id=submission_id)
-    return subs.submission_public(session, [sub], note=note)[0]
+    return subs.submission_public(session, [sub], note=note, viewer=organizer)[0]
 
 
 @router.post("/submissions/{submission_id}/exclude", response_model=schemas.SubmissionPublic,
@@ -35,14 +35,14 @@ def rerun(submission_id: IdPath, organizer: OrganizerDep, session: SessionDep, s
 def exclude(submission_id: IdPath, body: schemas.ExcludeRequest, organizer: OrganizerDep, session: SessionDep):
     sub = subs.set_excluded(session=session, actor=organizer, submission_id=submission_id, excluded=body.excluded,
                             reason=body.reason)
-    return subs.submission_public(session, [sub])[0]
+    return subs.submission_public(session, [sub], viewer=organizer)[0]
 
 
 @router.post("/submissions/{submission_id}/baseline", response_model=schemas.SubmissionPublic,
              summary="Mark a submission as a baseline row (or unmark it)")
 def baseline(submission_id: IdPath, body: schemas.BaselineRequest, organizer: OrganizerDep, session: SessionDep):
     sub = subs.set_baseline(session=session, actor=organizer, submission_id=submission_id, is_baseline=body.is_baseline)
-    return subs.submission_public(session, [sub])[0]
+    return subs.submission_public(session, [sub], viewer=organizer)[0]
 
 
 @router.get("/export.csv", response_class=StreamingResponse,

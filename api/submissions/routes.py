@@ -26,9 +26,9 @@ _BINARY_BODY = {
 UploadIdPath = Annotated[str, Path(min_length=1, max_length=64, description="The upload_id of an upload session.")]
 
 
-def _view(session, sid: int, note: str | None = None) -> schemas.SubmissionPublic:
+def _view(session, sid: int, note: str | None = None, viewer=None) -> schemas.SubmissionPublic:
     sub = service.load_submission(session, sid)
-    return service.submission_public(session, [sub], note=note)[0]
+    return service.submission_public(session, [sub], note=note, viewer=viewer)[0]
 
 
 @router.post("/challenges/{challenge}/tracks/{track}/submissions", status_code=201,
@@ -50,7 +50,7 @@ async def upload_submission(
             settings=settings, ticket=ticket, staged=staged, actor_id=member.id))
     finally:
         Storage.remove(staged.path)  # moved into storage on success; deleted on any refusal
-    return await run_in_threadpool(_view, session, sid, note)
+    return await run_in_threadpool(_view, session, sid, note, member)
 
 
 @router.post("/challenges/{challenge}/tracks/{track}/uploads", status_code=201, response_model=schemas.UploadPublic,
@@ -78,7 +78,7 @@ def upload_status(upload_id: UploadIdPath, member: CurrentMember, session: Sessi
              summary="Finish an upload: check the archive and queue the submission")
 async def complete_upload(upload_id: UploadIdPath, member: CurrentMember, session: SessionDep, settings: SettingsDep):
     sid, note = await uploads.complete_upload(settings=settings, member=member, upload_id=upload_id)
-    return await run_in_threadpool(_view, session, sid, note)
+    return await run_in_threadpool(_view, session, sid, note, member)
 
 
 @router.delete("/uploads/{upload_id}", status_code=204, response_class=Response, summary="Abandon an upload session")
@@ -101,32 +101,32 @@ def list_submissions(
 ):
     subs = service.list_submissions(session=session, member=member, challenge=challenge, track=track, track_id=track_id,
                                     team_id=team_id, state=state, limit=limit, offset=offset)
-    return service.submission_public(session, subs)
+    return service.submission_public(session, subs, viewer=member)
 
 
 @router.get("/submissions/{submission_id}", response_model=schemas.SubmissionPublic,
             summary="A submission: state, reason, attempt, per-case progress, aggregates")
 def get_submission(submission_id: IdPath, member: CurrentMember, session: SessionDep):
     sub = service.get_visible_submission(session=session, member=member, submission_id=submission_id)
-    return service.submission_public(session, [sub])[0]
+    return service.submission_public(session, [sub], viewer=member)[0]
 
 
 @router.post("/submissions/{submission_id}/cancel", response_model=schemas.SubmissionPublic,
              summary="Cancel a submission that has not started running (it stops counting toward the quota)")
 def cancel_submission(submission_id: IdPath, member: CurrentMember, session: SessionDep):
     sub = service.cancel_submission(session=session, member=member, submission_id=submission_id)
-    return service.submission_public(session, [sub])[0]
+    return service.submission_public(session, [sub], viewer=member)[0]
 
 
 @router.get("/submissions/{submission_id}/logs", response_model=schemas.SubmissionLogs,
             summary="The latest attempt's per-case stdout/stderr tails")
 def submission_logs(submission_id: IdPath, member: CurrentMember, session: SessionDep):
     sub = service.get_visible_submission(session=session, member=member, submission_id=submission_id)
-    return service.submission_logs(session=session, sub=sub)
+    return service.submission_logs(session=session, sub=sub, viewer=member)
 
 
 @router.get("/submissions/{submission_id}/results", response_model=schemas.SubmissionResults,
             summary="The latest attempt's per-case results")
 def submission_results(submission_id: IdPath, member: CurrentMember, session: SessionDep):
     sub = service.get_visible_submission(session=session, member=member, submission_id=submission_id)
-    return service.submission_results(session=session, sub=sub)
+    return service.submission_results(session=session, sub=sub, viewer=member)

@@ -49,6 +49,9 @@ class SubmissionPublic(BaseModel):
     updated_at: UtcOut
     finished_at: UtcOut | None
     note: str | None = Field(default=None, description="Set when something needs the participant's attention, e.g. a delayed queue.")
+    feedback: str = Field(default="full", description="What this view includes: full, summary or none (the track's "
+                          "feedback policy for participants; organizers always get full).")
+    feedback_note: str = Field(default="", description="One line saying what the feedback policy left out, if anything.")
 
 
 class CaseResultPublic(BaseModel):
@@ -59,11 +62,11 @@ class CaseResultPublic(BaseModel):
     size_class: str
     status: CaseStatus
     reason: str
-    runtime_s: float
+    runtime_s: float | None
     peak_memory_bytes: int | None
     exit_code: int | None
-    dsc: float
-    nsd: float
+    dsc: float | None = Field(description="None where the track's feedback policy withholds per-case scores.")
+    nsd: float | None
     per_class: dict[str, Any]
 
 
@@ -77,6 +80,9 @@ class SubmissionResults(BaseModel):
     runtime_s: float | None
     aggregates: dict[str, Any]
     cases: list[CaseResultPublic] = Field(description="The latest attempt's per-case rows.")
+    feedback: str = Field(default="full", description="What this view includes: full, summary or none (the track's "
+                          "feedback policy for participants; organizers always get full).")
+    feedback_note: str = Field(default="", description="One line saying what the feedback policy left out, if anything.")
 
 
 class CaseLog(BaseModel):
@@ -84,6 +90,7 @@ class CaseLog(BaseModel):
     case_id: str = Field(description="Same as case.")
     status: CaseStatus
     reason: str
+    exit_code: int | None = None
     stdout_tail: str
     stderr_tail: str
 
@@ -96,6 +103,9 @@ class SubmissionLogs(BaseModel):
     log_tail: str
     cases: list[CaseLog]
     truncated_to_chars: int
+    feedback: str = Field(default="full", description="What this view includes: full, summary or none (the track's "
+                          "feedback policy for participants; organizers always get full).")
+    feedback_note: str = Field(default="", description="One line saying what the feedback policy left out, if anything.")
 
 
 class RunAudit(BaseModel):

@@ -28,13 +28,13 @@ from api.challenges.service import ensure_open
 from api.db import get_sessionmaker
 from api.errors import ApiError
 from api.models import (
-    FINAL_STATES, AuditEvent, CaseResult, Challenge, Member, Role, Run, RunState, Submission,
+    FINAL_STATES, AuditEvent, CaseResult, CaseStatus, Challenge, Member, Role, Run, RunState, Submission,
     SubmissionState, Team, Track, TrackKind, utcnow,
 )
 from api.params import as_utc
 from api.queue import EnqueueError, enqueue_run
 from api.storage import Storage
-from api.submissions import schemas
+from api.submissions import feedback, schemas
 from api.submissions.archive import ImageInfo
 
 log = logging.getLogger("segarena.api")
@@ -270,9 +270,36 @@ def _progress(session: Session, runs: list[Run]) -> dict[int, schemas.Progress]:
                                    by_status=dict(counts[r.id])) for r in runs}
 
 
-def submission_public(session: Session, subs: list[Submission], *, note: str | None = None) -> list[schemas.SubmissionPublic]:
-    """Public views of ``subs`` (their latest attempt and its progress), in two queries."""
+def _failed_cases(session: Session, runs: list[Run]) -> dict[int, list[feedback.FailedCase]]:
+    """Each run's failed cases (what the feedback policy needs to rewrite a reason), in one query."""
+    out: dict[int, list[feedback.FailedCase]] = {r.id: [] for r in runs}
+    if runs:
+        for run_id, case_id, status, exit_code, reason in session.execute(
+                select(CaseResult.run_id, CaseResult.case_id, CaseResult.status, CaseResult.exit_code, CaseResult.reason)
+                .where(CaseResult.run_id.in_(list(out)), CaseResult.status != CaseStatus.ok)):
+            out[run_id].append(feedback.FailedCase(case_id, status, exit_code, reason))
+    return out
+
+
+def submission_public(session: Session, subs: list[Submission], *, note: str | None = None,
+                      viewer: Member | None = None) -> list[schemas.SubmissionPublic]:
+    """Views of ``subs`` as ``viewer`` may see them (the track's feedback policy; organizers: everything).
+
+    ``viewer`` None stands for anyone who is not an organizer: the policy applies."""
     runs = _latest_runs(session, [s.id for s in subs])
+    failed = _failed_cases(session, list(runs.values()))
+    views = _submission_views(session, subs, runs, note=note)
+    out = []
+    for s, view in zip(subs, views):
+        run = runs.get(s.id)
+        out.append(feedback.redact(view, track=s.track, viewer=viewer, failed=failed.get(run.id, []) if run else [],
+                                   had_cases=view.progress.done > 0))
+    return out
+
+
+def _submission_views(session: Session, subs: list[Submission], runs: dict[int, Run], *,
+                      note: str | None = None) -> list[schemas.SubmissionPublic]:
+    """Unredacted views of ``subs`` (their latest attempt and its progress)."""
     progress = _progress(session, list(runs.values()))
     out = []
     for s in subs:
@@ -332,27 +359,28 @@ def _tail(text: str, n: int) -> str:
     return text if len(text) <= n else "…" + text[-n:]
 
 
-def submission_logs(*, session: Session, sub: Submission) -> schemas.SubmissionLogs:
-    """The latest attempt's per-case stdout/stderr tails (truncated)."""
+def submission_logs(*, session: Session, sub: Submission, viewer: Member | None = None) -> schemas.SubmissionLogs:
+    """The latest attempt's per-case stdout/stderr tails (truncated), as the feedback policy lets ``viewer`` see them."""
     run = _latest_runs(session, [sub.id]).get(sub.id)
     cases = list(session.scalars(select(CaseResult).where(CaseResult.run_id == run.id).order_by(CaseResult.id))) if run else []
-    return schemas.SubmissionLogs(
+    failed = [feedback.FailedCase(c.case_id, c.status, c.exit_code, c.reason) for c in cases if c.status != CaseStatus.ok]
+    return feedback.redact(schemas.SubmissionLogs(
         submission_id=sub.id, attempt=run.attempt if run else 0, run_state=run.state if run else None,
         reason=(run.reason if run else "") or sub.reason, log_tail=_tail(run.log_tail, RUN_LOG_TAIL_CHARS) if run else "",
-        cases=[schemas.CaseLog(case=c.case_id, case_id=c.case_id, status=c.status, reason=c.reason,
+        cases=[schemas.CaseLog(case=c.case_id, case_id=c.case_id, status=c.status, reason=c.reason, exit_code=c.exit_code,
                                stdout_tail=_tail(c.stdout_tail, LOG_TAIL_CHARS), stderr_tail=_tail(c.stderr_tail, LOG_TAIL_CHARS))
                for c in cases],
         truncated_to_chars=LOG_TAIL_CHARS,
-    )
+    ), track=sub.track, viewer=viewer, failed=failed, had_cases=bool(cases))
 
 
-def submission_results(*, session: Session, sub: Submission) -> schemas.SubmissionResults:
-    """The latest attempt's per-case results, with the submission's aggregates."""
+def submission_results(*, session: Session, sub: Submission, viewer: Member | None = None) -> schemas.SubmissionResults:
+    """The latest attempt's per-case results, with the submission's aggregates, as the feedback policy lets ``viewer`` see them."""
     run = _latest_runs(session, [sub.id]).get(sub.id)
-    return schemas.SubmissionResults(
+    return feedback.redact(schemas.SubmissionResults(
         submission_id=sub.id, state=sub.state, attempt=run.attempt if run else 0, metric_profile=sub.metric_profile,
         dsc=sub.dsc, nsd=sub.nsd, runtime_s=sub.runtime_s, aggregates=sub.summary or {},
-        cases=_case_rows(session, run) if run else [])
+        cases=_case_rows(session, run) if run else []), track=sub.track, viewer=viewer)
 
 
 def _case_rows(session: Session, run: Run) -> list[schemas.CaseResultPublic]:
@@ -449,7 +477,7 @@ def set_baseline(*, session: Session, actor: Member, submission_id: int, is_base
 
 def organizer_view(*, session: Session, sub: Submission) -> schemas.SubmissionOrganizerView:
     """Everything about a submission: all runs, all case results, its audit events."""
-    public = submission_public(session, [sub])[0]
+    public = _submission_views(session, [sub], _latest_runs(session, [sub.id]))[0]  # organizers: everything
     runs = list(session.scalars(select(Run).where(Run.submission_id == sub.id).order_by(Run.attempt)))
     cases = list(session.scalars(select(CaseResult).where(CaseResult.run_id.in_([r.id for r in runs]))
                                  .order_by(CaseResult.run_id, CaseResult.case_id))) if runs else []
