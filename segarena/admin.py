@@ -11,6 +11,7 @@ import typer
 import yaml
 
 from segarena.client import CliError
+from segarena.output import write
 from segarena.participant import OPTIONS, _print_submission, open_client, out
 
 __all__ = ["app", "load_challenge_yaml", "apply_challenge"]
@@ -156,7 +157,7 @@ def export(output: Optional[Path] = typer.Option(None, "--output", "-o", help="W
         output.write_text(text)
         out.print(f"wrote {output} ({text.count(chr(10))} lines)")
     else:
-        sys.stdout.write(text)
+        write(text)
 
 
 @team_app.command("create")
