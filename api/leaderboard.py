@@ -42,6 +42,7 @@ from api.models import (
     CaseResult,
     CaseStatus,
     Challenge,
+    Role,
     Run,
     RowPolicy,
     Submission,
@@ -57,6 +58,7 @@ from evaluator.reproducibility import compare as repro_compare
 __all__ = [
     "invalidate", "generation", "find_track", "freeze_cutoff", "board_version", "build_board",
     "stability", "case_matrix", "SIZE_CLASSES", "modality_order",
+    "public_submission_ids", "publicly_visible", "may_see_submission",
 ]
 
 SIZE_CLASSES = ("small", "medium", "large")
@@ -238,6 +240,29 @@ def _candidates(session: Session, track: Track, *, organizer: bool) -> list[tupl
     return [(s, name) for s, name in session.execute(q.order_by(Submission.created_at, Submission.id))]
 
 
+def public_submission_ids(session: Session, track: Track) -> set[int]:
+    """Ids of the submissions that the public board of ``track`` lists (ranked, baseline rows): THE rule of
+    what anyone may see of a submission without owning it. Empty for a hidden track; leaves out excluded,
+    post-freeze, unfinished, failed and (row policy) superseded submissions."""
+    if track.visibility == Visibility.hidden:
+        return set()
+    return {s.id for s, _ in _pick(_candidates(session, track, organizer=False), track.row_policy)}
+
+
+def publicly_visible(session: Session, sub: Submission) -> bool:
+    """True when ``sub`` is a row of its track's public board (see :func:`public_submission_ids`)."""
+    track = sub.track if sub.track is not None else session.get(Track, sub.track_id)
+    return sub.id in public_submission_ids(session, track)
+
+
+def may_see_submission(session: Session, sub: Submission, member: Any | None) -> bool:
+    """Organizers and the owning team always; anyone else only a submission on a public board."""
+    if member is not None and (getattr(member, "role", None) == Role.organizer or
+                               (member.team_id is not None and member.team_id == sub.team_id)):
+        return True
+    return publicly_visible(session, sub)
+
+
 def _pick(subs: list[tuple[Submission, str]], policy: RowPolicy) -> list[tuple[Submission, str]]:
     """One row per (team, baseline) by the row policy; excluded submissions each get their own row."""
     groups: dict[tuple[int, bool], list[tuple[Submission, str]]] = {}
@@ -350,10 +375,12 @@ class _Loaded:
     case_mod: dict[str, str]
     case_size: dict[str, str]
     mods: list[str]
+    n_submissions: int = 0  # the scored submissions the board counted (before the row policy picks)
 
 
 def _load(session: Session, track: Track, *, organizer: bool) -> _Loaded:
-    entries = _pick(_candidates(session, track, organizer=organizer), track.row_policy)
+    candidates = _candidates(session, track, organizer=organizer)
+    entries = _pick(candidates, track.row_policy)
     cases = _load_cases(session, [s.id for s, _ in entries])
     case_mod: dict[str, str] = {}
     case_size: dict[str, str] = {}
@@ -365,7 +392,7 @@ def _load(session: Session, track: Track, *, organizer: bool) -> _Loaded:
                 case_size[cid] = c.size_class
     case_ids = sorted(case_mod)
     mods = modality_order(set(case_mod.values()))
-    return _Loaded(entries, cases, case_ids, case_mod, case_size, mods)
+    return _Loaded(entries, cases, case_ids, case_mod, case_size, mods, len(candidates))
 
 
 def _mod_from_id(cid: str) -> str:
@@ -442,7 +469,7 @@ def build_board(session: Session, track: Track, *, organizer: bool = False) -> d
         columns.append(_col("reproduces", "Reproduces", "text", group="id", title="the submission this one reproduces"))
         columns += _common_columns(loaded.mods, has_size)
         columns += _repro_columns()
-        _add_repro(session, track, rows, loaded, time_limit)
+        _add_repro(session, track, rows, loaded, time_limit, organizer=organizer)
         scheme_used = None
     else:
         columns.append(_col("score", "Mean rank", "score", group="overall",
@@ -468,7 +495,7 @@ def build_board(session: Session, track: Track, *, organizer: bool = False) -> d
     return {**info, "audience": "organizer" if organizer else "public", "modalities": loaded.mods,
             "size_classes": list(SIZE_CLASSES) if has_size else [],
             "size_source": "manifest labels" if label_classes else ("case size class" if has_size else None),
-            "n_cases": len(loaded.case_ids), "columns": columns, "rows": rows}
+            "n_cases": len(loaded.case_ids), "n_submissions": loaded.n_submissions, "columns": columns, "rows": rows}
 
 
 def _rank_rows(rows: list[dict], loaded: _Loaded, scheme: str, time_limit: float) -> None:
@@ -512,12 +539,20 @@ def _repro_columns() -> list[dict]:
     ]
 
 
-def _add_repro(session: Session, track: Track, rows: list[dict], loaded: _Loaded, time_limit: float) -> None:
+def _add_repro(session: Session, track: Track, rows: list[dict], loaded: _Loaded, time_limit: float, *,
+               organizer: bool = False) -> None:
     subs = {s.id: s for s, _ in loaded.entries}
     orig_ids = sorted({s.reproduces_id for s in subs.values() if s.reproduces_id})
     originals = {s.id: (s, name) for s, name in session.execute(
         select(Submission, Team.name).join(Team, Submission.team_id == Team.id).where(Submission.id.in_(orig_ids)))
     } if orig_ids else {}
+    if not organizer:  # the public sees an original (and its per-case scores) only where its own board shows it
+        shown: dict[int, set[int]] = {}
+        for oid, (o, _) in list(originals.items()):
+            if o.track_id not in shown:
+                shown[o.track_id] = public_submission_ids(session, session.get(Track, o.track_id))
+            if oid not in shown[o.track_id]:
+                del originals[oid]
     orig_cases = _load_cases(session, list(originals)) if originals else {}
     for r in rows:
         s = subs[r["submission_id"]]

@@ -179,7 +179,7 @@ def main() -> None:
                 if time.time() > deadline or proc.poll() is not None:
                     raise SystemExit("the API did not start")
                 time.sleep(0.2)
-        api(port, "POST", "/api/challenges", org, {"slug": "bench", "title": "Bench",
+        api(port, "POST", "/api/challenges", org, {"slug": "bench", "title": "Bench", "demo": True,
                                                   "tracks": [{"slug": "main", "quota_per_day": 100}]})
         team = api(port, "POST", "/api/teams", org, {"name": "bench"})
         token = api(port, "POST", f"/api/teams/{team['id']}/members", org, {"name": "uploader"})["token"]

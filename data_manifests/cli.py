@@ -24,16 +24,23 @@ def _fail(msg: str) -> None:
 @app.command()
 def generate(
     size: str = typer.Option("tiny", "--size", help="tiny (CI), small (demos) or full (challenge-sized)"),
-    seed: int = typer.Option(0, "--seed", help="random seed; same seed, same bytes"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="random seed; same seed, same bytes. Omit it to draw a "
+                                       "private seed; seeds below 2**32 (0 = the built-in sets') are public: only "
+                                       "demo challenges accept such a set"),
     out: Path = typer.Option(..., "--out", help="data root to write inputs/, gts/ and manifest.json into"),
     box_jitter: int = typer.Option(0, "--box-jitter", help="widen each box side by up to N pixels (not z)"),
     gray_as_rgb: bool = typer.Option(False, "--gray-as-rgb", help="store grayscale 2D images as (H,W,3)"),
 ) -> None:
     """Generate a synthetic test set in the challenge's file format."""
+    import secrets
+
     from .generator import SIZES, generate as _generate
+    from .schema import PRIVATE_SEED_MIN, is_public_seed
 
     if size not in SIZES:
         _fail(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    if seed is None:
+        seed = PRIVATE_SEED_MIN + secrets.randbelow(2**63 - PRIVATE_SEED_MIN)
     if seed < 0 or box_jitter < 0:
         _fail("seed and box jitter must be >= 0")
     t0 = time.perf_counter()
@@ -42,6 +49,11 @@ def generate(
     except OSError as exc:
         _fail(f"cannot write to {out}: {exc.strerror or exc}")
     total = sum(c.input.bytes + c.gt.bytes for c in m.cases)
+    if is_public_seed(seed):
+        typer.echo(f"note: seed {seed} is public (below 2**32: anyone can regenerate this set and its ground truth); "
+                   "only a demo challenge accepts it. Omit --seed to draw a private one.")
+    else:
+        typer.echo("private seed (recorded in the manifest only: keep manifest.json and gts/ on the server)")
     typer.echo(f"{len(m.cases)} cases ({', '.join(m.modalities())}), {total / 1e6:.1f} MB, "
                f"{time.perf_counter() - t0:.1f} s → {Path(out) / 'manifest.json'}")
 

@@ -17,6 +17,11 @@ structure. ``spacing`` is stored in **array-axis order** ``(sz, sy, sx)`` in mm 
 
 Every case is drawn from its own ``np.random.default_rng([seed, modality index, case number])``
 and files are written with fixed zip timestamps, so the same ``(size, seed)`` gives the same bytes.
+
+That is also why a set's ground truth is only as secret as its seed: the manifest records
+``generator.public_seed`` (:func:`data_manifests.schema.is_public_seed`: the built-in sets' seed 0
+and every seed below 2**32, which anyone can enumerate), and a challenge that is not a demo refuses
+such a set.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 
 from ._npz import write_npz
 from .manifest import boxes_from_labels, build_case, finalize_cases, label_voxels, write_manifest
-from .schema import MODALITIES, GeneratorInfo, TestSetManifest
+from .schema import MODALITIES, GeneratorInfo, TestSetManifest, is_public_seed
 from .synth import DIM, synthesize
 
 __all__ = ["GENERATOR_VERSION", "SIZES", "SizeSpec", "generate", "case_id"]
@@ -120,12 +125,15 @@ def generate(size: str, seed: int, out: str | os.PathLike, *, box_jitter: int = 
                 shape=list(c.labels.shape), spacing=list(c.spacing), names=c.names,
                 voxels=label_voxels(c.labels, len(c.names)),
             ))
+    public = is_public_seed(seed)
+    # a private seed appears only in the generator record (server side), never in the id, version or description
+    tag = f"seed {seed}" if public else "private seed"
     manifest = TestSetManifest(
-        id=f"synthetic-{size}" + (f"-seed{seed}" if seed else ""),
-        version=f"{GENERATOR_VERSION}+seed{seed}",
-        description=f"SegArena synthetic test set '{size}' (seed {seed}): {spec.description}. "
+        id=f"synthetic-{size}" + ((f"-seed{seed}" if seed else "") if public else "-private"),
+        version=f"{GENERATOR_VERSION}+" + (f"seed{seed}" if public else "private"),
+        description=f"SegArena synthetic test set '{size}' ({tag}): {spec.description}. "
                     "Spacing in array-axis order (z, y, x) mm; 2D in pixel units.",
-        generator=GeneratorInfo(version=GENERATOR_VERSION, size=size, seed=seed,
+        generator=GeneratorInfo(version=GENERATOR_VERSION, size=size, seed=seed, public_seed=public,
                                 box_jitter=box_jitter, gray_as_rgb=gray_as_rgb),
         cases=finalize_cases(cases),
     )

@@ -564,7 +564,7 @@ def _challenge_page_fresh(c: str, request: Request) -> HTMLResponse:
             board = lb.build_board(session, tr, organizer=False)
             top = [r for r in board["rows"] if r["rank"]][:3] if board["ranked"] else \
                 [r for r in board["rows"] if not r["baseline"]][:3]
-            n_sub = session.scalar(select(func.count(Submission.id)).where(Submission.track_id == tr.id)) or 0
+            n_sub = board["n_submissions"]  # what the public board counted (no queued, failed or post-freeze ones)
             cards.append({"track": tr, "board": board, "top": top, "n_submissions": n_sub,
                           "entries": sum(1 for r in board["rows"] if not r["baseline"])})
         return _page(_render("challenge.html", request, challenge=ch, cards=cards, viewer=viewer))
@@ -580,9 +580,7 @@ def submission_page(submission_id: IdPath, request: Request) -> HTMLResponse:
         if sub is None:
             return _error_page(request, 404, "Not found", missing, viewer)
         track = sub.track
-        cutoff = lb.freeze_cutoff(track)
-        created = sub.created_at if sub.created_at.tzinfo else sub.created_at.replace(tzinfo=timezone.utc)
-        if not org and (track.visibility == Visibility.hidden or sub.excluded or (cutoff is not None and created >= cutoff)):
+        if not lb.may_see_submission(session, sub, viewer):  # the board's rule; the same 404 as a missing id
             return _error_page(request, 404, "Not found", missing, viewer)
         runs = sorted(sub.runs, key=lambda r: r.attempt)
         latest = runs[-1] if runs else None
@@ -605,7 +603,7 @@ def submission_page(submission_id: IdPath, request: Request) -> HTMLResponse:
                 n, ok, d, s, t = agg[mod]
                 mods.append({"modality": mod, "cases": n, "ok": ok, "dsc": d / n, "nsd": s / n, "runtime_s": t / n})
         original = sub.reproduces
-        if original is not None and not org and (original.excluded or original.track.visibility == Visibility.hidden):
+        if original is not None and not lb.may_see_submission(session, original, viewer):
             original = None
         team = session.get(Team, sub.team_id)
         return _page(_render("submission.html", request, sub=sub, track=track, challenge=track.challenge, team=team,

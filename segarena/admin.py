@@ -51,7 +51,12 @@ def load_challenge_yaml(path: Path) -> dict[str, Any]:
         for k in ("opens_at", "closes_at"):
             if t.get(k) is not None and not isinstance(t[k], str):
                 t[k] = t[k].isoformat()
-    return {"slug": data["slug"], "title": data["title"], "description": data.get("description", ""), "tracks": tracks}
+    spec = {"slug": data["slug"], "title": data["title"], "description": data.get("description", ""), "tracks": tracks}
+    if "demo" in data:  # a demo challenge may use the built-in sets (public ground truth)
+        if not isinstance(data["demo"], bool):
+            raise CliError(f"{path}: 'demo' must be true or false")
+        spec["demo"] = data["demo"]
+    return spec
 
 
 def apply_challenge(client, spec: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -147,7 +147,7 @@ def seed(database_url: str, *, quota: int = 5, open_now: bool = True, **track_kw
     w = World()
     now = datetime.now(timezone.utc)
     with session_scope(database_url) as s:
-        ch = Challenge(slug=w.challenge, title="CVPR 2024 MedSAM on Laptop", description="test")
+        ch = Challenge(slug=w.challenge, title="CVPR 2024 MedSAM on Laptop", description="test", demo=True)  # uses tiny
         s.add(ch)
         s.flush()
         common = dict(quota_per_day=quota, testset="tiny", **track_kw)

@@ -33,7 +33,7 @@ def add_member(url: str, *, role: Role, token: str, team_id: int | None = None, 
 
 
 def make_challenge(session, *, slug: str = "c1", tracks: dict[str, dict] | None = None) -> dict[str, Track]:
-    ch = Challenge(slug=slug, title=f"Challenge {slug}", description="test challenge")
+    ch = Challenge(slug=slug, title=f"Challenge {slug}", description="test challenge", demo=True)  # tracks default to tiny
     session.add(ch)
     session.flush()
     out = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from api_helpers import app, auth, client, db_settings, world  # noqa: F401 (fixtures)
 
 SPEC = {
-    "slug": "flare", "title": "FLARE", "description": "d",
+    "slug": "flare", "title": "FLARE", "description": "d", "demo": True,  # uses the built-in tiny set
     "tracks": [
         {"slug": "main", "title": "Main", "kind": "main", "testset": "tiny", "metric_profile": "cvpr24",
          "ranking_scheme": "aggregate_then_rank", "row_policy": "latest", "visibility": "hidden",
@@ -26,10 +26,12 @@ def test_create_and_read_challenge(client, world):
     assert main["closes_at"].startswith("2030-01-31T22:00:00") and main["is_open"] is False
     assert body["tracks"][1]["title"] == "gpu" and body["tracks"][1]["gpus"] == 1
     assert client.post("/api/challenges", json=SPEC, headers=auth(world.token_org)).status_code == 409
-    # public reads, no token needed; hidden tracks' info is fine
+    # public reads, no token needed; a hidden track only for organizers
     listed = client.get("/api/challenges").json()
+    assert {c["slug"]: c["tracks"] for c in listed}["flare"] == ["gpu"]
+    listed = client.get("/api/challenges", headers=auth(world.token_org)).json()
     assert {c["slug"]: c["tracks"] for c in listed}["flare"] == ["main", "gpu"]
-    assert client.get("/api/challenges/flare").json()["tracks"][0]["visibility"] == "hidden"
+    assert client.get("/api/challenges/flare", headers=auth(world.token_org)).json()["tracks"][0]["visibility"] == "hidden"
     assert client.get("/api/challenges/flare/tracks/gpu").json()["queue"] == "gpu"
     r = client.get("/api/challenges/flare/tracks/nope")
     assert r.status_code == 404 and "no track 'nope'" in r.json()["message"]
@@ -98,7 +100,7 @@ def test_unknown_test_set_profile_or_bad_queue_is_refused_when_the_track_is_made
     # a manifest file on the server is a valid test set
     from data_manifests import generate
 
-    manifest = generate("tiny", 0, tmp_path / "set")
+    manifest = generate("tiny", 2**40, tmp_path / "set")  # a private seed: a non-demo challenge may use it
     assert manifest.cases
     spec = {**base, "tracks": [{"slug": "main", "testset": str(tmp_path / "set" / "manifest.json")}]}
     r = client.post("/api/challenges", json=spec, headers=auth(world.token_org))

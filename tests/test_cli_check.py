@@ -115,7 +115,7 @@ def test_root_is_allowed_where_the_track_allows_it(images, env, tmp_path):
 
     s = Settings(data_dir=tmp_path / "api", bootstrap_organizer_token=token)
     with ThreadServer(create_app(s)) as server:
-        spec = {"slug": "chk", "title": "check", "tracks": [
+        spec = {"slug": "chk", "title": "check", "demo": True, "tracks": [  # default test set: tiny
             {"slug": "rooty", "title": "root ok", "allow_root": True, "case_timeout_s": 120},
             {"slug": "strict", "title": "no root"}]}
         r = httpx.post(f"{server.url}/api/challenges", json=spec, headers={"Authorization": f"Bearer {token}"})

@@ -95,7 +95,7 @@ def classic_archive(docker_client, base_image, tmp_path_factory):
 
 def _flow(stack: Stack, archive: Path, tmp: Path) -> None:
     with stack.org() as org:
-        r = org.post("/api/challenges", json={"slug": "e2e", "title": "End to end", "tracks": [
+        r = org.post("/api/challenges", json={"slug": "e2e", "title": "End to end", "demo": True, "tracks": [
             {"slug": "main", "title": "Main", "testset": "tiny", "queue": stack.queue, "memory_mb": 2048,
              "case_timeout_s": 120, "total_timeout_s": 3600, "quota_per_day": 10,
              "feedback": "full"}]})  # a validation phase: the participant's per-case views are checked below

@@ -31,6 +31,39 @@ def check_testset(value: str | None) -> str | None:
     return value
 
 
+PUBLIC_SET_FIX = ("generate with a private seed (`segarena testset generate --size small --out DIR`, without --seed, "
+                  "or with --seed N for a random N of 2**32 or more) or import real data (`segarena testset import`), "
+                  "then name that manifest's path; or mark the challenge `demo: true`")
+
+
+def public_testset_reason(value: str | None) -> str | None:
+    """Why the ground truth of test set ``value`` is public (None when it is not): a built-in set, or a
+    manifest generated with a public seed. Tracks of challenges that are not demos refuse such sets."""
+    if not value:
+        return None
+    from data_manifests import load_manifest
+    from data_manifests.schema import is_public_seed
+    from data_manifests.sets import builtin_sets
+
+    if value in builtin_sets():
+        return f"test set {value!r} is a built-in synthetic set: anyone can regenerate it byte for byte from its public seed"
+    try:
+        g = load_manifest(value, verify=False).generator
+    except Exception:  # noqa: BLE001 - unreadable: check_testset says why
+        return None
+    if g is not None and (g.public_seed or is_public_seed(g.seed)):
+        return (f"test set {value!r} was generated with a public seed ({g.seed}): anyone can regenerate it, "
+                "ground truth included")
+    return None
+
+
+def refuse_public_testset(value: str | None, *, demo: bool, track: str) -> None:
+    """ValueError naming the fix when a non-demo challenge's track would use a public test set."""
+    reason = None if demo else public_testset_reason(value)
+    if reason:
+        raise ValueError(f"track {track!r}: {reason}, and this challenge is not a demo; {PUBLIC_SET_FIX}")
+
+
 def check_metric_profile(value: str | None) -> str | None:
     """A metric profile the evaluator knows (``default``, ``cvpr24``, optionally ``@version``)."""
     if value is not None:
@@ -147,6 +180,8 @@ class ChallengeCreate(BaseModel):
         slugs = [t.slug for t in self.tracks]
         if len(slugs) != len(set(slugs)):
             raise ValueError("track slugs must be unique within a challenge")
+        for t in self.tracks:
+            refuse_public_testset(t.testset, demo=self.demo, track=t.slug)
         return self
 
 
@@ -158,7 +193,7 @@ class TrackPublic(BaseModel):
     title: str
     kind: TrackKind
     description: str
-    testset: str
+    testset: str | None = Field(description="The test set (a server path): organizers only, null for everyone else.")
     metric_profile: str
     ranking_scheme: str
     row_policy: RowPolicy

@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session, selectinload
 from api.audit import record
 from api.challenges import schemas
 from api.errors import ApiError
-from api.models import Challenge, Member, Track, Visibility, utcnow
+from api.models import Challenge, Member, Role, Track, Visibility, utcnow
 from api.params import as_utc
 
 __all__ = ["create_challenge", "list_challenges", "get_challenge", "get_track", "update_track", "set_visibility",
-           "track_public", "challenge_public", "is_open", "ensure_open"]
+           "track_public", "challenge_public", "is_open", "ensure_open", "is_organizer", "track_visible"]
 
 _NULLABLE = {"opens_at", "closes_at"}
 
@@ -37,17 +37,34 @@ def ensure_open(track: Track, now: datetime | None = None) -> None:
         raise ApiError(403, "track_closed", f"track {track.slug!r} closed for submissions at {closes.isoformat()}")
 
 
-def track_public(track: Track) -> schemas.TrackPublic:
+def is_organizer(member: Member | None) -> bool:
+    return member is not None and member.role == Role.organizer
+
+
+def track_visible(track: Track, member: Member | None) -> bool:
+    """Whether ``member`` (None: anonymous) may know the track exists: hidden tracks are for organizers only."""
+    return track.visibility != Visibility.hidden or is_organizer(member)
+
+
+def track_public(track: Track, member: Member | None = None, *, organizer: bool | None = None) -> schemas.TrackPublic:
+    """A track as ``member`` may see it: the test set (a server path) only for organizers."""
+    org = is_organizer(member) if organizer is None else organizer
     fields = {name: getattr(track, name) for name in schemas.TrackPublic.model_fields if hasattr(Track, name)}
     fields.update(challenge=track.challenge.slug, is_open=is_open(track),
                   opens_at=as_utc(track.opens_at), closes_at=as_utc(track.closes_at), frozen_at=as_utc(track.frozen_at))
+    if not org:
+        fields["testset"] = None
     return schemas.TrackPublic(**fields)
 
 
-def challenge_public(challenge: Challenge) -> schemas.ChallengePublic:
+def challenge_public(challenge: Challenge, member: Member | None = None, *,
+                     organizer: bool | None = None) -> schemas.ChallengePublic:
+    """A challenge as ``member`` may see it: hidden tracks only for organizers."""
+    org = is_organizer(member) if organizer is None else organizer
+    tracks = [t for t in challenge.tracks if org or t.visibility != Visibility.hidden]
     return schemas.ChallengePublic(id=challenge.id, slug=challenge.slug, title=challenge.title,
                                    description=challenge.description, created_at=as_utc(challenge.created_at),
-                                   demo=bool(challenge.demo), tracks=[track_public(t) for t in challenge.tracks])
+                                   demo=bool(challenge.demo), tracks=[track_public(t, organizer=org) for t in tracks])
 
 
 def create_challenge(*, session: Session, actor: Member, body: schemas.ChallengeCreate) -> Challenge:
@@ -86,10 +103,14 @@ def get_challenge(*, session: Session, slug: str) -> Challenge:
     return challenge
 
 
-def get_track(*, session: Session, challenge: str, track: str, for_update: bool = False) -> Track:
-    """The track ``challenge/track`` or 404."""
+def get_track(*, session: Session, challenge: str, track: str, for_update: bool = False,
+              viewer: Member | None = None, check_visible: bool = False) -> Track:
+    """The track ``challenge/track`` or 404 (with ``check_visible``: also 404, the same answer, when the
+    track is hidden and ``viewer`` is not an organizer)."""
     stmt = select(Track).join(Challenge).where(Challenge.slug == challenge, Track.slug == track)
     row = session.scalar(stmt)
+    if row is not None and check_visible and not track_visible(row, viewer):
+        row = None
     if row is None:
         get_challenge(session=session, slug=challenge)
         raise ApiError(404, "not_found", f"challenge {challenge!r} has no track {track!r}; GET /api/challenges/{challenge} lists them")
@@ -108,6 +129,8 @@ def update_track(*, session: Session, actor: Member, challenge: str, track: str,
     merged["opens_at"], merged["closes_at"] = as_utc(merged["opens_at"]), as_utc(merged["closes_at"])
     try:
         schemas._check_track(merged)
+        if "testset" in changes:
+            schemas.refuse_public_testset(changes["testset"], demo=bool(row.challenge.demo), track=row.slug)
     except ValueError as exc:
         raise ApiError(422, "invalid_request", str(exc)) from None
     before = {}

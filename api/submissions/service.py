@@ -82,7 +82,9 @@ def _session(settings) -> Session:
 # ---------------------------------------------------------------------------------------------
 # rules
 # ---------------------------------------------------------------------------------------------
-def _check_reproduces(session: Session, track: Track, reproduces: int | None) -> None:
+def _check_reproduces(session: Session, track: Track, reproduces: int | None, *, organizer: bool = False) -> None:
+    """A reproduction names a submission listed on the public board of a main or booster track of this challenge
+    (organizers: any succeeded one). Every other id, existing or not, gets the same answer: ids stay unprobed."""
     if track.kind != TrackKind.reproducibility:
         if reproduces is not None:
             raise ApiError(422, "invalid_request", f"track {track.slug!r} is a {track.kind.value} track; "
@@ -91,13 +93,16 @@ def _check_reproduces(session: Session, track: Track, reproduces: int | None) ->
     if reproduces is None:
         raise ApiError(422, "reproduces_required", f"track {track.slug!r} is a reproducibility track: name the submission "
                        "you reproduce with reproduces=<submission id> (a succeeded main or booster submission)")
+    from api import leaderboard as lb
+
     target = session.get(Submission, reproduces)
     ok = (target is not None and target.state == SubmissionState.succeeded
           and target.track.challenge_id == track.challenge_id
-          and target.track.kind in (TrackKind.main, TrackKind.booster))
+          and target.track.kind in (TrackKind.main, TrackKind.booster)
+          and (organizer or lb.publicly_visible(session, target)))
     if not ok:
-        raise ApiError(422, "invalid_reproduces", f"submission {reproduces} is not a succeeded submission of a main or "
-                       "booster track of this challenge; reproduces must name one")
+        raise ApiError(422, "invalid_reproduces", f"submission {reproduces} is not on the public leaderboard of a main "
+                       "or booster track of this challenge; reproduces must name a submission listed there")
 
 
 def count_toward_quota(session: Session, *, team_id: int, track_id: int, now=None) -> list[Submission]:
@@ -178,7 +183,7 @@ def prepare_submission(*, session: Session, member: Member, challenge: str, trac
                        "(organizers: add yourself to a team, e.g. for baselines)")
     row = get_track(session=session, challenge=challenge, track=track)
     ensure_open(row)
-    _check_reproduces(session, row, reproduces)
+    _check_reproduces(session, row, reproduces, organizer=member.role == Role.organizer)
     _check_quota(session, row, member.team_id)
     return Ticket(team_id=member.team_id, member_id=member.id, track_id=row.id, reproduces_id=reproduces,
                   label=label.strip()[:200])
@@ -197,7 +202,9 @@ def create_submission(*, settings, ticket: Ticket, staged: Staged, actor_id: int
                 track = session.get(Track, ticket.track_id)
                 if track is None:
                     raise ApiError(404, "not_found", "the track was deleted while you uploaded")
-                _check_reproduces(session, track, ticket.reproduces_id)
+                submitter = session.get(Member, ticket.member_id)
+                _check_reproduces(session, track, ticket.reproduces_id,
+                                  organizer=submitter is not None and submitter.role == Role.organizer)
                 _check_duplicate(session, track, ticket.team_id, staged.info.image_id)
                 _check_quota(session, track, ticket.team_id)
                 actor = session.get(Member, actor_id)
