@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     bootstrap_organizer_token: str | None = Field(
         default=None, description="If set, an organizer with this token is created at start-up (demo, first install)."
     )
+    web_session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30,
+        description="How long an organizer-page sign-in (a server-side web session) lasts before signing in again.",
+    )
+    trust_proxy_headers: bool = Field(
+        default=False,
+        description="Trust X-Forwarded-Proto/X-Forwarded-Host from the reverse proxy in front of the API: the "
+        "session cookie is then marked Secure when the proxy says https. Turn on only behind a proxy that sets them.",
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> "Settings":

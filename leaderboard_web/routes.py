@@ -7,7 +7,8 @@ Mounted by the API app (``app.include_router(leaderboard_web.routes.router)``). 
   ``…/stability`` — organizers: bootstrap ranking stability and the significance map.
 * Pages: ``/`` (challenges), ``/challenges/{c}`` (overview), ``/challenges/{c}/tracks/{t}``
   (leaderboard), ``/submissions/{id}`` (public fields), ``/admin/runs/{run_id}`` (organizers),
-  ``/login`` (sets the ``segarena_token`` cookie, since a browser cannot send a Bearer header).
+  ``/login`` (a server-side web session: the ``segarena_session`` cookie holds a random session id,
+  never the API token; every form carries a CSRF token; ``POST /logout`` ends the session).
 
 Speed: leaderboard responses (page, JSON, CSV) are rendered once per board version and served
 from an in-process cache as bytes with an ``ETag`` (``If-None-Match`` → 304). A cached entry is
@@ -22,8 +23,10 @@ import csv
 import gc
 import gzip
 import hashlib
+import hmac
 import io
 import math
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -32,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.concurrency import run_in_threadpool
@@ -44,10 +47,10 @@ from sqlalchemy.orm import Session
 from api import leaderboard as lb
 from api.csvsafe import csv_safe
 from api.db import get_sessionmaker
-from api.deps import hash_token
+from api.auth import service as auth_service
+from api.deps import authenticate_token
 from api.errors import ApiError
 from api.models import (
-    ApiToken,
     CaseResult,
     CaseStatus,
     Challenge,
@@ -70,7 +73,8 @@ __all__ = ["router", "CACHE_TTL_S", "clear_cache", "COOKIE", "is_mounted", "moun
 router = APIRouter(tags=["leaderboard"])
 
 HERE = Path(__file__).resolve().parent
-COOKIE = "segarena_token"
+COOKIE = "segarena_session"  # a random web-session id (api.models.WebSession), never an API token
+LOGIN_CSRF_COOKIE = "segarena_login_csrf"  # double-submit token of the sign-in form (there is no session yet)
 CACHE_TTL_S = 1.0
 
 _env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"]),
@@ -187,7 +191,7 @@ def _session(request: Request) -> Session:
 
 
 def _credentials(request: Request) -> tuple[str | None, str]:
-    """(token, source) from ``Authorization: Bearer`` or the ``segarena_token`` cookie."""
+    """(API token, "header") from ``Authorization: Bearer``, or (web-session id, "cookie") from the cookie."""
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
@@ -199,13 +203,15 @@ def _credentials(request: Request) -> tuple[str | None, str]:
 
 
 def _member(session: Session, token: str | None, source: str) -> Member | None:
+    """The member behind a Bearer token (the API's own check: api.deps.authenticate_token) or a web session."""
     if not token:
         return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    if row is None or row.revoked_at is not None:
-        if source == "header":
-            raise ApiError(401, "unauthorized", "this API token is unknown or revoked; ask your team or the organizers for a new one")
-        return None  # a stale cookie: browse as the public
+    if source == "cookie":
+        ws = auth_service.web_session(session, token)
+        return session.get(Member, ws.member_id) if ws is not None else None  # a stale cookie: browse as the public
+    row = authenticate_token(session, token, touch=False)
+    if row is None:
+        raise ApiError(401, "unauthorized", "this API token is unknown or revoked; ask your team or the organizers for a new one")
     return row.member
 
 
@@ -425,6 +431,9 @@ def stability_json(c: str, t: str, request: Request, n_boot: int = 1000, metric:
 
 
 def _render(template: str, request: Request | None, **ctx: Any) -> str:
+    # the signed-in browser's CSRF token (set by _viewer) for the sign-out form; never set while rendering a
+    # page shared through a cache (those link to the GET /logout confirmation page instead)
+    ctx.setdefault("csrf", getattr(request.state, "csrf", None) if request is not None else None)
     return _env.get_template(template).render(**ctx)
 
 
@@ -483,7 +492,13 @@ def _groups(board: dict) -> list[dict]:
 def _viewer(request: Request, session: Session) -> Member | None:
     try:
         token, source = _credentials(request)
-        return _member(session, token, "cookie" if source == "header" else source)
+        if source == "cookie":
+            ws = auth_service.web_session(session, token)
+            if ws is None:
+                return None
+            request.state.csrf = ws.csrf_token
+            return session.get(Member, ws.member_id)
+        return _member(session, token, source)
     except ApiError:
         return None
 
@@ -616,10 +631,8 @@ def admin_run_page(run_id: IdPath, request: Request) -> Response:
     with _session(request) as session:
         viewer = _viewer(request, session)
         if viewer is None:
-            nxt = quote(str(request.url.path))
-            return _page(_render("login.html", request, next=request.url.path, viewer=None, status=401,
-                                 message="Organizer pages need you to sign in with an organizer API token.",
-                                 action=f"/login?next={nxt}"), 401)
+            return _login_page(request, _safe_next(str(request.url.path)), status=401,
+                               message="Organizer pages need you to sign in with an organizer API token.")
         if not _is_organizer(viewer):
             return _error_page(request, 403, "Forbidden", "only organizers may see run details", viewer)
         run = session.get(Run, run_id)
@@ -639,30 +652,123 @@ def _safe_next(nxt: str | None) -> str:
     return nxt if nxt and nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt else "/"
 
 
+# --------------------------------------------------------------------------- sign-in, CSRF, sign-out
+#
+# Every state-changing form of these pages is a POST carrying a CSRF token in the hidden field ``csrf``:
+# the web session's synchronizer token (WebSession.csrf_token) once signed in, a double-submit cookie on
+# the sign-in form (there is no session yet). The field is compared in constant time, and a request with
+# an Origin (or, lacking it, a Referer) from another site is refused as well. A new form: call
+# ``_checked_session(request, session, csrf)`` and answer ``_csrf_refused(request)`` when it returns None.
+
+
+def _https(request: Request) -> bool:
+    """Served over https: directly, or behind a proxy that says so (trusted only with SEGARENA_TRUST_PROXY_HEADERS)."""
+    if request.url.scheme == "https":
+        return True
+    if not _settings(request).trust_proxy_headers:
+        return False
+    return request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower() == "https"
+
+
+def _same_origin(request: Request) -> bool:
+    """False when the browser says the form came from another site (Origin, else Referer); absent headers pass."""
+    src = request.headers.get("origin") or request.headers.get("referer")
+    if not src:
+        return True
+    if src.strip().lower() == "null":
+        return False
+    netloc = urlsplit(src).netloc.lower()
+    allowed = {request.headers.get("host", "").lower(), urlsplit(_settings(request).public_base_url).netloc.lower()}
+    if _settings(request).trust_proxy_headers and request.headers.get("x-forwarded-host"):
+        allowed.add(request.headers["x-forwarded-host"].split(",")[0].strip().lower())
+    return bool(netloc) and netloc in allowed
+
+
+def _checked_session(request: Request, session: Session, sent: str | None):
+    """The signed-in WebSession if this POST passes the CSRF checks, else None."""
+    ws = auth_service.web_session(session, request.cookies.get(COOKIE))
+    if ws is None or not _same_origin(request) or not auth_service.csrf_matches(ws, sent):
+        return None
+    return ws
+
+
+def _csrf_refused(request: Request) -> HTMLResponse:
+    return _error_page(request, 403, "Forbidden", "This form's security token is missing, wrong or expired, or the "
+                       "form was sent from another site. Reload the page and submit it again.")
+
+
+def _login_page(request: Request, nxt: str, *, status: int = 200, message: str = "") -> HTMLResponse:
+    """The sign-in form, with its double-submit CSRF token (cookie + hidden field)."""
+    csrf = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not (20 <= len(csrf) <= 64 and csrf.replace("-", "").replace("_", "").isalnum()):
+        csrf = secrets.token_urlsafe(32)
+    resp = _page(_render("login.html", request, next=nxt, viewer=None, status=status, message=message,
+                         action=f"/login?next={quote(nxt)}", csrf=None, login_csrf=csrf), status)
+    resp.set_cookie(LOGIN_CSRF_COOKIE, csrf, httponly=True, samesite="strict", max_age=3600, path="/login",
+                    secure=_https(request))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
 def login_page(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002
-    return _page(_render("login.html", request, next=_safe_next(next), viewer=None, status=200, message="",
-                         action=f"/login?next={quote(_safe_next(next))}"))
+    return _login_page(request, _safe_next(next))
 
 
 @router.post("/login", include_in_schema=False)
-def login_submit(request: Request, token: str = Form(""), next: str = "/") -> Response:  # noqa: A002
+def login_submit(request: Request, token: str = Form(""), csrf: str = Form(""), next: str = "/") -> Response:  # noqa: A002
     nxt = _safe_next(next)
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not (cookie and csrf and hmac.compare_digest(cookie.encode(), csrf.encode())) or not _same_origin(request):
+        return _csrf_refused(request)
+    settings = _settings(request)
     with _session(request) as session:
-        member = _member(session, token.strip(), "cookie") if token.strip() else None
-    if member is None:
-        return _page(_render("login.html", request, next=nxt, viewer=None, status=401,
-                             message="That token is unknown or revoked. Paste the API token you were given (it starts with sa_).",
-                             action=f"/login?next={quote(nxt)}"), 401)
+        started = auth_service.start_web_session(session=session, token=token, hours=settings.web_session_hours) \
+            if token.strip() else None
+    if started is None:
+        return _login_page(request, nxt, status=401,
+                           message="That token is unknown or revoked. Paste the API token you were given (it starts with sa_).")
+    _, sid = started
     resp = RedirectResponse(nxt, status_code=303)
-    resp.set_cookie(COOKIE, token.strip(), httponly=True, samesite="lax", max_age=7 * 86400, path="/",
-                    secure=request.url.scheme == "https")
+    resp.set_cookie(COOKIE, sid, httponly=True, samesite="lax", max_age=int(settings.web_session_hours * 3600), path="/",
+                    secure=_https(request))
+    resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    resp.delete_cookie("segarena_token", path="/")  # the raw-token cookie of older versions
     return resp
+
+
+@router.get("/logout", response_class=HTMLResponse, include_in_schema=False)
+def logout_page(request: Request) -> HTMLResponse:
+    """A confirmation page: signing out is a POST with the CSRF token (a link or an image cannot sign you out)."""
+    with _session(request) as session:
+        viewer = _viewer(request, session)
+        return _page(_render("logout.html", request, viewer=viewer))
 
 
 @router.post("/logout", include_in_schema=False)
-@router.get("/logout", include_in_schema=False)
-def logout(request: Request) -> Response:
+def logout(request: Request, csrf: str = Form("")) -> Response:
+    with _session(request) as session:
+        if auth_service.web_session(session, request.cookies.get(COOKIE)) is not None:
+            ws = _checked_session(request, session, csrf)
+            if ws is None:
+                return _csrf_refused(request)
+            auth_service.end_web_session(session, ws)
     resp = RedirectResponse("/", status_code=303)
     resp.delete_cookie(COOKIE, path="/")
+    resp.delete_cookie("segarena_token", path="/")
     return resp
+
+
+# --------------------------------------------------------------------------- queue status
+
+
+@router.get("/status", response_class=HTMLResponse, include_in_schema=False)
+def status_page(request: Request) -> HTMLResponse:
+    """The declared queues, their workers and waits, and warnings for tracks nobody serves (GET /api/status)."""
+    from api.status.service import queue_status
+
+    with _session(request) as session:
+        viewer = _viewer(request, session)
+        org = _is_organizer(viewer)
+        status = queue_status(session, _settings(request), organizer=org)
+        return _page(_render("status.html", request, status=status, organizer=org, viewer=viewer))

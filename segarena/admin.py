@@ -202,12 +202,28 @@ def token_new(member_id: int = typer.Argument(...), label: str = typer.Option(""
     _print_token(res if isinstance(res, dict) else {})
 
 
+@token_app.command("list")
+def token_list(member_id: int = typer.Argument(..., help="A member id.")) -> None:
+    """List a member's API tokens: id, prefix, label, created, last used, revoked, parent."""
+    from rich.table import Table
+
+    with open_client() as client:
+        rows = client.get(f"/api/admin/members/{member_id}/tokens")
+    table = Table("id", "prefix", "label", "created", "last used", "revoked", "parent", box=None)
+    for t in rows if isinstance(rows, list) else []:
+        table.add_row(str(t.get("id")), f"{t.get('prefix', '')}…", str(t.get("label") or ""),
+                      str(t.get("created_at") or "")[:19], str(t.get("last_used_at") or "never")[:19],
+                      str(t.get("revoked_at") or "")[:19] or "active", str(t.get("parent_id") or ""))
+    out.print(table)
+
+
 @token_app.command("revoke")
 def token_revoke(token_id: int = typer.Argument(...)) -> None:
-    """Revoke an API token."""
+    """Revoke an API token, the tokens it minted and its page sign-ins."""
     with open_client() as client:
-        client.post(f"/api/tokens/{token_id}/revoke")
-    out.print(f"token {token_id} revoked")
+        res = client.post(f"/api/admin/tokens/{token_id}/revoke")
+    also = (res or {}).get("also_revoked") or [] if isinstance(res, dict) else []
+    out.print(f"token {token_id} revoked" + (f" (and the tokens it minted: {', '.join(map(str, also))})" if also else ""))
 
 
 _ = OPTIONS  # the root callback's --url/--token/--challenge apply here too

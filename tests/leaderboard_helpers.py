@@ -68,3 +68,18 @@ def arr(*xs) -> np.ndarray:
 
 def at(hours: float) -> datetime:
     return T0 + timedelta(hours=hours)
+
+
+def login_csrf(client) -> str:
+    """GET /login and return the sign-in form's hidden CSRF field (its cookie is now in ``client``)."""
+    import re
+
+    page = client.get("/login")
+    assert page.status_code == 200, page.text
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+
+def sign_in(client, token: str, *, next: str = "/", **kw):  # noqa: A002
+    """Sign ``client`` in through the sign-in form (as a browser does); returns the POST /login response."""
+    return client.post(f"/login?next={next}", data={"token": token, "csrf": login_csrf(client)},
+                       follow_redirects=False, **kw)

@@ -62,6 +62,9 @@ MATRIX = [
     ("POST", "/api/admin/submissions/{done_a}/baseline", {"json": {"is_baseline": True}}, (401, 403, 403, 200)),
     ("GET", "/api/admin/export.csv", None, (401, 403, 403, 200)),
     ("GET", "/api/admin/audit", None, (401, 403, 403, 200)),
+    ("GET", "/api/admin/members/{member_a}/tokens", None, (401, 403, 403, 200)),
+    ("POST", "/api/admin/members/{member_a}/tokens/{spare_token_a}/revoke", None, (401, 403, 403, 200)),
+    ("POST", "/api/admin/tokens/{spare_token_a}/revoke", None, (401, 403, 403, 200)),
 ]
 
 

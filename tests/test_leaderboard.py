@@ -12,7 +12,7 @@ from api import leaderboard as lb
 from api.db import session_scope
 from api.models import Role, RowPolicy, Submission, TrackKind, Visibility
 from leaderboard_web.seed import add_submission, seed_demo
-from tests.leaderboard_helpers import add_member, arr, at, cases, make_app, make_challenge, make_team
+from tests.leaderboard_helpers import add_member, arr, at, cases, make_app, make_challenge, make_team, sign_in
 
 NAN = float("nan")
 ORG = "sa_organizer-token-for-tests"
@@ -122,7 +122,7 @@ def test_row_policy_baselines_exclusions_and_attempts(app, settings):
         ex = next(r for r in orgb["rows"] if r["submission_id"] == cheat)
         assert ex["excluded"] and ex["rank"] is None and ex["exclusion_reason"] == "trained on the test set"
         assert any(c["key"] == "exclusion_reason" for c in orgb["columns"])
-        client.cookies.set("segarena_token", ORG)
+        sign_in(client, ORG)
         assert "trained on the test set" in client.get("/challenges/c1/tracks/main").text
         client.cookies.clear()
         # latest policy: alpha's newest succeeded submission (its last attempt: DSC 0.5, not attempt 1's 1.0)
@@ -152,7 +152,7 @@ def test_hidden_track_is_invisible_to_the_public(app, settings):
         assert body["hidden"] is True and len(body["rows"]) == 3
         assert client.get("/api/challenges/c1/tracks/main/leaderboard",
                           headers={"Authorization": "Bearer sa_wrong"}).status_code == 401
-        client.cookies.set("segarena_token", ORG)
+        sign_in(client, ORG)
         assert client.get("/challenges/c1/tracks/main").status_code == 200
         assert client.get(f"/submissions/{sub_id}").status_code == 200
 
@@ -315,7 +315,7 @@ def test_submission_page_public_fields(app, settings):
         assert r.status_code == 200 and "0.575" in r.text and 'id="team">A' in r.text
         assert "/admin/runs/" not in r.text
         assert client.get(f"/submissions/{ids['B']}").status_code == 404
-        client.cookies.set("segarena_token", ORG)
+        sign_in(client, ORG)
         r = client.get(f"/submissions/{ids['B']}")
         assert r.status_code == 200 and "secret reason" in r.text and "/admin/runs/" in r.text
 
@@ -330,14 +330,14 @@ def test_login_cookie_and_admin_run_page(app, settings):
     with TestClient(app) as client:
         r = client.get(f"/admin/runs/{run_id}")
         assert r.status_code == 401 and "Sign in" in r.text
-        bad = client.post("/login?next=/admin/runs/1", data={"token": "sa_nope"}, follow_redirects=False)
+        bad = sign_in(client, "sa_nope", next="/admin/runs/1")
         assert bad.status_code == 401 and "unknown or revoked" in bad.text
-        r = client.post(f"/login?next=/admin/runs/{run_id}", data={"token": PART}, follow_redirects=False)
+        r = sign_in(client, PART, next=f"/admin/runs/{run_id}")
         assert r.status_code == 303 and r.headers["location"] == f"/admin/runs/{run_id}"
         assert "httponly" in r.headers["set-cookie"].lower()
         assert client.get(f"/admin/runs/{run_id}").status_code == 403
-        client.get("/logout")
-        r = client.post("/login?next=//evil.example/x", data={"token": ORG}, follow_redirects=False)
+        client.cookies.clear()
+        r = sign_in(client, ORG, next="//evil.example/x")
         assert r.headers["location"] == "/"  # no open redirect
         page = client.get(f"/admin/runs/{run_id}")
         assert page.status_code == 200
@@ -369,7 +369,7 @@ def test_stability_endpoint(app, settings):
         assert sig["correction"] == "Holm" and len(sig["significant"]) == 6 and sig["pvalues"][0][0] is None
         assert client.get(path + "?metric=bogus", headers=org(client)).status_code == 422
         assert client.get(path + "?n_boot=1", headers=org(client)).status_code == 422
-        client.cookies.set("segarena_token", ORG)
+        sign_in(client, ORG)
         page = client.get("/challenges/demo/tracks/main").text
         assert "Ranking stability" in page and "Kendall" in page and "Significance map" in page
 

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.admin import service as admin
+from api.auth import schemas as auth_schemas
+from api.auth import service as auth_service
 from api.deps import OrganizerDep, SessionDep, SettingsDep
 from api.params import MAX_ID, IdPath
 from api.submissions import schemas
@@ -65,3 +67,26 @@ def audit(organizer: OrganizerDep, session: SessionDep,
           limit: Annotated[int, Query(ge=1, le=1000)] = 200):
     return admin.list_audit(session=session, action=action, target_type=target_type, target_id=target_id,
                             actor_member_id=actor_member_id, before_id=before_id, limit=limit)
+
+
+# --------------------------------------------------------------------------- a member's API tokens
+
+
+@router.get("/members/{member_id}/tokens", response_model=list[auth_schemas.TokenPublic],
+            summary="Every API token of a member (prefix, label, created, last used, revoked, parent), revoked ones included")
+def member_tokens(member_id: IdPath, organizer: OrganizerDep, session: SessionDep):
+    return auth_service.list_member_tokens(session=session, member_id=member_id)
+
+
+@router.post("/members/{member_id}/tokens/{token_id}/revoke", response_model=auth_schemas.TokenRevoked,
+             summary="Revoke a member's API token, every token it minted and its web sessions (audited)")
+def revoke_member_token(member_id: IdPath, token_id: IdPath, organizer: OrganizerDep, session: SessionDep):
+    row, cascaded = auth_service.revoke_token(session=session, actor=organizer, token_id=token_id, member_id=member_id)
+    return auth_schemas.TokenRevoked(token=auth_schemas.TokenPublic.model_validate(row), also_revoked=cascaded)
+
+
+@router.post("/tokens/{token_id}/revoke", response_model=auth_schemas.TokenRevoked,
+             summary="Revoke any API token by id, every token it minted and its web sessions (audited)")
+def revoke_any_token(token_id: IdPath, organizer: OrganizerDep, session: SessionDep):
+    row, cascaded = auth_service.revoke_token(session=session, actor=organizer, token_id=token_id)
+    return auth_schemas.TokenRevoked(token=auth_schemas.TokenPublic.model_validate(row), also_revoked=cascaded)

@@ -55,6 +55,12 @@ class TokenPublic(BaseModel):
     created_at: UtcOut
     last_used_at: UtcOut | None
     revoked_at: UtcOut | None
+    parent_id: int | None = Field(default=None, description="The token that minted this one (revoking it revokes this one).")
+
+
+class TokenRevoked(BaseModel):
+    token: TokenPublic
+    also_revoked: list[int] = Field(description="Ids of the tokens it had minted (transitively), revoked with it now.")
 
 
 class TokenCreated(TokenPublic):
