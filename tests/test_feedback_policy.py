@@ -220,3 +220,34 @@ def test_cli_prints_a_one_line_note_instead_of_what_is_withheld(settings, tmp_pa
     for proc in (none_status, none_logs, none_results):
         assert "(feedback: none)" in proc.stdout and "segarena check" in proc.stdout, proc.stdout
     assert "LEAKED-test-image-bytes" in org_logs.stdout and "SECRET-STDERR" in org_logs.stdout
+
+
+FIX = ("write /workspace/outputs/<input file name> for the input; make predict.sh exit 0; run `segarena check` on "
+       "your image archive: it runs the image on public sample cases under this track's limits and shows its logs; "
+       "then submit again (1 remaining cases were not run)")
+LEAKY_BODY = "no output file outputs/3DBox_CT_0002.npz (found: LEAKED-test-image-bytes.npz)"
+
+
+@pytest.mark.parametrize("reason,expected", [
+    # the worker's fail-fast reason quotes case reasons without their "case <id>: " prefix
+    (f"stopped after the first 2 cases failed: {LEAKY_BODY} | predict.sh exited with code 3; see its stderr — {FIX}",
+     f"stopped after the first 2 cases failed: no output file was written for this case | predict.sh exited with "
+     f"code 3 — {FIX}"),
+    # cut short by the reason bound, with a fake separator and fix inside the container's text
+    (f"stopped after the first 2 cases failed: no output file (found: x — LEAKED (1 remaining cases were not run)"
+     f".npz)… (900 chars cut)",
+     "stopped after the first 2 cases failed: no output file was written for this case | predict.sh exited with "
+     "code 3 — debug with `segarena check` on the public sample cases"),
+    # a case reason quoted in some other way
+    (f"the run failed: {LEAKY_BODY}", "the run failed: no output file was written for this case"),
+    ("2 of 2 cases failed", "2 of 2 cases failed"),
+])
+def test_summary_rewrites_every_reason_that_quotes_a_case(settings, reason, expected):
+    app, w, good, bad = _world(settings, "summary")
+    with session_scope(settings.database_url) as s:
+        s.get(Submission, bad).reason = reason
+    with TestClient(app) as c:
+        got = c.get(f"/api/submissions/{bad}", headers=auth(w.token_a)).json()["reason"]
+        org = c.get(f"/api/submissions/{bad}", headers=auth(w.token_org)).json()["reason"]
+    assert got == expected and "LEAKED" not in got
+    assert org == reason

@@ -38,6 +38,12 @@ SUMMARY_AGGREGATES = frozenset({"n", "dsc", "nsd", "runtime_s", "status_counts",
                                 "by_modality", "by_size_class", "attempt"})
 # the worker quotes a case's reason as "case <id>: <reason>"; what follows may come from the container
 _CASE_QUOTE = re.compile(r"\bcase (?P<id>[^\s:]+): ")
+_CASE_PREFIX = re.compile(r"^case \S+: ")
+_AFTER = re.compile(r" \(after [0-9.]+ s\)$")
+# the worker's run reasons that quote case reasons (worker/runner.py)
+_EVERY = re.compile(r"^every case failed; first: case (?P<id>[^\s:]+): ")
+_STOPPED = re.compile(r"^stopped after the first (?P<k>\d+) cases failed: ")
+_NOT_RUN = re.compile(r"\(\d+ remaining cases were not run\)$")
 
 
 @dataclass(frozen=True)
@@ -98,22 +104,47 @@ def case_cap(track: Track, status: CaseStatus | str, exit_code: int | None, raw_
     return "the output was not a valid prediction for this case"
 
 
+def _body(raw: str) -> str:
+    """A case reason without the worker's "case <id>: " prefix and "(after N s)" suffix."""
+    return _AFTER.sub("", _CASE_PREFIX.sub("", raw or ""))
+
+
 def _reason(track: Track, lvl: Feedback, reason: str, failed: Iterable[FailedCase], *, had_cases: bool) -> str:
     """A run's or submission's reason as ``lvl`` may show it.
 
     A reason written before any container saw a test case (image refused, loading, infrastructure) holds
-    no test-set output and is shown. Otherwise, at ``summary`` everything from the first quoted case
-    reason on is replaced by that case's cap; at ``none`` only the state's meaning is said.
+    no test-set output and is shown. Otherwise ``none`` says only that details are withheld, and
+    ``summary`` rebuilds the worker's reasons from platform text: each quoted case reason becomes the
+    cap that stopped the case (:func:`case_cap`); whatever a container wrote is never carried over.
     """
     if lvl == Feedback.full or not reason or not had_cases:
         return reason
     if lvl == Feedback.none:
         return note_for(lvl, "details of runs on the hidden test set")
+    failed = list(failed)
     by_id = {c.case_id: c for c in failed}
-    for m in _CASE_QUOTE.finditer(reason):
-        case = by_id.get(m.group("id"))
-        if case is not None:
-            return f"{reason[:m.start()]}case {case.case_id}: {case_cap(track, case.status, case.exit_code, case.reason)}"
+
+    def cap(c: FailedCase) -> str:
+        return case_cap(track, c.status, c.exit_code, c.reason)
+
+    m = _EVERY.match(reason)
+    if m and m.group("id") in by_id:
+        return f"{m.group(0)}{cap(by_id[m.group('id')])}"
+    m = _STOPPED.match(reason)
+    if m:  # fail-fast: "stopped after the first K cases failed: <why> | <why> — <fix> (N remaining cases were not run)"
+        caps = list(dict.fromkeys(cap(c) for c in failed[: int(m.group("k"))]))
+        fix = reason.rpartition(" — ")[2]
+        # the fix is the worker's own text only when the reason ends as the worker ends it (not cut short)
+        ok_fix = " — " in reason[m.end():] and _NOT_RUN.search(reason) is not None
+        return f"{m.group(0)}{' | '.join(caps)} — {fix if ok_fix else DEBUG_HINT}"
+    for m in _CASE_QUOTE.finditer(reason):  # "... case <id>: <quoted reason>": cut at the quote
+        if m.group("id") in by_id:
+            c = by_id[m.group("id")]
+            return f"{reason[:m.start()]}case {c.case_id}: {cap(c)}"
+    for c in failed:  # a case reason quoted some other way: cut there
+        probe = _body(c.reason)[:24]
+        if len(probe) >= 8 and probe in reason and probe != cap(c)[:24]:
+            return f"{reason[:reason.index(probe)]}{cap(c)}"
     return reason
 
 

@@ -283,7 +283,7 @@ def _failed_cases(session: Session, runs: list[Run]) -> dict[int, list[feedback.
     if runs:
         for run_id, case_id, status, exit_code, reason in session.execute(
                 select(CaseResult.run_id, CaseResult.case_id, CaseResult.status, CaseResult.exit_code, CaseResult.reason)
-                .where(CaseResult.run_id.in_(list(out)), CaseResult.status != CaseStatus.ok)):
+                .where(CaseResult.run_id.in_(list(out)), CaseResult.status != CaseStatus.ok).order_by(CaseResult.id)):
             out[run_id].append(feedback.FailedCase(case_id, status, exit_code, reason))
     return out
 
