@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segarena.client import CliError, cache_dir, load_config
+from segarena.output import SafeConsole
 
 __all__ = ["run_check", "diagnose", "Finding", "pick_cases", "DEFAULT_TRACK"]
 
@@ -207,7 +208,7 @@ def _load(docker_client, source: str, say) -> tuple[str, bool, Any]:
 def run_check(source: str, *, track: str = "main", n_cases: int = 3, offline: bool = False, keep_image: bool = False,
               console: Console | None = None) -> int:
     """Run the pre-flight; 0 when every sample case passed, 1 otherwise."""
-    con = console or Console(highlight=False)
+    con = console or SafeConsole(highlight=False)  # container logs are the participant's: cleaned
     say = con.print
     from api.settings import get_settings
     from worker import sandbox as sb

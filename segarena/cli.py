@@ -126,17 +126,19 @@ app.add_typer(_admin_app, name="admin")
 
 
 def main() -> None:
+    from segarena.output import clean
+
     try:
         app(standalone_mode=True)
     except CliError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(clean(f"error: {exc.message}"), file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - one line for the user; the trace on request
         if os.environ.get("SEGARENA_DEBUG"):
             raise
-        print(f"error: {exc.__class__.__name__}: {exc} (set SEGARENA_DEBUG=1 to see the traceback)", file=sys.stderr)
+        print(clean(f"error: {exc.__class__.__name__}: {exc} (set SEGARENA_DEBUG=1 to see the traceback)"), file=sys.stderr)
         sys.exit(1)
 
 

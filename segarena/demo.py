@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from segarena.client import ClientConfig, CliError, SegArenaClient
+from segarena.output import clean
 from segarena.upload import UploadState, upload_archive
 
 __all__ = ["run_demo", "DEMO_CHALLENGE", "BASELINES", "build_baseline", "save_archive", "example_dir"]
@@ -215,7 +216,7 @@ def run_demo(*, timeout: float = 900.0, wait: bool = True, url: str | None = Non
     t_start = time.monotonic()
 
     def say(msg: str) -> None:
-        print(f"[demo {time.monotonic() - t_start:6.1f}s] {msg}", file=stream, flush=True)
+        print(clean(f"[demo {time.monotonic() - t_start:6.1f}s] {msg}"), file=stream, flush=True)
 
     settings = _settings()
     url = (url or os.environ.get("SEGARENA_URL") or settings.public_base_url).rstrip("/")

@@ -15,13 +15,14 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from segarena.client import CliError, SegArenaClient, config_path, load_config, save_config
+from segarena.output import SafeConsole, write
 from segarena.upload import DEFAULT_CHUNK_BYTES, upload_archive
 
 __all__ = ["register", "open_client", "progress_of", "FINAL"]
 
 FINAL = {"succeeded", "failed", "cancelled"}
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+out = SafeConsole(highlight=False, soft_wrap=True)  # every participant-supplied text is cleaned of terminal control
+err = SafeConsole(stderr=True, highlight=False)
 
 # global options set by the root callback (see segarena.cli)
 OPTIONS: dict[str, Optional[str]] = {"url": None, "token": None, "challenge": None}
@@ -291,7 +292,7 @@ def leaderboard(
     with open_client(need_token=False) as client:
         path = client.track_path(track) + "/leaderboard"
         if csv:
-            sys.stdout.write(client.get(path + ".csv", expect_json=False))
+            write(client.get(path + ".csv", expect_json=False))
             return
         data = client.get(path)
     if as_json or not isinstance(data, dict):
