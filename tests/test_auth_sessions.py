@@ -136,6 +136,13 @@ def test_session_dies_with_its_token_or_its_expiry(client, world, db_settings):
     with session_scope(url) as s:
         s.execute(update(WebSession).where(WebSession.revoked_at.is_(None)).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert _signed_in_as(client) is None
+    # expired sessions do not pile up: the next sign-in deletes them
+    assert len(_sessions(url)) == 3
+    with session_scope(url) as s:
+        s.execute(update(WebSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+    client.cookies.clear()
+    assert sign_in(client, world.token_b).status_code == 303
+    assert len(_sessions(url)) == 1 and _signed_in_as(client) == "bob"
 
 
 def test_secure_flag_over_https_and_behind_a_trusted_proxy(client, world, db_settings):

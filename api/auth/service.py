@@ -7,7 +7,7 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -164,6 +164,8 @@ def start_web_session(*, session: Session, token: str, hours: float) -> tuple[We
         return None
     sid = secrets.token_urlsafe(32)
     now = utcnow()
+    # the table stays bounded: sessions past their expiry (ended or not) are deleted at each sign-in
+    session.execute(delete(WebSession).where(WebSession.expires_at < now))
     ws = WebSession(session_hash=_session_hash(sid), csrf_token=secrets.token_urlsafe(32), member_id=row.member_id,
                     token_id=row.id, created_at=now, expires_at=now + timedelta(hours=hours))
     session.add(ws)
