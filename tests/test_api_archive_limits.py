@@ -225,3 +225,19 @@ def test_disagreeing_names_through_the_api_are_a_clear_422(client, world):
     r = submit(client, world.token_a, data=with_raw(smuggled + member("x", b"{}"), salt="smuggle"))
     assert r.status_code == 422, r.text
     assert "two different names" in r.json()["message"]
+
+
+@pytest.mark.docker
+def test_a_real_docker_save_is_far_inside_the_limits(docker_client, base_image):
+    """Oracle: the engine. The project's base image, saved by ``docker save``, passes with room to spare."""
+    from api.settings import Settings
+
+    image = docker_client.images.get(base_image)
+    inspector = ArchiveInspector(limits=ArchiveLimits())
+    for chunk in image.save(named=True):
+        inspector.feed(chunk)
+    info = inspector.finish()
+    assert info.image_id == image.id
+    defaults = Settings.model_fields
+    assert inspector.entries * 20 < defaults["archive_max_members"].default, inspector.entries
+    assert inspector.metadata_bytes * 100 < defaults["archive_max_metadata_bytes"].default, inspector.metadata_bytes
