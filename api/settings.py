@@ -68,6 +68,26 @@ class Settings(BaseSettings):
     worker_queues: str = Field(default="cpu", description="Comma-separated queues this worker consumes (cpu or gpu).")
     worker_cpus: str = Field(default="", description="CPU set this worker may pin containers to, e.g. '0-1'; default: all.")
     worker_gpus: str = Field(default="", description="GPU ids this worker owns, e.g. '0'.")
+    output_max_bytes: int = Field(
+        default=2 * 1024**3, ge=1024,
+        description="Bound of a case container's outputs/ directory: disk bytes written and apparent (sparse) size; "
+        "past it the container is stopped and the case is invalid_output.",
+    )
+    output_max_files: int = Field(
+        default=16, ge=1,
+        description="Most entries (files, directories, links) a case container may create in outputs/; past it the "
+        "container is stopped and the case is invalid_output.",
+    )
+    keep_case_outputs: bool = Field(
+        default=False,
+        description="Keep each case's outputs/ in storage after scoring (debugging); by default it is deleted as "
+        "soon as the case is scored (the scores, logs and measurements are in the database).",
+    )
+    reason_max_chars: int = Field(
+        default=2000, ge=200,
+        description="Longest failure reason (case, run, submission) and run log summary the worker stores; longer "
+        "text is cut with a note of how much was cut.",
+    )
     heartbeat_timeout_s: int = Field(default=120, description="A run whose heartbeat is older than this is requeued by the reaper.")
     reaper_interval_s: int = Field(default=30, description="How often the reaper looks for lost runs.")
     max_attempts: int = Field(default=3, description="Attempts for infrastructure failures before a run fails for good.")

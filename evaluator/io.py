@@ -37,11 +37,34 @@ __all__ = [
     "load_label_map",
     "parse_case_name",
     "spacing_to_array_order",
+    "bound_text",
+    "REASON_MAX_CHARS",
 ]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # decompressed bytes per file unless told otherwise
 
 _NAME_RE = re.compile(r"^(?P<dim>[23])DBox_(?P<mod>[^_]+)_(?P<id>.+?)(?:\.npz|\.nii\.gz|\.nii)?$")
+
+
+#: Default bound of a stored failure reason (the worker passes ``settings.reason_max_chars``).
+REASON_MAX_CHARS = 2000
+#: Bound of one untrusted fragment (a key list, a dtype, an exception text) quoted inside a message.
+_FRAGMENT_CHARS = 200
+
+
+def bound_text(text: object, limit: int = REASON_MAX_CHARS) -> str:
+    """``text`` cut to ``limit`` characters with a note of how much was cut: the one bound applied to
+    every failure reason and participant-derived text SegArena stores or serves."""
+    text = "" if text is None else str(text)
+    limit = max(0, int(limit))
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} chars cut)"
+
+
+def _show(value: object) -> str:
+    """An untrusted fragment quoted in a message (bounded)."""
+    return bound_text(value, _FRAGMENT_CHARS)
 
 
 class CaseFormatError(ValueError):
@@ -126,7 +149,7 @@ def _read_header(f, label: str):
     except CaseFormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure is a format error
-        raise CaseFormatError(f"{label} is not a valid .npy array ({exc}); save it with np.savez_compressed") from None
+        raise CaseFormatError(f"{label} is not a valid .npy array ({_show(exc)}); save it with np.savez_compressed") from None
     return tuple(int(n) for n in shape), bool(fortran), dtype
 
 
@@ -163,7 +186,7 @@ def load_npz(
         raise CaseFormatError(f"{name}: file not found") from None
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CaseFormatError(
-            f"{name}: not a readable .npz (zip) archive ({exc}); write it with np.savez_compressed"
+            f"{name}: not a readable .npz (zip) archive ({_show(exc)}); write it with np.savez_compressed"
         ) from None
     out: dict[str, np.ndarray] = {}
     with zf:
@@ -177,9 +200,12 @@ def load_npz(
         present = {k[:-4] if k.endswith(".npy") else k: k for k in infos}
         missing = [k for k in required_keys if k not in present]
         if missing:
-            have = ", ".join(repr(k) for k in sorted(present)) or "none"
+            shown = sorted(present)[:10]
+            have = ", ".join(_show(repr(k)) for k in shown) or "none"
+            if len(present) > len(shown):
+                have += f" and {len(present) - len(shown)} more"
             raise CaseFormatError(
-                f"{name}: missing array {', '.join(repr(k) for k in missing)} (arrays present: {have})"
+                f"{name}: missing array {_show(', '.join(repr(k) for k in missing))} (arrays present: {have})"
             )
         for key in list(required_keys) + [k for k in optional_keys if k in present and k not in required_keys]:
             info = infos[present[key]]
@@ -193,7 +219,7 @@ def load_npz(
                             "save a plain numeric array"
                         )
                     if dtype.fields is not None or dtype.subdtype is not None:
-                        raise CaseFormatError(f"{label} has a structured dtype {dtype}; save a plain numeric array")
+                        raise CaseFormatError(f"{label} has a structured dtype {_show(dtype)}; save a plain numeric array")
                     nbytes = math.prod(shape) * dtype.itemsize
                     if nbytes > max_bytes:
                         raise CaseFormatError(
@@ -214,7 +240,7 @@ def load_npz(
             except CaseFormatError:
                 raise
             except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
-                raise CaseFormatError(f"{label} could not be decompressed ({exc}); the file is corrupt") from None
+                raise CaseFormatError(f"{label} could not be decompressed ({_show(exc)}); the file is corrupt") from None
             arr = np.frombuffer(buf, dtype=dtype)
             arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
             out[key] = arr
@@ -244,12 +270,12 @@ def load_label_map(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> t
     except FileNotFoundError:
         raise CaseFormatError(f"{name}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types
-        raise CaseFormatError(f"{name}: not a readable NIfTI file ({exc})") from None
+        raise CaseFormatError(f"{name}: not a readable NIfTI file ({_show(exc)})") from None
     shape = tuple(int(n) for n in img.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) not in (2, 3):
-        raise CaseFormatError(f"{name}: label map has shape {img.shape}; expected a 2D or 3D image")
+        raise CaseFormatError(f"{name}: label map has shape {_show(img.shape)}; expected a 2D or 3D image")
     dtype = img.get_data_dtype()
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > max_bytes:
@@ -257,10 +283,10 @@ def load_label_map(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> t
     try:
         data = np.asanyarray(img.dataobj).reshape(shape)
     except Exception as exc:  # noqa: BLE001
-        raise CaseFormatError(f"{name}: image data could not be read ({exc}); the file is corrupt") from None
+        raise CaseFormatError(f"{name}: image data could not be read ({_show(exc)}); the file is corrupt") from None
     if not (data.dtype == bool or np.issubdtype(data.dtype, np.integer)):
         if not np.issubdtype(data.dtype, np.floating) or not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-            raise CaseFormatError(f"{name}: label map has non-integer values (dtype {data.dtype}); save integer labels")
+            raise CaseFormatError(f"{name}: label map has non-integer values (dtype {_show(data.dtype)}); save integer labels")
         data = data.astype(np.int64)
     zooms = [float(z) for z in img.header.get_zooms()[: len(shape)]]
     return data, Spacing(zooms, zooms, "NIfTI header zooms, array-axis order")
@@ -354,14 +380,14 @@ def load_prediction(
 
     def fix_shape(shape):
         return (
-            f"output {name}: array 'segs' has shape {tuple(shape)} but the input's spatial shape is "
+            f"output {name}: array 'segs' has shape {_show(tuple(shape))} but the input's spatial shape is "
             f"{expected}; write a label map of the input's shape"
         )
 
     def check(key, shape, dtype):
         if not (dtype == np.bool_ or np.issubdtype(dtype, np.integer)):
             raise CaseFormatError(
-                f"output {name}: array 'segs' has dtype {dtype}; write an integer label map "
+                f"output {name}: array 'segs' has dtype {_show(dtype)}; write an integer label map "
                 "(e.g. segs.astype(np.uint8)), label i for box i"
             )
         if tuple(shape) != expected:

@@ -114,6 +114,18 @@ HOSTILE_KINDS: dict[str, HostileKind] = {k.name: k for k in [
                                    gts_dirs=_eq("0"))),
     HostileKind("root_user", ("ok",), "image runs as root on a track that forbids it",
                 check=_probe_check(uid=_eq("1000"))),
+    HostileKind("root_uid00", ("ok",), "USER 00 (uid 0 spelled differently) on a track that forbids root",
+                check=_probe_check(uid=_eq("1000"), gid=_eq("1000"))),
+    HostileKind("root_alias", ("ok",), "USER toor, a passwd alias of uid 0, on a track that forbids root",
+                check=_probe_check(uid=_eq("1000"), gid=_eq("1000"))),
+    HostileKind("passwd_user", ("ok",), "a named non-root user (app = 1234:1235 in its /etc/passwd): kept",
+                check=_probe_check(uid=_eq("1234"), gid=_eq("1235"))),
+    HostileKind("many_files", ("invalid_output",), "a correct output, then 20,004 files in outputs/",
+                reason_has=("files in outputs/",)),
+    HostileKind("huge_reason", ("invalid_output",), "an output .npz of 40,000 long-named members, no 'segs'",
+                reason_has=("segs",)),
+    HostileKind("sparse_output", ("invalid_output",), "a correct output and a sparse 101 GiB file, then exits",
+                reason_has=("apparent",)),
 ]}
 
 
@@ -821,7 +833,8 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
     listener = Listener()
     PICKLE_MARKER.unlink(missing_ok=True)
     try:
-        tags = build_hostile_images(docker_client, base_image, listener_port=listener.port)
+        tags = build_hostile_images(docker_client, base_image, listener_port=listener.port,
+                                    kinds=sorted(set(kinds) | {"well_behaved"}) if kinds else None)
         ids = {kind: docker_client.images.get(tag).id for kind, tag in tags.items()}
         with session_scope(settings.database_url) as s:
             track_id = seed_track(s, testset=str(testset), slug="hostile", **track).id

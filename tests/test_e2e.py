@@ -48,6 +48,7 @@ class Stack:
             "SEGARENA_DATA_DIR": str(self.data_dir), "SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN": self.token,
             "SEGARENA_WORKER_QUEUES": self.queue, "SEGARENA_PUBLIC_BASE_URL": self.url,
             "SEGARENA_URL": self.url, "SEGARENA_CACHE_DIR": str(tmp / "cache"),
+            "SEGARENA_KEEP_CASE_OUTPUTS": "1",  # the scenario re-scores the outputs with `segarena score`
             "SEGARENA_CONFIG": str(tmp / "none.toml"), **extra_env})
         self.logs = tmp / "logs"
         self.logs.mkdir()

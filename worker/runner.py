@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -43,6 +44,8 @@ from api.models import (
     Track,
     utcnow,
 )
+
+from evaluator.io import bound_text
 
 from . import sandbox as sb
 
@@ -159,6 +162,8 @@ def retry_or_fail(session, run: Run, *, reason: str, settings: Any, actor: str, 
     The caller commits, then sends the new run's message (countdown :func:`backoff_s`).
     """
     now = now or utcnow()
+    limit = _reason_limit(settings)
+    reason = bound_text(reason, limit)
     sub = session.get(Submission, run.submission_id)
     previous = run.state.value
     run.state, run.reason, run.finished_at = RunState.infra_failed, reason, now
@@ -173,16 +178,23 @@ def retry_or_fail(session, run: Run, *, reason: str, settings: Any, actor: str, 
         session.add(new)
         session.flush()
         sub.state = SubmissionState.queued
-        sub.reason = (f"retrying after an infrastructure failure ({reason}); "
-                      f"attempt {new.attempt} of {settings.max_attempts}")
+        sub.reason = bound_text(f"retrying after an infrastructure failure ({reason}); "
+                                f"attempt {new.attempt} of {settings.max_attempts}", limit)
         audit(session, action="run.retry", target=new, actor=actor, attempt=new.attempt, after_run=run.id,
               backoff_s=backoff_s(settings, new.attempt))
         return new.id
     sub.state, sub.finished_at = SubmissionState.failed, now
-    sub.reason = (f"infrastructure failure on all {run.attempt} attempts (last: {reason}); "
-                  "this is not your fault: the organizers have been notified, re-run it later")
+    sub.reason = bound_text(f"infrastructure failure on all {run.attempt} attempts (last: {reason}); "
+                            "this is not your fault: the organizers have been notified, re-run it later", limit)
     audit(session, action="submission.failed", target=sub, actor=actor, reason=sub.reason)
     return None
+
+
+def _reason_limit(settings: Any) -> int:
+    """The bound of every reason the worker stores (``settings.reason_max_chars``)."""
+    from evaluator.io import REASON_MAX_CHARS
+
+    return int(getattr(settings, "reason_max_chars", REASON_MAX_CHARS))
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,6 +214,7 @@ class _Plan:
     testset: str
     total_timeout_s: float
     case_timeout_s: float
+    fail_fast_cases: int = 3
 
 
 class _Heartbeat:
@@ -273,6 +286,7 @@ class _Execution:
 
     # -- state helpers -------------------------------------------------------------------
     def _set_state(self, state: RunState, *, reason: str = "", **run_fields: Any) -> None:
+        reason = bound_text(reason, _reason_limit(self.settings))
         with session_scope(self.url) as s:
             run = s.get(Run, self.run_id)
             sub = s.get(Submission, run.submission_id)
@@ -314,7 +328,7 @@ class _Execution:
                 archive = self.storage.resolve(sub.archive_path)
             plan = _Plan(run.id, sub.id, run.attempt, sub.team_id, sub.image_id, archive, profile,
                          track.metric_profile or "default", track.testset, float(track.total_timeout_s),
-                         float(track.case_timeout_s))
+                         float(track.case_timeout_s), max(0, int(track.fail_fast_cases or 0)))
             # the submission reflects this (latest) attempt from now on
             latest = s.execute(select(func.max(Run.attempt)).where(Run.submission_id == sub.id)).scalar_one()
             if latest == run.attempt and sub.state != SubmissionState.cancelled:
@@ -387,42 +401,80 @@ class _Execution:
         from evaluator.io import load_ground_truth
 
         manifest, data_root = _load_testset(plan.testset, self.storage)
-        root_image = sb.image_runs_as_root(image.attrs)
+        limit = _reason_limit(self.settings)
         with session_scope(self.url) as s:
             run = s.get(Run, self.run_id)
             run.cases_total = len(manifest.cases)
-            done = set(s.execute(select(CaseResult.case_id).where(CaseResult.run_id == self.run_id)).scalars())
+            done = {cid: (st, why) for cid, st, why in s.execute(
+                select(CaseResult.case_id, CaseResult.status, CaseResult.reason)
+                .where(CaseResult.run_id == self.run_id))}
         self._set_state(RunState.running, cases_total=len(manifest.cases))
+        run_user = self._run_user(plan, client, image)
         started = time.monotonic()
         recorded_params = False
-        for case in manifest.cases:
-            if case.id in done:
-                continue
-            if self._cancelled():
-                raise Cancelled()
-            input_file = Path(data_root) / case.input.path
-            if not input_file.exists():
-                raise InfraError(f"test set file {case.input.path} is missing")
-            labels = [lab.value for lab in case.labels]
-            row: dict[str, Any] = dict(run_id=self.run_id, case_id=case.id, modality=case.modality,
-                                       size_class=case.size_class)
-            if time.monotonic() - started > plan.total_timeout_s:
-                row.update(status=CaseStatus.timeout, runtime_s=plan.case_timeout_s,
-                           reason=f"total time limit of the run exceeded ({plan.total_timeout_s:g} s): case not run")
-                self._record(row)
-                continue
-            out_dir = self.storage.case_dir(self.run_id, case.id) / "outputs"
+        seen: list[tuple[CaseStatus, str]] = []  # (status, reason) of the cases so far, in test-set order
+        stopped = ""
+        try:
+            for index, case in enumerate(manifest.cases):
+                if case.id in done:
+                    seen.append(done[case.id])
+                else:
+                    row = self._run_one(plan, client, case, data_root, run_user, started, limit,
+                                        record_params=not recorded_params, score_case=score_case,
+                                        load_ground_truth=load_ground_truth)
+                    recorded_params = True
+                    seen.append((row["status"], row.get("reason", "")))
+                stopped = _fail_fast(plan, seen, remaining=len(manifest.cases) - index - 1)
+                if stopped:
+                    log.info("run %s: %s", self.run_id, stopped)
+                    break
+        finally:
+            self._forget_run_dir()
+        self._set_state(RunState.scoring)
+        return self._finish(plan, stopped=stopped)
+
+    def _run_user(self, plan: _Plan, client: Any, image: Any) -> tuple[str | None, str]:
+        """The user every case container of this run gets (resolved once, numerically: see sandbox)."""
+        labels = {sb.LABEL_WORKER: sb.worker_identity(), sb.LABEL_RUN: str(self.run_id),
+                  sb.LABEL_DEPLOYMENT: sb.deployment_id(self.settings)}
+        try:
+            return sb.resolve_user(client, plan.image_id, image.attrs, allow_root=plan.profile.allow_root,
+                                   labels=labels)
+        except Exception as exc:  # noqa: BLE001
+            if sb._is_engine_error(exc):
+                raise sb.SandboxInfraError(f"Docker engine error while reading the image's user: {exc}") from exc
+            raise
+
+    def _run_one(self, plan: _Plan, client: Any, case: Any, data_root: Path, run_user: tuple[str | None, str],
+                 started: float, limit: int, *, record_params: bool, score_case: Any,
+                 load_ground_truth: Any) -> dict[str, Any]:
+        """Run, score and record one case; its outputs/ is deleted once scored. Returns the recorded row."""
+        if self._cancelled():
+            raise Cancelled()
+        input_file = Path(data_root) / case.input.path
+        if not input_file.exists():
+            raise InfraError(f"test set file {case.input.path} is missing")
+        labels = [lab.value for lab in case.labels]
+        row: dict[str, Any] = dict(run_id=self.run_id, case_id=case.id, modality=case.modality,
+                                   size_class=case.size_class)
+        if time.monotonic() - started > plan.total_timeout_s:
+            row.update(status=CaseStatus.timeout, runtime_s=plan.case_timeout_s,
+                       reason=f"total time limit of the run exceeded ({plan.total_timeout_s:g} s): case not run")
+            self._record(row)
+            return row
+        case_dir = self.storage.case_dir(self.run_id, case.id)
+        out_dir = case_dir / "outputs"
+        try:
             if out_dir.exists():
                 sb_shutil_rmtree(out_dir)
             cr = sb.run_case(client, image_id=plan.image_id, input_file=input_file, out_dir=out_dir,
-                             profile=plan.profile, image_user_is_root=root_image,
+                             profile=plan.profile, run_user=run_user,
                              labels={sb.LABEL_RUN: str(self.run_id), sb.LABEL_CASE: case.id,
                                      sb.LABEL_DEPLOYMENT: sb.deployment_id(self.settings)},
                              scratch_dir=self.storage.scratch_dir())
-            if not recorded_params:
+            if record_params:
                 with session_scope(self.url) as s:
                     s.get(Run, self.run_id).container_params = cr.container_params
-                recorded_params = True
             segs = sb.check_output(cr, expected_shape=tuple(case.shape))
             row.update(cpu_s=cr.cpu_s, peak_memory_bytes=cr.peak_memory_bytes, exit_code=cr.exit_code,
                        stdout_tail=_truncate(cr.log_text("stdout")), stderr_tail=_truncate(cr.log_text("stderr")))
@@ -436,10 +488,23 @@ class _Execution:
                            per_class=_jsonable(score.to_dict()))
             else:
                 row.update(status=CaseStatus(cr.status), runtime_s=plan.case_timeout_s, dsc=0.0, nsd=0.0,
-                           reason=f"case {case.id}: {cr.reason} (after {cr.runtime_s:.2f} s)")
+                           reason=bound_text(f"case {case.id}: {cr.reason} (after {cr.runtime_s:.2f} s)", limit))
             self._record(row)
-        self._set_state(RunState.scoring)
-        return self._finish(plan)
+        finally:
+            # nothing of the output is needed once scored (the scores, logs and measurements are recorded);
+            # a hostile case's files (many, huge, sparse) leave storage with it
+            if not getattr(self.settings, "keep_case_outputs", False):
+                sb_shutil_rmtree(case_dir)
+        return row
+
+    def _forget_run_dir(self) -> None:
+        """Remove the run's (by now empty) storage directory."""
+        if getattr(self.settings, "keep_case_outputs", False):
+            return
+        try:
+            (Path(self.storage.root) / "runs" / str(self.run_id)).rmdir()
+        except OSError:
+            pass  # never created, or kept outputs
 
     def _record(self, row: dict[str, Any]) -> None:
         """Persist one case result; a result already recorded for (run, case) is kept, not doubled."""
@@ -451,14 +516,22 @@ class _Execution:
         except IntegrityError:
             log.info("run %s: case %s already recorded", self.run_id, row["case_id"])
 
-    def _finish(self, plan: _Plan) -> RunState:
+    def _finish(self, plan: _Plan, *, stopped: str = "") -> RunState:
+        limit = _reason_limit(self.settings)
         with session_scope(self.url) as s:
             cases = list(s.execute(select(CaseResult).where(CaseResult.run_id == self.run_id)).scalars())
             summary = summarize(cases)
+            run = s.get(Run, self.run_id)
+            # the run's totals: n (recorded) + not_run = cases_total; a run stopped early records no row for
+            # the cases it did not run (they are not results: the run failed)
+            summary["not_run"] = max(0, int(run.cases_total or 0) - len(cases))
+            summary["stopped_early"] = bool(stopped)
             sub = s.get(Submission, plan.submission_id)
             latest = s.execute(select(func.max(Run.attempt)).where(Run.submission_id == sub.id)).scalar_one()
             failed = [c for c in cases if c.status != CaseStatus.ok]
-            if cases and len(failed) == len(cases):
+            if stopped:
+                state, reason = RunState.failed, stopped
+            elif cases and len(failed) == len(cases):
                 state = RunState.failed
                 reason = f"every case failed; first: {failed[0].reason}"
             else:
@@ -468,11 +541,46 @@ class _Execution:
                 sub.dsc, sub.nsd, sub.runtime_s = summary["dsc"], summary["nsd"], summary["runtime_s"]
                 summary.update(run_id=self.run_id, attempt=plan.attempt, testset=plan.testset)
                 sub.summary, sub.metric_profile = summary, plan.metric_profile
-            run = s.get(Run, self.run_id)
-            run.log_tail = "\n".join(c.reason for c in failed)[-8000:]
+            run.log_tail = bound_text("\n".join(c.reason for c in failed), 4 * limit)
         self._set_state(state, reason=reason)
         _refresh_leaderboard()
         return state
+
+
+#: what to change, by the status of the cases that stopped a run early
+_FAIL_FAST_HINTS = {
+    CaseStatus.crash: "make predict.sh exit 0",
+    CaseStatus.no_output: "write /workspace/outputs/<input file name> for the input",
+    CaseStatus.invalid_output: "write an integer 'segs' label map of the input's shape, and nothing else",
+    CaseStatus.timeout: "finish each case within the time limit",
+    CaseStatus.oom: "stay under the memory limit",
+}
+
+
+def _fail_fast(plan: _Plan, seen: list[tuple[CaseStatus, str]], *, remaining: int) -> str:
+    """The reason to stop the run now, or "": its first ``plan.fail_fast_cases`` cases all failed by the
+    participant's fault (every recorded non-ok status is: infrastructure failures end the attempt and are
+    retried, they never become case results) and cases remain to be run (0 disables the rule)."""
+    k = plan.fail_fast_cases
+    if k <= 0 or len(seen) != k or remaining <= 0:
+        return ""
+    if any(CaseStatus(st) == CaseStatus.ok for st, _ in seen):
+        return ""
+    why: list[str] = []
+    hints: list[str] = []
+    for st, reason in seen:
+        text = re.sub(r"^case \S+: ", "", reason or CaseStatus(st).value)
+        text = re.sub(r" \(after [0-9.]+ s\)$", "", text)
+        text = bound_text(text, 300)
+        if text not in why:
+            why.append(text)
+        hint = _FAIL_FAST_HINTS.get(CaseStatus(st))
+        if hint and hint not in hints:
+            hints.append(hint)
+    fix = "; ".join(hints + ["run `segarena check` on your image archive: it runs the image on public sample "
+                             "cases under this track's limits and shows its logs; then submit again"])
+    return (f"stopped after the first {k} cases failed: {' | '.join(why)} — {fix} "
+            f"({remaining} remaining cases were not run)")
 
 
 def sb_shutil_rmtree(path: Path) -> None:

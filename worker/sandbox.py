@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import io
 import math
 import os
+import re
 import shutil
 import socket
 import stat
@@ -55,7 +57,7 @@ from typing import Any
 
 __all__ = [
     "SandboxProfile", "CaseRun", "SandboxInfraError", "run_case", "check_output", "get_docker_client",
-    "load_image", "ImageLoadError", "image_runs_as_root", "worker_identity", "cpu_model",
+    "load_image", "ImageLoadError", "image_runs_as_root", "resolve_user", "worker_identity", "cpu_model",
     "online_cpus", "cleanup_cgroup_parents", "parse_cpuset", "format_cpuset", "CgroupMeter", "LABEL_RUN", "LABEL_CASE",
     "LABEL_WORKER", "LABEL_DEPLOYMENT", "deployment_id", "CORE_LOCK_DIR", "NONROOT_USER", "INPUTS_MOUNT", "OUTPUTS_MOUNT",
 ]
@@ -98,7 +100,8 @@ class SandboxProfile:
     allow_root: bool = False
     gpus: tuple[str, ...] = ()  # GPU ids this worker owns (device request + CUDA_VISIBLE_DEVICES)
     log_keep_bytes: int = LOG_KEEP_BYTES  # head and tail kept of each of stdout/stderr
-    max_output_bytes: int = 2 * 1024**3  # decompressed size bound of the prediction
+    max_output_bytes: int = 2 * 1024**3  # bound of outputs/: disk bytes, apparent (sparse) bytes, the prediction
+    max_output_files: int = 16  # entries (files, directories, links) outputs/ may hold
     cgroup_parent: str | None = None  # per-worker cgroup parent (cgroupfs); None: poll the container
 
     @classmethod
@@ -117,6 +120,8 @@ class SandboxProfile:
             timeout_s=float(track.case_timeout_s),
             allow_root=bool(track.allow_root),
             gpus=gpus,
+            max_output_bytes=int(getattr(settings, "output_max_bytes", cls.max_output_bytes)),
+            max_output_files=int(getattr(settings, "output_max_files", cls.max_output_files)),
         )
         values.update(overrides)
         return cls(**values)
@@ -349,10 +354,128 @@ def load_image(client: Any, archive: Path, *, expected_id: str) -> tuple[Any, bo
 
 
 def image_runs_as_root(image_attrs: dict[str, Any]) -> bool:
-    """True when the image config's User is empty or root (uid 0)."""
+    """True when the image config's User is empty, ``root`` or numerically uid 0 (``0``, ``00``, ...).
+
+    A first look from the config alone: a name aliased to uid 0 in the image's /etc/passwd is only
+    found by :func:`resolve_user`, which is what decides the user a case runs as."""
     user = ((image_attrs.get("Config") or {}).get("User") or "").strip()
-    name = user.split(":", 1)[0]
-    return name in {"", "root", "0"}
+    name = user.split(":", 1)[0].strip()
+    return name in {"", "root"} or (_NUMERIC.fullmatch(name) is not None and int(name) == 0)
+
+
+_NUMERIC = re.compile(r"[0-9]{1,10}")
+_MAX_ID = 2**31 - 2  # the engine (runc) refuses larger ids
+_ID_FILE_MAX_BYTES = 1024**2
+
+
+def _image_id_files(client: Any, image_id: str, labels: dict[str, str]) -> dict[str, str]:
+    """/etc/passwd and /etc/group of the image (those that are regular files under 1 MiB), read from a
+    created, never started container."""
+    import tarfile
+
+    api = client.api
+    out: dict[str, str] = {}
+    cid = api.create_container(image_id, command=["/bin/true"], entrypoint=[], network_disabled=True,
+                               labels=dict(labels),
+                               host_config=api.create_host_config(network_mode="none"))["Id"]
+    try:
+        for path in ("/etc/passwd", "/etc/group"):
+            import docker
+
+            try:
+                stream, info = api.get_archive(cid, path)
+            except docker.errors.NotFound:
+                continue
+            if info.get("linkTarget") or int(info.get("size") or 0) > _ID_FILE_MAX_BYTES:
+                continue
+            buf = bytearray()
+            for chunk in stream:
+                buf += chunk
+                if len(buf) > _ID_FILE_MAX_BYTES + 64 * 1024:
+                    break
+            try:
+                with tarfile.open(fileobj=io.BytesIO(bytes(buf))) as tar:
+                    member = tar.next()
+                    if member is not None and member.isfile() and member.size <= _ID_FILE_MAX_BYTES:
+                        fh = tar.extractfile(member)
+                        if fh is not None:
+                            out[path] = fh.read().decode("utf-8", "replace")
+            except (tarfile.TarError, OSError):
+                continue
+    finally:
+        try:
+            api.remove_container(cid, force=True)
+        except Exception:  # noqa: BLE001 - the reaper removes a leftover (it carries the labels)
+            pass
+    return out
+
+
+def _lookup(text: str, name: str, id_field: int) -> tuple[int, int | None] | None:
+    """(id, primary gid or None) of the first entry named ``name`` in passwd (id_field 2) or group text."""
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) > id_field and parts[0] == name and _NUMERIC.fullmatch(parts[id_field].strip()):
+            gid = parts[3].strip() if id_field == 2 and len(parts) > 3 else ""
+            return int(parts[id_field]), (int(gid) if _NUMERIC.fullmatch(gid) else None)
+    return None
+
+
+def resolve_user(client: Any, image_id: str, image_attrs: dict[str, Any] | None = None, *, allow_root: bool,
+                 labels: dict[str, str] | None = None) -> tuple[str | None, str]:
+    """The ``user`` a case container runs as, and how it was chosen (for ``CaseRun.user``).
+
+    A track that allows root runs the image's own user (None: the engine's default). Otherwise the
+    container always gets an explicit numeric ``uid:gid``, so the engine resolves no name: the image's
+    user, resolved the way the engine does (a number is a uid, ``00`` included; a name is looked up in
+    the image's /etc/passwd, first entry wins; a group name in /etc/group; no group: the passwd entry's
+    gid, else 0), when its uid is not 0; the fixed :data:`NONROOT_USER` when it is root (empty, ``root``,
+    ``00``, a passwd alias of uid 0) or cannot be resolved."""
+    if allow_root:
+        return None, "image default"
+    if image_attrs is None:
+        image_attrs = client.images.get(image_id).attrs
+    declared = ((image_attrs.get("Config") or {}).get("User") or "").strip()
+    user_part, _, group_part = declared.partition(":")
+    files: dict[str, str] | None = None
+
+    def id_files() -> dict[str, str]:
+        nonlocal files
+        if files is None:
+            files = _image_id_files(client, image_id, labels or {})
+        return files
+
+    uid: int | None = None
+    gid: int | None = None
+    if _NUMERIC.fullmatch(user_part):
+        uid = int(user_part)
+        if not group_part and uid != 0:
+            primary = _lookup_uid(id_files().get("/etc/passwd", ""), uid)
+            gid = primary if primary is not None else 0
+    elif user_part and user_part != "root":
+        found = _lookup(id_files().get("/etc/passwd", ""), user_part, 2)
+        if found is not None:
+            uid, gid = found[0], (found[1] if found[1] is not None else 0)
+    if uid is not None and uid != 0 and group_part:
+        if _NUMERIC.fullmatch(group_part):
+            gid = int(group_part)
+        else:
+            found = _lookup(id_files().get("/etc/group", ""), group_part, 2)
+            gid = found[0] if found is not None else None
+            if gid is None:
+                uid = None  # the engine would refuse an unknown group: run as the fixed user instead
+    if uid is None or uid == 0 or uid > _MAX_ID or gid is None or gid > _MAX_ID:
+        return NONROOT_USER, NONROOT_USER
+    return f"{uid}:{gid}", "image default"
+
+
+def _lookup_uid(passwd: str, uid: int) -> int | None:
+    """The primary gid of the first passwd entry with ``uid`` (as the engine picks a numeric user's group)."""
+    for line in passwd.splitlines():
+        parts = line.split(":")
+        if len(parts) > 3 and _NUMERIC.fullmatch(parts[2].strip()) and int(parts[2]) == uid \
+                and _NUMERIC.fullmatch(parts[3].strip()):
+            return int(parts[3])
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,35 +639,94 @@ def pid_alive(pid: int) -> bool:
 
 
 class _OutputWatch:
-    """Kills the container when the files it writes to outputs/ grow past a limit, so an image
-    cannot fill the worker's disk through the one writable host directory. It polls 10 times a second:
-    a fast writer can overshoot the limit by its write bandwidth x 0.1 s before it is stopped."""
+    """Kills the container when what it writes to outputs/ grows past a limit, so an image cannot fill
+    the worker's disk (or its inodes) through the one writable host directory. Three bounds: the disk
+    bytes used (blocks), the apparent size (a sparse file costs no blocks but still breaks whoever
+    reads it) and the number of entries (files of any kind, directories included). It polls 10 times
+    a second (a fast writer can overshoot by what it writes in 0.1 s before it is stopped), and
+    :meth:`final_check` looks once more after the container exited, so a writer that exits between two
+    polls is caught too."""
 
-    def __init__(self, api: Any, container_id: str, out_dir: Path, limit: int, interval: float = 0.1) -> None:
+    #: most entries a post-exit count walks before it reports "more than" (bounds the walk itself)
+    COUNT_CAP = 100_000
+
+    def __init__(self, api: Any, container_id: str, out_dir: Path, limit: int, interval: float = 0.1, *,
+                 max_files: int = 16, max_apparent: int | None = None) -> None:
         self.api, self.container_id, self.out_dir, self.limit, self.interval = api, container_id, out_dir, limit, interval
+        self.max_files = max_files
+        self.max_apparent = limit if max_apparent is None else max_apparent
         self.exceeded = False
+        self.killed = False  # stopped by the watch while running (else: found after it exited)
+        self.reason = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="case-output-watch", daemon=True)
 
+    def _measure(self, cap: int) -> tuple[int, int, int, bool]:
+        """(entries, disk bytes, apparent bytes, walk cut at ``cap`` entries) of outputs/, never following links."""
+        entries = used = apparent = 0
+        stack = [str(self.out_dir)]
+        while stack:
+            try:
+                it = os.scandir(stack.pop())
+            except OSError:
+                continue
+            with it:
+                for entry in it:
+                    entries += 1
+                    if entries > cap:
+                        return entries, used, apparent, True
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    used += st.st_blocks * 512
+                    if stat.S_ISREG(st.st_mode):
+                        apparent += st.st_size
+                    elif stat.S_ISDIR(st.st_mode):
+                        stack.append(entry.path)
+        return entries, used, apparent, False
+
     def _size(self) -> int:
-        total = 0
-        for root, _dirs, files in os.walk(self.out_dir):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
-                except OSError:
-                    pass
-        return total
+        return self._measure(self.COUNT_CAP)[1]
+
+    def _check(self, cap: int) -> bool:
+        entries, used, apparent, cut = self._measure(cap)
+        if entries > self.max_files:
+            count = f"more than {cap}" if cut else str(entries)
+            self.reason = f"output limit: {count} files in outputs/ (limit {self.max_files})"
+        elif used > self.limit:
+            self.reason = (f"output limit: the container wrote more than {_human_bytes(self.limit)} to outputs/ "
+                           f"({_human_bytes(used)} seen)")
+        elif apparent > self.max_apparent:
+            self.reason = (f"output limit: {_human_bytes(apparent)} apparent (sparse) size in outputs/ "
+                           f"(limit {_human_bytes(self.max_apparent)})")
+        else:
+            return False
+        self.exceeded = True
+        return True
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if self._size() > self.limit:
-                self.exceeded = True
+            # the walk stops just past the file limit: a flood of entries costs the watch nothing more
+            if self._check(self.max_files):
+                self.killed = True
                 try:
                     self.api.kill(self.container_id)
                 except Exception:  # noqa: BLE001 - it may have exited meanwhile
                     pass
                 return
+
+    def final_check(self) -> bool:
+        """Measure once more after the container exited (exact count up to :attr:`COUNT_CAP`)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self.exceeded:
+            first = self.reason
+            if not self._check(self.COUNT_CAP):  # the exact figures for the reason, when still there
+                self.reason = first
+            self.exceeded = True
+            return True
+        return self._check(self.COUNT_CAP)
 
     def __enter__(self) -> "_OutputWatch":
         self._thread.start()
@@ -719,32 +901,37 @@ def _prepare_dirs(input_file: Path, out_dir: Path, scratch: Path | None) -> tupl
 
 def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, profile: SandboxProfile,
              labels: dict[str, str] | None = None, image_user_is_root: bool | None = None,
-             scratch_dir: Path | None = None) -> CaseRun:
+             scratch_dir: Path | None = None, run_user: tuple[str | None, str] | None = None) -> CaseRun:
     """Run ``image_id`` on one case file; the prediction is expected at ``out_dir/<input name>``.
 
     Returns a :class:`CaseRun` (status ok, timeout, oom, crash or no_output; the output's content
     is checked by :func:`check_output`). Raises :class:`SandboxInfraError` when the engine fails.
     The container is always removed.
+
+    ``run_user`` is :func:`resolve_user`'s answer for the image (a runner resolves it once per run);
+    without it, it is resolved here. ``image_user_is_root`` is accepted for older callers and ignored:
+    the numeric resolution decides.
     """
     import docker
     import requests
 
+    del image_user_is_root  # superseded by resolve_user (a name or "00" can be uid 0)
     input_file, out_dir = Path(input_file), Path(out_dir)
     labels = {LABEL_WORKER: worker_identity(), **(labels or {})}
     try:
-        if image_user_is_root is None:
-            image_user_is_root = image_runs_as_root(client.images.get(image_id).attrs)
+        if run_user is None:
+            run_user = resolve_user(client, image_id, allow_root=profile.allow_root, labels=labels)
     except docker.errors.ImageNotFound as exc:
         raise SandboxInfraError(f"image {image_id} is not loaded on this worker") from exc
     except Exception as exc:  # noqa: BLE001
         if _is_engine_error(exc):
             raise SandboxInfraError(f"Docker engine error: {exc}") from exc
         raise
-    user = NONROOT_USER if (image_user_is_root and not profile.allow_root) else None
+    user, user_note = run_user
     work, inputs = _prepare_dirs(input_file, out_dir, scratch_dir)
     params = container_params(image_id=image_id, inputs_dir=inputs, outputs_dir=out_dir, profile=profile,
                               user=user, labels=labels)
-    result = CaseRun(status="crash", container_params=params, user=user or "image default")
+    result = CaseRun(status="crash", container_params=params, user=user_note)
     api = client.api
     container_id: str | None = None
     out_log, err_log = _BoundedLog(profile.log_keep_bytes), _BoundedLog(profile.log_keep_bytes)
@@ -776,7 +963,8 @@ def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, pro
                 result.reason = f"the container did not start: {exc.explanation or exc}"
                 return result
             meter.poll(container_id, profile.pids_limit)
-            watch = stack.enter_context(_OutputWatch(api, container_id, out_dir, profile.max_output_bytes))
+            watch = stack.enter_context(_OutputWatch(api, container_id, out_dir, profile.max_output_bytes,
+                                                     max_files=profile.max_output_files))
             try:
                 api.wait(container_id, timeout=profile.timeout_s)
                 result.runtime_s = time.monotonic() - t0
@@ -793,14 +981,15 @@ def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, pro
                 api.wait(container_id, timeout=60)
             pump.join(timeout=10)
             state = api.inspect_container(container_id)["State"]
+            watch.final_check()
         peak, cpu_s, pids_hit, oom_seen = meter.result()
         result.peak_memory_bytes, result.cpu_s = peak, cpu_s
         result.exit_code = state.get("ExitCode")
         oom = bool(state.get("OOMKilled")) or oom_seen
         if watch.exceeded:
             result.status = "invalid_output"
-            result.reason = (f"the container wrote more than {_human_bytes(profile.max_output_bytes)} to outputs/ "
-                             "and was stopped; write only outputs/<case name>.npz")
+            result.reason = (f"{watch.reason}: " + ("the container was stopped" if watch.killed else "found when it exited")
+                             + "; write only outputs/<case name>.npz")
         elif timed_out:
             result.status = "timeout"
             result.reason = f"time limit exceeded ({profile.timeout_s:g} s): the container was stopped"

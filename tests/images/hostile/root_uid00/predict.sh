@@ -1,0 +1,1 @@
+python3 -u /workspace/predict.py

@@ -1,0 +1,249 @@
+"""Issue 13, the worker's share of "zero trust in participants", through the real worker
+(``worker.runner.execute_run``, a real Docker engine, SQLite) with hostile images built in the test:
+
+- a case's outputs/ leaves storage once scored (``SEGARENA_KEEP_CASE_OUTPUTS`` keeps it);
+- the output watch bounds the number of entries and the apparent (sparse) size of outputs/;
+- every stored reason is bounded (``SEGARENA_REASON_MAX_CHARS``), evaluator messages quote untrusted
+  content only in bounded fragments;
+- fail-fast: a run stops when its first K cases all fail by the participant's fault;
+- ``allow_root: false`` decides by numeric uid (``USER 00``, a passwd alias of uid 0).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zipfile
+
+import pytest
+from sqlalchemy import select
+
+from api.db import migrate, session_scope
+from api.models import CaseResult, CaseStatus, Run, RunState, Submission, SubmissionState
+from tests.resilience_helpers import HOSTILE_KINDS, HOSTILE_TRACK, files_under, run_hostile_suite
+from tests.worker_helpers import build_test_image, make_testset, seed_submission, seed_track
+
+pytestmark = pytest.mark.docker
+
+NEW_KINDS = ["root_uid00", "root_alias", "passwd_user", "many_files", "sparse_output", "huge_reason"]
+LIMIT = 2000  # the default SEGARENA_REASON_MAX_CHARS
+
+
+# ------------------------------------------------------------------------------------------------
+# the new hostile kinds, through the real worker
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, docker_client, base_image):
+    from api.db import dispose_engines
+
+    tmp = tmp_path_factory.mktemp("zero-trust")
+    try:
+        results = run_hostile_suite(docker_client, base_image, tmp, track=HOSTILE_TRACK, kinds=NEW_KINDS)
+        yield results, tmp / "data" / "storage"
+    finally:
+        dispose_engines()
+
+
+@pytest.mark.parametrize("kind", NEW_KINDS)
+def test_new_hostile_kind_is_contained(hostile, kind):
+    results, _ = hostile
+    spec, obs = HOSTILE_KINDS[kind], results[kind]
+    assert not obs.error, obs.error
+    assert obs.case_rows == 2 and obs.sent == [], (obs.cases, obs.sent)
+    for case in obs.cases:
+        assert case["status"] in spec.expected, (case["status"], case["reason"][:500])
+        if case["status"] != "ok":
+            assert any(w in case["reason"] for w in spec.reason_has), case["reason"][:500]
+        assert len(case["reason"]) <= LIMIT + 40
+    if spec.check is not None:
+        for found in obs.probe_values():
+            assert spec.check(found) == [], found
+    assert obs.leftover_containers == [] and obs.leftover_scratch == []
+    assert obs.control_state == "succeeded"
+
+
+@pytest.mark.parametrize("kind", ["root_uid00", "root_alias"])
+def test_root_spelled_otherwise_runs_as_non_zero_uid(hostile, kind):
+    """USER 00 and USER toor (toor:x:0:0) are uid 0: the container gets the explicit numeric 1000:1000."""
+    obs = hostile[0][kind]
+    assert obs.user == "1000:1000"
+    assert [p.get("uid") for p in obs.probe_values()] == ["1000", "1000"]
+
+
+def test_named_non_root_user_is_kept_as_its_numbers(hostile):
+    obs = hostile[0]["passwd_user"]
+    assert obs.user == "1234:1235"  # resolved from the image's /etc/passwd, passed numerically
+    assert [(p.get("uid"), p.get("gid")) for p in obs.probe_values()] == [("1234", "1235")] * 2
+
+
+def test_file_flood_is_stopped_at_the_file_limit(hostile):
+    for case in hostile[0]["many_files"].cases:
+        assert case["reason"].startswith(f"case {case['case']}: output limit: "), case["reason"]
+        count = int(case["reason"].split("output limit: ")[1].split(" files")[0].replace("more than ", ""))
+        assert count > 16 and "files in outputs/ (limit 16)" in case["reason"]
+        assert "PROBE written=" not in case["stdout"]  # stopped before it wrote them all
+
+
+def test_sparse_file_is_caught_after_exit(hostile):
+    for case in hostile[0]["sparse_output"].cases:
+        assert re.search(r"output limit: 101(\.0)? GiB apparent \(sparse\) size in outputs/ \(limit 2 GiB\)",
+                         case["reason"]), case["reason"]
+
+
+def test_huge_reason_is_bounded(hostile):
+    obs = hostile[0]["huge_reason"]
+    for case in obs.cases:
+        assert "and 39990 more" in case["reason"] or "chars cut" in case["reason"], case["reason"][-300:]
+        assert len(case["reason"]) <= LIMIT + 40
+    assert obs.sub_reason.startswith("every case failed") and len(obs.sub_reason) <= LIMIT + 40
+
+
+def test_outputs_are_deleted_once_scored(hostile):
+    """20,004 files, a 101 GiB sparse file, 23 MB of zip members, every correct output: none stays."""
+    _, storage = hostile
+    assert files_under(storage / "runs") == []
+    assert not (storage / "runs").exists() or list((storage / "runs").iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# the runner
+
+
+@pytest.fixture(scope="module")
+def images(docker_client, base_image):
+    return {n: build_test_image(docker_client, base_image, n) for n in ("correct", "crash")}
+
+
+@pytest.fixture
+def wsettings(settings):
+    s = settings.model_copy(update={"heartbeat_timeout_s": 30, "max_attempts": 3})
+    migrate(s.database_url)
+    return s
+
+
+@pytest.fixture
+def archive(tmp_path):
+    p = tmp_path / "image.tar"
+    p.write_bytes(b"placeholder: the test images are on the engine already")
+    return p
+
+
+class Sent(list):
+    def __call__(self, run_id, queue, countdown):
+        self.append((run_id, queue, countdown))
+
+
+def _run(wsettings, testset, archive, image_id, **track_fields) -> tuple[int, int, float]:
+    from worker.runner import execute_run
+
+    with session_scope(wsettings.database_url) as s:
+        track = seed_track(s, testset=str(testset), slug=f"t{time.monotonic_ns() % 10**9}", **track_fields)
+        sub, run = seed_submission(s, track=track, team_name="team-z", image_id=image_id, archive=archive)
+        ids = (sub.id, run.id)
+    t0 = time.monotonic()
+    assert execute_run(ids[1], wsettings, client=None, sender=Sent()) == ids[1]
+    return ids[0], ids[1], time.monotonic() - t0
+
+
+def test_kept_outputs_when_asked(wsettings, archive, images, tmp_path):
+    testset = make_testset(tmp_path / "ts", n2d=1, n3d=0)
+    keep = wsettings.model_copy(update={"keep_case_outputs": True})
+    _, rid, _ = _run(keep, testset, archive, images["correct"])
+    assert [p.name for p in files_under(keep.storage_dir / "runs" / str(rid))] == ["2DBox_US_0000.npz"]
+    _, rid, _ = _run(wsettings, testset, archive, images["correct"])
+    assert not (wsettings.storage_dir / "runs" / str(rid)).exists()
+
+
+def test_fail_fast_stops_a_broken_image_on_the_tiny_set(wsettings, archive, images):
+    """A crashing image on the 27-case tiny set: 3 cases run, not 27; the reason says why and what to do."""
+    sub_id, rid, seconds = _run(wsettings, "tiny", archive, images["crash"], memory_mb=512, fail_fast_cases=3)
+    with session_scope(wsettings.database_url) as s:
+        run, sub = s.get(Run, rid), s.get(Submission, sub_id)
+        rows = s.execute(select(CaseResult).where(CaseResult.run_id == rid)).scalars().all()
+        assert run.state == RunState.failed and sub.state == SubmissionState.failed
+        assert len(rows) == 3 and all(c.status == CaseStatus.crash for c in rows)
+        assert sub.reason.startswith("stopped after the first 3 cases failed: predict.sh exited with code 1"), sub.reason
+        assert "segarena check" in sub.reason and "make predict.sh exit 0" in sub.reason
+        assert sub.reason.count("predict.sh exited with code 1") == 1  # deduplicated
+        assert "(24 remaining cases were not run)" in sub.reason
+        assert run.cases_total == 27
+        assert sub.summary["n"] == 3 and sub.summary["not_run"] == 24 and sub.summary["stopped_early"] is True
+        assert sub.summary["n"] + sub.summary["not_run"] == run.cases_total
+    print(f"\nfail-fast: crash image on tiny (27 cases), K=3: {seconds:.1f} s")
+
+
+def test_fail_fast_zero_never_stops(wsettings, archive, images, tmp_path):
+    testset = make_testset(tmp_path / "ts", n2d=4, n3d=1)
+    sub_id, rid, _ = _run(wsettings, testset, archive, images["crash"], fail_fast_cases=0)
+    with session_scope(wsettings.database_url) as s:
+        sub = s.get(Submission, sub_id)
+        assert len(s.execute(select(CaseResult).where(CaseResult.run_id == rid)).scalars().all()) == 5
+        assert sub.reason.startswith("every case failed"), sub.reason
+        assert sub.summary["not_run"] == 0 and sub.summary["stopped_early"] is False
+
+
+def test_fail_fast_rule():
+    from worker.runner import _fail_fast, _Plan
+
+    plan = _Plan(1, 1, 1, 1, "img", None, None, "default", "x", 600.0, 5.0, fail_fast_cases=3)
+    crash = (CaseStatus.crash, "case A: predict.sh exited with code 1; see its stderr (after 0.50 s)")
+    slow = (CaseStatus.timeout, "case B: time limit exceeded (5 s): the container was stopped (after 5.01 s)")
+    ok = (CaseStatus.ok, "")
+    assert _fail_fast(plan, [crash, crash], remaining=5) == ""  # not yet K cases
+    assert _fail_fast(plan, [crash, ok, crash], remaining=5) == ""  # one succeeded
+    assert _fail_fast(plan, [crash, crash, crash], remaining=0) == ""  # nothing left to save
+    assert _fail_fast(plan, [crash, crash, slow, crash], remaining=5) == ""  # decided at K only
+    why = _fail_fast(plan, [crash, slow, crash], remaining=5)
+    assert why.startswith("stopped after the first 3 cases failed: predict.sh exited with code 1; see its stderr | "
+                          "time limit exceeded (5 s): the container was stopped — "), why
+    assert "finish each case within the time limit" in why and "(after" not in why
+    import dataclasses
+
+    assert _fail_fast(dataclasses.replace(plan, fail_fast_cases=0), [crash] * 3, remaining=5) == ""
+
+
+# ------------------------------------------------------------------------------------------------
+# bounded reasons
+
+
+def test_one_bound_helper():
+    from evaluator.io import bound_text
+
+    assert bound_text("abc", 5) == "abc"
+    assert bound_text("x" * 10_000, 2000) == "x" * 2000 + "… (8000 chars cut)"
+
+
+def test_evaluator_messages_quote_untrusted_content_bounded(tmp_path):
+    """An npz of 40,000 long-named members and no 'segs': the message lists 10 names, not 10 MB."""
+    from evaluator.io import CaseFormatError, load_prediction
+
+    path = tmp_path / "2DBox_US_0000.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(40_000):
+            zf.writestr(f"{i:06d}" + "k" * 244 + ".npy", b"")
+    with pytest.raises(CaseFormatError) as err:
+        load_prediction(path, expected_shape=(4, 4))
+    text = str(err.value)
+    assert "missing array 'segs'" in text and "and 39990 more" in text
+    assert len(text) < 3000, len(text)
+
+
+def test_infrastructure_reasons_are_bounded(wsettings, archive, tmp_path):
+    from worker.runner import retry_or_fail
+
+    testset = make_testset(tmp_path / "ts", n2d=1, n3d=0)
+    with session_scope(wsettings.database_url) as s:
+        track = seed_track(s, testset=str(testset), slug="infra")
+        sub, run = seed_submission(s, track=track, team_name="team-i", image_id="sha256:x", archive=archive)
+        ids = (sub.id, run.id)
+    for attempt in range(3):
+        with session_scope(wsettings.database_url) as s:
+            run = s.execute(select(Run).where(Run.submission_id == ids[0]).order_by(Run.attempt.desc())).scalars().first()
+            retry_or_fail(s, run, reason="engine said: " + "e" * 1_000_000, settings=wsettings, actor="test")
+    with session_scope(wsettings.database_url) as s:
+        sub = s.get(Submission, ids[0])
+        runs = s.execute(select(Run).where(Run.submission_id == ids[0])).scalars().all()
+        assert sub.state == SubmissionState.failed and len(sub.reason) <= LIMIT + 40, len(sub.reason)
+        assert sub.reason.endswith("chars cut)")
+        assert all(len(r.reason) <= LIMIT + 40 for r in runs)
