@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["enqueue_run", "EnqueueError"]
+__all__ = ["enqueue_run", "EnqueueError", "check_track_queue"]
 
 _apps: dict[str, object] = {}
 _lock = threading.Lock()
@@ -38,3 +38,25 @@ def enqueue_run(settings, run_id: int, queue: str) -> str:
     except Exception as exc:  # kombu raises many kinds (OperationalError, socket errors)
         raise EnqueueError(f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
     return str(result.id)
+
+
+def check_track_queue(settings, queue: str | None, gpus: int | None = None) -> None:
+    """Refuse (422) a track on a queue that is not declared in SEGARENA_QUEUES (no worker would ever serve
+    it), and a track with GPUs on a cpu-kind queue."""
+    if queue is None:
+        return
+    from api.errors import ApiError
+
+    declared = settings.declared_queues
+    listing = ", ".join(f"{name} ({kind})" for name, kind in declared.items())
+    if queue not in declared:
+        raise ApiError(422, "invalid_request",
+                       f"queue: {queue!r} is not a declared queue; declared: {listing}. Use one of them, or declare "
+                       f"it in the server's SEGARENA_QUEUES setting (name:kind, e.g. "
+                       f"SEGARENA_QUEUES={','.join(f'{n}:{k}' for n, k in declared.items())},{queue}:cpu) and start "
+                       f"a worker for it")
+    if (gpus or 0) > 0 and declared[queue] != "gpu":
+        gpu_queues = [n for n, k in declared.items() if k == "gpu"]
+        raise ApiError(422, "invalid_request",
+                       f"queue: a track with gpus > 0 must use a gpu-kind queue, and {queue!r} is cpu-kind; "
+                       f"gpu-kind queues: {', '.join(gpu_queues) or 'none (declare one in SEGARENA_QUEUES)'}")

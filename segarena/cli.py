@@ -45,15 +45,22 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
 
 
 @app.command()
-def worker(queues: str = typer.Option(None, help="Queues to consume (default: SEGARENA_WORKER_QUEUES, 'cpu')."),
+def worker(queues: str = typer.Option(None, help="Declared queues to consume (default: SEGARENA_WORKER_QUEUES, else "
+                                      "every queue of SEGARENA_QUEUES of this worker's kind)."),
            beat: bool = typer.Option(True, help="Also run the periodic reaper (one worker per deployment should).")) -> None:
     """Run a Celery worker that executes submissions (one at a time)."""
     from api.settings import get_settings
-    from worker.celery_app import get_celery
+    from worker.celery_app import check_worker_queues, get_celery
 
     settings = get_settings()
+    consumed = [q.strip() for q in (queues or ",".join(settings.queues)).split(",") if q.strip()]
+    try:
+        check_worker_queues(settings, consumed)
+    except RuntimeError as exc:
+        typer.echo(f"segarena worker: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from None
     argv = ["worker", "--loglevel=INFO", "--concurrency=1", "--pool=solo",
-            "-Q", queues or ",".join(settings.queues), "-n", f"segarena-{os.getpid()}@%h"]
+            "-Q", ",".join(consumed), "-n", f"segarena-{os.getpid()}@%h"]
     if beat:
         argv += ["-B", "-s", str(settings.data_dir / "celerybeat-schedule")]
     get_celery().worker_main(argv)

@@ -56,6 +56,24 @@ def progress_of(sub: dict[str, Any]) -> tuple[int, int]:
     return int(done), int(total)
 
 
+def queue_line(sub: dict[str, Any]) -> str | None:
+    """``  queue cpu: position 2 of 5, about 3 min (position × median run / workers online)`` while queued."""
+    q = sub.get("queue")
+    if not isinstance(q, dict) or not q.get("position"):
+        return None
+    line = f"  queue {q.get('queue')}: position {q.get('position')} of {q.get('queued')}"
+    est, workers, med = q.get("estimate_s"), q.get("workers_online"), q.get("median_run_s")
+    if isinstance(est, (int, float)):
+        wait = f"{est:.0f} s" if est < 120 else f"{est / 60:.0f} min" if est < 7200 else f"{est / 3600:.1f} h"
+        line += (f", about {wait} (position {q.get('position')} × median run {_fmt(med, 1)} s / "
+                 f"{workers} worker{'s' if workers != 1 else ''} online)")
+    elif not workers:
+        line += ", no worker online serves this queue yet: no estimate"
+    else:
+        line += ", no finished run on this queue yet to estimate the wait"
+    return line
+
+
 def _print_submission(sub: dict[str, Any]) -> None:
     done, total = progress_of(sub)
     line = f"submission {sub.get('id')}: {sub.get('state')}"
@@ -64,6 +82,9 @@ def _print_submission(sub: dict[str, Any]) -> None:
     if sub.get("reason"):
         line += f"  — {sub['reason']}"
     out.print(line)
+    waiting = queue_line(sub)
+    if waiting:
+        out.print(waiting, markup=False)
     scores = [(k, sub.get(k)) for k in ("dsc", "nsd", "runtime_s") if sub.get(k) is not None]
     if scores:
         out.print("  " + "  ".join(f"{k.upper() if k != 'runtime_s' else 'runtime'}={_fmt(v)}" for k, v in scores))

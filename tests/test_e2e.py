@@ -46,9 +46,9 @@ class Stack:
                     {"SEGARENA_BASE_IMAGE", "SEGARENA_PG_PORT"}}
         self.env.update({
             "SEGARENA_DATA_DIR": str(self.data_dir), "SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN": self.token,
-            "SEGARENA_WORKER_QUEUES": self.queue, "SEGARENA_PUBLIC_BASE_URL": self.url,
+            "SEGARENA_WORKER_QUEUES": self.queue, "SEGARENA_QUEUES": f"cpu:cpu,gpu:gpu,{self.queue}:cpu",
+            "SEGARENA_PUBLIC_BASE_URL": self.url,
             "SEGARENA_URL": self.url, "SEGARENA_CACHE_DIR": str(tmp / "cache"),
-            "SEGARENA_KEEP_CASE_OUTPUTS": "1",  # the scenario re-scores the outputs with `segarena score`
             "SEGARENA_CONFIG": str(tmp / "none.toml"), **extra_env})
         self.logs = tmp / "logs"
         self.logs.mkdir()
@@ -118,6 +118,10 @@ def _flow(stack: Stack, archive: Path, tmp: Path) -> None:
     out = " ".join(watch.stdout.split())
     assert f"submission {sid}: succeeded (27/27 cases)" in out, out
     assert "2DBox_US_0001 ok DSC" in out, "per-case progress lines while it runs"
+
+    # the queue status: our declared queue, served by the worker that ran it
+    queues = {q["name"]: q for q in httpx.get(f"{stack.url}/api/status", timeout=30).json()["queues"]}
+    assert queues[stack.queue]["workers_online"] == 1 and queues[stack.queue]["median_wait_s"] is not None, queues
 
     # the participant's views
     results = run_cli("results", str(sid), "--json", env=env, check=True).stdout

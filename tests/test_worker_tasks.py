@@ -318,7 +318,7 @@ def test_queue_rules_and_gpu_profile(wsettings):
         check_worker_queues(wsettings, ["gpu"])
     gpu_worker = wsettings.model_copy(update={"worker_gpus": "2,3", "worker_cpus": "0-1"})
     check_worker_queues(gpu_worker, ["gpu"])
-    with pytest.raises(RuntimeError, match="serves the gpu queue only"):
+    with pytest.raises(RuntimeError, match="serves gpu-kind queues only"):
         check_worker_queues(gpu_worker, ["cpu", "gpu"])
     track = types.SimpleNamespace(gpus=1, memory_mb=8192, cpus=2.0, pids_limit=256, tmpfs_mb=1024, case_timeout_s=60,
                                   allow_root=False)

@@ -4,10 +4,12 @@ Broker from settings: Redis in production, kombu's SQLAlchemy transport on SQLit
 (no server). ``task_acks_late`` and prefetch 1, so a worker that dies mid-run leaves its message to
 be redelivered; tasks are idempotent (case results are unique per attempt and case).
 
-Queues: ``cpu`` and ``gpu``. A worker executes one container at a time (``--pool=solo
---concurrency=1``, see ``segarena worker``). A GPU worker (``SEGARENA_WORKER_GPUS`` set) serves the
-``gpu`` queue only, and only a GPU worker may serve it: the worker refuses to start otherwise. At
-start-up a worker removes SegArena containers left behind by dead workers of its host.
+Queues: declared once in ``SEGARENA_QUEUES`` (name:kind, kind cpu or gpu; default ``cpu:cpu,gpu:gpu``),
+the same setting the API checks tracks against. A worker executes one container at a time
+(``--pool=solo --concurrency=1``, see ``segarena worker``). A GPU worker (``SEGARENA_WORKER_GPUS``
+set) serves gpu-kind queues only, a CPU worker cpu-kind queues only, and a worker asked to consume an
+undeclared queue refuses to start. At start-up a worker removes SegArena containers left behind by
+dead workers of its host and announces itself in the worker registry (:mod:`worker.registry`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from kombu import Queue
 
 __all__ = ["make_celery", "get_celery", "RUN_TASK", "REAP_TASK", "QUEUES", "check_worker_queues"]
 
-QUEUES = ("cpu", "gpu")
+QUEUES = ("cpu", "gpu")  # the default declaration (SEGARENA_QUEUES=cpu:cpu,gpu:gpu)
 
 RUN_TASK = "segarena.run_submission"
 REAP_TASK = "segarena.reap"
@@ -36,8 +38,8 @@ def make_celery(settings=None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue="cpu",
-        task_queues=[Queue(q, routing_key=q) for q in QUEUES],
+        task_default_queue=next(iter(settings.declared_queues)),
+        task_queues=[Queue(q, routing_key=q) for q in settings.declared_queues],
         worker_concurrency=1,
         task_ignore_result=True,
         result_backend=None,
@@ -64,16 +66,27 @@ def get_celery() -> Celery:
 
 
 def check_worker_queues(settings, consumed: list[str]) -> None:
-    """Refuse a GPU worker on the cpu queue, and a CPU-only worker on the gpu queue."""
-    owns_gpus = bool((settings.worker_gpus or "").strip())
-    unknown = sorted(set(consumed) - set(QUEUES))
+    """Refuse an undeclared queue, a GPU worker on a cpu-kind queue and a CPU-only worker on a gpu-kind one."""
+    declared = settings.declared_queues
+    kind = settings.worker_kind
+    listing = ", ".join(f"{n}:{k}" for n, k in declared.items())
+    mine = [n for n, k in declared.items() if k == kind]
+    if not consumed:
+        raise RuntimeError(f"this {kind} worker has no queue to consume: SEGARENA_QUEUES ({listing}) declares no "
+                           f"{kind}-kind queue; declare one (name:{kind})")
+    unknown = [q for q in consumed if q not in declared]
     if unknown:
-        raise RuntimeError(f"unknown queue(s) {', '.join(unknown)}: SegArena workers consume cpu or gpu")
-    if owns_gpus and set(consumed) != {"gpu"}:
-        raise RuntimeError("a GPU worker (SEGARENA_WORKER_GPUS set) serves the gpu queue only: "
-                           "start it with SEGARENA_WORKER_QUEUES=gpu")
-    if "gpu" in consumed and not owns_gpus:
-        raise RuntimeError("the gpu queue needs a worker that owns GPUs: set SEGARENA_WORKER_GPUS, e.g. 0")
+        raise RuntimeError(f"queue(s) {', '.join(unknown)} not declared in SEGARENA_QUEUES ({listing}): declare them "
+                           f"there (name:kind, the same value on the API and every worker), or consume declared "
+                           f"queues (SEGARENA_WORKER_QUEUES)")
+    wrong = [q for q in consumed if declared[q] != kind]
+    if wrong and kind == "gpu":
+        raise RuntimeError(f"a GPU worker (SEGARENA_WORKER_GPUS set) serves gpu-kind queues only, and "
+                           f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} cpu-kind: start it with "
+                           f"SEGARENA_WORKER_QUEUES={','.join(mine) or 'gpu'}")
+    if wrong:
+        raise RuntimeError(f"gpu-kind queue {', '.join(wrong)}: a gpu-kind queue needs a worker that owns GPUs: set "
+                           f"SEGARENA_WORKER_GPUS, e.g. 0 (a CPU worker serves cpu-kind queues: {', '.join(mine)})")
 
 
 @signals.celeryd_after_setup.connect(weak=False, dispatch_uid="segarena-check-queues")
@@ -81,7 +94,19 @@ def _check_queues(sender=None, instance=None, **_kw) -> None:
     from api.settings import get_settings
 
     consumed = list(instance.app.amqp.queues.consume_from or {}) if instance is not None else []
-    check_worker_queues(get_settings(), consumed)
+    try:
+        check_worker_queues(get_settings(), consumed)
+    except RuntimeError as exc:
+        # Celery logs and swallows an exception from a signal handler (and a SystemExit from worker_main
+        # ends with status 0): exit now, with a status a supervisor sees as a failure
+        import logging
+        import os
+        import sys
+
+        logging.getLogger("segarena.worker").critical("refusing to start: %s", exc)
+        print(f"segarena worker: refusing to start: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
 
 
 @signals.worker_ready.connect(weak=False, dispatch_uid="segarena-startup-sweep")
@@ -99,3 +124,20 @@ def _startup_sweep(sender=None, **_kw) -> None:
         sandbox.cleanup_cgroup_parents()
     except Exception as exc:  # noqa: BLE001 - the reaper retries later
         logging.getLogger("segarena.worker").warning("start-up container sweep failed: %s", exc)
+
+
+@signals.worker_ready.connect(weak=False, dispatch_uid="segarena-announce")
+def _announce(sender=None, **_kw) -> None:
+    """Upsert this worker's row in the registry and keep it fresh (GET /api/status counts it online)."""
+    from api.settings import get_settings
+    from worker.registry import start_announcing
+
+    consumed = list(sender.app.amqp.queues.consume_from or {}) if sender is not None else []
+    start_announcing(get_settings(), name=getattr(sender, "hostname", "") or "", queues=consumed)
+
+
+@signals.worker_shutdown.connect(weak=False, dispatch_uid="segarena-retire")
+def _retire(sender=None, **_kw) -> None:
+    from worker.registry import stop_announcing
+
+    stop_announcing()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.challenges import schemas, service
-from api.deps import OptionalMember, OrganizerDep, SessionDep
+from api.deps import OptionalMember, OrganizerDep, SessionDep, SettingsDep
 from api.params import SlugPath, as_utc
+from api.queue import check_track_queue
 
 router = APIRouter(prefix="/api/challenges", tags=["challenges"])
 
@@ -20,7 +21,9 @@ def list_challenges(session: SessionDep, member: OptionalMember):
 
 
 @router.post("", status_code=201, response_model=schemas.ChallengePublic, summary="Create a challenge with its tracks (organizers)")
-def create_challenge(body: schemas.ChallengeCreate, organizer: OrganizerDep, session: SessionDep):
+def create_challenge(body: schemas.ChallengeCreate, organizer: OrganizerDep, session: SessionDep, settings: SettingsDep):
+    for t in body.tracks:
+        check_track_queue(settings, t.queue, t.gpus)
     return service.challenge_public(service.create_challenge(session=session, actor=organizer, body=body), organizer)
 
 
@@ -36,7 +39,11 @@ def get_track(challenge: SlugPath, track: SlugPath, session: SessionDep, member:
 
 
 @router.patch("/{challenge}/tracks/{track}", response_model=schemas.TrackPublic, summary="Change a track's settings (organizers)")
-def update_track(challenge: SlugPath, track: SlugPath, body: schemas.TrackUpdate, organizer: OrganizerDep, session: SessionDep):
+def update_track(challenge: SlugPath, track: SlugPath, body: schemas.TrackUpdate, organizer: OrganizerDep, session: SessionDep,
+                 settings: SettingsDep):
+    if body.queue is not None:
+        gpus = body.gpus if body.gpus is not None else service.get_track(session=session, challenge=challenge, track=track).gpus
+        check_track_queue(settings, body.queue, gpus)
     return service.track_public(service.update_track(session=session, actor=organizer, challenge=challenge, track=track, body=body), organizer)
 
 

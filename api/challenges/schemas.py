@@ -10,7 +10,7 @@ from api.models import Feedback, RowPolicy, TrackKind, Visibility
 from api.params import SLUG_PATTERN, UtcDatetime, UtcOut
 
 RankingScheme = Literal["rank_then_aggregate", "aggregate_then_rank"]
-# the queue a track's runs go to: "cpu" or "gpu", or a deployment's own queue name served by its workers
+# the queue a track's runs go to: a queue declared in SEGARENA_QUEUES (checked by the routes, api.queue.check_track_queue)
 Queue = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,16}$")]
 
 

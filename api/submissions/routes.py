@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentMember, SessionDep, SettingsDep
-from api.models import SubmissionState
+from api.models import RunState, SubmissionState
 from api.params import MAX_ID, IdPath, SlugPath
 from api.storage import Storage
 from api.submissions import schemas, service, uploads
@@ -106,9 +106,14 @@ def list_submissions(
 
 @router.get("/submissions/{submission_id}", response_model=schemas.SubmissionPublic,
             summary="A submission: state, reason, attempt, per-case progress, aggregates")
-def get_submission(submission_id: IdPath, member: CurrentMember, session: SessionDep):
+def get_submission(submission_id: IdPath, member: CurrentMember, session: SessionDep, settings: SettingsDep):
     sub = service.get_visible_submission(session=session, member=member, submission_id=submission_id)
-    return service.submission_public(session, [sub], viewer=member)[0]
+    view = service.submission_public(session, [sub], viewer=member)[0]
+    if view.run_state == RunState.queued:
+        from api.status.service import queue_position
+
+        view.queue = queue_position(session, settings, service._latest_runs(session, [sub.id]).get(sub.id))
+    return view
 
 
 @router.post("/submissions/{submission_id}/cancel", response_model=schemas.SubmissionPublic,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.params import UtcOut
 
 from api.models import CaseStatus, RunState, SubmissionState, UploadState
+from api.status.schemas import QueuePosition
 
 
 class Progress(BaseModel):
@@ -49,6 +50,8 @@ class SubmissionPublic(BaseModel):
     updated_at: UtcOut
     finished_at: UtcOut | None
     note: str | None = Field(default=None, description="Set when something needs the participant's attention, e.g. a delayed queue.")
+    queue: QueuePosition | None = Field(default=None, description="While queued (GET /api/submissions/{id} only): its "
+                                        "position in its queue and an estimate of the wait.")
     feedback: str = Field(default="full", description="What this view includes: full, summary or none (the track's "
                           "feedback policy for participants; organizers always get full).")
     feedback_note: str = Field(default="", description="One line saying what the feedback policy left out, if anything.")
