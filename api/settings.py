@@ -18,7 +18,8 @@ __all__ = ["Settings", "get_settings"]
 class Settings(BaseSettings):
     """SegArena configuration (environment prefix ``SEGARENA_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="SEGARENA_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SEGARENA_", env_file=".env", extra="ignore",
+                                      populate_by_name=True)  # queue_spec is read from SEGARENA_QUEUES
 
     data_dir: Path = Field(
         default_factory=lambda: Path.cwd() / ".segarena",
@@ -65,7 +66,19 @@ class Settings(BaseSettings):
         "unpacked 1 GiB (real images compress 2-5x).",
     )
     base_image: str = Field(default="segarena/base:bookworm", description="Base image of the project's own images.")
-    worker_queues: str = Field(default="cpu", description="Comma-separated queues this worker consumes (cpu or gpu).")
+    queue_spec: str = Field(
+        default="cpu:cpu,gpu:gpu", validation_alias="SEGARENA_QUEUES",
+        description="SEGARENA_QUEUES: the queues tracks may name, declared once as name:kind pairs (kind cpu or gpu), "
+        "e.g. 'cpu:cpu,gpu:gpu,big:cpu'. The API refuses a track on any other queue; a worker serves declared "
+        "queues of its kind only.",
+    )
+    worker_queues: str = Field(
+        default="", description="Comma-separated declared queues this worker consumes; default: every declared "
+        "queue of its kind (gpu-kind when SEGARENA_WORKER_GPUS is set, else cpu-kind).")
+    worker_heartbeat_s: float = Field(default=15.0, gt=0, description="How often a worker refreshes its row in the "
+                                      "worker registry (GET /api/status).")
+    worker_online_s: float = Field(default=60.0, gt=0, description="A worker seen within this many seconds counts as "
+                                   "online in GET /api/status and the /status page.")
     worker_cpus: str = Field(default="", description="CPU set this worker may pin containers to, e.g. '0-1'; default: all.")
     worker_gpus: str = Field(default="", description="GPU ids this worker owns, e.g. '0'.")
     output_max_bytes: int = Field(
@@ -135,6 +148,7 @@ class Settings(BaseSettings):
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "storage"
         self.storage_dir = Path(self.storage_dir).expanduser().resolve()
+        parse_queues(self.queue_spec)  # a bad SEGARENA_QUEUES stops the process at start-up, saying why
         return self
 
     @property
@@ -143,14 +157,55 @@ class Settings(BaseSettings):
         return self.broker_url.startswith("sqla+")
 
     @property
+    def declared_queues(self) -> dict[str, str]:
+        """The declared queues, name -> kind ('cpu' or 'gpu'), in declaration order (SEGARENA_QUEUES)."""
+        return parse_queues(self.queue_spec)
+
+    @property
+    def worker_kind(self) -> str:
+        """'gpu' for a worker that owns GPUs (SEGARENA_WORKER_GPUS set), else 'cpu'."""
+        return "gpu" if (self.worker_gpus or "").strip() else "cpu"
+
+    @property
     def queues(self) -> list[str]:
-        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+        """The queues this worker consumes: SEGARENA_WORKER_QUEUES, or every declared queue of its kind."""
+        explicit = [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+        if explicit:
+            return explicit
+        return [name for name, kind in self.declared_queues.items() if kind == self.worker_kind]
 
     def ensure_dirs(self) -> None:
         """Create the data and storage directories."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         assert self.storage_dir is not None
         self.storage_dir.mkdir(parents=True, exist_ok=True)
+
+
+QUEUE_KINDS = ("cpu", "gpu")
+QUEUE_NAME_RE = r"^[a-z0-9_-]{1,16}$"
+
+
+def parse_queues(spec: str) -> dict[str, str]:
+    """``'cpu:cpu,gpu:gpu,big:cpu'`` -> ``{'cpu': 'cpu', 'gpu': 'gpu', 'big': 'cpu'}``; a bare name has kind
+    gpu if it is ``gpu``, else cpu. Raises ValueError naming what is wrong (SEGARENA_QUEUES)."""
+    import re
+
+    out: dict[str, str] = {}
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        name, _, kind = (p.strip() for p in item.partition(":"))
+        kind = kind or ("gpu" if name == "gpu" else "cpu")
+        if not re.match(QUEUE_NAME_RE, name):
+            raise ValueError(f"SEGARENA_QUEUES: queue name {name!r} must match {QUEUE_NAME_RE} (e.g. cpu:cpu,gpu:gpu)")
+        if kind not in QUEUE_KINDS:
+            raise ValueError(f"SEGARENA_QUEUES: queue {name!r} has kind {kind!r}; the kind is cpu or gpu")
+        if name in out:
+            raise ValueError(f"SEGARENA_QUEUES: queue {name!r} is declared twice")
+        out[name] = kind
+    if not out:
+        raise ValueError("SEGARENA_QUEUES declares no queue; e.g. SEGARENA_QUEUES=cpu:cpu,gpu:gpu")
+    return out
 
 
 @lru_cache(maxsize=1)
