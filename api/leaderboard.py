@@ -127,7 +127,7 @@ def board_version(session: Session, track: Track) -> tuple:
     tracks = session.execute(
         select(Track.id, Track.visibility, Track.frozen_at, Track.closes_at, Track.row_policy, Track.ranking_scheme,
                Track.metric_profile, Track.case_timeout_s, Track.repro_margin_dsc, Track.repro_margin_nsd,
-               Track.title, Track.description, Track.kind)
+               Track.title, Track.description, Track.kind, Track.feedback)
         .where(Track.challenge_id == track.challenge_id).order_by(Track.id)
     ).all()
     return (n, str(last), max_run, tuple(tuple(str(v) for v in t) for t in tracks),
@@ -554,6 +554,11 @@ def _add_repro(session: Session, track: Track, rows: list[dict], loaded: _Loaded
             if oid not in shown[o.track_id]:
                 del originals[oid]
     orig_cases = _load_cases(session, list(originals)) if originals else {}
+    from api.submissions.feedback import per_case_public
+
+    tracks = {track.id: track}
+    for o, _ in originals.values():
+        tracks.setdefault(o.track_id, session.get(Track, o.track_id))
     for r in rows:
         s = subs[r["submission_id"]]
         r["details"] = None
@@ -585,7 +590,8 @@ def _add_repro(session: Session, track: Track, rows: list[dict], loaded: _Loaded
                        "dsc_orig": _r(c["dsc_orig"]), "dsc_repro": _r(c["dsc_repro"]), "delta_dsc": _r(c["delta_dsc"]),
                        "nsd_orig": _r(c["nsd_orig"]), "nsd_repro": _r(c["nsd_repro"]), "delta_nsd": _r(c["delta_nsd"]),
                        "runtime_orig": _r(c["runtime_orig"], 2), "runtime_repro": _r(c["runtime_repro"], 2),
-                       "runtime_ratio": _r(c["runtime_ratio"], 2)} for c in res.cases],
+                       "runtime_ratio": _r(c["runtime_ratio"], 2)} for c in res.cases]
+            if organizer or per_case_public(track, tracks[o.track_id]) else [],  # the tracks' feedback policy
         }
 
 

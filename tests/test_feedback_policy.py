@@ -251,3 +251,39 @@ def test_summary_rewrites_every_reason_that_quotes_a_case(settings, reason, expe
         org = c.get(f"/api/submissions/{bad}", headers=auth(w.token_org)).json()["reason"]
     assert got == expected and "LEAKED" not in got
     assert org == reason
+
+
+@pytest.mark.parametrize("policy", ["summary", "full"])
+def test_reproducibility_board_shows_per_case_scores_only_on_full_tracks(settings, policy):
+    """A reproduction of a team's main-track run must not become a public per-case score sheet of it."""
+    import numpy as np
+
+    from api import leaderboard as lb
+    from api.models import TrackKind
+    from leaderboard_web.seed import add_submission
+    from api.models import Role
+    from tests.leaderboard_helpers import add_member, at, cases, make_app, make_challenge, make_team
+
+    app = make_app(settings)
+    cs = cases(6)
+    d = np.linspace(0.6, 0.9, 6)
+    with session_scope(settings.database_url) as s:
+        trs = make_challenge(s, tracks={"main": {"feedback": Feedback(policy)},
+                                        "repro": {"kind": TrackKind.reproducibility, "feedback": Feedback(policy)}})
+        orig = add_submission(s, track=trs["main"], team=make_team(s, "winner"), cases=cs, dsc=d, nsd=d,
+                              runtime=np.ones(6), label="orig", created_at=at(0)).id
+        add_submission(s, track=trs["repro"], team=make_team(s, "again"), cases=cs, dsc=d, nsd=d, runtime=np.ones(6),
+                       reproduces_id=orig, created_at=at(1))
+    add_member(settings.database_url, role=Role.organizer, token="sa_feedback_org_token")
+    lb.invalidate()
+    with TestClient(app) as c:
+        pub = c.get("/api/challenges/c1/tracks/repro/leaderboard").json()["rows"][0]
+        page = c.get("/challenges/c1/tracks/repro").text
+        org = c.get("/api/challenges/c1/tracks/repro/leaderboard",
+                    headers={"Authorization": "Bearer sa_feedback_org_token"}).json()["rows"][0]
+    assert pub["verdict"] == "reproduced" and pub["delta_dsc"] == 0.0  # the verdict and mean deltas stay public
+    assert len(org["details"]["cases"]) == 6
+    if policy == "full":
+        assert len(pub["details"]["cases"]) == 6 and cs[0][0] in page
+    else:
+        assert pub["details"]["cases"] == [] and cs[0][0] not in page

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from api import leaderboard as lb
 from api.db import session_scope
-from api.models import Role, RowPolicy, Submission, TrackKind, Visibility
+from api.models import Feedback, Role, RowPolicy, Submission, TrackKind, Visibility
 from leaderboard_web.seed import add_submission, seed_demo
 from tests.leaderboard_helpers import add_member, arr, at, cases, make_app, make_challenge, make_team, sign_in
 
@@ -210,7 +210,9 @@ def test_reproducibility_verdicts(client, settings):
     rng = np.random.default_rng(0)
     d = rng.uniform(0.7, 0.9, 20)
     with session_scope(settings.database_url) as s:
-        trs = make_challenge(s, tracks={"main": {}, "repro": {"kind": TrackKind.reproducibility}})
+        # full feedback: the per-case comparison is public (on summary tracks only organizers see it)
+        trs = make_challenge(s, tracks={"main": {"feedback": Feedback.full},
+                                        "repro": {"kind": TrackKind.reproducibility, "feedback": Feedback.full}})
         win, rep1, rep2 = make_team(s, "winner"), make_team(s, "repro-good"), make_team(s, "repro-bad")
         orig = add_submission(s, track=trs["main"], team=win, cases=cs, dsc=d, nsd=d, runtime=np.ones(20),
                               label="MedficientSAM", created_at=at(0)).id

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from api import leaderboard as lb
 from api.db import session_scope
-from api.models import Role, Submission, SubmissionState, TrackKind, Visibility
+from api.models import Feedback, Role, Submission, SubmissionState, TrackKind, Visibility
 from leaderboard_web.seed import add_submission
 from tests.leaderboard_helpers import add_member, arr, at, cases, make_app, make_challenge, make_team
 
@@ -265,6 +265,8 @@ def test_reproducibility_board_shows_only_public_originals(page_app, settings):
     with session_scope(url) as s:
         repro = s.get(Submission, ids["best"]).track.challenge.tracks
         rtrack = next(t for t in repro if t.kind == TrackKind.reproducibility)
+        for t in repro:  # per-case comparisons are public only on full-feedback tracks (test_feedback_policy.py)
+            t.feedback = Feedback.full
         for i, key in enumerate(("best", "worse", "excluded")):
             add_submission(s, track=rtrack, team=make_team(s, f"R-{key}"), cases=cs, dsc=d, nsd=d, runtime=np.ones(4),
                            label=f"of-{key}", reproduces_id=ids[key], created_at=at(10 + i))

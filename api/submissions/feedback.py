@@ -30,7 +30,7 @@ from typing import Any, Iterable
 from api.models import CaseStatus, Feedback, Member, Role, Track, Visibility
 from api.submissions import schemas
 
-__all__ = ["level", "board_published", "redact", "case_cap", "FailedCase", "note_for", "DEBUG_HINT"]
+__all__ = ["level", "board_published", "redact", "case_cap", "FailedCase", "note_for", "per_case_public", "DEBUG_HINT"]
 
 DEBUG_HINT = "debug with `segarena check` on the public sample cases"
 # the aggregate keys a summary shows (anything else a run summary may grow stays organizer-only)
@@ -74,6 +74,12 @@ def level(track: Track, viewer: Member | None) -> Feedback:
     if policy == Feedback.none and board_published(track):
         return Feedback.summary
     return policy
+
+
+def per_case_public(*tracks: Track) -> bool:
+    """Whether per-case scores of runs on ``tracks`` may be shown to anyone who is not an organizer (the
+    reproducibility board's case-by-case comparison): only when every one of them is at ``full``."""
+    return all(level(t, None) == Feedback.full for t in tracks)
 
 
 def note_for(lvl: Feedback, what: str) -> str:
