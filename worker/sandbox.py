@@ -373,19 +373,24 @@ def _image_id_files(client: Any, image_id: str, labels: dict[str, str]) -> dict[
     created, never started container."""
     import tarfile
 
+    import docker
+
     api = client.api
     out: dict[str, str] = {}
-    cid = api.create_container(image_id, command=["/bin/true"], entrypoint=[], network_disabled=True,
-                               labels=dict(labels),
-                               host_config=api.create_host_config(network_mode="none"))["Id"]
+    try:
+        cid = api.create_container(image_id, command=["/bin/true"], entrypoint=[], network_disabled=True,
+                                   labels=dict(labels),
+                                   host_config=api.create_host_config(network_mode="none"))["Id"]
+    except docker.errors.APIError as exc:
+        if _is_engine_error(exc):
+            raise
+        return out  # the image's fault: its names cannot be resolved (the caller falls back to NONROOT_USER)
     try:
         for path in ("/etc/passwd", "/etc/group"):
-            import docker
-
             try:
                 stream, info = api.get_archive(cid, path)
-            except docker.errors.NotFound:
-                continue
+            except docker.errors.APIError:
+                continue  # missing, or a path the engine will not copy (a link loop...): not resolvable
             if info.get("linkTarget") or int(info.get("size") or 0) > _ID_FILE_MAX_BYTES:
                 continue
             buf = bytearray()
