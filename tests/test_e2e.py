@@ -49,6 +49,7 @@ class Stack:
             "SEGARENA_WORKER_QUEUES": self.queue, "SEGARENA_QUEUES": f"cpu:cpu,gpu:gpu,{self.queue}:cpu",
             "SEGARENA_PUBLIC_BASE_URL": self.url,
             "SEGARENA_URL": self.url, "SEGARENA_CACHE_DIR": str(tmp / "cache"),
+            "SEGARENA_KEEP_CASE_OUTPUTS": "1",  # the scenario re-scores the outputs with `segarena score`
             "SEGARENA_CONFIG": str(tmp / "none.toml"), **extra_env})
         self.logs = tmp / "logs"
         self.logs.mkdir()
