@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 __all__ = [
     "Base", "utcnow", "TrackKind", "Visibility", "RowPolicy", "Role", "SubmissionState", "RunState",
     "CaseStatus", "UploadState", "Challenge", "Track", "Team", "Member", "ApiToken", "Upload",
-    "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES", "Feedback", "WebSession", "WorkerNode",
+    "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES", "ShardState", "Shard", "Feedback", "WebSession", "WorkerNode",
 ]
 
 
@@ -67,6 +67,15 @@ class RowPolicy(str, enum.Enum):
 class Role(str, enum.Enum):
     participant = "participant"
     organizer = "organizer"
+    worker = "worker"  # an execution host: reaches only /api/worker/ routes
+
+
+class ShardState(str, enum.Enum):
+    queued = "queued"  # waiting for a worker (one broker message each)
+    running = "running"  # held by one worker (lease), heartbeating
+    done = "done"  # every case uploaded (scoring may still be under way)
+    cancelled = "cancelled"  # the submission was cancelled, or the run stopped early
+    lost = "lost"  # the worker died or stopped heartbeating: requeued as a new lease
 
 
 class SubmissionState(str, enum.Enum):
@@ -168,6 +177,8 @@ class Track(Base):
     upload_grace_s: Mapped[int] = mapped_column(Integer, default=900)
     # a run stops early when its first K cases all fail by the participant's fault (0: never)
     fail_fast_cases: Mapped[int] = mapped_column(Integer, default=3)
+    # cases per shard (fan-out unit); 0 = auto: about shard_target_s of work from recent case times
+    shard_size: Mapped[int] = mapped_column(Integer, default=0)
 
     challenge: Mapped[Challenge] = relationship(back_populates="tracks")
 
@@ -191,6 +202,8 @@ class Member(Base):
     name: Mapped[str] = mapped_column(String(100))
     email: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[Role] = mapped_column(_enum(Role), default=Role.participant)
+    # for role=worker: comma-separated queues this execution host may serve
+    worker_queues: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     team: Mapped[Team | None] = relationship(back_populates="members")
@@ -331,8 +344,44 @@ class CaseResult(Base):
     stdout_tail: Mapped[str] = mapped_column(Text, default="")
     stderr_tail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # scale-out: which worker ran it, from which shard, the case's wall time on the worker (download, container,
+    # upload), and whether the trusted scorer has scored it yet (an uploaded output waits under output_key)
+    worker_name: Mapped[str] = mapped_column(String(200), default="")
+    shard_id: Mapped[int | None] = mapped_column(ForeignKey("shards.id", ondelete="SET NULL"), default=None, index=True)
+    wall_s: Mapped[float | None] = mapped_column(Float, default=None)
+    output_key: Mapped[str] = mapped_column(String(500), default="")
+    scored: Mapped[bool] = mapped_column(Boolean, default=True)
 
     run: Mapped[Run] = relationship(back_populates="cases")
+
+
+class Shard(Base):
+    """A slice of a run's cases, executed by one execution host at a time (fan-out over the track's queue).
+
+    A worker holds a shard through a lease (``lease``, a random id given at claim); results for a shard are
+    accepted only from the lease holder. A lost shard gets a new lease and a new message; case results stay
+    unique per (run, case), so a redelivered shard never counts a case twice."""
+
+    __tablename__ = "shards"
+    __table_args__ = (UniqueConstraint("run_id", "index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    case_ids: Mapped[list[Any]] = mapped_column(default=list)
+    state: Mapped[ShardState] = mapped_column(_enum(ShardState), default=ShardState.queued, index=True)
+    queue: Mapped[str] = mapped_column(String(16), default="cpu")
+    lease: Mapped[str] = mapped_column(String(64), default="")
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    worker_name: Mapped[str] = mapped_column(String(200), default="")
+    task_id: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    run: Mapped[Run] = relationship()
 
 
 class AuditEvent(Base):
@@ -377,5 +426,8 @@ class WorkerNode(Base):
     cpu_model: Mapped[str] = mapped_column(String(200), default="")
     cores: Mapped[int | None] = mapped_column(Integer, default=None)
     calibration_s: Mapped[float | None] = mapped_column(Float, default=None)
+    gpu_model: Mapped[str] = mapped_column(String(200), default="")
+    docker_version: Mapped[str] = mapped_column(String(100), default="")
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id", ondelete="SET NULL"), default=None)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

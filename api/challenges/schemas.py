@@ -107,6 +107,8 @@ class _TrackFields(BaseModel):
                                 description="An upload begun before closes_at may complete up to this many seconds after it.")
     fail_fast_cases: int = Field(default=3, ge=0, le=10000,
                                  description="Stop a run when its first K cases all fail by the participant's fault (0: never).")
+    shard_size: int = Field(default=0, ge=0, le=100000,
+                            description="Cases per shard (the unit one worker takes); 0 = auto, about a minute of work.")
 
 
 def _check_track(values: dict) -> None:
@@ -159,6 +161,7 @@ class TrackUpdate(BaseModel):
     feedback: Feedback | None = None
     upload_grace_s: int | None = Field(default=None, ge=0, le=7 * 86400)
     fail_fast_cases: int | None = Field(default=None, ge=0, le=10000)
+    shard_size: int | None = Field(default=None, ge=0, le=100000)
 
 
 class VisibilityChange(BaseModel):
@@ -217,6 +220,7 @@ class TrackPublic(BaseModel):
     feedback: Feedback
     upload_grace_s: int
     fail_fast_cases: int
+    shard_size: int
 
 
 class ChallengeSummary(BaseModel):

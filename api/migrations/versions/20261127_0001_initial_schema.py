@@ -2,7 +2,7 @@
 
 Revision ID: 20261127_0001
 Revises: 
-Create Date: 2026-11-30 16:36:42.461763
+Create Date: 2026-11-30 17:13:37.513052
 """
 from alembic import op
 import sqlalchemy as sa
@@ -34,30 +34,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
     )
-    op.create_table('worker_nodes',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('queues', sa.String(length=200), nullable=False),
-    sa.Column('kind', sa.String(length=8), nullable=False),
-    sa.Column('host', sa.String(length=200), nullable=False),
-    sa.Column('pid', sa.Integer(), nullable=True),
-    sa.Column('cpu_model', sa.String(length=200), nullable=False),
-    sa.Column('cores', sa.Integer(), nullable=True),
-    sa.Column('calibration_s', sa.Float(), nullable=True),
-    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('name')
-    )
-    with op.batch_alter_table('worker_nodes', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_worker_nodes_last_seen_at'), ['last_seen_at'], unique=False)
-
     op.create_table('members',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('team_id', sa.Integer(), nullable=True),
     sa.Column('name', sa.String(length=100), nullable=False),
     sa.Column('email', sa.String(length=200), nullable=False),
-    sa.Column('role', sa.Enum('participant', 'organizer', name='role', native_enum=False, length=32), nullable=False),
+    sa.Column('role', sa.Enum('participant', 'organizer', 'worker', name='role', native_enum=False, length=32), nullable=False),
+    sa.Column('worker_queues', sa.String(length=200), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['team_id'], ['teams.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
@@ -95,6 +78,7 @@ def upgrade() -> None:
     sa.Column('feedback', sa.Enum('full', 'summary', 'none', name='feedback', native_enum=False, length=32), nullable=False),
     sa.Column('upload_grace_s', sa.Integer(), nullable=False),
     sa.Column('fail_fast_cases', sa.Integer(), nullable=False),
+    sa.Column('shard_size', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('challenge_id', 'slug')
@@ -200,6 +184,28 @@ def upgrade() -> None:
     with op.batch_alter_table('uploads', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_uploads_team_id'), ['team_id'], unique=False)
 
+    op.create_table('worker_nodes',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('queues', sa.String(length=200), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('host', sa.String(length=200), nullable=False),
+    sa.Column('pid', sa.Integer(), nullable=True),
+    sa.Column('cpu_model', sa.String(length=200), nullable=False),
+    sa.Column('cores', sa.Integer(), nullable=True),
+    sa.Column('calibration_s', sa.Float(), nullable=True),
+    sa.Column('gpu_model', sa.String(length=200), nullable=False),
+    sa.Column('docker_version', sa.String(length=100), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name')
+    )
+    with op.batch_alter_table('worker_nodes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_worker_nodes_last_seen_at'), ['last_seen_at'], unique=False)
+
     op.create_table('runs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('submission_id', sa.Integer(), nullable=False),
@@ -249,6 +255,31 @@ def upgrade() -> None:
     with op.batch_alter_table('web_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_web_sessions_member_id'), ['member_id'], unique=False)
 
+    op.create_table('shards',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=False),
+    sa.Column('index', sa.Integer(), nullable=False),
+    sa.Column('case_ids', sa.JSON(), nullable=False),
+    sa.Column('state', sa.Enum('queued', 'running', 'done', 'cancelled', 'lost', name='shardstate', native_enum=False, length=32), nullable=False),
+    sa.Column('queue', sa.String(length=16), nullable=False),
+    sa.Column('lease', sa.String(length=64), nullable=False),
+    sa.Column('deliveries', sa.Integer(), nullable=False),
+    sa.Column('worker_name', sa.String(length=200), nullable=False),
+    sa.Column('task_id', sa.String(length=64), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('run_id', 'index')
+    )
+    with op.batch_alter_table('shards', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_shards_heartbeat_at'), ['heartbeat_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_shards_run_id'), ['run_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_shards_state'), ['state'], unique=False)
+
     op.create_table('case_results',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=False),
@@ -267,12 +298,19 @@ def upgrade() -> None:
     sa.Column('stdout_tail', sa.Text(), nullable=False),
     sa.Column('stderr_tail', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('worker_name', sa.String(length=200), nullable=False),
+    sa.Column('shard_id', sa.Integer(), nullable=True),
+    sa.Column('wall_s', sa.Float(), nullable=True),
+    sa.Column('output_key', sa.String(length=500), nullable=False),
+    sa.Column('scored', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['shard_id'], ['shards.id'], ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('run_id', 'case_id')
     )
     with op.batch_alter_table('case_results', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_case_results_run_id'), ['run_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_case_results_shard_id'), ['shard_id'], unique=False)
 
     # ### end Alembic commands ###
 
@@ -280,9 +318,16 @@ def upgrade() -> None:
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     with op.batch_alter_table('case_results', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_case_results_shard_id'))
         batch_op.drop_index(batch_op.f('ix_case_results_run_id'))
 
     op.drop_table('case_results')
+    with op.batch_alter_table('shards', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_shards_state'))
+        batch_op.drop_index(batch_op.f('ix_shards_run_id'))
+        batch_op.drop_index(batch_op.f('ix_shards_heartbeat_at'))
+
+    op.drop_table('shards')
     with op.batch_alter_table('web_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_web_sessions_member_id'))
 
@@ -293,6 +338,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_runs_heartbeat_at'))
 
     op.drop_table('runs')
+    with op.batch_alter_table('worker_nodes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_worker_nodes_last_seen_at'))
+
+    op.drop_table('worker_nodes')
     with op.batch_alter_table('uploads', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_uploads_team_id'))
 
@@ -324,10 +373,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_members_team_id'))
 
     op.drop_table('members')
-    with op.batch_alter_table('worker_nodes', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_worker_nodes_last_seen_at'))
-
-    op.drop_table('worker_nodes')
     op.drop_table('teams')
     op.drop_table('challenges')
     # ### end Alembic commands ###
