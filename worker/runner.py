@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import socket
 import threading
 import time
@@ -46,6 +45,7 @@ from api.models import (
 )
 
 from evaluator.io import bound_text
+from evaluator.runs import fail_fast_reason, summarize  # noqa: F401 (re-exported: summarize)
 
 from . import sandbox as sb
 
@@ -547,40 +547,9 @@ class _Execution:
         return state
 
 
-#: what to change, by the status of the cases that stopped a run early
-_FAIL_FAST_HINTS = {
-    CaseStatus.crash: "make predict.sh exit 0",
-    CaseStatus.no_output: "write /workspace/outputs/<input file name> for the input",
-    CaseStatus.invalid_output: "write an integer 'segs' label map of the input's shape, and nothing else",
-    CaseStatus.timeout: "finish each case within the time limit",
-    CaseStatus.oom: "stay under the memory limit",
-}
-
-
 def _fail_fast(plan: _Plan, seen: list[tuple[CaseStatus, str]], *, remaining: int) -> str:
-    """The reason to stop the run now, or "": its first ``plan.fail_fast_cases`` cases all failed by the
-    participant's fault (every recorded non-ok status is: infrastructure failures end the attempt and are
-    retried, they never become case results) and cases remain to be run (0 disables the rule)."""
-    k = plan.fail_fast_cases
-    if k <= 0 or len(seen) != k or remaining <= 0:
-        return ""
-    if any(CaseStatus(st) == CaseStatus.ok for st, _ in seen):
-        return ""
-    why: list[str] = []
-    hints: list[str] = []
-    for st, reason in seen:
-        text = re.sub(r"^case \S+: ", "", reason or CaseStatus(st).value)
-        text = re.sub(r" \(after [0-9.]+ s\)$", "", text)
-        text = bound_text(text, 300)
-        if text not in why:
-            why.append(text)
-        hint = _FAIL_FAST_HINTS.get(CaseStatus(st))
-        if hint and hint not in hints:
-            hints.append(hint)
-    fix = "; ".join(hints + ["run `segarena check` on your image archive: it runs the image on public sample "
-                             "cases under this track's limits and shows its logs; then submit again"])
-    return (f"stopped after the first {k} cases failed: {' | '.join(why)} — {fix} "
-            f"({remaining} remaining cases were not run)")
+    """The reason to stop the run now, or "" (see :func:`evaluator.runs.fail_fast_reason`)."""
+    return fail_fast_reason(plan.fail_fast_cases, seen, remaining=remaining)
 
 
 def sb_shutil_rmtree(path: Path) -> None:
@@ -604,30 +573,6 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return _jsonable(obj.item())
     return obj
-
-
-def summarize(cases: list[CaseResult]) -> dict[str, Any]:
-    """Aggregates of a run's case results (failed cases at their worst values)."""
-    import statistics
-
-    def agg(rows: list[CaseResult]) -> dict[str, Any]:
-        if not rows:
-            return {"n": 0, "dsc": None, "nsd": None, "runtime_s": None}
-        return {"n": len(rows), "dsc": statistics.fmean(c.dsc for c in rows),
-                "nsd": statistics.fmean(c.nsd for c in rows), "runtime_s": statistics.fmean(c.runtime_s for c in rows)}
-
-    out = agg(cases)
-    counts: dict[str, int] = {}
-    for c in cases:
-        counts[c.status.value] = counts.get(c.status.value, 0) + 1
-    out["status_counts"] = counts
-    out["ok"] = counts.get("ok", 0)
-    out["failed"] = len(cases) - out["ok"]
-    out["total_runtime_s"] = sum(c.runtime_s for c in cases)
-    out["by_modality"] = {m: agg([c for c in cases if c.modality == m]) for m in sorted({c.modality for c in cases})}
-    out["by_size_class"] = {k: agg([c for c in cases if c.size_class == k])
-                            for k in ("small", "medium", "large") if any(c.size_class == k for c in cases)}
-    return out
 
 
 def _refresh_leaderboard() -> None:
