@@ -1,4 +1,4 @@
-"""``GET /health``: overall status for anyone; the database, broker and Docker engine, each with status and
+"""``GET /health``: overall status for anyone; the database, broker, Docker engine and storage, each with status and
 version, for organizers (secrets in URLs and error messages redacted whole)."""
 
 from __future__ import annotations
@@ -91,6 +91,16 @@ def check_docker(docker_host: str | None) -> dict[str, Any]:
         return {"ok": False, "error": _error(exc)}
 
 
+def check_storage(settings) -> dict[str, Any]:
+    """The storage backend: the local directory is writable, or the S3 bucket answers (URLs redacted)."""
+    try:
+        from api.storage import Storage
+
+        return Storage.from_settings(settings, probe=True).describe()
+    except Exception as exc:
+        return {"ok": False, "url": redact_url(getattr(settings, "storage_url", "") or ""), "error": _error(exc)}
+
+
 @router.get("/health", summary="Status; for organizers also the versions of the database, broker and Docker engine")
 def health(settings: SettingsDep, member: OptionalMember) -> dict[str, Any]:
     """Anonymous callers (load balancers, probes) get the overall status only; versions, the (redacted)
@@ -99,6 +109,7 @@ def health(settings: SettingsDep, member: OptionalMember) -> dict[str, Any]:
         "database": check_database(settings.database_url),
         "broker": check_broker(settings.broker_url),
         "docker": check_docker(settings.docker_host),
+        "storage": check_storage(settings),
     }
     status = "ok" if all(p["ok"] for p in parts.values()) else "degraded"
     if member is None or member.role != Role.organizer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -34,6 +34,23 @@ class Settings(BaseSettings):
         "Production: redis://host:6379/0",
     )
     storage_dir: Path | None = Field(default=None, description="Default: data_dir/storage.")
+    storage_url: str = Field(
+        default="",
+        description="Where archives and run outputs are kept: empty (default) or file:///path: the local directory "
+        "storage_dir (file:///path sets it); s3://bucket/prefix: S3-compatible object storage (MinIO, S3, Ceph) with "
+        "the SEGARENA_S3_* settings, storage_dir then keeping only this host's working files (upload staging, scratch).",
+    )
+    s3_endpoint_url: str = Field(
+        default="", description="S3-compatible server, e.g. http://minio:9000; empty: AWS S3 of s3_region.")
+    s3_region: str = Field(default="us-east-1", description="Region of the S3 bucket (MinIO: any, e.g. us-east-1).")
+    s3_access_key_id: str = Field(default="", description="S3 access key; empty: boto3's own chain (env, profile, role).")
+    s3_secret_access_key: SecretStr = Field(
+        default=SecretStr(""), description="S3 secret key (never shown: /health and logs redact it).")
+    s3_part_bytes: int = Field(
+        default=16 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3,
+        description="Part size of multipart uploads to S3: the memory one upload holds; at most 10,000 parts "
+        "per object, so objects up to 10,000 x this.",
+    )
     docker_host: str | None = Field(
         default=None, description="Docker engine socket, e.g. unix:///var/run/docker.sock; default: DOCKER_HOST or the local socket."
     )
@@ -145,6 +162,14 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'segarena.db'}"
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        from api.storage import parse_storage_url  # a bad SEGARENA_STORAGE_URL stops the process, saying why
+
+        kind, where, _ = parse_storage_url(self.storage_url)
+        if kind == "local" and where:
+            if self.storage_dir is not None and Path(self.storage_dir).expanduser().resolve() != Path(where).expanduser().resolve():
+                raise ValueError(f"SEGARENA_STORAGE_URL ({self.storage_url}) and SEGARENA_STORAGE_DIR ({self.storage_dir}) "
+                                 "name different directories; set one of them")
+            self.storage_dir = Path(where)
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "storage"
         self.storage_dir = Path(self.storage_dir).expanduser().resolve()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from api.models import (
 )
 from api.params import as_utc
 from api.queue import EnqueueError, enqueue_run
-from api.storage import Storage
+from api.storage import Storage, StorageError, archive_key
 from api.submissions import feedback, schemas
 from api.submissions.archive import ImageInfo
 
@@ -195,6 +196,16 @@ def create_submission(*, settings, ticket: Ticket, staged: Staged, actor_id: int
     Returns (submission id, note). The staged file is moved into storage, or left for the caller to delete.
     """
     storage = Storage(settings.storage_dir)
+    store = Storage.from_settings(settings)
+    key: str | None = None
+    if not store.local:  # object storage: upload before taking the team lock (a large archive takes a while)
+        key = archive_key("u" + uuid.uuid4().hex, compressed=staged.info.compressed)
+        try:
+            store.move_in(key, staged.path)
+        except StorageError as exc:
+            log.error("could not store an archive as %s: %s", key, exc)
+            raise ApiError(503, "storage_unavailable", "the server could not store the archive in its object storage; "
+                           "try again in a few minutes, or tell the organizers if it keeps failing") from None
     with _session(settings) as session:
         dest: Path | None = None
         try:
@@ -217,10 +228,13 @@ def create_submission(*, settings, ticket: Ticket, staged: Staged, actor_id: int
                 )
                 session.add(sub)
                 session.flush()
-                dest = storage.image_dir(sub.id) / ("image.tar.gz" if staged.info.compressed else "image.tar")
-                Storage.atomic_move(staged.path, dest)
-                os.chmod(dest, 0o440)
-                sub.archive_path = storage.relative(dest)
+                if key is not None:
+                    sub.archive_path = key
+                else:
+                    dest = storage.image_dir(sub.id) / ("image.tar.gz" if staged.info.compressed else "image.tar")
+                    Storage.atomic_move(staged.path, dest)
+                    os.chmod(dest, 0o440)
+                    sub.archive_path = storage.relative(dest)
                 run = Run(submission_id=sub.id, attempt=1, state=RunState.queued, queue=track.queue,
                           requested_by=f"upload:{ticket.member_id}", metric_profile=track.metric_profile,
                           testset=track.testset[:200])
@@ -235,6 +249,8 @@ def create_submission(*, settings, ticket: Ticket, staged: Staged, actor_id: int
             session.rollback()
             if dest is not None:
                 Storage.remove(dest.parent)
+            if key is not None:
+                store.delete(key)
             raise
         note = _enqueue(session, settings, run)
         return sub.id, note
