@@ -125,6 +125,32 @@ class Settings(BaseSettings):
     requeue_after_s: int | None = Field(
         default=None, description="A queued run nobody picked up is re-sent after this long; default: heartbeat_timeout_s."
     )
+    upload_state_cache_bytes: int = Field(
+        default=64 * 1024**2, ge=0,
+        description="Memory one API process keeps, over all open resumable upload sessions together, for their "
+        "running hash and archive check between chunks; sessions beyond it (least recently used first) keep only "
+        "their bytes on disk and are re-read once on completion. 0: keep none.",
+    )
+    max_open_uploads_per_team: int = Field(
+        default=2, ge=0,
+        description="Resumable upload sessions a team may have open at once (over all tracks); each open session "
+        "also holds one slot of its track's daily quota until it completes, is deleted or expires.",
+    )
+    upload_stale_after_s: int = Field(
+        default=6 * 3600, ge=60,
+        description="An open upload session that received no chunk for this long is expired by the reaper: its "
+        "bytes are deleted and its quota slot freed (it stops holding a slot already at this age).",
+    )
+    max_free_cancels_per_day: int = Field(
+        default=2, ge=0,
+        description="Cancellations before the run started that a team gets refunded (not counted toward the quota) "
+        "per rolling 24 h; further cancelled submissions count, as do those whose run had started.",
+    )
+    archive_retention_h: float = Field(
+        default=24.0, ge=0,
+        description="Hours the image archive of a cancelled or failed submission is kept before the reaper deletes "
+        "it (0: at the next pass); archives of succeeded submissions are kept.",
+    )
     public_base_url: str = Field(default="http://127.0.0.1:8000", description="Where the API is reachable.")
     leaderboard_cache_entries: int = Field(
         default=256, ge=1,

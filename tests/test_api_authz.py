@@ -97,7 +97,8 @@ def test_matrix_covers_every_route():
 
 @pytest.mark.parametrize("role", ROLES)
 def test_authorization_matrix(client, db_settings, role):
-    w = seed(db_settings.database_url)
+    w = seed(db_settings.database_url, quota=20)
+    db_settings.max_open_uploads_per_team = 5  # the matrix opens several sessions of team A
     tokens = {"anon": None, "a": w.token_a, "b": w.token_b, "org": w.token_org}
     # team A's objects
     sub_a = submit(client, w.token_a).json()["id"]

@@ -19,8 +19,13 @@ def test_twenty_uploads_against_a_quota_of_one(live, world, db_settings, resumab
     with httpx.Client(base_url=live.url, timeout=60) as http:
         http.patch("/api/challenges/cvpr24/tracks/main", json={"quota_per_day": 2}, headers=org).raise_for_status()
         assert submit(http, world.token_a).status_code == 201  # one used: one remains
+    if resumable:  # open sessions hold quota slots and are limited per team: let all twenty open, then lower
+        db_settings.max_open_uploads_per_team = 20
+        with httpx.Client(base_url=live.url, timeout=60) as http:
+            http.patch("/api/challenges/cvpr24/tracks/main", json={"quota_per_day": 21}, headers=org).raise_for_status()
+    opened = threading.Barrier(21)
     archives = [make_image_tar(salt=f"race-{i}", layer_bytes=50_000) for i in range(20)]
-    barrier = threading.Barrier(20)
+    barrier = threading.Barrier(21 if resumable else 20)  # resumable: the main thread lowers the quota, then joins
     answers: list[tuple[int, dict]] = []
     tokens = [world.token_a, world.token_a2]
 
@@ -33,7 +38,8 @@ def test_twenty_uploads_against_a_quota_of_one(live, world, db_settings, resumab
                                 json={"total_bytes": len(data)}, headers=auth(token)).json()["upload_id"]
                 http.put(f"/api/uploads/{uid}", content=data,
                          headers={**auth(token), "Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"}).raise_for_status()
-                barrier.wait()
+                opened.wait(timeout=120)
+                barrier.wait(timeout=120)
                 r = http.post(f"/api/uploads/{uid}/complete", headers=auth(token))
             else:
                 barrier.wait()
@@ -43,6 +49,11 @@ def test_twenty_uploads_against_a_quota_of_one(live, world, db_settings, resumab
     threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
     for t in threads:
         t.start()
+    if resumable:
+        opened.wait(timeout=120)
+        with httpx.Client(base_url=live.url, timeout=60) as http:
+            http.patch("/api/challenges/cvpr24/tracks/main", json={"quota_per_day": 2}, headers=org).raise_for_status()
+        barrier.wait(timeout=120)
     for t in threads:
         t.join()
     codes = sorted(code for code, _ in answers)

@@ -10,6 +10,10 @@
   engine may serve several deployments, e.g. test databases) is an orphan when its run is no longer active, or when the
   worker that started it (``segarena.worker`` = host:pid) is gone from this host, or when the run now
   belongs to another worker; orphans are removed (force).
+* Open resumable upload sessions that received no chunk for ``settings.upload_stale_after_s`` are
+  expired: their partial file is deleted and the quota slot they held is freed.
+* The image archives of cancelled and failed submissions that ended over ``settings.archive_retention_h``
+  hours ago are deleted (``Submission.archive_deleted_at``); succeeded submissions keep theirs.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class ReapReport:
     lost: list[int] = field(default_factory=list)  # runs marked infra_failed
     resent: list[int] = field(default_factory=list)  # queued runs whose message was re-sent
     containers_removed: list[str] = field(default_factory=list)
+    uploads_expired: int = 0  # stale upload sessions aborted (their bytes deleted)
+    archives_deleted: list[int] = field(default_factory=list)  # submissions whose archive was deleted
 
 
 def _queue_sizes(settings: Any, queues: set[str]) -> dict[str, int] | None:
@@ -89,6 +95,21 @@ def remove_orphan_containers(client: Any, settings: Any) -> list[str]:
             except Exception as exc:  # noqa: BLE001 - removed meanwhile
                 log.info("could not remove %s: %s", c["Id"][:12], exc)
     return removed
+
+
+def _storage_sweep(settings: Any, report: ReapReport, now: datetime) -> None:
+    """Expire stale upload sessions and delete archives past their retention (each failure only logged)."""
+    from api.submissions.service import delete_expired_archives
+    from api.submissions.uploads import expire_stale_uploads
+
+    try:
+        report.uploads_expired = expire_stale_uploads(settings=settings, now=now)
+    except Exception as exc:  # noqa: BLE001 - next pass
+        log.warning("expiring stale uploads failed: %s", exc)
+    try:
+        report.archives_deleted = delete_expired_archives(settings=settings, now=now)
+    except Exception as exc:  # noqa: BLE001 - next pass
+        log.warning("deleting expired archives failed: %s", exc)
 
 
 def reap(settings: Any, *, client: Any = None, sender: Sender | None = None, now: datetime | None = None,
@@ -162,7 +183,8 @@ def reap(settings: Any, *, client: Any = None, sender: Sender | None = None, now
             sb.cleanup_cgroup_parents()
         except Exception as exc:  # noqa: BLE001 - no engine on this host now: next pass
             log.warning("orphan container sweep failed: %s", exc)
-    if report.lost or report.resent or report.containers_removed:
+    _storage_sweep(settings, report, now)
+    if report.lost or report.resent or report.containers_removed or report.uploads_expired or report.archives_deleted:
         log.info("reaper: %s", report)
     return report
 

@@ -42,7 +42,8 @@ async def upload_submission(
     filename: Annotated[str, Query(max_length=255)] = "",
 ):
     ticket = await run_in_threadpool(lambda: service.prepare_submission(
-        session=session, member=member, challenge=challenge, track=track, reproduces=reproduces, label=label))
+        session=session, member=member, challenge=challenge, track=track, reproduces=reproduces, label=label,
+        settings=settings))
     await run_in_threadpool(session.commit)  # hold no DB connection while the archive streams in
     staged = await uploads.receive_archive(request, settings)
     try:
@@ -117,9 +118,9 @@ def get_submission(submission_id: IdPath, member: CurrentMember, session: Sessio
 
 
 @router.post("/submissions/{submission_id}/cancel", response_model=schemas.SubmissionPublic,
-             summary="Cancel a submission that has not started running (it stops counting toward the quota)")
-def cancel_submission(submission_id: IdPath, member: CurrentMember, session: SessionDep):
-    sub = service.cancel_submission(session=session, member=member, submission_id=submission_id)
+             summary="Cancel a submission that has not started running (refunded from the quota up to a daily limit)")
+def cancel_submission(submission_id: IdPath, member: CurrentMember, session: SessionDep, settings: SettingsDep):
+    sub = service.cancel_submission(session=session, member=member, submission_id=submission_id, settings=settings)
     return service.submission_public(session, [sub], viewer=member)[0]
 
 

@@ -1,7 +1,9 @@
 """The submission lifecycle: accept (rules, quota, duplicates), enqueue, read, cancel, re-run.
 
-Quota: N submissions per team per track per rolling 24 h. Cancelled submissions and submissions that
-failed for infrastructure reasons (their latest run ended ``infra_failed``) do not count. The final
+Quota: N submissions per team per track per rolling 24 h. Submissions that failed for infrastructure
+reasons (their latest run ended ``infra_failed``) do not count; a cancelled one counts once its run had
+started, and beyond the team's ``max_free_cancels_per_day`` cancellations before start per 24 h. Each open
+resumable upload session holds a slot of its track until it completes, is deleted or goes stale. The final
 check runs under a per-team lock (``SELECT … FOR UPDATE`` on the team row on PostgreSQL, an exclusive
 ``flock`` on SQLite, which also holds across API processes), so concurrent uploads cannot overrun it.
 
@@ -18,7 +20,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -30,7 +32,7 @@ from api.db import get_sessionmaker
 from api.errors import ApiError
 from api.models import (
     FINAL_STATES, AuditEvent, CaseResult, CaseStatus, Challenge, Member, Role, Run, RunState, Submission,
-    SubmissionState, Team, Track, TrackKind, utcnow,
+    SubmissionState, Team, Track, TrackKind, Upload, UploadState, utcnow,
 )
 from api.params import as_utc
 from api.queue import EnqueueError, enqueue_run
@@ -43,7 +45,8 @@ log = logging.getLogger("segarena.api")
 __all__ = [
     "Ticket", "Staged", "prepare_submission", "create_submission", "submission_public", "list_submissions",
     "get_visible_submission", "cancel_submission", "submission_logs", "submission_results", "rerun_submission",
-    "count_toward_quota", "team_lock", "load_submission",
+    "count_toward_quota", "team_lock", "load_submission", "check_deadline", "open_uploads", "refunded_cancellations",
+    "delete_expired_archives",
 ]
 
 ACTIVE_RUN_STATES = (RunState.queued, RunState.loading, RunState.running, RunState.scoring)
@@ -63,6 +66,7 @@ class Ticket:
     track_id: int
     reproduces_id: int | None
     label: str
+    began_at: datetime | None = None  # when the archive started to arrive (deadline grace)
 
 
 @dataclass
@@ -106,14 +110,46 @@ def _check_reproduces(session: Session, track: Track, reproduces: int | None, *,
                        "or booster track of this challenge; reproduces must name a submission listed there")
 
 
-def count_toward_quota(session: Session, *, team_id: int, track_id: int, now=None) -> list[Submission]:
-    """The team's submissions to the track in the last 24 h that count toward its quota, oldest first."""
+def _started(session: Session, ids: list[int]) -> set[int]:
+    """Those of ``ids`` with a run that started (a worker began loading it)."""
+    if not ids:
+        return set()
+    return set(session.scalars(select(Run.submission_id).where(Run.submission_id.in_(ids), Run.started_at.is_not(None))))
+
+
+def refunded_cancellations(session: Session, *, team_id: int, now=None, free: int = 2) -> list[int]:
+    """The team's cancellations whose quota slot is refunded: the first ``free`` of the last 24 h that were
+    cancelled before their run started (over all tracks), oldest first."""
     now = now or utcnow()
+    if free <= 0:
+        return []
+    when = func.coalesce(Submission.cancelled_at, Submission.finished_at, Submission.updated_at)
+    rows = list(session.execute(
+        select(Submission.id).where(Submission.team_id == team_id, Submission.state == SubmissionState.cancelled,
+                                    when > now - timedelta(days=1))
+        .order_by(when, Submission.id)).scalars())
+    started = _started(session, rows)
+    return [sid for sid in rows if sid not in started][:free]
+
+
+def count_toward_quota(session: Session, *, team_id: int, track_id: int, now=None,
+                       free_cancels: int | None = None) -> list[Submission]:
+    """The team's submissions to the track in the last 24 h that count toward its quota, oldest first.
+
+    Infrastructure failures do not count; a cancelled submission counts unless it is one of the team's
+    ``free_cancels`` (setting ``max_free_cancels_per_day``) cancellations before start in the last 24 h."""
+    now = now or utcnow()
+    if free_cancels is None:
+        from api.settings import get_settings
+
+        free_cancels = get_settings().max_free_cancels_per_day
     rows = list(session.scalars(
         select(Submission).where(Submission.team_id == team_id, Submission.track_id == track_id,
-                                 Submission.created_at > now - timedelta(days=1),
-                                 Submission.state != SubmissionState.cancelled)
+                                 Submission.created_at > now - timedelta(days=1))
         .order_by(Submission.created_at)))
+    refunded: set[int] = set()
+    if any(s.state == SubmissionState.cancelled for s in rows):
+        refunded = set(refunded_cancellations(session, team_id=team_id, now=now, free=free_cancels))
     failed = [s.id for s in rows if s.state == SubmissionState.failed]
     infra = set()
     if failed:
@@ -122,21 +158,58 @@ def count_toward_quota(session: Session, *, team_id: int, track_id: int, now=Non
         for run in session.scalars(select(Run).where(Run.submission_id.in_(failed))):
             if run.attempt == latest.get(run.submission_id) and run.state == RunState.infra_failed:
                 infra.add(run.submission_id)
-    return [s for s in rows if s.id not in infra]
+    return [s for s in rows if s.id not in infra and s.id not in refunded]
 
 
-def _check_quota(session: Session, track: Track, team_id: int) -> None:
+def open_uploads(session: Session, *, team_id: int, track_id: int | None = None, now=None,
+                 stale_after_s: int = 6 * 3600, exclude: str | None = None) -> list[Upload]:
+    """The team's open resumable upload sessions (on ``track_id``, or all), not yet stale, oldest first."""
+    now = now or utcnow()
+    stmt = select(Upload).where(Upload.team_id == team_id, Upload.state == UploadState.open,
+                                Upload.updated_at > now - timedelta(seconds=stale_after_s))
+    if track_id is not None:
+        stmt = stmt.where(Upload.track_id == track_id)
+    if exclude is not None:
+        stmt = stmt.where(Upload.id != exclude)
+    return list(session.scalars(stmt.order_by(Upload.created_at)))
+
+
+def _settings_or_default(settings):
+    if settings is not None:
+        return settings
+    from api.settings import get_settings
+
+    return get_settings()
+
+
+def _check_quota(session: Session, track: Track, team_id: int, *, settings=None, count_open: bool = True) -> None:
+    """Refuse (429) when the team's counted submissions plus (``count_open``) its open upload sessions on the
+    track fill its quota. Admission (opening a session, starting a one-shot upload) counts the open sessions:
+    each holds a slot. Completion counts submissions only: the first upload to complete takes the slot."""
+    settings = _settings_or_default(settings)
     now = utcnow()
-    counted = count_toward_quota(session, team_id=team_id, track_id=track.id, now=now)
-    if len(counted) >= track.quota_per_day:
+    counted = count_toward_quota(session, team_id=team_id, track_id=track.id, now=now,
+                                 free_cancels=settings.max_free_cancels_per_day)
+    pending = open_uploads(session, team_id=team_id, track_id=track.id, now=now,
+                           stale_after_s=settings.upload_stale_after_s) if count_open else []
+    if len(counted) + len(pending) >= track.quota_per_day:
         if track.quota_per_day == 0:
             raise ApiError(429, "quota_exceeded", f"track {track.slug!r} takes no submissions at the moment (quota 0)")
-        frees = as_utc(counted[0].created_at) + timedelta(days=1)
+        if len(counted) >= track.quota_per_day:
+            frees = as_utc(counted[0].created_at) + timedelta(days=1)
+            raise ApiError(429, "quota_exceeded",
+                           f"your team has used its quota of {track.quota_per_day} submissions per 24 h on track "
+                           f"{track.slug!r}; the next slot frees at {frees.isoformat(timespec='seconds')} "
+                           "(infrastructure-failed submissions do not count; cancelled ones count once their run "
+                           f"started, or beyond {settings.max_free_cancels_per_day} cancellations per 24 h)",
+                           retry_at=frees.isoformat(timespec="seconds"))
+        ids = [u.id for u in pending]
         raise ApiError(429, "quota_exceeded",
-                       f"your team has used its quota of {track.quota_per_day} submissions per 24 h on track "
-                       f"{track.slug!r}; the next slot frees at {frees.isoformat(timespec='seconds')} "
-                       "(cancelled and infrastructure-failed submissions do not count)",
-                       retry_at=frees.isoformat(timespec="seconds"))
+                       f"your team's quota of {track.quota_per_day} submissions per 24 h on track {track.slug!r} is "
+                       f"taken by {len(counted)} submission(s) and {len(pending)} open upload session(s) "
+                       f"({', '.join(ids)}); an open upload holds a slot until it ends: complete it "
+                       "(POST /api/uploads/{id}/complete) or delete it (DELETE /api/uploads/{id}) to free the slot",
+                       open_uploads=ids)
 
 
 def _check_duplicate(session: Session, track: Track, team_id: int, image_id: str) -> None:
@@ -175,7 +248,7 @@ def team_lock(session: Session, settings, team_id: int):
 # creating
 # ---------------------------------------------------------------------------------------------
 def prepare_submission(*, session: Session, member: Member, challenge: str, track: str,
-                       reproduces: int | None, label: str) -> Ticket:
+                       reproduces: int | None, label: str, settings=None) -> Ticket:
     """Check everything that can be checked before the archive arrives (fail fast, before gigabytes)."""
     from api.challenges.service import get_track
 
@@ -185,9 +258,28 @@ def prepare_submission(*, session: Session, member: Member, challenge: str, trac
     row = get_track(session=session, challenge=challenge, track=track)
     ensure_open(row)
     _check_reproduces(session, row, reproduces, organizer=member.role == Role.organizer)
-    _check_quota(session, row, member.team_id)
+    _check_quota(session, row, member.team_id, settings=settings)
     return Ticket(team_id=member.team_id, member_id=member.id, track_id=row.id, reproduces_id=reproduces,
-                  label=label.strip()[:200])
+                  label=label.strip()[:200], began_at=utcnow())
+
+
+def check_deadline(track: Track, began_at: datetime | None, now: datetime | None = None) -> None:
+    """At completion: a track that closed meanwhile still takes an upload begun before its close time, for
+    ``track.upload_grace_s`` seconds after it; later (or an upload begun after the close), 403 ``track_closed``."""
+    now = now or utcnow()
+    closes = as_utc(track.closes_at)
+    if closes is None or now < closes:
+        return
+    grace = timedelta(seconds=track.upload_grace_s or 0)
+    began = as_utc(began_at)
+    if began is not None and began < closes and now <= closes + grace:
+        return
+    if began is not None and began < closes:
+        raise ApiError(403, "track_closed",
+                       f"track {track.slug!r} closed for submissions at {closes.isoformat()}; an upload begun before "
+                       f"then had until {(closes + grace).isoformat()} ({int(grace.total_seconds())} s of grace) to "
+                       f"complete, and this one completed at {now.isoformat(timespec='seconds')}; it was not accepted")
+    raise ApiError(403, "track_closed", f"track {track.slug!r} closed for submissions at {closes.isoformat()}")
 
 
 def create_submission(*, settings, ticket: Ticket, staged: Staged, actor_id: int) -> tuple[int, str | None]:
@@ -216,8 +308,9 @@ def create_submission(*, settings, ticket: Ticket, staged: Staged, actor_id: int
                 submitter = session.get(Member, ticket.member_id)
                 _check_reproduces(session, track, ticket.reproduces_id,
                                   organizer=submitter is not None and submitter.role == Role.organizer)
+                check_deadline(track, ticket.began_at)
                 _check_duplicate(session, track, ticket.team_id, staged.info.image_id)
-                _check_quota(session, track, ticket.team_id)
+                _check_quota(session, track, ticket.team_id, settings=settings, count_open=False)
                 actor = session.get(Member, actor_id)
                 sub = Submission(
                     track_id=track.id, team_id=ticket.team_id, member_id=ticket.member_id, label=ticket.label,
@@ -417,13 +510,17 @@ def _case_rows(session: Session, run: Run) -> list[schemas.CaseResultPublic]:
 # ---------------------------------------------------------------------------------------------
 # changing
 # ---------------------------------------------------------------------------------------------
-def cancel_submission(*, session: Session, member: Member, submission_id: int) -> Submission:
-    """Cancel a submission that has not started running (queued or loading); it stops counting toward the quota."""
+def cancel_submission(*, session: Session, member: Member, submission_id: int, settings=None) -> Submission:
+    """Cancel a submission that has not started running (queued or loading).
+
+    It stops counting toward the quota only if its run had not started and it is one of the team's first
+    ``max_free_cancels_per_day`` such cancellations in 24 h (see ``count_toward_quota``); the reason says which."""
+    settings = _settings_or_default(settings)
     sub = get_visible_submission(session=session, member=member, submission_id=submission_id)
     now = utcnow()
     done = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state.in_(CANCELLABLE))
                            .values(state=SubmissionState.cancelled, reason=f"cancelled by {member.name}",
-                                   finished_at=now, updated_at=now)).rowcount
+                                   finished_at=now, cancelled_at=now, updated_at=now)).rowcount
     if not done:
         session.rollback()
         session.refresh(sub)
@@ -431,7 +528,17 @@ def cancel_submission(*, session: Session, member: Member, submission_id: int) -
                        "submissions can be cancelled")
     session.execute(update(Run).where(Run.submission_id == sub.id, Run.state.in_((RunState.queued, RunState.loading)))
                     .values(state=RunState.cancelled, reason=f"cancelled by {member.name}", finished_at=now))
-    record(session, actor=member, action="submission.cancel", target_type="submission", target_id=sub.id)
+    free = settings.max_free_cancels_per_day
+    if sub.id in _started(session, [sub.id]):
+        counts, why = True, "it counts toward the quota: its run had started"
+    elif sub.id in refunded_cancellations(session, team_id=sub.team_id, now=now, free=free):
+        counts, why = False, f"a free cancellation (at most {free} per 24 h): it does not count toward the quota"
+    else:
+        counts, why = True, f"it counts toward the quota: the team's {free} free cancellations per 24 h are used"
+    session.execute(update(Submission).where(Submission.id == sub.id)
+                    .values(reason=f"cancelled by {member.name}; {why}"))
+    record(session, actor=member, action="submission.cancel", target_type="submission", target_id=sub.id,
+           counts_toward_quota=counts)
     session.commit()
     session.refresh(sub)
     return sub
@@ -442,6 +549,10 @@ def rerun_submission(*, session: Session, settings, actor: Member, submission_id
     from sqlalchemy.exc import IntegrityError
 
     sub = get_visible_submission(session=session, member=actor, submission_id=submission_id)
+    if sub.archive_deleted_at is not None:
+        raise ApiError(409, "archive_deleted", f"submission {sub.id} cannot be re-run: its image archive was deleted at "
+                       f"{as_utc(sub.archive_deleted_at).isoformat(timespec='seconds')} (archives of cancelled and failed "
+                       f"submissions are kept {settings.archive_retention_h:g} h); the team must upload the image again")
     runs = list(session.scalars(select(Run).where(Run.submission_id == sub.id).order_by(Run.attempt)))
     active = [r for r in runs if r.state in ACTIVE_RUN_STATES]
     if active:
@@ -459,7 +570,8 @@ def rerun_submission(*, session: Session, settings, actor: Member, submission_id
         session.rollback()
         raise ApiError(409, "run_active", f"another re-run of submission {sub.id} was just requested") from None
     # only one concurrent re-run wins: the state flip is conditional on the state we read
-    flipped = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state == sub.state)
+    flipped = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state == sub.state,
+                                                       Submission.archive_deleted_at.is_(None))
                               .values(state=SubmissionState.queued, reason="", finished_at=None, updated_at=now,
                                       dsc=None, nsd=None, runtime_s=None, summary={})).rowcount
     if not flipped:
@@ -518,3 +630,79 @@ def organizer_view(*, session: Session, sub: Submission) -> schemas.SubmissionOr
 
 def is_final(state: SubmissionState) -> bool:
     return state in FINAL_STATES
+
+
+# ---------------------------------------------------------------------------------------------
+# archive retention (called by the periodic reaper)
+# ---------------------------------------------------------------------------------------------
+RETENTION_STATES = (SubmissionState.cancelled, SubmissionState.failed)
+
+
+def delete_expired_archives(*, settings, now: datetime | None = None) -> list[int]:
+    """Delete the image archives of cancelled and failed submissions that ended over ``archive_retention_h``
+    hours ago (succeeded ones keep theirs), setting ``archive_deleted_at``; returns those submissions' ids.
+
+    A file another submission still uses (same ``archive_path``) is kept; only files inside the storage
+    directory are deleted. A submission is marked before its file goes, conditionally on its state, so a
+    concurrent re-run either wins (and the archive stays) or is refused."""
+    now = now or utcnow()
+    cutoff = now - timedelta(hours=settings.archive_retention_h)
+    storage = Storage(settings.storage_dir)
+    root = Path(settings.storage_dir).resolve()
+    ended = func.coalesce(Submission.finished_at, Submission.cancelled_at, Submission.updated_at)
+    with _session(settings) as s:
+        due = list(s.execute(select(Submission.id, Submission.archive_path).where(
+            Submission.state.in_(RETENTION_STATES), Submission.archive_deleted_at.is_(None),
+            Submission.archive_path != "", ended <= cutoff).order_by(Submission.id)).all())
+        if not due:
+            return []
+        ids = [sid for sid, _ in due]
+        active = set(s.scalars(select(Run.submission_id).where(Run.submission_id.in_(ids),
+                                                                Run.state.in_(ACTIVE_RUN_STATES))))
+        due = [(sid, path) for sid, path in due if sid not in active]
+        due_ids = {sid for sid, _ in due}
+        shared = set(s.scalars(select(Submission.archive_path).where(
+            Submission.archive_path.in_(sorted({path for _, path in due})), Submission.archive_deleted_at.is_(None),
+            Submission.id.not_in(sorted(due_ids))))) if due else set()
+    store = Storage.from_settings(settings)
+    deleted: list[int] = []
+    for sid, rel in due:
+        if rel in shared:
+            continue  # another submission still uses this file
+        if not getattr(store, "local", True):  # object storage: the archive path is the object's key
+            with _session(settings) as s:
+                if s.execute(update(Submission).where(
+                        Submission.id == sid, Submission.state.in_(RETENTION_STATES),
+                        Submission.archive_deleted_at.is_(None)).values(archive_deleted_at=now)).rowcount:
+                    record(s, actor=None, action="submission.archive_deleted", target_type="submission",
+                           target_id=sid, archive_path=rel, retention_h=settings.archive_retention_h)
+                    s.commit()
+                    store.delete(rel)
+                    deleted.append(sid)
+            continue
+        try:
+            path = Path(rel) if Path(rel).is_absolute() else storage.resolve(rel)
+        except Exception:  # noqa: BLE001 - a path outside storage is not ours to delete
+            continue
+        if not path.resolve().is_relative_to(root):
+            continue
+        with _session(settings) as s:
+            marked = s.execute(update(Submission).where(
+                Submission.id == sid, Submission.state.in_(RETENTION_STATES), Submission.archive_deleted_at.is_(None))
+                .values(archive_deleted_at=now)).rowcount
+            if not marked:
+                s.rollback()
+                continue
+            record(s, actor=None, action="submission.archive_deleted", target_type="submission", target_id=sid,
+                   archive_path=rel, retention_h=settings.archive_retention_h)
+            s.commit()
+        Storage.remove(path)
+        if path.parent.resolve() != root:
+            try:
+                path.parent.rmdir()  # images/<id>/ once empty
+            except OSError:
+                pass
+        deleted.append(sid)
+    if deleted:
+        log.info("deleted the archives of %d cancelled or failed submissions: %s", len(deleted), deleted)
+    return deleted

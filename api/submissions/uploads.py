@@ -6,8 +6,14 @@ rejected archive is deleted before the answer goes out.
 Resumable: ``POST …/uploads`` opens a session, ``PUT /api/uploads/{id}`` appends the chunk whose
 ``Content-Range`` starts exactly at ``received_bytes`` (else 416 with ``expected_offset``). A chunk cut
 off by a dropped connection keeps the bytes that did arrive. SHA-256 and archive checks run while the
-chunks stream, with their state kept in this process (``hashlib`` state cannot be stored); if the chunks
-came through several processes, or this one restarted, ``complete`` re-reads the file once instead.
+chunks stream, with their state kept in this process (``hashlib`` state cannot be stored) within a memory
+budget over all sessions (``upload_state_cache_bytes``); if the chunks came through several processes, this
+one restarted or the budget evicted the state, ``complete`` re-reads the file once instead.
+
+A team has at most ``max_open_uploads_per_team`` open sessions; each holds a quota slot of its track until
+it completes, is deleted (``DELETE /api/uploads/{id}``) or goes stale (``upload_stale_after_s`` without a
+chunk; the reaper then expires it and deletes its bytes). The track's close time is checked again on
+completion: a session opened before it may complete within the track's ``upload_grace_s``.
 Concurrent writes to one session are refused (an exclusive ``flock`` on its file).
 """
 
@@ -140,28 +146,65 @@ class _Progress:
     inspector: ArchiveInspector
 
 
-class _ProgressCache:
-    """Per-upload hash and inspection state of this process (bounded; a miss means: re-read on complete)."""
+def _footprint(item: _Progress) -> int:
+    """About how many bytes of memory ``item`` holds: the archive members' kept contents and records, the
+    partial header and extended-header buffers, the gzip window, the hash state."""
+    insp = item.inspector
+    state = getattr(insp, "state", None)
+    members = getattr(state, "members", None) or {}
+    size = 4096  # the objects themselves and the SHA-256 state
+    for m in members.values():
+        size += 256 + len(m.name) + len(getattr(m, "linkname", "") or "") + len(getattr(m, "data", None) or b"")
+    for attr in ("_collect", "_hdr", "_sniff"):
+        buf = getattr(insp, attr, None)
+        if buf:
+            size += len(buf)
+    if getattr(insp, "_inflater", None) is not None:
+        size += 64 << 10  # zlib's inflate state and 32 KiB window
+    return size
 
-    def __init__(self, size: int = 128) -> None:
-        self._items: OrderedDict[str, _Progress] = OrderedDict()
+
+class _ProgressCache:
+    """Per-upload hash and inspection state of this process, bounded in bytes over all sessions together
+    (``settings.upload_state_cache_bytes``); least recently used entries go first, and a session whose
+    state is gone is re-read once from disk on ``complete`` (its chunks are then only written)."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[str, tuple[_Progress, int]] = OrderedDict()
         self._lock = threading.Lock()
-        self._size = size
+        self.nbytes = 0
 
     def take(self, upload_id: str, offset: int) -> _Progress | None:
         with self._lock:
-            item = self._items.pop(upload_id, None)
-        return item if item is not None and item.offset == offset else None
+            entry = self._items.pop(upload_id, None)
+            if entry is not None:
+                self.nbytes -= entry[1]
+        return entry[0] if entry is not None and entry[0].offset == offset else None
 
-    def put(self, upload_id: str, item: _Progress) -> None:
+    def put(self, upload_id: str, item: _Progress, *, budget: int) -> bool:
+        """Keep ``item`` within ``budget`` bytes in all (evicting others); False if it alone exceeds it."""
+        size = _footprint(item)
         with self._lock:
-            self._items[upload_id] = item
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+            old = self._items.pop(upload_id, None)
+            if old is not None:
+                self.nbytes -= old[1]
+            if size > budget:
+                return False
+            self._items[upload_id] = (item, size)
+            self.nbytes += size
+            while self.nbytes > budget and self._items:
+                _, (_, evicted) = self._items.popitem(last=False)
+                self.nbytes -= evicted
+        return True
 
     def drop(self, upload_id: str) -> None:
         with self._lock:
-            self._items.pop(upload_id, None)
+            entry = self._items.pop(upload_id, None)
+            if entry is not None:
+                self.nbytes -= entry[1]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 _progress = _ProgressCache()
@@ -180,10 +223,32 @@ def upload_public(settings, row: Upload) -> schemas.UploadPublic:
 def create_upload(*, session: Session, settings, member: Member, challenge: str, track: str,
                   body: schemas.UploadCreate) -> Upload:
     """Open a resumable upload session (the track's rules are checked now, and again on completion)."""
+    if member.team_id is not None:
+        with service.team_lock(session, settings, member.team_id):  # held until the commit below
+            return _create_upload(session=session, settings=settings, member=member, challenge=challenge,
+                                  track=track, body=body)
+    return _create_upload(session=session, settings=settings, member=member, challenge=challenge, track=track,
+                          body=body)
+
+
+def _create_upload(*, session: Session, settings, member: Member, challenge: str, track: str,
+                   body: schemas.UploadCreate) -> Upload:
     ticket = service.prepare_submission(session=session, member=member, challenge=challenge, track=track,
-                                        reproduces=body.reproduces, label=body.label)
+                                        reproduces=body.reproduces, label=body.label, settings=settings)
     if body.total_bytes > settings.max_upload_bytes:
         raise _too_large(settings)
+    limit = settings.max_open_uploads_per_team
+    pending = service.open_uploads(session, team_id=ticket.team_id, stale_after_s=settings.upload_stale_after_s)
+    if limit == 0:
+        raise ApiError(429, "too_many_open_uploads", "resumable uploads are turned off on this server "
+                       "(max_open_uploads_per_team is 0); send the archive in one request (POST …/submissions)", limit=0)
+    if len(pending) >= limit:
+        ids = [u.id for u in pending]
+        raise ApiError(429, "too_many_open_uploads",
+                       f"your team has {len(pending)} open upload session(s) and may have at most {limit} at once "
+                       f"({', '.join(ids)}); finish one (PUT the rest, then POST "
+                       "/api/uploads/{id}/complete) or cancel it (DELETE /api/uploads/{id}), then open a new one",
+                       open_uploads=ids, limit=limit)
     upload_id = secrets.token_hex(16)
     part = Storage(settings.storage_dir).upload_part(upload_id)
     try:
@@ -318,7 +383,8 @@ async def put_chunk(*, request: Request, settings, member: Member, upload_id: st
         new_received = start + n
         await run_in_threadpool(_set_received, settings, upload_id, start, new_received)
         if cached is not None:
-            _progress.put(upload_id, _Progress(new_received, sink.hasher, sink.inspector))
+            _progress.put(upload_id, _Progress(new_received, sink.hasher, sink.inspector),
+                          budget=settings.upload_state_cache_bytes)
         if disconnected:
             raise ApiError(400, "incomplete_upload", f"the connection closed; {new_received} bytes are kept, resume there")
     row.received_bytes = new_received
@@ -377,7 +443,8 @@ async def complete_upload(*, settings, member: Member, upload_id: str) -> tuple[
             raise _invalid(exc) from None
         params = row.params or {}
         ticket = service.Ticket(team_id=row.team_id, member_id=row.member_id, track_id=row.track_id,
-                                reproduces_id=params.get("reproduces"), label=params.get("label", ""))
+                                reproduces_id=params.get("reproduces"), label=params.get("label", ""),
+                                began_at=row.created_at)
         staged = service.Staged(path=part, sha256=sha, size=received, info=info, filename=row.filename)
         try:
             sid, note = await run_in_threadpool(lambda: service.create_submission(
@@ -410,11 +477,13 @@ def abort_upload(*, session: Session, settings, member: Member, upload_id: str) 
             _abort(settings, upload_id, part, "deleted by the participant", member.id)
 
 
-def expire_stale_uploads(*, settings, max_age_s: int = 7 * 86400) -> int:
-    """Abort open upload sessions untouched for ``max_age_s`` and delete their bytes (for the periodic reaper)."""
+def expire_stale_uploads(*, settings, max_age_s: int | None = None, now=None) -> int:
+    """Abort open upload sessions untouched for ``max_age_s`` (default ``settings.upload_stale_after_s``) and
+    delete their bytes (called by the periodic reaper); returns how many."""
     from datetime import timedelta
 
-    cutoff = utcnow() - timedelta(seconds=max_age_s)
+    max_age_s = settings.upload_stale_after_s if max_age_s is None else max_age_s
+    cutoff = (now or utcnow()) - timedelta(seconds=max_age_s)
     with _fresh(settings) as s:
         stale = list(s.scalars(select(Upload.id).where(Upload.state == UploadState.open, Upload.updated_at < cutoff)))
     storage = Storage(settings.storage_dir)
