@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = ["Storage", "StorageError", "ObjectStore", "S3Storage", "BadKey", "ObjectNotFound", "check_key",
-           "parse_storage_url", "archive_key"]
+           "parse_storage_url", "archive_key", "object_response"]
 
 DEFAULT_CHUNK = 8 << 20
 KEY_MAX_CHARS = 1024
@@ -204,6 +204,25 @@ class ObjectStore:
                              staging=Storage(settings.storage_dir),
                              **({"connect_timeout": 2, "read_timeout": 5, "max_attempts": 1} if probe else {}))
         return Storage(settings.storage_dir)
+
+
+def object_response(store: "ObjectStore", key: str, *, filename: str | None = None, headers: dict | None = None,
+                    media_type: str = "application/octet-stream", chunk: int = DEFAULT_CHUNK):
+    """A streamed HTTP response of the object ``key``: the file itself (``FileResponse``, ranges included) from
+    the local directory, the object streamed in ``chunk``-byte pieces (with its Content-Length) from S3.
+    Raises :class:`ObjectNotFound` when there is none."""
+    from starlette.responses import FileResponse, StreamingResponse
+
+    name = filename or key.rsplit("/", 1)[-1]
+    if store.local:
+        path = store.path_of(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r} in the storage directory")
+        return FileResponse(path, media_type=media_type, filename=name, headers=headers)
+    size = store.size(key)
+    extra = {**(headers or {}), "Content-Length": str(size),
+             "Content-Disposition": f'attachment; filename="{name}"'}
+    return StreamingResponse(store.iter_bytes(key, chunk), media_type=media_type, headers=extra)
 
 
 class Storage(ObjectStore):
@@ -413,6 +432,39 @@ class S3Storage(ObjectStore):
         if self._staging is None:
             raise StorageError("this S3 storage has no local staging directory")
         return self._staging
+
+    # ---- this host's working files (local paths under storage_dir, never objects) ----
+    @property
+    def root(self) -> Path:
+        return self.staging.root
+
+    def upload_part(self, upload_id: str) -> Path:
+        return self.staging.upload_part(upload_id)
+
+    def run_dir(self, run_id: int) -> Path:
+        return self.staging.run_dir(run_id)
+
+    def case_dir(self, run_id: int, case_id: str) -> Path:
+        return self.staging.case_dir(run_id, case_id)
+
+    def testset_dir(self, name: str) -> Path:
+        return self.staging.testset_dir(name)
+
+    def scratch_dir(self) -> Path:
+        return self.staging.scratch_dir()
+
+    def _no_path(self, what: str):
+        raise StorageError(f"{what}: with S3 storage ({self.url}) stored archives and outputs are objects, not files; "
+                           "read them with iter_bytes/get_to_file and write them with put_file/move_in")
+
+    def image_dir(self, submission_id: int) -> Path:
+        self._no_path("image_dir")
+
+    def resolve(self, rel: str) -> Path:
+        self._no_path(f"resolve({rel[:80]!r})")
+
+    def relative(self, path: Path) -> str:
+        self._no_path("relative")
 
     # ---- errors ----
     def _fail(self, exc: BaseException, what: str, key: str = "") -> StorageError:

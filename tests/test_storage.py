@@ -249,3 +249,45 @@ def test_an_unreachable_object_store_is_a_clear_503_and_degraded_health(s3_setti
     assert "pa55word" not in h.text and S3_SECRET not in h.text
     assert r.status_code == 503 and r.json()["code"] == "storage_unavailable", r.text
     assert [p for p in s3_settings.storage_dir.rglob("*") if p.is_file()] == []
+
+
+def test_object_response_streams_either_backend_over_http(store):
+    """``object_response``: what a download route returns; the same bytes and headers from both backends."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from api.storage import object_response
+
+    data = _blob(11 * MiB + 5, seed_=3)
+    store.put_stream("images/9/image.tar.gz", [data])
+    app = FastAPI()
+
+    @app.get("/obj/{name}")
+    def get(name: str):
+        key = "images/9/image.tar.gz" if name == "it" else "images/9/missing"
+        try:
+            return object_response(store, key, headers={"X-Content-SHA256": "abc"}, chunk=MiB)
+        except ObjectNotFound:
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse({"code": "gone"}, status_code=410)
+
+    with TestClient(app) as client:
+        r = client.get("/obj/it")
+        missing = client.get("/obj/other")
+    assert r.status_code == 200 and r.content == data
+    assert r.headers["content-length"] == str(len(data)) and r.headers["x-content-sha256"] == "abc"
+    assert 'filename="image.tar.gz"' in r.headers["content-disposition"]
+    assert missing.status_code == 410
+
+
+def test_s3_storage_keeps_working_files_local_and_refuses_object_paths(s3_store):
+    from api.storage import StorageError
+
+    root = s3_store.staging.root
+    assert s3_store.root == root and s3_store.case_dir(3, "2DBox_CT_0001").is_relative_to(root)
+    assert s3_store.testset_dir("tiny") == root / "testsets" / "tiny" and s3_store.upload_part("x").parent == root / "uploads"
+    for call in (lambda: s3_store.image_dir(1), lambda: s3_store.resolve("images/1/image.tar"),
+                 lambda: s3_store.relative(root / "x")):
+        with pytest.raises(StorageError, match="objects, not files"):
+            call()
