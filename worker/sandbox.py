@@ -126,6 +126,30 @@ class SandboxProfile:
         values.update(overrides)
         return cls(**values)
 
+    @classmethod
+    def from_caps(cls, caps: dict[str, Any], settings: Any, **overrides: Any) -> "SandboxProfile":
+        """The profile of a shard spec's ``caps`` (docs/worker-protocol.md) on this worker (``settings``):
+        the same caps as :meth:`from_track`, the output bounds from the caps where they name them."""
+        from types import SimpleNamespace
+
+        defaults = cls()
+        track = SimpleNamespace(
+            gpus=int(caps.get("gpus") or 0),
+            memory_mb=int(caps.get("memory_mb") or defaults.memory_bytes // 1024**2),
+            cpus=float(caps.get("cpus") or defaults.cpus),
+            pids_limit=int(caps.get("pids_limit") or defaults.pids_limit),
+            tmpfs_mb=int(caps.get("tmpfs_mb") or defaults.tmpfs_bytes // 1024**2),
+            case_timeout_s=float(caps.get("case_timeout_s") or defaults.timeout_s),
+            allow_root=bool(caps.get("allow_root", False)),
+        )
+        values: dict[str, Any] = {}
+        if caps.get("output_max_bytes"):
+            values["max_output_bytes"] = int(caps["output_max_bytes"])
+        if caps.get("output_max_files"):
+            values["max_output_files"] = int(caps["output_max_files"])
+        values.update(overrides)
+        return cls.from_track(track, settings, **values)
+
     @property
     def memory_text(self) -> str:
         """Human form of the memory cap, e.g. '8 GiB' or '256 MiB'."""
@@ -236,9 +260,14 @@ def worker_identity() -> str:
 
 
 def deployment_id(settings: Any) -> str:
-    """A short stable id of the deployment (a hash of its database URL) for container labels."""
+    """A short stable id of the deployment for container labels: ``settings.deployment_id`` where the
+    settings name one (an execution host's :class:`worker.config.WorkerConfig`), else a hash of the
+    database URL (the API's settings)."""
     import hashlib
 
+    explicit = getattr(settings, "deployment_id", None)
+    if isinstance(explicit, str) and explicit:
+        return explicit
     return hashlib.sha256(settings.database_url.encode()).hexdigest()[:16]
 
 

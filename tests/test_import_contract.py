@@ -1,0 +1,128 @@
+"""Import contract: the execution host's modules reach nothing of the trusted side.
+
+Walks the imports (``ast``, every ``import``/``from`` anywhere in a module, including those inside
+functions) transitively within the project, starting from :data:`EXECUTION_HOST_MODULES`, and fails
+if any reaches a package of :data:`FORBIDDEN`. Third-party imports are not followed.
+
+The switch step extends it to the whole of ``worker/`` once the old runner, reaper and registry (which
+read the database) have moved to the trusted side: set :data:`EXECUTION_HOST_MODULES` to
+``all_modules_under("worker")``.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_PACKAGES = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+FORBIDDEN = ("api", "leaderboard_web", "segarena")
+EXECUTION_HOST_MODULES = ("worker.config", "worker.client", "worker.cache", "worker.shard", "worker.calibrate",
+                          "worker.exec_tasks", "worker.sandbox")
+
+
+def all_modules_under(package: str) -> tuple[str, ...]:
+    """Every module of a project package (for extending the contract)."""
+    base = ROOT / package
+    return tuple(sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                        for p in base.rglob("*.py")))
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of module ``name`` (None: not a project module)."""
+    parts = name.split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        return None
+    path = ROOT.joinpath(*parts)
+    if (path / "__init__.py").exists():
+        return path / "__init__.py"
+    if path.with_suffix(".py").exists():
+        return path.with_suffix(".py")
+    return None
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved; ``from x import y``
+    yields x and x.y, since y may be a submodule)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return {f for f in found if f}
+
+
+def forbidden_paths(start: tuple[str, ...]) -> dict[str, list[str]]:
+    """For each forbidden module reached: the import chain that reaches it."""
+    chains: dict[str, list[str]] = {m: [m] for m in start}
+    queue = list(start)
+    bad: dict[str, list[str]] = {}
+    while queue:
+        mod = queue.pop()
+        path = module_file(mod)
+        if path is None:
+            continue
+        for imported in sorted(imports_of(mod, path)):
+            # a package's __init__ runs when any of its modules is imported
+            candidates = [".".join(imported.split(".")[:i]) for i in range(1, imported.count(".") + 2)]
+            for cand in candidates:
+                if cand.split(".")[0] in FORBIDDEN:
+                    bad.setdefault(cand, chains[mod] + [cand])
+                    continue
+                if cand in chains or module_file(cand) is None:
+                    continue
+                chains[cand] = chains[mod] + [cand]
+                queue.append(cand)
+    return bad
+
+
+def test_execution_host_modules_import_nothing_of_the_trusted_side():
+    for mod in EXECUTION_HOST_MODULES:
+        assert module_file(mod) is not None, f"{mod} is not a module of the project"
+    bad = forbidden_paths(EXECUTION_HOST_MODULES)
+    assert not bad, "the execution host imports the trusted side:\n" + "\n".join(
+        " -> ".join(chain) for chain in bad.values())
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    ("from api.settings import get_settings", "api.settings"),
+    ("def f():\n    import leaderboard_web.pages\n", "leaderboard_web"),
+    ("from segarena import output", "segarena"),
+])
+def test_the_walk_catches_direct_lazy_and_transitive_imports(tmp_path, monkeypatch, snippet, expected):
+    """The checker is not vacuous: a module of a fake project that imports the trusted side directly,
+    inside a function, or through another project module is caught, with its chain."""
+    pkg = tmp_path / "worker"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "clean.py").write_text("import os\nfrom . import helper\n")
+    (pkg / "helper.py").write_text(snippet + "\n")
+    for name in FORBIDDEN:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    this = sys.modules[__name__]
+    monkeypatch.setattr(this, "ROOT", tmp_path)
+    monkeypatch.setattr(this, "PROJECT_PACKAGES", {"worker", *FORBIDDEN})
+    bad = forbidden_paths(("worker.clean",))
+    assert any(k.startswith(expected.split(".")[0]) for k in bad), bad
+    chain = next(iter(bad.values()))
+    assert chain[:3] == ["worker.clean", "worker", "worker.helper"] or chain[:2] == ["worker.clean", "worker.helper"]
+
+
+def test_the_old_runner_is_still_outside_the_contract():
+    """A reminder for the switch step: today worker.runner reads the database (it imports api); when this
+    fails, the runner has moved and the contract can cover all of worker/."""
+    assert forbidden_paths(("worker.runner",)), "worker.runner no longer imports api: extend the contract to worker/"
