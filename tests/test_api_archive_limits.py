@@ -147,6 +147,20 @@ def test_member_count_is_a_setting(settings, monkeypatch):
     _refused(data, "more than 20 members")  # the API's inspector reads the process settings
 
 
+def test_the_apps_own_settings_bound_its_archive_checks(db_settings, world, client):
+    """The limits given to create_app(settings) apply to its uploads, one-shot and resumable (not only the
+    process-wide settings): at 5561969 the app's inspector read get_settings() and ignored these."""
+    def extra(tar):
+        for i in range(30):
+            tar.addfile(tarfile.TarInfo(f"extra/{i}"))
+
+    db_settings.archive_max_members = 20
+    data = make_image_tar(extra_members=extra)
+    r = submit(client, world.token_a, data=data, content_type="application/x-tar")
+    assert r.status_code == 422, r.text
+    assert "more than 20 members" in r.json()["message"]
+
+
 def test_pax_header_floods_are_refused_quickly():
     # 64 KiB pax headers of tiny records, one after another (the records are what costs)
     one = pax(_pax_records(**{f"k{i}": "v" for i in range(6000)})[: 64 << 10].rsplit(b"\n", 1)[0] + b"\n")

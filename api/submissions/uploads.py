@@ -44,7 +44,7 @@ from api.models import Member, Upload, UploadState, utcnow
 from api.params import as_utc
 from api.storage import Storage
 from api.submissions import schemas, service
-from api.submissions.archive import ArchiveError, ArchiveInspector
+from api.submissions.archive import ArchiveError, ArchiveInspector, ArchiveLimits
 from api.submissions.streaming import ArchiveSink, Disconnected, TooLarge, pump, storage_error
 
 __all__ = ["receive_archive", "create_upload", "upload_status", "put_chunk", "complete_upload", "abort_upload",
@@ -103,7 +103,7 @@ async def receive_archive(request: Request, settings) -> service.Staged:
     storage = Storage(settings.storage_dir)
     path = storage.upload_part("oneshot-" + uuid.uuid4().hex)
     try:
-        sink = ArchiveSink(path, max_uncompressed=max_uncompressed(settings))
+        sink = ArchiveSink(path, inspector=_inspector(settings))
     except OSError as exc:
         raise storage_error(exc) from None
     ok = False
@@ -359,7 +359,7 @@ async def put_chunk(*, request: Request, settings, member: Member, upload_id: st
                            expected_offset=received, received_bytes=received)
         cached = _progress.take(upload_id, start)
         if cached is None and start == 0:
-            cached = _Progress(0, hashlib.sha256(), ArchiveInspector(max_uncompressed=max_uncompressed(settings)))
+            cached = _Progress(0, hashlib.sha256(), _inspector(settings))
         sink = ArchiveSink(part, offset=start, hasher=cached.hasher if cached else None,
                            inspector=cached.inspector if cached else None, check=cached is not None)
         disconnected = False
@@ -405,9 +405,14 @@ def _set_received(settings, upload_id: str, start: int, received: int) -> None:
         s.commit()
 
 
+def _inspector(settings) -> ArchiveInspector:
+    """An archive checker with this app's limits (the settings given to create_app, not the process's)."""
+    return ArchiveInspector(max_uncompressed=max_uncompressed(settings), limits=ArchiveLimits.from_settings(settings))
+
+
 def _rehash(path: Path, settings) -> tuple[str, ArchiveInspector]:
     hasher = hashlib.sha256()
-    inspector = ArchiveInspector(max_uncompressed=max_uncompressed(settings))
+    inspector = _inspector(settings)
     with open(path, "rb") as f:
         while block := f.read(8 << 20):
             hasher.update(block)
