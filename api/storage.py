@@ -402,7 +402,7 @@ class S3Storage(ObjectStore):
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
                  access_key_id: str | None = None, secret_access_key: str | None = None,
-                 part_bytes: int = 16 << 20, staging: Storage | None = None, connect_timeout: float = 5,
+                 part_bytes: int = 8 << 20, staging: Storage | None = None, connect_timeout: float = 5,
                  read_timeout: float = 60, max_attempts: int = 4) -> None:
         import boto3
         from botocore.config import Config
