@@ -1,4 +1,5 @@
-"""Start-up tasks: an organizer from ``SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN`` (first install, demo)."""
+"""Start-up tasks: an organizer from ``SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN`` (first install, demo) and a worker
+identity from ``SEGARENA_BOOTSTRAP_WORKER_TOKEN`` (embedded execution worker)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from api.settings import Settings
 
 
 def bootstrap(settings: Settings) -> None:
+    from api.execution.identity import bootstrap_worker
+
+    bootstrap_worker(settings)  # SEGARENA_BOOTSTRAP_WORKER_TOKEN: the embedded execution worker's identity
     token = settings.bootstrap_organizer_token
     if not token:
         return

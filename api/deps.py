@@ -17,7 +17,7 @@ from api.models import ApiToken, Member, Role, utcnow
 from api.settings import Settings, get_settings
 
 __all__ = ["SessionDep", "SettingsDep", "OptionalMember", "CurrentMember", "OrganizerDep",
-           "hash_token", "new_token", "authenticate_token", "token_chain_revoked", "MAX_TOKEN_DEPTH"]
+           "hash_token", "new_token", "authenticate_token", "token_chain_revoked", "MAX_TOKEN_DEPTH", "refuse_worker"]
 
 TOKEN_PREFIX = "sa_"
 
@@ -101,9 +101,17 @@ def _optional_member(request: Request, session: SessionDep) -> Member | None:
     if row is None:
         raise ApiError(401, "unauthorized", "this API token is unknown or revoked; ask your team or the organizers for a new one")
     member = row.member  # loaded before the commit: the request then holds no DB connection while it runs
+    refuse_worker(member)
     request.state.token_id = row.id  # the calling token: tokens it mints for its own member are its children
     session.commit()
     return member
+
+
+def refuse_worker(member: Member | None) -> None:
+    """A worker token (an execution host) reaches only /api/worker/ routes: 403 everywhere else."""
+    if member is not None and member.role == Role.worker:
+        raise ApiError(403, "forbidden", "a worker token reaches only the /api/worker/ routes (execution hosts); use a "
+                       "participant or organizer token here")
 
 
 OptionalMember = Annotated[Member | None, Depends(_optional_member)]

@@ -36,6 +36,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 STREAMING_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("POST", re.compile(r"/api/challenges/[^/]+/tracks/[^/]+/submissions/?")),
     ("PUT", re.compile(r"/api/uploads/[^/]+/?")),
+    # an execution host's case upload (api/execution/routes.py) bounds its own body while streaming:
+    # SEGARENA_OUTPUT_MAX_BYTES + SEGARENA_WORKER_META_MAX_BYTES
+    ("POST", re.compile(r"/api/worker/shards/[^/]+/cases/[^/]+/?")),
 )
 
 

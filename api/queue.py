@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["enqueue_run", "EnqueueError", "check_track_queue"]
+__all__ = ["enqueue_run", "enqueue_run_sharded", "EnqueueError", "check_track_queue"]
 
 _apps: dict[str, object] = {}
 _lock = threading.Lock()
@@ -26,7 +26,11 @@ def _celery(settings):
 
 
 def enqueue_run(settings, run_id: int, queue: str) -> str:
-    """Send ``RUN_TASK(run_id)`` to ``queue``; returns the Celery task id. Raises ``EnqueueError``."""
+    """Send ``RUN_TASK(run_id)`` to ``queue``; returns the Celery task id. Raises ``EnqueueError``.
+
+    With ``SEGARENA_EXECUTION=sharded`` the run is split into shards instead (:func:`enqueue_run_sharded`)."""
+    if getattr(settings, "execution", "local") == "sharded":
+        return enqueue_run_sharded(settings, run_id, queue)
     from worker.celery_app import RUN_TASK
 
     app = _celery(settings)
@@ -38,6 +42,14 @@ def enqueue_run(settings, run_id: int, queue: str) -> str:
     except Exception as exc:  # kombu raises many kinds (OperationalError, socket errors)
         raise EnqueueError(f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
     return str(result.id)
+
+
+def enqueue_run_sharded(settings, run_id: int, queue: str | None = None) -> str:
+    """Split the run into shards and send one ``segarena.run_shard(shard_id)`` per shard on the track's queue
+    (docs/worker-protocol.md); returns the first message id. Raises ``EnqueueError``."""
+    from api.execution.shards import enqueue_run_sharded as _sharded
+
+    return _sharded(settings, run_id, queue)
 
 
 def check_track_queue(settings, queue: str | None, gpus: int | None = None) -> None:

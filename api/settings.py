@@ -181,6 +181,36 @@ class Settings(BaseSettings):
         "session cookie is then marked Secure when the proxy says https. Turn on only behind a proxy that sets them.",
     )
 
+    execution: str = Field(
+        default="local", pattern=r"^(local|sharded)$",
+        description="How runs are executed: 'local' (a worker with database access runs a whole run, today's "
+        "default) or 'sharded' (a run is split into shards sent on the track's queue; execution hosts reach only "
+        "the /api/worker/ routes; the trusted `score` queue scores each case).",
+    )
+    shard_target_s: float = Field(
+        default=60.0, gt=0,
+        description="Sharded execution: a track with shard_size 0 gets shards of about this many seconds of work, "
+        "estimated from the median wall time of the track's recent cases.",
+    )
+    shard_default_cases: int = Field(
+        default=10, ge=1,
+        description="Sharded execution: cases per shard of a track with shard_size 0 and no recent case times.",
+    )
+    shard_heartbeat_s: float = Field(
+        default=2.0, gt=0,
+        description="Sharded execution: how often an execution host heartbeats a shard it holds while a container "
+        "runs (it learns of a cancel from the answer); told to workers in the shard spec.",
+    )
+    worker_meta_max_bytes: int = Field(
+        default=256 * 1024, ge=4096,
+        description="Largest JSON 'meta' part of a case upload from an execution host (measurements, log tails).",
+    )
+    bootstrap_worker_token: str | None = Field(
+        default=None,
+        description="If set, a worker identity with this token, serving every cpu-kind queue, is created at "
+        "start-up (embedded mode: `./segarena.sh up` runs its own execution worker).",
+    )
+
     @model_validator(mode="after")
     def _defaults(self) -> "Settings":
         self.data_dir = self.data_dir.expanduser().resolve()

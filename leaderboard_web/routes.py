@@ -48,7 +48,7 @@ from api import leaderboard as lb
 from api.csvsafe import csv_safe
 from api.db import get_sessionmaker
 from api.auth import service as auth_service
-from api.deps import authenticate_token
+from api.deps import authenticate_token, refuse_worker
 from api.errors import ApiError
 from api.models import (
     CaseResult,
@@ -212,6 +212,7 @@ def _member(session: Session, token: str | None, source: str) -> Member | None:
     row = authenticate_token(session, token, touch=False)
     if row is None:
         raise ApiError(401, "unauthorized", "this API token is unknown or revoked; ask your team or the organizers for a new one")
+    refuse_worker(row.member)
     return row.member
 
 

@@ -21,6 +21,8 @@ team_app = typer.Typer(help="Teams and their members.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(team_app, name="team")
 app.add_typer(token_app, name="token")
+worker_app = typer.Typer(help="Worker identities of execution hosts (docs/worker-protocol.md).", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
 
 TRACK_FIELDS = {
     "slug", "title", "kind", "description", "testset", "metric_profile", "ranking_scheme", "row_policy", "visibility",
@@ -224,6 +226,46 @@ def token_revoke(token_id: int = typer.Argument(...)) -> None:
         res = client.post(f"/api/admin/tokens/{token_id}/revoke")
     also = (res or {}).get("also_revoked") or [] if isinstance(res, dict) else []
     out.print(f"token {token_id} revoked" + (f" (and the tokens it minted: {', '.join(map(str, also))})" if also else ""))
+
+
+@worker_app.command("create")
+def worker_create(name: str = typer.Argument(..., help="A name for the execution host(s), e.g. gpu-box-1."),
+                  queue: list[str] = typer.Option(..., "--queue", "-q", help="A declared queue it may serve "
+                                                  "(repeat for several).")) -> None:
+    """Create a worker identity and print its token (shown once): the execution host's SEGARENA_WORKER_TOKEN."""
+    with open_client() as client:
+        res = client.post("/api/admin/workers", json={"name": name, "queues": list(queue)})
+    out.print(f"worker {res.get('id')}: {res.get('name')} (queues: {', '.join(res.get('queues') or [])})")
+    out.print(f"token (shown once, keep it secret): {res.get('token')}")
+
+
+@worker_app.command("list")
+def worker_list() -> None:
+    """List worker identities and their hosts: queues, last seen, calibration, cases run."""
+    from rich.table import Table
+
+    with open_client() as client:
+        rows = client.get("/api/admin/workers")
+    table = Table("id", "name", "queues", "state", "host", "cpu / gpu", "calibration", "last seen", "cases", box=None)
+    for w in rows if isinstance(rows, list) else []:
+        state = "revoked" if w.get("revoked") else "active"
+        nodes = w.get("nodes") or [{}]
+        for n in nodes:
+            cal = n.get("calibration_s")
+            table.add_row(str(w.get("id")), str(w.get("name")), ",".join(w.get("queues") or []), state,
+                          str(n.get("host") or n.get("name") or "-"),
+                          " / ".join(x for x in (n.get("cpu_model"), n.get("gpu_model")) if x) or "-",
+                          f"{cal:.3f} s" if isinstance(cal, (int, float)) else "-",
+                          str(n.get("last_seen_at") or "never")[:19], str(n.get("cases_run", 0) if n else 0))
+    out.print(table)
+
+
+@worker_app.command("revoke")
+def worker_revoke(name: str = typer.Argument(...)) -> None:
+    """Revoke a worker identity: every token of it stops working at once."""
+    with open_client() as client:
+        client.post(f"/api/admin/workers/{name}/revoke")
+    out.print(f"worker {name} revoked")
 
 
 _ = OPTIONS  # the root callback's --url/--token/--challenge apply here too

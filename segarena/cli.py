@@ -66,6 +66,21 @@ def worker(queues: str = typer.Option(None, help="Declared queues to consume (de
     get_celery().worker_main(argv)
 
 
+@app.command()
+def scorer(beat: bool = typer.Option(True, help="Also run the shard reaper (one scorer per deployment should).")) -> None:
+    """Run the trusted scorer: consumes the `score` queue (validates and scores uploaded case outputs next to the
+    database and the ground truth, finishes runs) and, with --beat, the shard reaper."""
+    from api.execution.celery import make_trusted_celery
+    from api.execution.contract import SCORE_QUEUE
+    from api.settings import get_settings
+
+    settings = get_settings()
+    argv = ["worker", "--loglevel=INFO", "--concurrency=1", "--pool=solo", "-Q", SCORE_QUEUE, "-n", "scorer@%h"]
+    if beat:
+        argv += ["-B", "-s", str(settings.data_dir / "scorer-beat-schedule")]
+    make_trusted_celery(settings).worker_main(argv)
+
+
 from segarena import participant as _participant  # noqa: E402
 
 _participant.register(app)

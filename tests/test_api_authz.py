@@ -65,6 +65,18 @@ MATRIX = [
     ("GET", "/api/admin/members/{member_a}/tokens", None, (401, 403, 403, 200)),
     ("POST", "/api/admin/members/{member_a}/tokens/{spare_token_a}/revoke", None, (401, 403, 403, 200)),
     ("POST", "/api/admin/tokens/{spare_token_a}/revoke", None, (401, 403, 403, 200)),
+    # worker identities (organizers) and the worker routes (worker tokens only: tests/test_execution_api.py
+    # checks that a worker token gets 403 on every row above)
+    ("POST", "/api/admin/workers", {"json": {"name": "matrix-new", "queues": ["cpu"]}}, (401, 403, 403, 201)),
+    ("GET", "/api/admin/workers", None, (401, 403, 403, 200)),
+    ("POST", "/api/admin/workers/{worker_name}/revoke", None, (401, 403, 403, 200)),
+    ("POST", "/api/worker/hello", {"json": {"name": "w1", "queues": ["cpu"]}}, (401, 403, 403, 403)),
+    ("POST", "/api/worker/claim", {"json": {"name": "w1", "queue": "cpu"}}, (401, 403, 403, 403)),
+    ("GET", "/api/worker/images/{sha_a}", None, (401, 403, 403, 403)),
+    ("GET", "/api/worker/shards/{shard}/inputs/{case}", {"params": {"lease": "x" * 16}}, (401, 403, 403, 403)),
+    ("POST", "/api/worker/shards/{shard}/cases/{case}", {"files": {"meta": (None, "{}")}}, (401, 403, 403, 403)),
+    ("POST", "/api/worker/shards/{shard}/heartbeat", {"json": {"lease": "x" * 16}}, (401, 403, 403, 403)),
+    ("POST", "/api/worker/shards/{shard}/finish", {"json": {"lease": "x" * 16, "outcome": "done"}}, (401, 403, 403, 403)),
 ]
 
 
@@ -73,10 +85,12 @@ def _our_routes() -> set[tuple[str, str]]:
     from api.auth.routes import router as auth_router
     from api.challenges.routes import router as challenges
     from api.health import router as health
+    from api.execution.routes import admin_router as workers_admin
+    from api.execution.routes import router as worker_routes
     from api.submissions.routes import router as submissions
 
     out = set()
-    for router in (health, auth_router, challenges, submissions, admin):
+    for router in (health, auth_router, challenges, submissions, admin, workers_admin, worker_routes):
         for route in router.routes:
             for method in route.methods - {"HEAD"}:
                 out.add((method, route.path))
@@ -115,7 +129,12 @@ def test_authorization_matrix(client, db_settings, role):
         s.flush()
         spare_id = spare.id
     ctx = {"role": role, "team_a": w.team_a, "member_a": w.member_a, "spare_token_a": spare_id, "sub_a": sub_a,
-           "done_a": done_a, "upload_a": upload_a, "upload_a2": upload_a2, "upload_data": upload_data}
+           "done_a": done_a, "upload_a": upload_a, "upload_a2": upload_a2, "upload_data": upload_data,
+           "worker_name": "matrix-w", "sha_a": "0" * 64, "shard": 1, "case": "2DBox_CT_0001"}
+    with session_scope(db_settings.database_url) as s:  # a worker identity to revoke
+        from api.execution.identity import create_worker
+
+        create_worker(s, db_settings, actor=None, name="matrix-w", queues=["cpu"])
     column = ROLES.index(role)
     problems = []
     for method, path, kwargs, expected in MATRIX:

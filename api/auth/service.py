@@ -160,7 +160,7 @@ def start_web_session(*, session: Session, token: str, hours: float) -> tuple[We
     The cookie holds only a random session id; the DB holds its SHA-256, a CSRF token and the API token's
     id, so the session dies with the token (or any token that minted it)."""
     row = authenticate_token(session, token)
-    if row is None:
+    if row is None or row.member.role == Role.worker:  # a worker token signs no browser in
         return None
     sid = secrets.token_urlsafe(32)
     now = utcnow()

@@ -528,6 +528,9 @@ def cancel_submission(*, session: Session, member: Member, submission_id: int, s
                        "submissions can be cancelled")
     session.execute(update(Run).where(Run.submission_id == sub.id, Run.state.in_((RunState.queued, RunState.loading)))
                     .values(state=RunState.cancelled, reason=f"cancelled by {member.name}", finished_at=now))
+    from api.execution.shards import cancel_submission_shards
+
+    cancel_submission_shards(session, sub.id, now=now)  # sharded runs: queued shards stop at once
     free = settings.max_free_cancels_per_day
     if sub.id in _started(session, [sub.id]):
         counts, why = True, "it counts toward the quota: its run had started"

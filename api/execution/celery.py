@@ -1,0 +1,92 @@
+"""The trusted Celery app: consumes only the ``score`` queue (scoring next to the database and the ground
+truth) and runs the shard reaper from its beat. Also the sender the API uses for ``segarena.run_shard`` and
+``segarena.score_case`` messages (sent by name: the API never imports ``worker/``).
+
+Start it (embedded mode starts one for you once sharded execution is the default)::
+
+    celery -A api.execution.celery:app worker -Q score --pool=solo --concurrency=1 -B
+
+Tasks are plain functions underneath (:func:`api.execution.scoring.score_case`,
+:func:`api.execution.shards.reap_shards`), so tests call them directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from .contract import REAP_SHARDS_TASK, SCORE_QUEUE, SCORE_TASK
+
+__all__ = ["make_trusted_celery", "sender_app"]
+
+_lock = threading.Lock()
+_senders: dict[str, Celery] = {}
+
+
+def _conf(app: Celery, settings: Any) -> None:
+    queues = [Queue(SCORE_QUEUE, routing_key=SCORE_QUEUE)] + [
+        Queue(q, routing_key=q) for q in settings.declared_queues if q != SCORE_QUEUE]
+    app.conf.update(
+        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        task_default_queue=SCORE_QUEUE, task_queues=queues, task_ignore_result=True, result_backend=None,
+        broker_connection_retry_on_startup=True, broker_connection_max_retries=None,
+        worker_hijack_root_logger=False, worker_send_task_events=False,
+        task_serializer="json", accept_content=["json"],
+        beat_schedule={"reap-shards": {"task": REAP_SHARDS_TASK, "schedule": float(settings.reaper_interval_s),
+                                       "options": {"queue": SCORE_QUEUE}}},
+    )
+    if settings.broker_url.startswith("redis"):
+        app.conf.broker_transport_options = {"visibility_timeout": 6 * 3600}
+
+
+def sender_app(settings: Any) -> Celery:
+    """A Celery app that only sends (one per broker URL, reused)."""
+    with _lock:
+        app = _senders.get(settings.broker_url)
+        if app is None:
+            settings.ensure_dirs()
+            app = Celery("segarena-sender", broker=settings.broker_url)
+            _conf(app, settings)
+            _senders[settings.broker_url] = app
+        return app
+
+
+def make_trusted_celery(settings: Any = None) -> Celery:
+    """The trusted worker app: ``segarena.score_case`` and ``segarena.reap_shards`` on ``score``."""
+    if settings is None:
+        from api.settings import get_settings
+
+        settings = get_settings()
+    settings.ensure_dirs()
+    app = Celery("segarena-trusted", broker=settings.broker_url)
+    _conf(app, settings)
+
+    @app.task(name=SCORE_TASK, acks_late=True)
+    def score_case_task(case_result_id: int) -> None:
+        from api.settings import get_settings
+
+        from .scoring import score_case
+
+        score_case(get_settings(), int(case_result_id))
+
+    @app.task(name=REAP_SHARDS_TASK)
+    def reap_shards_task() -> None:
+        from api.settings import get_settings
+
+        from .shards import reap_shards
+
+        reap_shards(get_settings())
+
+    return app
+
+
+def __getattr__(name: str) -> Any:  # module attribute ``app`` built lazily (reads settings only when used)
+    if name == "app":
+        app = globals().get("_trusted")
+        if app is None:
+            app = globals()["_trusted"] = make_trusted_celery()
+        return app
+    raise AttributeError(name)

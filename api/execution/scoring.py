@@ -1,0 +1,285 @@
+"""Trusted scoring and finishing (the ``score`` queue, next to the database and the ground truth).
+
+- :func:`record_case`: a worker's case upload becomes a CaseResult (unique per (run, case)); an ``ok`` case with
+  an output waits unscored for :func:`score_case`; any other status is final at once (DSC = NSD = 0, runtime =
+  the case time limit, as the single-host runner records it).
+- :func:`score_case`: validate the stored output (``evaluator.io.load_prediction``: npz safety, key, shape,
+  dtype, size), score it with ``evaluator.score_case`` and the run's metric profile against the ground truth,
+  delete the output (unless ``SEGARENA_KEEP_CASE_OUTPUTS``), then fail-fast and finishing.
+- :func:`maybe_finish_run`: when every shard is done/cancelled and every case scored, the run's totals
+  (``evaluator.runs.summarize``) and final state; conditional on the run's state, so it happens once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.audit import record
+from api.db import session_scope
+from api.models import (
+    CaseResult, CaseStatus, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, utcnow,
+)
+from api.storage import Storage
+from evaluator.io import bound_text
+from evaluator.runs import fail_fast_reason, summarize
+
+from .shards import ACTIVE_RUN, ACTOR
+from .testsets import load_testset
+
+__all__ = ["record_case", "score_case", "maybe_finish_run", "stop_run", "check_fail_fast", "LOG_TAIL_CHARS"]
+
+log = logging.getLogger("segarena.execution")
+
+LOG_TAIL_CHARS = 64 * 1024  # each of stdout_tail / stderr_tail as stored
+
+
+def _limit(settings: Any) -> int:
+    return int(getattr(settings, "reason_max_chars", 2000))
+
+
+def _num(v: Any) -> float:
+    v = float(v)
+    return 0.0 if math.isnan(v) else v
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if hasattr(obj, "item"):
+        return _jsonable(obj.item())
+    return obj
+
+
+def _case_reason(case_id: str, reason: str, runtime_s: float, limit: int) -> str:
+    return bound_text(f"case {case_id}: {reason} (after {float(runtime_s or 0):.2f} s)", limit)
+
+
+# --------------------------------------------------------------------------------------------- recording
+
+
+def record_case(settings: Any, *, shard: Shard, case: Any, meta: dict[str, Any], output_key: str,
+                worker_name: str, session: Session) -> CaseResult | None:
+    """Add the CaseResult of an uploaded case (the caller commits); None when (run, case) is already recorded."""
+    limit = _limit(settings)
+    run = session.get(Run, shard.run_id)
+    track = session.get(Track, session.get(Submission, run.submission_id).track_id)
+    status = CaseStatus(meta["status"])
+    reason = str(meta.get("reason") or "")
+    runtime = float(meta.get("runtime_s") or 0.0)
+    if status == CaseStatus.ok and not output_key:
+        status, reason = CaseStatus.no_output, reason or "the container exited 0 but wrote no output file"
+    row = CaseResult(
+        run_id=run.id, case_id=case.id, modality=case.modality, size_class=case.size_class, status=status,
+        cpu_s=meta.get("cpu_s"), peak_memory_bytes=meta.get("peak_memory_bytes"), exit_code=meta.get("exit_code"),
+        stdout_tail=bound_text(meta.get("stdout_tail") or "", LOG_TAIL_CHARS),
+        stderr_tail=bound_text(meta.get("stderr_tail") or "", LOG_TAIL_CHARS),
+        worker_name=worker_name[:200], shard_id=shard.id, wall_s=meta.get("wall_s"), created_at=utcnow(),
+    )
+    if status == CaseStatus.ok:
+        row.runtime_s, row.output_key, row.scored = runtime, output_key, False
+    else:
+        row.runtime_s, row.dsc, row.nsd, row.scored = float(track.case_timeout_s), 0.0, 0.0, True
+        row.reason = _case_reason(case.id, reason or status.value, runtime, limit)
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        return None
+    if not run.container_params and isinstance(meta.get("container_params"), dict):
+        run.container_params = meta["container_params"]
+    return row
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+def score_case(settings: Any, case_result_id: int) -> str | None:
+    """Score one uploaded output (idempotent: a scored row is left alone). Returns the recorded status."""
+    storage = Storage.from_settings(settings)
+    limit = _limit(settings)
+    with session_scope(settings.database_url) as s:
+        row = s.get(CaseResult, case_result_id)
+        if row is None or row.scored:
+            return None
+        run = s.get(Run, row.run_id)
+        sub = s.get(Submission, run.submission_id)
+        track = s.get(Track, sub.track_id)
+        testset = run.testset or track.testset
+        profile = run.metric_profile or track.metric_profile or "default"
+        key, case_id, runtime, run_id = row.output_key, row.case_id, row.runtime_s, run.id
+        timeout_s = float(track.case_timeout_s)
+    _manifest, root, index = load_testset(testset, storage)
+    case = index.get(case_id)
+    values: dict[str, Any]
+    try:
+        path = storage.resolve(key) if key else None
+    except Exception:  # noqa: BLE001 - a key that escapes storage is no output
+        path = None
+    from evaluator import score_case as evaluate
+    from evaluator.io import CaseFormatError, load_ground_truth, load_prediction
+
+    if case is None:
+        values = dict(status=CaseStatus.invalid_output, reason=bound_text(f"case {case_id}: not in the test set", limit))
+    elif path is None or not Path(path).is_file():
+        values = dict(status=CaseStatus.no_output,
+                      reason=_case_reason(case_id, "the uploaded output is missing from storage", runtime, limit))
+    else:
+        try:
+            segs = load_prediction(path, expected_shape=tuple(case.shape))
+        except CaseFormatError as exc:
+            values = dict(status=CaseStatus.invalid_output,
+                          reason=_case_reason(case_id, f"invalid prediction: {exc}", runtime, limit))
+        else:
+            gts, spacing = load_ground_truth(Path(root) / case.gt.path)
+            if spacing is None:
+                spacing = tuple(case.spacing)
+            score = evaluate(gts, segs, spacing=spacing, profile=profile, labels=[lab.value for lab in case.labels],
+                             stored_spacing=getattr(spacing, "stored", None))
+            values = dict(status=CaseStatus.ok, dsc=_num(score.dsc), nsd=_num(score.nsd),
+                          per_class=_jsonable(score.to_dict()))
+    if values["status"] != CaseStatus.ok:
+        values.update(dsc=0.0, nsd=0.0, runtime_s=timeout_s)
+    with session_scope(settings.database_url) as s:
+        won = s.execute(update(CaseResult).where(CaseResult.id == case_result_id, CaseResult.scored.is_(False))
+                        .values(scored=True, **values).execution_options(synchronize_session=False)).rowcount
+    if path is not None and not getattr(settings, "keep_case_outputs", False):
+        Storage.remove(Path(path))  # runs/<run>/<case>/output-….npz; then its (now empty) folders
+        for folder in (Path(path).parent, Path(path).parent.parent):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    if won:
+        after_case(settings, run_id)
+    return values["status"].value
+
+
+def after_case(settings: Any, run_id: int) -> None:
+    """After a case was recorded as final: fail-fast, then finish the run if it is complete."""
+    if not check_fail_fast(settings, run_id):
+        maybe_finish_run(settings, run_id)
+
+
+# --------------------------------------------------------------------------------------------- fail-fast
+
+
+def check_fail_fast(settings: Any, run_id: int) -> str:
+    """Stop the run when its first ``Track.fail_fast_cases`` cases (test-set order) all failed by the participant's
+    fault and cases remain unrecorded; returns the reason ("" when the rule does not fire)."""
+    with session_scope(settings.database_url) as s:
+        run = s.get(Run, run_id)
+        if run is None or run.state not in ACTIVE_RUN:
+            return ""
+        track = s.get(Track, s.get(Submission, run.submission_id).track_id)
+        k = max(0, int(track.fail_fast_cases or 0))
+        if k <= 0:
+            return ""
+        manifest, _root, _ = load_testset(run.testset or track.testset, Storage.from_settings(settings))
+        first = [c.id for c in manifest.cases[:k]]
+        rows = {r.case_id: r for r in s.scalars(select(CaseResult).where(CaseResult.run_id == run_id,
+                                                                        CaseResult.case_id.in_(first)))}
+        if len(rows) < len(first) or any(not r.scored for r in rows.values()):
+            return ""
+        recorded = s.scalar(select(func.count()).select_from(CaseResult).where(CaseResult.run_id == run_id)) or 0
+        total = int(run.cases_total or len(manifest.cases))
+        reason = fail_fast_reason(k, [(rows[c].status, rows[c].reason) for c in first], remaining=total - recorded)
+        if not reason:
+            return ""
+        if stop_run(s, settings, run_id, stopped=reason):
+            s.commit()
+            _refresh_board()
+        return reason
+
+
+# --------------------------------------------------------------------------------------------- finishing
+
+
+def maybe_finish_run(settings: Any, run_id: int) -> bool:
+    """Finish the run if every shard is done or cancelled and every case scored (once: the state flip is conditional)."""
+    with session_scope(settings.database_url) as s:
+        run = s.get(Run, run_id)
+        if run is None or run.state not in ACTIVE_RUN:
+            return False
+        states = s.scalars(select(Shard.state).where(Shard.run_id == run_id)).all()
+        if not states or any(st in (ShardState.queued, ShardState.running) for st in states):
+            return False
+        unscored = s.scalar(select(func.count()).select_from(CaseResult)
+                            .where(CaseResult.run_id == run_id, CaseResult.scored.is_(False))) or 0
+        if unscored:
+            return False
+        done = stop_run(s, settings, run_id)
+        if done:
+            s.commit()
+            _refresh_board()
+        return done
+
+
+def stop_run(s: Session, settings: Any, run_id: int, *, stopped: str = "", infra: str = "") -> bool:
+    """Give the run its final state, totals and reason, mirror the submission, cancel its open shards; the caller
+    commits. Conditional on the run being active: of two concurrent callers, one does it (returns True)."""
+    limit = _limit(settings)
+    run = s.get(Run, run_id)
+    sub = s.get(Submission, run.submission_id)
+    cases = list(s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.scored.is_(True))
+                           .order_by(CaseResult.id)))
+    summary = summarize(cases)
+    summary["not_run"] = max(0, int(run.cases_total or 0) - len(cases))
+    summary["stopped_early"] = bool(stopped)
+    failed = [c for c in cases if c.status != CaseStatus.ok]
+    if sub.state == SubmissionState.cancelled:
+        state, reason = RunState.cancelled, sub.reason or "the submission was cancelled"
+    elif infra:
+        state, reason = RunState.failed, infra
+    elif stopped:
+        state, reason = RunState.failed, stopped
+    elif cases and len(failed) == len(cases):
+        state, reason = RunState.failed, f"every case failed; first: {failed[0].reason}"
+    elif not cases:
+        state, reason = RunState.failed, "no case was run"
+    else:
+        state = RunState.succeeded
+        reason = f"{len(failed)} of {len(cases)} cases failed" if failed else ""
+    reason = bound_text(reason, limit)
+    now = utcnow()
+    previous = run.state.value
+    won = s.execute(update(Run).where(Run.id == run_id, Run.state.in_(ACTIVE_RUN))
+                    .values(state=state, reason=reason, finished_at=now,
+                            log_tail=bound_text("\n".join(c.reason for c in failed), 4 * limit))
+                    .execution_options(synchronize_session=False)).rowcount
+    if won != 1:  # another scorer (or the reaper) finished it first
+        return False
+    # open shards stop: queued ones at once, running ones at their holder's next heartbeat (cancel: true)
+    s.execute(update(Shard).where(Shard.run_id == run_id, Shard.state.in_((ShardState.queued, ShardState.running)))
+              .values(state=ShardState.cancelled, finished_at=now, reason=bound_text(f"the run ended: {reason}", limit))
+              .execution_options(synchronize_session=False))
+    latest = s.execute(select(func.max(Run.attempt)).where(Run.submission_id == sub.id)).scalar_one()
+    if latest == run.attempt and sub.state != SubmissionState.cancelled:
+        sub.dsc, sub.nsd, sub.runtime_s = summary["dsc"], summary["nsd"], summary["runtime_s"]
+        summary.update(run_id=run_id, attempt=run.attempt, testset=run.testset)
+        sub.summary, sub.metric_profile = summary, run.metric_profile or sub.metric_profile
+        sub.state, sub.reason = SubmissionState(state.value), reason
+        sub.finished_at = now
+    record(s, actor=None, actor_label=ACTOR, action=f"run.{state.value}", target_type="run", target_id=run_id,
+           attempt=run.attempt, previous=previous, reason=reason, cases=len(cases), failed=len(failed))
+    return True
+
+
+def _refresh_board() -> None:
+    try:
+        from api.leaderboard import invalidate
+
+        invalidate()
+    except Exception:  # noqa: BLE001
+        log.warning("leaderboard invalidation failed", exc_info=True)

@@ -1,0 +1,466 @@
+"""Shards: splitting a run, sending one broker message per queued shard, fair claims with leases, the
+runtime bookkeeping the single-host runner did (run/submission states, worker host fields), the shard
+reaper and cancel. See docs/worker-protocol.md.
+
+Atomicity: a claim is an ``UPDATE shards SET state='running', lease=… WHERE id=… AND state='queued'`` (one
+winner on SQLite and PostgreSQL); a requeue is conditional on the old lease; finishing a run is conditional
+on its state (see :mod:`api.execution.scoring`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import statistics
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import case as sa_case
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from api.audit import record
+from api.db import session_scope
+from api.errors import ApiError
+from api.models import (
+    CaseResult, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, WorkerNode, utcnow,
+)
+from api.storage import Storage
+from evaluator.io import bound_text
+
+from .contract import RUN_SHARD_TASK, SCORE_QUEUE, SCORE_TASK
+from .identity import WorkerIdentity
+from .testsets import load_testset
+
+__all__ = ["split_run", "send_shards", "enqueue_run_sharded", "auto_shard_size", "claim_shard", "held_shard",
+           "shard_cancelled", "heartbeat", "finish_shard", "requeue_shard", "cancel_submission_shards",
+           "reap_shards", "send_score", "ACTIVE_RUN", "new_lease", "ACTOR"]
+
+log = logging.getLogger("segarena.execution")
+
+ACTIVE_RUN = (RunState.queued, RunState.loading, RunState.running, RunState.scoring)
+ACTOR = "trusted:execution"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_RECENT_CASES = 200  # case times the auto shard size looks at
+_MAX_SHARD_CASES = 1000
+
+
+def new_lease() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+def _reason_limit(settings: Any) -> int:
+    return int(getattr(settings, "reason_max_chars", 2000))
+
+
+# --------------------------------------------------------------------------------------------- splitting
+
+
+def auto_shard_size(session: Session, track: Track, settings: Any) -> int:
+    """Cases per shard: the track's ``shard_size``, else about ``shard_target_s`` of work estimated from the median
+    wall time (else runtime) of the track's most recent cases, else ``shard_default_cases``."""
+    if (track.shard_size or 0) > 0:
+        return int(track.shard_size)
+    rows = session.execute(
+        select(CaseResult.wall_s, CaseResult.runtime_s)
+        .join(Run, Run.id == CaseResult.run_id).join(Submission, Submission.id == Run.submission_id)
+        .where(Submission.track_id == track.id).order_by(CaseResult.id.desc()).limit(_RECENT_CASES)
+    ).all()
+    times = [float(w if w is not None else r) for w, r in rows if (w if w is not None else r)]
+    times = [t for t in times if t > 0]
+    if not times:
+        return int(settings.shard_default_cases)
+    median = statistics.median(times)
+    return max(1, min(_MAX_SHARD_CASES, round(float(settings.shard_target_s) / median)))
+
+
+def split_run(session: Session, run: Run, settings: Any) -> list[Shard]:
+    """The run's shards (created once: a second call returns the existing ones). Cases already recorded for the
+    run are left out; ``run.cases_total`` is set. The caller commits."""
+    existing = session.scalars(select(Shard).where(Shard.run_id == run.id).order_by(Shard.index)).all()
+    if existing:
+        return list(existing)
+    sub = session.get(Submission, run.submission_id)
+    track = session.get(Track, sub.track_id)
+    testset = run.testset or track.testset
+    manifest, _root, _ = load_testset(testset, Storage.from_settings(settings))
+    done = set(session.scalars(select(CaseResult.case_id).where(CaseResult.run_id == run.id)))
+    ids = [c.id for c in manifest.cases if c.id not in done]
+    size = auto_shard_size(session, track, settings)
+    run.cases_total = len(manifest.cases)
+    run.testset = run.testset or testset[:200]
+    run.metric_profile = run.metric_profile or track.metric_profile or "default"
+    now = utcnow()
+    shards = [Shard(run_id=run.id, index=i, case_ids=ids[start:start + size], state=ShardState.queued,
+                    queue=run.queue, created_at=now)
+              for i, start in enumerate(range(0, len(ids), size))]
+    session.add_all(shards)
+    session.flush()
+    record(session, actor=None, actor_label=ACTOR, action="run.split", target_type="run", target_id=run.id,
+           shards=len(shards), shard_size=size, cases=len(ids))
+    return shards
+
+
+def _sender(settings: Any):
+    from .celery import sender_app
+
+    return sender_app(settings)
+
+
+def send_shards(session: Session, settings: Any, shards: list[Shard]) -> list[str]:
+    """One ``segarena.run_shard(shard_id)`` message per queued shard on its queue; records the task ids (the
+    caller commits). A shard whose message could not be sent keeps ``task_id=''``: the reaper sends it."""
+    from api.queue import EnqueueError
+
+    app = _sender(settings)
+    ids: list[str] = []
+    for shard in shards:
+        if shard.state != ShardState.queued:
+            continue
+        try:
+            result = app.send_task(RUN_SHARD_TASK, args=[shard.id], queue=shard.queue, retry=True,
+                                   retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
+                                                 "interval_max": 1.0})
+        except Exception as exc:  # noqa: BLE001 - kombu raises many kinds
+            raise EnqueueError(f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+        shard.task_id = str(result.id)[:64]
+        ids.append(shard.task_id)
+    return ids
+
+
+def enqueue_run_sharded(settings: Any, run_id: int, queue: str | None = None) -> str:
+    """Split run ``run_id`` into shards and send them; returns the first message's id ('' if none was sent).
+    Raises ``api.queue.EnqueueError`` when the broker refused (the shards stay queued; the reaper re-sends)."""
+    with session_scope(settings.database_url) as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return ""
+        shards = split_run(s, run, settings)
+        s.commit()
+        ids = send_shards(s, settings, shards)
+        if not shards:  # nothing to run (every case recorded): finish now
+            s.commit()
+            from .scoring import maybe_finish_run
+
+            maybe_finish_run(settings, run_id)
+    return ids[0] if ids else ""
+
+
+def send_score(settings: Any, case_result_id: int) -> str:
+    result = _sender(settings).send_task(SCORE_TASK, args=[case_result_id], queue=SCORE_QUEUE, retry=True,
+                                         retry_policy={"max_retries": 2, "interval_start": 0.2})
+    return str(result.id)
+
+
+# --------------------------------------------------------------------------------------------- claiming
+
+
+def _node(session: Session, ident: WorkerIdentity, name: str) -> WorkerNode:
+    node = session.scalar(select(WorkerNode).where(WorkerNode.name == name))
+    if node is None:
+        raise ApiError(409, "hello_first", f"worker {name[:200]!r} has not said hello: POST /api/worker/hello first")
+    if node.member_id != ident.member_id:
+        raise ApiError(403, "forbidden", f"worker name {name[:200]!r} belongs to another worker identity")
+    return node
+
+
+def _cases_spec(shard: Shard, index: dict[str, Any], done: set[str]) -> list[dict[str, Any]]:
+    out = []
+    for cid in shard.case_ids:
+        if cid in done or cid not in index:
+            continue
+        c = index[cid]
+        out.append({"id": cid, "file": c.input.path.rsplit("/", 1)[-1], "sha256": c.input.sha256,
+                    "bytes": c.input.bytes, "url": f"/api/worker/shards/{shard.id}/inputs/{cid}"})
+    return out
+
+
+def _spec(session: Session, settings: Any, shard: Shard, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    run = session.get(Run, shard.run_id)
+    sub = session.get(Submission, run.submission_id)
+    track = session.get(Track, sub.track_id)
+    return {
+        "shard_id": shard.id, "lease": shard.lease, "run_id": run.id, "attempt": run.attempt,
+        "submission_id": sub.id, "heartbeat_s": float(settings.shard_heartbeat_s),
+        "image": {"sha256": sub.archive_sha256, "bytes": int(sub.archive_bytes), "image_id": sub.image_id,
+                  "url": f"/api/worker/images/{sub.archive_sha256}"},
+        "caps": {"cpus": float(track.cpus), "memory_mb": int(track.memory_mb), "gpus": int(track.gpus),
+                 "case_timeout_s": float(track.case_timeout_s), "pids_limit": int(track.pids_limit),
+                 "tmpfs_mb": int(track.tmpfs_mb), "allow_root": bool(track.allow_root),
+                 "output_max_bytes": int(settings.output_max_bytes), "output_max_files": int(settings.output_max_files)},
+        "cases": cases,
+    }
+
+
+def _candidates(session: Session, queue: str, limit: int = 32) -> list[tuple[int, int]]:
+    """(shard id, run id) of the queue's queued shards, fairest first: the team whose latest shard was claimed
+    least recently (never first), then the oldest shard."""
+    last = (select(Submission.team_id.label("team_id"), func.max(Shard.claimed_at).label("last"))
+            .select_from(Shard).join(Run, Run.id == Shard.run_id).join(Submission, Submission.id == Run.submission_id)
+            .where(Shard.claimed_at.is_not(None)).group_by(Submission.team_id).subquery())
+    q = (select(Shard.id, Shard.run_id)
+         .join(Run, Run.id == Shard.run_id).join(Submission, Submission.id == Run.submission_id)
+         .outerjoin(last, last.c.team_id == Submission.team_id)
+         .where(Shard.state == ShardState.queued, Shard.queue == queue,
+                Submission.state != SubmissionState.cancelled, Run.state.in_(ACTIVE_RUN))
+         .order_by(sa_case((last.c.last.is_(None), 0), else_=1), last.c.last, Shard.created_at, Shard.id)
+         .limit(limit))
+    return [(r[0], r[1]) for r in session.execute(q).all()]
+
+
+def claim_shard(settings: Any, ident: WorkerIdentity, *, name: str, queue: str) -> dict[str, Any] | None:
+    """Claim the fairest queued shard of ``queue`` for worker ``name``; its spec, or None (nothing to do)."""
+    if queue not in ident.queues:
+        raise ApiError(403, "forbidden", f"this worker token may serve {', '.join(ident.queues) or 'no queue'}, "
+                       f"not {queue[:32]!r}; ask the organizers for a token of that queue")
+    url = settings.database_url
+    with session_scope(url) as s:
+        _node(s, ident, name)
+        _cancel_queued_of_cancelled(s)
+    for _ in range(8):  # a few rounds: concurrent claimers take the same candidates
+        with session_scope(url) as s:
+            cands = _candidates(s, queue)
+        if not cands:
+            return None
+        for shard_id, run_id in cands:
+            now = utcnow()
+            lease = new_lease()
+            with session_scope(url) as s:
+                won = s.execute(update(Shard).where(Shard.id == shard_id, Shard.state == ShardState.queued)
+                                .values(state=ShardState.running, lease=lease, worker_name=name[:200], claimed_at=now,
+                                        heartbeat_at=now, deliveries=Shard.deliveries + 1)
+                                .execution_options(synchronize_session=False)).rowcount
+                if won != 1:
+                    continue
+                s.commit()
+                shard = s.get(Shard, shard_id)
+                node = _node(s, ident, name)
+                _first_claim(s, settings, run_id, node, now)
+                index = load_testset(s.get(Run, run_id).testset or s.get(Run, run_id).submission.track.testset,
+                                     Storage.from_settings(settings))[2]
+                done = set(s.scalars(select(CaseResult.case_id).where(CaseResult.run_id == run_id)))
+                cases = _cases_spec(shard, index, done)
+                if not cases:  # every case was recorded by an earlier holder: the shard is done
+                    shard.state, shard.finished_at, shard.lease = ShardState.done, now, ""
+                    s.commit()
+                    from .scoring import maybe_finish_run
+
+                    maybe_finish_run(settings, run_id)
+                    continue
+                return _spec(s, settings, shard, cases)
+    return None
+
+
+def _first_claim(s: Session, settings: Any, run_id: int, node: WorkerNode, now: datetime) -> None:
+    """Run ``queued → running`` at its first claim: started_at, the worker's host fields, the submission mirrored."""
+    started = s.execute(update(Run).where(Run.id == run_id, Run.state.in_((RunState.queued, RunState.loading)))
+                        .values(state=RunState.running, started_at=now, heartbeat_at=now,
+                                worker_host=(node.host or node.name)[:200], worker_pid=node.pid,
+                                docker_version=(node.docker_version or "")[:100], cpu_model=(node.cpu_model or "")[:200])
+                        .execution_options(synchronize_session=False)).rowcount
+    if started != 1:
+        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now)
+                  .execution_options(synchronize_session=False))
+        s.commit()
+        return
+    run = s.get(Run, run_id)
+    s.refresh(run)
+    sub = s.get(Submission, run.submission_id)
+    latest = s.execute(select(func.max(Run.attempt)).where(Run.submission_id == sub.id)).scalar_one()
+    if latest == run.attempt and sub.state != SubmissionState.cancelled:
+        sub.state, sub.reason = SubmissionState.running, ""
+        sub.dsc = sub.nsd = sub.runtime_s = None
+        sub.summary, sub.finished_at = {}, None
+        sub.metric_profile = run.metric_profile or sub.metric_profile
+    record(s, actor=None, actor_label=f"worker:{node.name}", action="run.running", target_type="run", target_id=run.id,
+           attempt=run.attempt, previous="queued", worker=node.name, host=node.host, cpu_model=node.cpu_model,
+           calibration_s=node.calibration_s)
+    s.commit()
+
+
+# --------------------------------------------------------------------------------------------- leases
+
+
+def held_shard(s: Session, ident: WorkerIdentity, shard_id: int, lease: str) -> Shard:
+    """The shard if ``lease`` is its current lease and the caller's identity holds it; else 404/409/403.
+
+    A running shard, or a cancelled one (the caller is told to stop); a requeued or finished shard answers 409."""
+    shard = s.get(Shard, shard_id)
+    if shard is None:
+        raise ApiError(404, "not_found", f"shard {shard_id} does not exist")
+    if not lease or not shard.lease or not hmac.compare_digest(shard.lease.encode(), lease.encode()) \
+            or shard.state not in (ShardState.running, ShardState.cancelled):
+        raise ApiError(409, "lease_lost", f"shard {shard_id} is not held under this lease (it was requeued, finished "
+                       "or never yours): stop working on it")
+    node = s.scalar(select(WorkerNode).where(WorkerNode.name == shard.worker_name))
+    if node is None or node.member_id != ident.member_id:
+        raise ApiError(403, "forbidden", f"shard {shard_id} is held by another worker")
+    return shard
+
+
+def shard_cancelled(s: Session, shard: Shard) -> bool:
+    """True when the holder should stop: the shard was cancelled, the submission cancelled, or the run is over."""
+    if shard.state == ShardState.cancelled:
+        return True
+    row = s.execute(select(Run.state, Submission.state).join(Submission, Submission.id == Run.submission_id)
+                    .where(Run.id == shard.run_id)).one()
+    return row[0] not in ACTIVE_RUN or row[1] == SubmissionState.cancelled
+
+
+def heartbeat(settings: Any, ident: WorkerIdentity, shard_id: int, lease: str) -> bool:
+    """Refresh the shard's (and run's) heartbeat; returns cancel. 409 when the lease was lost."""
+    with session_scope(settings.database_url) as s:
+        shard = held_shard(s, ident, shard_id, lease)
+        now = utcnow()
+        s.execute(update(Shard).where(Shard.id == shard.id, Shard.lease == lease).values(heartbeat_at=now)
+                  .execution_options(synchronize_session=False))
+        s.execute(update(Run).where(Run.id == shard.run_id, Run.state.in_(ACTIVE_RUN)).values(heartbeat_at=now)
+                  .execution_options(synchronize_session=False))
+        s.execute(update(WorkerNode).where(WorkerNode.name == shard.worker_name).values(last_seen_at=now)
+                  .execution_options(synchronize_session=False))
+        return shard_cancelled(s, shard)
+
+
+def finish_shard(settings: Any, ident: WorkerIdentity, shard_id: int, lease: str, outcome: str, reason: str) -> bool:
+    """``done``: the shard is done (or cancelled, if its submission was); ``infra``: requeued with a new message.
+    Returns cancel. Finishes the run when this was its last shard and every case is scored."""
+    limit = _reason_limit(settings)
+    with session_scope(settings.database_url) as s:
+        shard = held_shard(s, ident, shard_id, lease)
+        run_id = shard.run_id
+        cancel = shard_cancelled(s, shard)
+        now = utcnow()
+        if outcome == "infra" and not cancel:
+            requeue_shard(s, settings, shard, reason=bound_text(f"infrastructure failure on {shard.worker_name}: "
+                                                               f"{reason}", limit), actor=f"worker:{shard.worker_name}")
+            s.commit()
+            _send_requeued(settings, [shard.id])
+            return False
+        state = ShardState.cancelled if cancel else ShardState.done
+        s.execute(update(Shard).where(Shard.id == shard.id, Shard.lease == lease)
+                  .values(state=state, finished_at=now, heartbeat_at=now,
+                          reason=bound_text(reason, limit) if outcome == "infra" else shard.reason)
+                  .execution_options(synchronize_session=False))
+    from .scoring import maybe_finish_run
+
+    maybe_finish_run(settings, run_id)
+    return cancel
+
+
+def requeue_shard(s: Session, settings: Any, shard: Shard, *, reason: str, actor: str) -> bool:
+    """Back to ``queued`` under no lease (the old holder's calls get 409); the caller commits, then sends its
+    message (``_send_requeued``). After ``max_attempts`` deliveries the run fails instead (not the team's fault)."""
+    old = shard.lease
+    if shard.deliveries >= int(settings.max_attempts):
+        s.execute(update(Shard).where(Shard.id == shard.id, Shard.lease == old)
+                  .values(state=ShardState.lost, lease="", reason=reason, finished_at=utcnow())
+                  .execution_options(synchronize_session=False))
+        record(s, actor=None, actor_label=actor, action="shard.lost", target_type="run", target_id=shard.run_id,
+               shard_id=shard.id, index=shard.index, deliveries=shard.deliveries, reason=reason)
+        from .scoring import stop_run
+
+        stop_run(s, settings, shard.run_id, infra=(
+            f"infrastructure failure on all {shard.deliveries} deliveries of shard {shard.index} (last: {reason}); "
+            "this is not your fault: the organizers have been notified, re-run it later"))
+        return False
+    done = s.execute(update(Shard).where(Shard.id == shard.id, Shard.lease == old, Shard.state == ShardState.running)
+                     .values(state=ShardState.queued, lease="", task_id="", reason=reason, heartbeat_at=None)
+                     .execution_options(synchronize_session=False)).rowcount
+    if done == 1:
+        record(s, actor=None, actor_label=actor, action="shard.requeued", target_type="run", target_id=shard.run_id,
+               shard_id=shard.id, index=shard.index, worker=shard.worker_name, deliveries=shard.deliveries,
+               reason=reason)
+    return done == 1
+
+
+def _send_requeued(settings: Any, shard_ids: list[int]) -> None:
+    if not shard_ids:
+        return
+    with session_scope(settings.database_url) as s:
+        shards = s.scalars(select(Shard).where(Shard.id.in_(shard_ids), Shard.state == ShardState.queued)).all()
+        try:
+            send_shards(s, settings, list(shards))
+        except Exception as exc:  # noqa: BLE001 - the reaper sends shards without a message
+            log.warning("could not send shards %s: %s", shard_ids, exc)
+
+
+# --------------------------------------------------------------------------------------------- cancel and reaper
+
+
+def cancel_submission_shards(session: Session, submission_id: int, *, now: datetime | None = None) -> int:
+    """The submission's queued shards become cancelled now (their messages are no-ops); running ones learn it at
+    their next heartbeat or upload. The caller commits."""
+    now = now or utcnow()
+    runs = select(Run.id).where(Run.submission_id == submission_id).scalar_subquery()
+    return session.execute(update(Shard).where(Shard.run_id.in_(runs), Shard.state == ShardState.queued)
+                           .values(state=ShardState.cancelled, finished_at=now, reason="the submission was cancelled")
+                           .execution_options(synchronize_session=False)).rowcount or 0
+
+
+def _cancel_queued_of_cancelled(s: Session) -> list[int]:
+    """Queued shards of cancelled submissions or finished runs → cancelled; returns their runs."""
+    rows = s.execute(select(Shard.id, Shard.run_id).join(Run, Run.id == Shard.run_id)
+                     .join(Submission, Submission.id == Run.submission_id)
+                     .where(Shard.state == ShardState.queued,
+                            (Submission.state == SubmissionState.cancelled) | Run.state.not_in(ACTIVE_RUN))).all()
+    if rows:
+        s.execute(update(Shard).where(Shard.id.in_([r[0] for r in rows]), Shard.state == ShardState.queued)
+                  .values(state=ShardState.cancelled, finished_at=utcnow(), reason="the submission was cancelled")
+                  .execution_options(synchronize_session=False))
+    return sorted({r[1] for r in rows})
+
+
+def reap_shards(settings: Any, *, now: datetime | None = None, send: bool = True) -> dict[str, list[int]]:
+    """One pass of the shard reaper (trusted beat; tests call it directly):
+
+    - queued shards of cancelled submissions → cancelled;
+    - running shards whose heartbeat is older than ``heartbeat_timeout_s`` → cancelled if their submission was
+      cancelled, else requeued under a new lease with a new message (the old holder gets 409);
+    - queued shards without a message (the broker was down) → sent;
+    - uploaded outputs left unscored for ``heartbeat_timeout_s`` → their score message sent again;
+    - runs whose last shard this ended → finished.
+    """
+    now = now or utcnow()
+    stale_before = now - timedelta(seconds=float(settings.heartbeat_timeout_s))
+    out: dict[str, list[int]] = {"cancelled": [], "requeued": [], "sent": [], "rescored": []}
+    touched: set[int] = set()
+    with session_scope(settings.database_url) as s:
+        touched.update(_cancel_queued_of_cancelled(s))
+        stale = s.scalars(select(Shard).where(Shard.state == ShardState.running, Shard.heartbeat_at < stale_before)).all()
+        for shard in stale:
+            if shard_cancelled(s, shard):
+                s.execute(update(Shard).where(Shard.id == shard.id, Shard.lease == shard.lease)
+                          .values(state=ShardState.cancelled, lease="", finished_at=now)
+                          .execution_options(synchronize_session=False))
+                out["cancelled"].append(shard.id)
+                touched.add(shard.run_id)
+                continue
+            age = (now - (_aware(shard.heartbeat_at) or now)).total_seconds()
+            if requeue_shard(s, settings, shard, actor="trusted:reaper",
+                             reason=f"worker {shard.worker_name} lost: no heartbeat for {age:.0f} s "
+                                    f"(SEGARENA_HEARTBEAT_TIMEOUT_S={settings.heartbeat_timeout_s})"):
+                out["requeued"].append(shard.id)
+            touched.add(shard.run_id)
+        s.commit()
+        unsent = s.scalars(select(Shard.id).where(Shard.state == ShardState.queued, Shard.task_id == "")).all()
+        unscored = s.scalars(select(CaseResult.id).where(CaseResult.scored.is_(False),
+                                                         CaseResult.created_at < stale_before)).all()
+    if send:
+        _send_requeued(settings, list(unsent))
+        out["sent"] = list(unsent)
+        for cid in unscored:
+            try:
+                send_score(settings, cid)
+                out["rescored"].append(cid)
+            except Exception as exc:  # noqa: BLE001 - next pass
+                log.warning("could not send score task for case result %s: %s", cid, exc)
+    from .scoring import maybe_finish_run
+
+    for run_id in sorted(touched):
+        maybe_finish_run(settings, run_id)
+    return out
