@@ -251,18 +251,19 @@ class FakeWorkerAPI:
         async def upload(sid: int, case_id: str, request: Request):
             if (bad := gate(request, "upload")) is not None:
                 return bad
-            form = await request.form()
-            meta = json.loads(form["meta"])
+            async with request.form() as form:
+                meta = json.loads(form["meta"])
+                output = form.get("output")
+                data = await output.read() if output is not None else None
+                name = getattr(output, "filename", None)
             shard = shard_for(sid, meta.get("lease", ""))
             if isinstance(shard, JSONResponse):
                 return shard
-            output = form.get("output")
-            data = await output.read() if output is not None else None
             with api.lock:
                 duplicate = any(u["shard_id"] == sid and u["case_id"] == case_id for u in api.uploads)
                 if not duplicate:
                     api.uploads.append({"shard_id": sid, "case_id": case_id, "meta": meta, "output": data,
-                                        "output_name": getattr(output, "filename", None), "at": time.monotonic()})
+                                        "output_name": name, "at": time.monotonic()})
             cancel = shard.cancel or case_id in api.cancel_on_upload
             return {"cancel": cancel, **({"duplicate": True} if duplicate else {})}
 

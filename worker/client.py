@@ -176,7 +176,7 @@ class WorkerClient:
                     output: Path | None = None) -> dict[str, Any]:
         """``POST …/cases/{case_id}``: multipart ``meta`` (JSON) and the optional ``output`` file
         (streamed from disk; idempotent per case on the server, so it is retried)."""
-        data = {"meta": json.dumps(meta, default=str)}
+        data = {"meta": json.dumps(meta, ensure_ascii=False, default=str)}
 
         def files_factory():
             if output is None:

@@ -98,6 +98,9 @@ class WorkerConfig(BaseSettings):
     output_max_files: int = Field(default=16, ge=1, description="Default bound of entries in a case's outputs/.")
     log_max_chars: int = Field(default=64 * 1024, ge=1024, description="Characters of each of stdout/stderr (head "
                                "and tail) sent with a case's measurements.")
+    meta_max_bytes: int = Field(default=240 * 1024, ge=4096, description="Largest JSON meta of a case upload; the "
+                                "log excerpts are shortened to fit (keep it under the API's "
+                                "SEGARENA_WORKER_META_MAX_BYTES, 256 KiB by default).")
     deployment_id: str = Field(default="", description="Label value marking this deployment's containers; default: "
                                                        "a hash of the API URL.")
     keep_case_files: bool = Field(default=False, description="Keep each case's local directory (debugging).")
@@ -117,7 +120,7 @@ class WorkerConfig(BaseSettings):
         if not self.worker_token.strip():
             raise ValueError("SEGARENA_WORKER_TOKEN is empty: create one with segarena admin worker create NAME")
         if not self.worker_name:
-            self.worker_name = f"{socket.gethostname()}-{os.getpid()}"
+            self.worker_name = f"{socket.gethostname()}-{os.getpid()}"[-100:].lstrip(".-_:@")
         self.cache_dir = Path(self.cache_dir or default_cache_dir()).expanduser().resolve()
         if not self.deployment_id:
             self.deployment_id = hashlib.sha256(self.api_url.encode()).hexdigest()[:16]

@@ -165,6 +165,7 @@ def main() -> int:  # pragma: no cover - thin wrapper (python -m worker.exec_tas
     import sys
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
         run_execution_worker()
     except ConfigError as exc:

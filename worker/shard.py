@@ -59,25 +59,38 @@ class ShardReport:
     stop_latency_s: float | None = None  # cancel/lease loss seen -> container gone
 
 
-def make_meta(case_run: sb.CaseRun, *, lease: str, wall_s: float, log_chars: int) -> dict[str, Any]:
-    """The ``meta`` of a case upload (docs/worker-protocol.md)."""
+def make_meta(case_run: sb.CaseRun, *, lease: str, wall_s: float, log_chars: int,
+              max_bytes: int = 240 * 1024) -> dict[str, Any]:
+    """The ``meta`` of a case upload (docs/worker-protocol.md); the log excerpts (head and tail of each
+    stream) are shortened until the JSON fits ``max_bytes`` (the API's SEGARENA_WORKER_META_MAX_BYTES)."""
+    import json
 
-    def bounded(text: str) -> str:
-        return text if len(text) <= log_chars else text[: log_chars // 2] + "\n[...]\n" + text[-log_chars // 2:]
+    def bounded(text: str, limit: int) -> str:
+        if len(text) <= limit:
+            return text
+        half = max(0, limit // 2)
+        return text[:half] + "\n[...]\n" + (text[-half:] if half else "")
 
-    return {
-        "lease": lease,
-        "status": case_run.status,
-        "reason": case_run.reason,
-        "runtime_s": round(float(case_run.runtime_s), 6),
-        "cpu_s": case_run.cpu_s,
-        "peak_memory_bytes": case_run.peak_memory_bytes,
-        "exit_code": case_run.exit_code,
-        "wall_s": round(float(wall_s), 6),
-        "stdout_tail": bounded(case_run.log_text("stdout")),
-        "stderr_tail": bounded(case_run.log_text("stderr")),
-        "container_params": case_run.container_params,
-    }
+    stdout, stderr = case_run.log_text("stdout"), case_run.log_text("stderr")
+    reason = case_run.reason if len(case_run.reason) <= 2000 else bounded(case_run.reason, 2000)
+    limit = max(0, int(log_chars))
+    while True:
+        meta = {
+            "lease": lease,
+            "status": case_run.status,
+            "reason": reason,
+            "runtime_s": round(float(case_run.runtime_s), 6),
+            "cpu_s": case_run.cpu_s,
+            "peak_memory_bytes": case_run.peak_memory_bytes,
+            "exit_code": case_run.exit_code,
+            "wall_s": round(float(wall_s), 6),
+            "stdout_tail": bounded(stdout, limit),
+            "stderr_tail": bounded(stderr, limit),
+            "container_params": case_run.container_params,
+        }
+        if limit == 0 or len(json.dumps(meta, ensure_ascii=False, default=str).encode()) <= max_bytes:
+            return meta
+        limit //= 2
 
 
 class _Stop(Exception):
@@ -270,7 +283,8 @@ class ShardExecutor:
                     if hb.stop.is_set():
                         raise _Stop()  # killed for cancel / lease loss: nothing to report
                 meta = make_meta(case_run, lease=lease, wall_s=time.monotonic() - t0,
-                                 log_chars=int(getattr(self.config, "log_max_chars", 64 * 1024)))
+                                 log_chars=int(getattr(self.config, "log_max_chars", 64 * 1024)),
+                                 max_bytes=int(getattr(self.config, "meta_max_bytes", 240 * 1024)))
                 output = case_run.output_path if case_run.status == "ok" else None
                 try:
                     answer = self.client.upload_case(shard_id, case_id, meta, output)
