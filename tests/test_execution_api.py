@@ -466,3 +466,53 @@ def test_cancel_stops_queued_shards_at_once_and_running_ones_at_next_heartbeat(c
         run = s.get(Run, _run_of(db_settings, sub2))
         assert run.state == RunState.cancelled
         assert {sh.state for sh in s.scalars(select(Shard).where(Shard.run_id == run.id))} == {ShardState.cancelled}
+
+
+# ------------------------------------------------------------------------------------------------ a real scorer process
+
+
+def test_segarena_scorer_process_scores_uploaded_outputs(client, db_settings, redis_url, tmp_path):
+    sqlite_settings = db_settings  # SQLite, then PostgreSQL
+    """`segarena scorer` (the trusted Celery worker on queue `score`) scores what the upload route enqueued."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from cli_helpers import ROOT, segarena_cmd
+
+    broker = redis_url.rsplit("/", 1)[0] + "/13"  # a database of its own: the `score` queue is only this test's
+    import redis
+
+    redis.Redis.from_url(broker).flushdb()
+    sqlite_settings.broker_url = broker
+    w = _world(client, sqlite_settings, shard_size=27)
+    sub = _submit(client, w.token_a)
+    spec = _claim(client, w.wt1).json()
+    env = {**os.environ, "SEGARENA_DATA_DIR": str(sqlite_settings.data_dir),
+           "SEGARENA_DATABASE_URL": sqlite_settings.database_url, "SEGARENA_BROKER_URL": broker,
+           "SEGARENA_STORAGE_DIR": str(sqlite_settings.storage_dir)}
+    proc = subprocess.Popen(segarena_cmd("scorer", "--no-beat"), env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        ids = [_perfect(client, w.wt1, sqlite_settings, spec, c["id"]).json()["case_result_id"] for c in spec["cases"][:3]]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with session_scope(sqlite_settings.database_url) as s:
+                rows = s.scalars(select(CaseResult).where(CaseResult.id.in_(ids))).all()
+                if all(r.scored for r in rows):
+                    break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.5)
+        with session_scope(sqlite_settings.database_url) as s:
+            rows = s.scalars(select(CaseResult).where(CaseResult.id.in_(ids))).all()
+            assert [(r.scored, r.status, r.dsc, r.nsd) for r in rows] == [(True, CaseStatus.ok, 1.0, 1.0)] * 3
+            assert s.get(Submission, sub).state == SubmissionState.running  # 24 cases still to come
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(20)
+        proc.stdout.close()
