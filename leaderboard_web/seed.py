@@ -157,10 +157,15 @@ def seed_demo(session: Session, *, teams: int = 12, cases: int = 45, seed: int =
                        created_at=T0 - timedelta(days=1))
     subs["main"].append(s.id)
     if repro and teams >= 2:
-        # team 1 reproduces team 0's first main submission: close but not identical
-        orig_id = subs["main"][0]
-        orig = session.get(Submission, orig_id)
+        # team 1 reproduces team 0's main entry (the row its public board lists): close but not identical
         from sqlalchemy import select
+
+        from api.leaderboard import public_submission_ids
+
+        session.flush()
+        listed = public_submission_ids(session, main)
+        orig_id = next(i for i in subs["main"] if i in listed and session.get(Submission, i).team_id == team_rows[0].id)
+        orig = session.get(Submission, orig_id)
 
         oc = {c.case_id: c for c in session.scalars(select(CaseResult).where(CaseResult.run_id == orig.runs[-1].id))}
         d = np.array([oc[c].dsc for c, *_ in case_list]) + rng.normal(-0.002, 0.003, cases)

@@ -89,7 +89,8 @@ HOSTILE_KINDS: dict[str, HostileKind] = {k.name: k for k in [
                 reason_has=("large", "bytes", "GiB", "MiB", "size")),
     HostileKind("symlink_output", ("invalid_output", "no_output"), "output is a symlink to /etc/shadow",
                 reason_has=("regular file", "symlink", "link")),
-    HostileKind("stdout_flood", ("ok", "timeout"), "1 GiB on stdout, then a correct output"),
+    HostileKind("stdout_flood", ("ok", "timeout"), "1 GiB on stdout, then a correct output",
+                reason_has=("time limit",)),  # a loaded machine may not pump 1 GiB within the case timeout
     HostileKind("readonly_root", ("ok",), "writes to the image's root file system",
                 check=_probe_check(write_errno_owned_probe=_eq("30"), write_errno_etc_probe=_in("30", "13"),
                                    write_errno_workspace_probe=_in("30", "13"))),
