@@ -64,7 +64,7 @@ def thin_archive(client, image_id: str, base_image: str, dest: Path) -> tuple[Pa
     returns (path, sha256, size)."""
     base_layers = set(client.images.get(base_image).attrs["RootFS"]["Layers"])
     kept: list[tuple[tarfile.TarInfo, bytes | None]] = []
-    stream = io.BufferedReader(_GenReader(client.images.get(image_id).save(named=False)), 1 << 20)
+    stream = io.BufferedReader(_GenReader(client.images.get(image_id).save(named=True)), 1 << 20)
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             if member.isfile():

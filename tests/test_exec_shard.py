@@ -22,7 +22,8 @@ from worker.shard import LABEL_SHARD, ShardExecutor, make_meta
 def executor(worker_config, make_client, docker_client):
     ex = ShardExecutor(worker_config, make_client(worker_config))
     yield ex
-    leftover = docker_client.api.containers(all=True, filters={"label": f"{sb.LABEL_WORKER}={ex.identity}"})
+    leftover = docker_client.api.containers(all=True, filters={"label": [f"{sb.LABEL_WORKER}={ex.identity}",
+                                                                         f"{sb.LABEL_DEPLOYMENT}={ex.deployment}"]})
     for c in leftover:
         docker_client.api.remove_container(c["Id"], force=True)
     assert not leftover, "the executor left containers behind"
@@ -34,9 +35,11 @@ def _shard(fake_api, exec_image, tmp_path, case_ids, **kw) -> int:
     return fake_api.add_shard(image=image_spec(exec_image), cases=cases, **kw)
 
 
-def _shard_containers(docker_client, shard_id: int, *, running: bool = False) -> list:
-    found = docker_client.api.containers(all=not running, filters={"label": f"{LABEL_SHARD}={shard_id}"})
-    return found
+def _shard_containers(docker_client, executor, shard_id: int, *, running: bool = False) -> list:
+    """This executor's containers of ``shard_id`` (its deployment label is unique to this test's API)."""
+    labels = [f"{LABEL_SHARD}={shard_id}", f"{sb.LABEL_DEPLOYMENT}={executor.deployment}",
+              f"{sb.LABEL_WORKER}={executor.identity}"]
+    return docker_client.api.containers(all=not running, filters={"label": labels})
 
 
 def test_a_shard_runs_every_case_uploads_and_finishes(worker_config, fake_api, executor, exec_image, docker_client,
@@ -69,7 +72,7 @@ def test_a_shard_runs_every_case_uploads_and_finishes(worker_config, fake_api, e
                                               "reason": ""}]
     assert fake_api.shards[sid].heartbeats, "no heartbeat while the containers ran"
     assert list(worker_config.work_dir.iterdir()) == []  # every case's files were deleted
-    assert not _shard_containers(docker_client, sid)
+    assert not _shard_containers(docker_client, executor, sid)
     # the next claim finds nothing: a no-op
     assert executor.run_next("cpu").outcome == "none"
 
@@ -83,14 +86,14 @@ def test_heartbeat_cancel_or_lost_lease_kills_the_container_within_5_s(how, work
     thread = threading.Thread(target=lambda: result.update(report=executor.run_next("cpu")))
     thread.start()
     wait_for(lambda: any(c["Labels"].get(sb.LABEL_CASE) == "2DBox_SLEEP_0002"
-                         for c in _shard_containers(docker_client, sid, running=True)), timeout=60)
+                         for c in _shard_containers(docker_client, executor, sid, running=True)), timeout=60)
     time.sleep(0.5)  # it sleeps (an hour, unless stopped)
     t0 = time.monotonic()
     if how == "cancel":
         fake_api.shards[sid].cancel = True
     else:
         fake_api.shards[sid].lost = True  # the reaper requeued it: heartbeats and uploads answer 409
-    wait_for(lambda: not _shard_containers(docker_client, sid, running=True), timeout=10, interval=0.05)
+    wait_for(lambda: not _shard_containers(docker_client, executor, sid, running=True), timeout=10, interval=0.05)
     stop_s = time.monotonic() - t0
     thread.join(timeout=30)
     report = result["report"]
@@ -99,7 +102,7 @@ def test_heartbeat_cancel_or_lost_lease_kills_the_container_within_5_s(how, work
     assert report.outcome == ("cancelled" if how == "cancel" else "lost")
     assert [u["case_id"] for u in fake_api.uploads_of(sid)] == ["2DBox_US_0001"]  # nothing for the killed case
     assert fake_api.shards[sid].finished == []  # the API already moved the shard on
-    assert not _shard_containers(docker_client, sid)
+    assert not _shard_containers(docker_client, executor, sid)
     assert list(worker_config.work_dir.iterdir()) == []
 
 
