@@ -49,7 +49,13 @@ def enqueue_run_sharded(settings, run_id: int, queue: str | None = None) -> str:
     (docs/worker-protocol.md); returns the first message id. Raises ``EnqueueError``."""
     from api.execution.shards import enqueue_run_sharded as _sharded
 
-    return _sharded(settings, run_id, queue)
+    try:
+        return _sharded(settings, run_id, queue)
+    except EnqueueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. the storage could not serve the test set: the run stays queued,
+        # and the trusted reaper splits and sends it later (api.execution.reaper.resend_unsplit_runs)
+        raise EnqueueError(f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
 
 
 def check_track_queue(settings, queue: str | None, gpus: int | None = None) -> None:

@@ -159,6 +159,11 @@ class WorkerClient:
         """``POST /api/worker/hello``: announce this worker; answers ``{name, queues, heartbeat_s}``."""
         return self._json("POST", "/api/worker/hello", payload) or {}
 
+    def ping(self, name: str, *, offline: bool = False) -> None:
+        """``POST /api/worker/ping``: still here (idle workers call it every ``worker_heartbeat_s``); ``offline``
+        says this worker is stopping cleanly."""
+        self._json("POST", "/api/worker/ping", {"name": name, "offline": bool(offline)})
+
     def claim(self, name: str, queue: str) -> dict[str, Any] | None:
         """``POST /api/worker/claim``: the fairest queued shard of ``queue`` (its spec), or None (204)."""
         return self._json("POST", "/api/worker/claim", {"name": name, "queue": queue}, idempotent=False)

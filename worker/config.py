@@ -110,6 +110,8 @@ class WorkerConfig(BaseSettings):
     http_retries: int = Field(default=5, ge=0, description="Retries of a request after a connection error or a 5xx.")
     http_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay (doubles each retry, max 30 s).")
     calibrate: bool = Field(default=True, description="Measure the calibration workload at start (hello).")
+    worker_heartbeat_s: float = Field(default=15.0, gt=0, description="How often this worker tells the API it is "
+                                      "there (POST /api/worker/ping), so GET /api/status counts it online while idle.")
 
     @model_validator(mode="after")
     def _defaults(self) -> "WorkerConfig":
@@ -171,7 +173,12 @@ def load_config(**overrides) -> WorkerConfig:
             loc = ".".join(str(p) for p in err.get("loc", ()))
             var = f"SEGARENA_{loc.upper()}" if loc else ""
             if err.get("type") == "missing":
-                problems.append(f"{var} is not set")
+                hint = {"SEGARENA_WORKER_TOKEN": " (an organizer creates one: segarena admin worker create NAME "
+                                                 "--queue cpu; it is shown once)",
+                        "SEGARENA_API_URL": " (the API's address, e.g. https://arena.example.org)",
+                        "SEGARENA_BROKER_URL": " (the broker the API sends shards to, e.g. redis://broker:6379/0)",
+                        }.get(var, "")
+                problems.append(f"{var} is not set{hint}")
             else:
                 msg = str(err.get("msg", "")).removeprefix("Value error, ")
                 problems.append(f"{var}: {msg}" if var else msg)

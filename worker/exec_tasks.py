@@ -16,6 +16,7 @@ serve and refuses others with 403), then runs ``celery worker -Q <queues> --pool
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import asdict
 from typing import Any
@@ -26,11 +27,12 @@ from kombu import Queue
 
 from . import sandbox as sb
 from .calibrate import hello_payload
-from .client import Forbidden, WorkerClient
+from .client import Forbidden, LeaseLost, WorkerClient
 from .config import ConfigError, WorkerConfig, load_config
 from .shard import ShardExecutor, sweep_orphans
 
-__all__ = ["SHARD_TASK", "make_exec_celery", "run_execution_worker", "check_queues", "worker_argv", "handle_shard"]
+__all__ = ["SHARD_TASK", "make_exec_celery", "run_execution_worker", "check_queues", "worker_argv", "handle_shard",
+           "start_pinging"]
 
 log = logging.getLogger("segarena.worker")
 
@@ -158,7 +160,37 @@ def run_execution_worker(config: WorkerConfig | None = None, *, loglevel: str = 
     log.info("execution worker %s: queues %s, calibration %.3f s, heartbeat %s s", config.worker_name,
              ",".join(served), payload["calibration_s"], answer.get("heartbeat_s"))
     app = make_exec_celery(config, ShardExecutor(config, client, docker=docker))
-    app.worker_main(worker_argv(config, served, loglevel=loglevel))
+    stop = start_pinging(config, payload)
+    try:
+        app.worker_main(worker_argv(config, served, loglevel=loglevel))
+    finally:
+        stop.set()
+        try:  # a clean stop: GET /api/status stops counting this worker at once
+            WorkerClient(config, retries=0, timeout_s=5.0).ping(config.worker_name, offline=True)
+        except Exception as exc:  # noqa: BLE001 - the API is gone too: it ages out
+            log.info("could not tell the API this worker stopped: %s", exc)
+
+
+def start_pinging(config: WorkerConfig, hello: dict[str, Any] | None = None) -> threading.Event:
+    """A daemon thread calling ``POST /api/worker/ping`` every ``worker_heartbeat_s`` (the API counts a worker
+    online while it is seen; an idle Celery worker calls nothing else); when the API no longer knows this worker
+    (409: e.g. an organizer deleted its row), it says ``hello`` again. Set the returned event to stop it."""
+    stop = threading.Event()
+    pinger = WorkerClient(config, retries=0, timeout_s=min(10.0, float(config.http_timeout_s)))
+
+    def loop() -> None:
+        while not stop.wait(float(config.worker_heartbeat_s)):
+            try:
+                try:
+                    pinger.ping(config.worker_name)
+                except LeaseLost:
+                    if hello is not None:
+                        pinger.hello(hello)
+            except Exception as exc:  # noqa: BLE001 - informative only; the next beat tries again
+                log.warning("ping failed: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
+
+    threading.Thread(target=loop, name="segarena-ping", daemon=True).start()
+    return stop
 
 
 def main() -> int:  # pragma: no cover - thin wrapper (python -m worker.exec_tasks)

@@ -1,5 +1,6 @@
 """The trusted Celery app: consumes only the ``score`` queue (scoring next to the database and the ground
-truth) and runs the shard reaper from its beat. Also the sender the API uses for ``segarena.run_shard`` and
+truth) and runs the trusted reaper from its beat (:mod:`api.execution.reaper`: the shard reaper, queued runs
+re-sent, stale uploads expired, expired archives deleted). Also the sender the API uses for ``segarena.run_shard`` and
 ``segarena.score_case`` messages (sent by name: the API never imports ``worker/``).
 
 Start it (embedded mode starts one for you once sharded execution is the default)::
@@ -7,7 +8,7 @@ Start it (embedded mode starts one for you once sharded execution is the default
     celery -A api.execution.celery:app worker -Q score --pool=solo --concurrency=1 -B
 
 Tasks are plain functions underneath (:func:`api.execution.scoring.score_case`,
-:func:`api.execution.shards.reap_shards`), so tests call them directly.
+:func:`api.execution.reaper.reap`), so tests call them directly.
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ def make_trusted_celery(settings: Any = None) -> Celery:
     def reap_shards_task() -> None:
         from api.settings import get_settings
 
-        from .shards import reap_shards
+        from .reaper import reap
 
-        reap_shards(get_settings())
+        reap(get_settings())
 
     return app
 

@@ -1,6 +1,6 @@
 """HTTP routes of sharded execution.
 
-- ``/api/worker/*`` (execution hosts, worker tokens only; docs/worker-protocol.md): hello, claim, image and
+- ``/api/worker/*`` (execution hosts, worker tokens only; docs/worker-protocol.md): hello, ping, claim, image and
   input downloads (streamed from storage, lease/holder checked), case upload (bounded multipart), heartbeat,
   finish.
 - ``/api/admin/workers`` (organizers): create a worker identity (token shown once), list (with its hosts: last
@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import statistics
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -99,6 +100,11 @@ class HelloAnswer(BaseModel):
     queues: list[str]
     heartbeat_s: float
     calibration_flag: str = ""
+
+
+class PingBody(_Body):
+    name: str = Field(min_length=1, max_length=100, pattern=WORKER_NAME_PATTERN)
+    offline: bool = False
 
 
 class ClaimBody(_Body):
@@ -189,6 +195,22 @@ def hello(body: HelloBody, ident: WorkerDep, session: SessionDep, settings: Sett
     session.commit()
     return HelloAnswer(name=body.name, queues=queues, heartbeat_s=float(settings.shard_heartbeat_s),
                        calibration_flag=flag)
+
+
+@router.post("/ping", status_code=204, summary="An idle execution host says it is still there (refreshes last seen)",
+             responses={204: {"description": "seen"}, 409: {"description": "say hello first"}})
+def ping(body: PingBody, ident: WorkerDep, session: SessionDep, settings: SettingsDep):
+    """Refreshes the node's ``last_seen_at`` (GET /api/status counts it online); ``offline: true`` marks a clean
+    stop (not counted online from now on). Workers send it every ``SEGARENA_WORKER_HEARTBEAT_S`` while idle."""
+    node = session.scalar(select(WorkerNode).where(WorkerNode.name == body.name))
+    if node is None:
+        raise ApiError(409, "hello_first", f"worker {body.name!r} has not said hello: POST /api/worker/hello first")
+    if node.member_id != ident.member_id:
+        raise ApiError(403, "forbidden", f"worker name {body.name!r} belongs to another worker identity")
+    now = utcnow()
+    node.last_seen_at = now - timedelta(seconds=float(settings.worker_online_s) + 1) if body.offline else now
+    session.commit()
+    return Response(status_code=204)
 
 
 @router.post("/claim", summary="Take the fairest queued shard of a queue (200 with its spec and lease) or 204",

@@ -220,7 +220,7 @@ def claim_shard(settings: Any, ident: WorkerIdentity, *, name: str, queue: str) 
                        f"not {queue[:32]!r}; ask the organizers for a token of that queue")
     url = settings.database_url
     with session_scope(url) as s:
-        _node(s, ident, name)
+        _node(s, ident, name).last_seen_at = utcnow()  # a claim says the worker is there (GET /api/status)
         _cancel_queued_of_cancelled(s)
     for _ in range(8):  # a few rounds: concurrent claimers take the same candidates
         with session_scope(url) as s:
