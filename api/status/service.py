@@ -1,12 +1,16 @@
-"""Queue status and queue positions, computed from the runs table and the worker registry.
+"""Queue status and queue positions, computed from the runs and shards tables and the worker nodes.
 
-Position follows the workers' fair claim (worker/runner.py ``claim_run``): among the queued runs of a
-queue (cancelled submissions left out), the next claim takes the run whose team's latest run *started*
-least recently (any queue), then the oldest run, then the lowest id; the claimed team then counts as
-just started. :func:`claim_order` replays those claims one by one, so a team with three queued runs
-interleaves with the others as the workers will take them. Approximations, said in the API's ``how``:
-runs that arrive later may overtake (a team that has not run for longer comes first), and a retry still
-in its backoff is counted as eligible.
+Position follows the fair shard claim of the trusted side (:func:`api.execution.shards.claim_shard`): among the
+queued shards of a queue (cancelled submissions left out), the next claim takes a shard of the team whose latest
+shard was *claimed* least recently (never first), then the oldest shard, then the lowest id; the claimed team then
+counts as just claimed. :func:`claim_order` replays those claims one by one, so a team with three queued runs
+interleaves with the others as the workers will take them; a run's position is the rank of its first shard's claim
+among the runs (a queued run not split yet counts as one shard created with the run). Approximations, said in
+the API's ``how``: shards that arrive later may overtake (a team that has not run for longer comes first).
+
+Workers are the ``worker_nodes`` rows the worker routes keep fresh (``hello``, ``ping`` every
+``SEGARENA_WORKER_HEARTBEAT_S`` on the execution host, ``claim``, shard heartbeats); one seen within
+``SEGARENA_WORKER_ONLINE_S`` counts as online.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.models import Challenge, Run, RunState, Submission, SubmissionState, Track, Visibility, WorkerNode, utcnow
+from api.models import (
+    Challenge, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, Visibility, WorkerNode, utcnow,
+)
 from api.params import as_utc
 from api.status import schemas
 
@@ -29,37 +35,57 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 RECENT_RUNS = 50
 
 
-def claim_order(rows: list[tuple[int, datetime, int]], last_started: dict[int, datetime | None],
+def claim_order(rows: list[tuple[int, datetime, int, int]], last_claimed: dict[int, datetime | None],
                 stop_at: int | None = None) -> list[int]:
-    """Run ids in the order the workers' fair claim takes them. ``rows``: (run id, created_at, team id)
-    of the queued runs; ``last_started``: team id -> its latest run's started_at. Stops once ``stop_at``
-    is placed."""
-    last = {team: as_utc(ts) for team, ts in last_started.items()}
-    pending = [(rid, as_utc(created), team) for rid, created, team in rows]
+    """Run ids in the order the fair shard claim reaches them (each run once, at its first shard). ``rows``:
+    (shard id, created_at, team id, run id) of the queued shards; ``last_claimed``: team id -> its latest shard
+    claim. Stops once run ``stop_at`` is placed."""
+    last = {team: as_utc(ts) for team, ts in last_claimed.items()}
+    pending = [(sid, as_utc(created), team, rid) for sid, created, team, rid in rows]
     order: list[int] = []
+    seen: set[int] = set()
     bump = 0
     while pending:
         best = min(pending, key=lambda r: (last.get(r[2]) or _EPOCH, r[1], r[0]))
         pending.remove(best)
-        order.append(best[0])
-        if best[0] == stop_at:
-            break
-        bump += 1  # the claimed team has now started most recently of all
+        if best[3] not in seen:
+            seen.add(best[3])
+            order.append(best[3])
+            if best[3] == stop_at:
+                break
+        bump += 1  # the claimed team has now claimed most recently of all
         last[best[2]] = datetime(9000, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=bump)
     return order
 
 
-def _queued_rows(session: Session, queue: str) -> list[tuple[int, datetime, int]]:
-    return [tuple(r) for r in session.execute(
+def _queued_rows(session: Session, queue: str) -> list[tuple[int, datetime, int, int]]:
+    """Queued shards of the queue's queued runs, and each queued run not split yet as one pseudo-shard (negative
+    id: after any real shard of the same age)."""
+    live = (Run.state == RunState.queued, Run.queue == queue, Submission.state != SubmissionState.cancelled)
+    shards = [tuple(r) for r in session.execute(
+        select(Shard.id, Shard.created_at, Submission.team_id, Run.id)
+        .join(Run, Run.id == Shard.run_id).join(Submission, Submission.id == Run.submission_id)
+        .where(Shard.state == ShardState.queued, *live)).all()]
+    has_shard = select(Shard.id).where(Shard.run_id == Run.id).exists()
+    unsplit = [(10**12 + r[0], r[1], r[2], r[0]) for r in session.execute(
         select(Run.id, Run.created_at, Submission.team_id).join(Submission, Submission.id == Run.submission_id)
-        .where(Run.state == RunState.queued, Run.queue == queue, Submission.state != SubmissionState.cancelled)
-        .order_by(Run.created_at, Run.id)).all()]
+        .where(*live, ~has_shard)).all()]
+    return shards + unsplit
 
 
-def _last_started(session: Session) -> dict[int, datetime | None]:
-    return dict(session.execute(
-        select(Submission.team_id, func.max(Run.started_at)).join(Submission, Submission.id == Run.submission_id)
-        .where(Run.started_at.is_not(None)).group_by(Submission.team_id)).all())
+def _last_claimed(session: Session) -> dict[int, datetime | None]:
+    """Team id -> its latest shard claim (a run's started_at is its first shard's claim, so it never exceeds it;
+    it counts for runs that have no shards)."""
+    out = {team: as_utc(ts) for team, ts in session.execute(
+        select(Submission.team_id, func.max(Shard.claimed_at)).select_from(Shard)
+        .join(Run, Run.id == Shard.run_id).join(Submission, Submission.id == Run.submission_id)
+        .where(Shard.claimed_at.is_not(None)).group_by(Submission.team_id)).all()}
+    for team, ts in session.execute(
+            select(Submission.team_id, func.max(Run.started_at)).join(Submission, Submission.id == Run.submission_id)
+            .where(Run.started_at.is_not(None)).group_by(Submission.team_id)).all():
+        if ts is not None and (out.get(team) is None or as_utc(ts) > out[team]):
+            out[team] = as_utc(ts)
+    return out
 
 
 def _median(values: list[float]) -> float | None:
@@ -165,20 +191,21 @@ def queue_position(session: Session, settings, run: Run | None) -> schemas.Queue
         return None
     now = utcnow()
     rows = _queued_rows(session, run.queue)
-    order = claim_order(rows, _last_started(session), stop_at=run.id)
+    order = claim_order(rows, _last_claimed(session), stop_at=run.id)
     if not order or order[-1] != run.id:
         return None  # its submission was cancelled: the workers skip it
     position = len(order)
+    queued_runs = len({r[3] for r in rows})
     workers = _online_counts(_workers(session, now, settings)).get(run.queue, 0)
     median_run = _median_run(session, run.queue)
     estimate = round(position * median_run / workers, 1) if workers and median_run is not None else None
-    how = (f"position in the workers' fair order (the team that started a run least recently first, then the oldest "
-           f"submission; later arrivals from a team that has waited longer may overtake); estimate = position "
+    how = (f"position in the workers' fair order (the team whose work was taken least recently first, then the "
+           f"oldest submission; later arrivals from a team that has waited longer may overtake); estimate = position "
            f"{position} x median run {median_run if median_run is not None else '?'} s (latest {RECENT_RUNS} finished "
            f"runs of queue {run.queue!r}) / {workers} worker(s) online")
     if not workers:
         how += f"; no worker online serves queue {run.queue!r}, so no estimate"
     elif median_run is None:
         how += f"; no finished run on queue {run.queue!r} yet to measure, so no estimate"
-    return schemas.QueuePosition(queue=run.queue, position=position, queued=len(rows), workers_online=workers,
+    return schemas.QueuePosition(queue=run.queue, position=position, queued=queued_runs, workers_online=workers,
                                  median_run_s=median_run, estimate_s=estimate, how=how)
