@@ -182,10 +182,10 @@ class Settings(BaseSettings):
     )
 
     execution: str = Field(
-        default="local", pattern=r"^(local|sharded)$",
-        description="How runs are executed: 'local' (a worker with database access runs a whole run, today's "
-        "default) or 'sharded' (a run is split into shards sent on the track's queue; execution hosts reach only "
-        "the /api/worker/ routes; the trusted `score` queue scores each case).",
+        default="sharded", pattern=r"^(local|sharded)$",
+        description="How runs are executed: 'sharded' (the default: a run is split into shards sent on the track's "
+        "queue; execution hosts reach only the /api/worker/ routes; the trusted `score` queue scores each case) or "
+        "'local' (deprecated: the old single-host worker with database access runs a whole run).",
     )
     shard_target_s: float = Field(
         default=60.0, gt=0,

@@ -1,7 +1,8 @@
 """The ``segarena`` command line.
 
-Platform: ``serve``, ``worker``, ``demo``. Participants: ``configure``, ``submit``, ``status``, ``logs``,
-``results``, ``leaderboard``, ``cancel``, ``check``. Organizers: ``admin ...``. Scoring and test sets:
+Platform: ``serve`` (API), ``scorer`` (trusted scoring and reaper), ``worker`` (execution host), ``demo``.
+Participants: ``configure``, ``submit``, ``status``, ``logs``, ``results``, ``leaderboard``, ``cancel``, ``check``.
+Organizers: ``admin ...``. Scoring and test sets:
 ``score`` (the evaluator's), ``testset ...`` (data_manifests'). Errors print one line, not a traceback.
 """
 
@@ -47,29 +48,31 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
 @app.command()
 def worker(queues: str = typer.Option(None, help="Declared queues to consume (default: SEGARENA_WORKER_QUEUES, else "
                                       "every queue of SEGARENA_QUEUES of this worker's kind)."),
-           beat: bool = typer.Option(True, help="Also run the periodic reaper (one worker per deployment should).")) -> None:
-    """Run a Celery worker that executes submissions (one at a time)."""
-    from api.settings import get_settings
-    from worker.celery_app import check_worker_queues, get_celery
+           loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
+    """Run an execution host: takes shards from the broker and runs them through the API's worker routes
+    (docs/worker-protocol.md). Needs SEGARENA_API_URL, SEGARENA_WORKER_TOKEN (an organizer creates one:
+    segarena admin worker create NAME --queue cpu) and SEGARENA_BROKER_URL; no database, no shared storage."""
+    import logging
 
-    settings = get_settings()
-    consumed = [q.strip() for q in (queues or ",".join(settings.queues)).split(",") if q.strip()]
+    from worker.config import ConfigError, load_config
+    from worker.exec_tasks import run_execution_worker
+
+    logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
-        check_worker_queues(settings, consumed)
-    except RuntimeError as exc:
+        config = load_config(**({"worker_queues": queues} if queues else {}))
+        run_execution_worker(config, loglevel=loglevel.upper())
+    except ConfigError as exc:
         typer.echo(f"segarena worker: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from None
-    argv = ["worker", "--loglevel=INFO", "--concurrency=1", "--pool=solo",
-            "-Q", ",".join(consumed), "-n", f"segarena-{os.getpid()}@%h"]
-    if beat:
-        argv += ["-B", "-s", str(settings.data_dir / "celerybeat-schedule")]
-    get_celery().worker_main(argv)
 
 
 @app.command()
-def scorer(beat: bool = typer.Option(True, help="Also run the shard reaper (one scorer per deployment should).")) -> None:
+def scorer(beat: bool = typer.Option(True, help="Also run the trusted reaper (one scorer per deployment should).")) -> None:
     """Run the trusted scorer: consumes the `score` queue (validates and scores uploaded case outputs next to the
-    database and the ground truth, finishes runs) and, with --beat, the shard reaper."""
+    database and the ground truth, finishes runs) and, with --beat, the trusted reaper (lost shards requeued,
+    queued runs re-sent, stale uploads expired, expired archives deleted)."""
     from api.execution.celery import make_trusted_celery
     from api.execution.contract import SCORE_QUEUE
     from api.settings import get_settings
