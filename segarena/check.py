@@ -9,6 +9,7 @@ its fix; each case shows the runtime it would be charged (wall time including co
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -205,15 +206,32 @@ def _load(docker_client, source: str, say) -> tuple[str, bool, Any]:
     return image.id, False, None
 
 
+def sandbox_settings() -> SimpleNamespace:
+    """The sandbox settings of this machine, from the same variables the execution host reads (no server, no
+    database): SEGARENA_WORKER_CPUS, SEGARENA_WORKER_GPUS, SEGARENA_OUTPUT_MAX_BYTES, SEGARENA_OUTPUT_MAX_FILES,
+    SEGARENA_DOCKER_HOST."""
+    env = os.environ
+
+    def number(name: str, default: int) -> int:
+        try:
+            return int(env.get(name, "") or default)
+        except ValueError:
+            raise CliError(f"{name} must be a whole number (got {env.get(name)!r})") from None
+
+    return SimpleNamespace(worker_cpus=env.get("SEGARENA_WORKER_CPUS", ""), worker_gpus=env.get("SEGARENA_WORKER_GPUS", ""),
+                           output_max_bytes=number("SEGARENA_OUTPUT_MAX_BYTES", 2 * 1024**3),
+                           output_max_files=number("SEGARENA_OUTPUT_MAX_FILES", 16),
+                           docker_host=env.get("SEGARENA_DOCKER_HOST") or None)
+
+
 def run_check(source: str, *, track: str = "main", n_cases: int = 3, offline: bool = False, keep_image: bool = False,
               console: Console | None = None) -> int:
     """Run the pre-flight; 0 when every sample case passed, 1 otherwise."""
     con = console or SafeConsole(highlight=False)  # container logs are the participant's: cleaned
     say = con.print
-    from api.settings import get_settings
     from worker import sandbox as sb
 
-    settings = get_settings()
+    settings = sandbox_settings()
     caps, caps_from = _track_caps(track, offline, say)
     try:
         docker_client = sb.get_docker_client(settings)

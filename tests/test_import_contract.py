@@ -65,8 +65,11 @@ def imports_of(name: str, path: Path) -> set[str]:
     return {f for f in found if f}
 
 
-def forbidden_paths(start: tuple[str, ...]) -> dict[str, list[str]]:
-    """For each forbidden module reached: the import chain that reaches it."""
+def forbidden_paths(start: tuple[str, ...], forbidden: tuple[str, ...] | None = None,
+                    allowed: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """For each forbidden module reached: the import chain that reaches it. ``allowed`` modules (and the
+    packages above them) are neither reported nor followed."""
+    forbidden = FORBIDDEN if forbidden is None else forbidden
     chains: dict[str, list[str]] = {m: [m] for m in start}
     queue = list(start)
     bad: dict[str, list[str]] = {}
@@ -78,8 +81,10 @@ def forbidden_paths(start: tuple[str, ...]) -> dict[str, list[str]]:
         for imported in sorted(imports_of(mod, path)):
             # a package's __init__ runs when any of its modules is imported
             candidates = [".".join(imported.split(".")[:i]) for i in range(1, imported.count(".") + 2)]
+            if any(imported == a or imported.startswith(a + ".") for a in allowed):
+                continue
             for cand in candidates:
-                if cand.split(".")[0] in FORBIDDEN:
+                if cand.split(".")[0] in forbidden:
                     bad.setdefault(cand, chains[mod] + [cand])
                     continue
                 if cand in chains or module_file(cand) is None:
@@ -120,6 +125,30 @@ def test_the_walk_catches_direct_lazy_and_transitive_imports(tmp_path, monkeypat
     assert any(k.startswith(expected.split(".")[0]) for k in bad), bad
     chain = next(iter(bad.values()))
     assert chain[:3] == ["worker.clean", "worker", "worker.helper"] or chain[:2] == ["worker.clean", "worker.helper"]
+
+
+# The CLI package: participants' and organizers' commands are HTTP clients; `segarena check` runs the sandbox
+# locally (worker.sandbox, evaluator, data_manifests) and inspects the archive with the server's own archive
+# checker (api.submissions.archive: stdlib only, so the verdict is the server's). The entry points that start the
+# platform (`serve`, `scorer`, `worker`, `demo` in segarena/cli.py, segarena/serve.py, segarena/demo.py) are exempt.
+CLIENT_MODULES = ("segarena.participant", "segarena.client", "segarena.upload", "segarena.output", "segarena.admin")
+CHECK_ALLOWED = frozenset({"api.submissions.archive"})
+
+
+def test_participant_and_admin_commands_import_no_server_and_no_worker():
+    bad = forbidden_paths(CLIENT_MODULES, forbidden=("api", "worker", "leaderboard_web"))
+    assert not bad, "a client command imports the platform:\n" + "\n".join(" -> ".join(c) for c in bad.values())
+
+
+def test_check_runs_locally_without_the_server_side():
+    bad = forbidden_paths(("segarena.check",), forbidden=("api", "leaderboard_web"), allowed=CHECK_ALLOWED)
+    assert not bad, "segarena check imports the server side:\n" + "\n".join(" -> ".join(c) for c in bad.values())
+    # the one allowed server module is a pure archive checker: it imports nothing of the project but, lazily and
+    # optionally, the server's limits
+    archive = module_file("api.submissions.archive")
+    project = {m for m in imports_of("api.submissions.archive", archive) if m.split(".")[0] in PROJECT_PACKAGES}
+    assert project <= {"api.settings", "api.settings.get_settings"}, project
+    assert forbidden_paths(("segarena.check",), forbidden=("api",)), "the walk would not see the allowed import"
 
 
 def test_the_old_runner_is_still_outside_the_contract():
