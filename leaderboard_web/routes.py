@@ -644,8 +644,11 @@ def admin_run_page(run_id: IdPath, request: Request) -> Response:
         counts: dict[str, int] = {}
         for cr in cases:
             counts[cr.status.value] = counts.get(cr.status.value, 0) + 1
+        from api.execution.audit import run_workers
+
         return _page(_render("run.html", request, run=run, sub=sub, team=session.get(Team, sub.team_id),
                              track=sub.track, cases=cases, counts=counts, viewer=viewer, organizer=True,
+                             workers=run_workers(session, run),
                              siblings=sorted(sub.runs, key=lambda r: r.attempt)))
 
 

@@ -57,6 +57,19 @@ def export_csv(organizer: OrganizerDep, settings: SettingsDep,
                              headers={"Content-Disposition": 'attachment; filename="segarena-results.csv"'})
 
 
+@router.get("/runs/{run_id}/workers", summary="Timing fairness of a run: the workers that ran its cases, their case "
+            "counts and calibration, and which deviate more than 10 % from the median calibration of the run's queue")
+def run_workers(run_id: IdPath, organizer: OrganizerDep, session: SessionDep) -> dict:
+    from api.errors import ApiError
+    from api.execution.audit import run_workers as workers_of
+    from api.models import Run
+
+    run = session.get(Run, run_id)
+    if run is None:
+        raise ApiError(404, "not_found", f"run {run_id} does not exist")
+    return {"run_id": run.id, **workers_of(session, run)}
+
+
 @router.get("/audit", response_model=list[schemas.AuditEventPublic], summary="The audit trail, newest first")
 def audit(organizer: OrganizerDep, session: SessionDep,
           action: Annotated[str | None, Query(max_length=64)] = None,

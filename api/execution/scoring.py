@@ -115,6 +115,8 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
             return None
         run = s.get(Run, row.run_id)
         sub = s.get(Submission, run.submission_id)
+        if run.state == RunState.cancelled or sub.state == SubmissionState.cancelled:
+            return None  # cancelled: nothing more is scored for it
         track = s.get(Track, sub.track_id)
         testset = run.testset or track.testset
         profile = run.metric_profile or track.metric_profile or "default"

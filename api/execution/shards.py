@@ -35,6 +35,7 @@ from .testsets import load_testset
 
 __all__ = ["split_run", "send_shards", "enqueue_run_sharded", "auto_shard_size", "claim_shard", "held_shard",
            "shard_cancelled", "heartbeat", "finish_shard", "requeue_shard", "cancel_submission_shards",
+           "cancel_running_shards", "has_shards",
            "reap_shards", "send_score", "ACTIVE_RUN", "new_lease", "ACTOR"]
 
 log = logging.getLogger("segarena.execution")
@@ -402,6 +403,22 @@ def cancel_submission_shards(session: Session, submission_id: int, *, now: datet
                            .execution_options(synchronize_session=False)).rowcount or 0
 
 
+def has_shards(session: Session, submission_id: int) -> bool:
+    """True when one of the submission's runs was split into shards (sharded execution)."""
+    runs = select(Run.id).where(Run.submission_id == submission_id).scalar_subquery()
+    return session.scalar(select(Shard.id).where(Shard.run_id.in_(runs)).limit(1)) is not None
+
+
+def cancel_running_shards(session: Session, submission_id: int, *, now: datetime | None = None) -> int:
+    """The submission's running shards become cancelled (their lease kept): the holder's next heartbeat or upload
+    answers ``cancel: true`` and it kills its container; its uploads are no longer recorded. The caller commits."""
+    now = now or utcnow()
+    runs = select(Run.id).where(Run.submission_id == submission_id).scalar_subquery()
+    return session.execute(update(Shard).where(Shard.run_id.in_(runs), Shard.state == ShardState.running)
+                           .values(state=ShardState.cancelled, finished_at=now, reason="the submission was cancelled")
+                           .execution_options(synchronize_session=False)).rowcount or 0
+
+
 def _cancel_queued_of_cancelled(s: Session) -> list[int]:
     """Queued shards of cancelled submissions or finished runs → cancelled; returns their runs."""
     rows = s.execute(select(Shard.id, Shard.run_id).join(Run, Run.id == Shard.run_id)
@@ -448,8 +465,9 @@ def reap_shards(settings: Any, *, now: datetime | None = None, send: bool = True
             touched.add(shard.run_id)
         s.commit()
         unsent = s.scalars(select(Shard.id).where(Shard.state == ShardState.queued, Shard.task_id == "")).all()
-        unscored = s.scalars(select(CaseResult.id).where(CaseResult.scored.is_(False),
-                                                         CaseResult.created_at < stale_before)).all()
+        unscored = s.scalars(select(CaseResult.id).join(Run, Run.id == CaseResult.run_id)
+                             .where(CaseResult.scored.is_(False), CaseResult.created_at < stale_before,
+                                    Run.state != RunState.cancelled)).all()  # a cancelled run is not scored
     if send:
         _send_requeued(settings, list(unsent))
         out["sent"] = list(unsent)
