@@ -232,11 +232,17 @@ def test_cancel_only_before_running(client, world, db_settings):
     r = client.post(f"/api/submissions/{a['id']}/cancel", headers=auth(world.token_a))
     assert r.status_code == 409 and r.json()["code"] == "not_cancellable"
     b = submit(client, world.token_a).json()
-    finish_run(db_settings.database_url, b["id"], state="running")
+    finish_run(db_settings.database_url, b["id"], state="succeeded")
     r = client.post(f"/api/submissions/{b['id']}/cancel", headers=auth(world.token_a))
-    assert r.status_code == 409 and "running" in r.json()["message"]
+    assert r.status_code == 409 and "succeeded" in r.json()["message"]
+    # sharded execution (the default): a running submission can be cancelled too (its shards stop)
+    c = submit(client, world.token_a).json()
+    finish_run(db_settings.database_url, c["id"], state="running")
+    r = client.post(f"/api/submissions/{c['id']}/cancel", headers=auth(world.token_a))
+    assert r.status_code == 200 and r.json()["state"] == "cancelled" and r.json()["run_state"] == "cancelled"
     with session_scope(db_settings.database_url) as s:
-        assert [e.action for e in s.scalars(select(AuditEvent).where(AuditEvent.action == "submission.cancel"))] == ["submission.cancel"]
+        cancels = [e.action for e in s.scalars(select(AuditEvent).where(AuditEvent.action == "submission.cancel"))]
+        assert cancels == ["submission.cancel"] * 2
 
 
 def test_broker_down_keeps_the_submission_queued(client, world, db_settings):
