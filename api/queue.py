@@ -1,47 +1,19 @@
-"""Enqueueing runs: the API sends a task by name on the track's queue; it never imports Docker code."""
+"""Enqueueing runs: the API splits a run into shards and sends one task per shard, by name, on the track's queue
+(api/execution/shards.py); it never imports worker/ or Docker code."""
 
 from __future__ import annotations
 
-import threading
-
 __all__ = ["enqueue_run", "enqueue_run_sharded", "EnqueueError", "check_track_queue"]
-
-_apps: dict[str, object] = {}
-_lock = threading.Lock()
 
 
 class EnqueueError(RuntimeError):
     """The broker could not take the message (the run stays queued; the reaper requeues it)."""
 
 
-def _celery(settings):
-    with _lock:
-        app = _apps.get(settings.broker_url)
-        if app is None:
-            from worker.celery_app import make_celery
-
-            app = make_celery(settings)
-            _apps[settings.broker_url] = app
-        return app
-
-
 def enqueue_run(settings, run_id: int, queue: str) -> str:
-    """Send ``RUN_TASK(run_id)`` to ``queue``; returns the Celery task id. Raises ``EnqueueError``.
-
-    With ``SEGARENA_EXECUTION=sharded`` the run is split into shards instead (:func:`enqueue_run_sharded`)."""
-    if getattr(settings, "execution", "local") == "sharded":
-        return enqueue_run_sharded(settings, run_id, queue)
-    from worker.celery_app import RUN_TASK
-
-    app = _celery(settings)
-    try:
-        result = app.send_task(
-            RUN_TASK, args=[run_id], queue=queue, retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},
-        )
-    except Exception as exc:  # kombu raises many kinds (OperationalError, socket errors)
-        raise EnqueueError(f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
-    return str(result.id)
+    """Split the run into shards and send them on ``queue`` (:func:`enqueue_run_sharded`); returns the first
+    message id. Raises ``EnqueueError``."""
+    return enqueue_run_sharded(settings, run_id, queue)
 
 
 def enqueue_run_sharded(settings, run_id: int, queue: str | None = None) -> str:

@@ -92,8 +92,9 @@ class Settings(BaseSettings):
     worker_queues: str = Field(
         default="", description="Comma-separated declared queues this worker consumes; default: every declared "
         "queue of its kind (gpu-kind when SEGARENA_WORKER_GPUS is set, else cpu-kind).")
-    worker_heartbeat_s: float = Field(default=15.0, gt=0, description="How often a worker refreshes its row in the "
-                                      "worker registry (GET /api/status).")
+    worker_heartbeat_s: float = Field(default=15.0, gt=0, description="How often an execution host pings the API "
+                                      "(POST /api/worker/ping; read by the host from its own environment); keep it "
+                                      "below SEGARENA_WORKER_ONLINE_S.")
     worker_online_s: float = Field(default=60.0, gt=0, description="A worker seen within this many seconds counts as "
                                    "online in GET /api/status and the /status page.")
     worker_cpus: str = Field(default="", description="CPU set this worker may pin containers to, e.g. '0-1'; default: all.")
@@ -182,10 +183,10 @@ class Settings(BaseSettings):
     )
 
     execution: str = Field(
-        default="sharded", pattern=r"^(local|sharded)$",
-        description="How runs are executed: 'sharded' (the default: a run is split into shards sent on the track's "
-        "queue; execution hosts reach only the /api/worker/ routes; the trusted `score` queue scores each case) or "
-        "'local' (deprecated: the old single-host worker with database access runs a whole run).",
+        default="sharded", pattern=r"^sharded$",
+        description="How runs are executed: 'sharded', the only mode (a run is split into shards sent on the track's "
+        "queue; execution hosts reach only the /api/worker/ routes; the trusted `score` queue scores each case). "
+        "The single-host worker with database access ('local') was removed.",
     )
     shard_target_s: float = Field(
         default=60.0, gt=0,
