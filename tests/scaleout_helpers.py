@@ -1,0 +1,236 @@
+"""A scaled-out SegArena on this machine, as real processes (tests/test_scaleout.py, bench/scaleout.py):
+
+* the API: ``uvicorn --factory api.app:create_app`` on 127.0.0.1 (sharded execution);
+* the trusted scorer: ``segarena scorer`` (queue ``score`` and the reaper beat), next to the database;
+* execution workers: ``python -m worker.exec_tasks``, each with its own cache dir, pinned with ``taskset`` to
+  its own core (and its containers to it: ``SEGARENA_WORKER_CPUS``), and NO database URL or storage setting in
+  their environment: the API URL, a worker token and the broker URL only;
+* a private ``redis-server`` as the broker (the ``score`` and ``cpu`` queues are this stack's alone).
+
+The caller seeds the database (challenge, teams, worker token) in-process with :attr:`ScaleStack.settings` and
+sends runs with :func:`api.execution.shards.enqueue_run_sharded`, as the API does after an upload.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.cli_helpers import ROOT, free_port, segarena_cmd, wait_http
+from tests.resilience_helpers import PrivateRedis
+
+__all__ = ["ScaleStack", "build_delay_image", "run_state", "wait_run", "case_rows", "stack_containers"]
+
+BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
+IMAGES = ROOT / "tests" / "images"
+
+
+def build_delay_image(client, base_image: str, delay_s: float, tmp: Path, *, mode: str = "correct") -> str:
+    """An image whose predict.sh sleeps ``delay_s`` then runs tests/images/common/seg.py ``mode`` (``correct``
+    writes a valid prediction; ``noop`` with delay 0 exits at once without output). Returns its (unique) id."""
+    ctx = tmp / f"ctx-{secrets.token_hex(4)}"
+    ctx.mkdir(parents=True)
+    shutil.copy(IMAGES / "common" / "seg.py", ctx / "seg.py")
+    body = "true" if mode == "noop" else f"exec python3 seg.py {mode}"
+    sleep = f"sleep {delay_s:g}\n" if delay_s > 0 else ""
+    (ctx / "predict.sh").write_text(f"#!/bin/sh\n{sleep}{body}\n")
+    (ctx / "Dockerfile").write_text(f"FROM {base_image}\nWORKDIR /workspace\nCOPY seg.py /workspace/seg.py\n"
+                                    "COPY predict.sh /workspace/predict.sh\n")
+    salt = secrets.token_hex(6)
+    img, _ = client.images.build(path=str(ctx), tag=f"segarena-test/delay-{salt}:latest", rm=True,
+                                 labels={"segarena.base": base_image, "segarena.test.salt": salt}, network_mode="none")
+    return img.id
+
+
+class ScaleStack:
+    """API + scorer + N execution workers + a private Redis, as subprocesses sharing one data dir."""
+
+    def __init__(self, tmp: Path, *, database_url: str | None = None, storage_env: dict[str, str] | None = None,
+                 shard_heartbeat_s: float = 1.0, heartbeat_timeout_s: int = 6, reaper_interval_s: int = 1,
+                 extra_env: dict[str, str] | None = None):
+        from api.settings import Settings
+
+        self.tmp = Path(tmp)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.redis = PrivateRedis(self.tmp / "redis")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = self.tmp / "data"
+        self.deployment = "so" + secrets.token_hex(6)
+        self.logs = self.tmp / "logs"
+        self.logs.mkdir(exist_ok=True)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("SEGARENA_", "AWS_"))}
+        base.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT), SEGARENA_BASE_IMAGE=BASE_IMAGE)
+        self.base_env = base
+        self.trusted_env = {**base, "SEGARENA_DATA_DIR": str(self.data_dir), "SEGARENA_BROKER_URL": self.redis.url,
+                            "SEGARENA_EXECUTION": "sharded", "SEGARENA_QUEUES": "cpu:cpu,gpu:gpu",
+                            "SEGARENA_SHARD_HEARTBEAT_S": str(shard_heartbeat_s),
+                            "SEGARENA_HEARTBEAT_TIMEOUT_S": str(heartbeat_timeout_s),
+                            "SEGARENA_REAPER_INTERVAL_S": str(reaper_interval_s),
+                            "SEGARENA_CONFIG": str(self.tmp / "none.toml"), **(storage_env or {}), **(extra_env or {})}
+        if database_url:
+            self.trusted_env["SEGARENA_DATABASE_URL"] = database_url
+        kw: dict[str, Any] = dict(data_dir=self.data_dir, base_image=BASE_IMAGE, broker_url=self.redis.url,
+                                  execution="sharded", shard_heartbeat_s=shard_heartbeat_s,
+                                  heartbeat_timeout_s=heartbeat_timeout_s, reaper_interval_s=reaper_interval_s)
+        if database_url:
+            kw["database_url"] = database_url
+        self.settings = Settings(**kw)
+        for key, value in (storage_env or {}).items():  # the same storage as the API and the scorer
+            field = key.removeprefix("SEGARENA_").lower()
+            if field in Settings.model_fields:
+                setattr(self.settings, field, value if "secret" not in field else _secret(value))
+        self.settings.ensure_dirs()
+        from api.db import migrate
+
+        migrate(self.settings.database_url)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.worker_token = ""
+
+    # -- processes ---------------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
+                                    start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start_trusted(self) -> "ScaleStack":
+        api = self._spawn("api", [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host",
+                                  "127.0.0.1", "--port", str(self.port), "--log-level", "warning"], self.trusted_env)
+        self._spawn("scorer", segarena_cmd("scorer"), self.trusted_env)
+        wait_http(f"{self.url}/health", 90, proc=api)
+        return self
+
+    def worker_env(self, name: str, cpus: str | None) -> dict[str, str]:
+        """The three settings, plus the queues, a cache of its own, its core and the container label."""
+        env = {**self.base_env, "SEGARENA_API_URL": self.url, "SEGARENA_WORKER_TOKEN": self.worker_token,
+               "SEGARENA_BROKER_URL": self.redis.url, "SEGARENA_QUEUES": "cpu:cpu,gpu:gpu",
+               "SEGARENA_WORKER_QUEUES": "cpu", "SEGARENA_WORKER_NAME": name,
+               "SEGARENA_CACHE_DIR": str(self.tmp / f"cache-{name}"),
+               "SEGARENA_IMAGE_LOCK_DIR": str(self.tmp / "image-locks"), "SEGARENA_DEPLOYMENT_ID": self.deployment,
+               "SEGARENA_WORKER_HEARTBEAT_S": "2", "SEGARENA_HTTP_BACKOFF_S": "0.2"}
+        if cpus is not None:
+            env["SEGARENA_WORKER_CPUS"] = cpus
+        return env
+
+    def start_worker(self, name: str, cpus: str | None = None) -> subprocess.Popen:
+        env = self.worker_env(name, cpus)
+        assert not any(k in env for k in ("SEGARENA_DATABASE_URL", "SEGARENA_STORAGE_URL", "SEGARENA_DATA_DIR"))
+        argv = [sys.executable, "-m", "worker.exec_tasks"]
+        if cpus is not None and shutil.which("taskset"):
+            argv = ["taskset", "-c", cpus, *argv]
+        return self._spawn(name, argv, env)
+
+    def wait_workers(self, names: list[str], timeout: float = 90) -> None:
+        """Until each named worker said hello and its Celery consumer is ready (its log says so)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = []
+            for n in names:
+                assert self.procs[n].poll() is None, self.log_tail()
+                text = (self.logs / f"{n}.log").read_text(errors="replace")
+                ready.append(" ready." in text)
+            if all(ready):
+                return
+            time.sleep(0.2)
+        raise TimeoutError("workers not ready:\n" + self.log_tail())
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.redis.stop()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(self.logs.iterdir()))
+
+    # -- seeding -----------------------------------------------------------------------------------
+    def create_worker_token(self, name: str = "exec-hosts") -> str:
+        from api.db import session_scope
+        from api.execution.identity import create_worker
+
+        with session_scope(self.settings.database_url) as s:
+            _, self.worker_token = create_worker(s, self.settings, actor=None, name=name, queues=["cpu"])
+        return self.worker_token
+
+    def submit(self, track_id: int, team: str, image: dict[str, Any]) -> tuple[int, int]:
+        """A queued submission of ``image`` ({image_id, path, sha256, bytes}: a thin archive) by ``team``, split and
+        sent as the API does after an upload; returns (submission id, run id)."""
+        from api.db import session_scope
+        from api.execution.shards import enqueue_run_sharded
+        from api.models import Track
+        from tests.worker_helpers import seed_submission
+
+        with session_scope(self.settings.database_url) as s:
+            sub, run = seed_submission(s, track=s.get(Track, track_id), team_name=team, image_id=image["image_id"],
+                                       archive=Path(image["path"]))
+            sub.archive_sha256, sub.archive_bytes = image["sha256"], image["bytes"]
+            if "key" in image:
+                sub.archive_path = image["key"]
+            sub_id, run_id = sub.id, run.id
+        enqueue_run_sharded(self.settings, run_id)
+        return sub_id, run_id
+
+
+def _secret(value: str):
+    from pydantic import SecretStr
+
+    return SecretStr(value)
+
+
+def run_state(settings, run_id: int) -> str:
+    from api.db import session_scope
+    from api.models import Run
+
+    with session_scope(settings.database_url) as s:
+        return s.get(Run, run_id).state.value
+
+
+def wait_run(stack: ScaleStack, run_id: int, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = run_state(stack.settings, run_id)
+        if state in ("succeeded", "failed", "cancelled"):
+            return state
+        time.sleep(0.3)
+    raise TimeoutError(f"run {run_id} still {run_state(stack.settings, run_id)}\n" + stack.log_tail())
+
+
+def case_rows(settings, run_id: int) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from api.db import session_scope
+    from api.models import CaseResult
+
+    with session_scope(settings.database_url) as s:
+        return [dict(case=r.case_id, status=r.status.value, dsc=r.dsc, nsd=r.nsd, worker=r.worker_name,
+                     shard=r.shard_id, wall_s=r.wall_s, runtime_s=r.runtime_s, created_at=r.created_at,
+                     scored=r.scored)
+                for r in s.scalars(select(CaseResult).where(CaseResult.run_id == run_id).order_by(CaseResult.id))]
+
+
+def stack_containers(client, stack: ScaleStack, run_id: int | None = None) -> list[dict[str, Any]]:
+    """This stack's containers (any state), optionally of one run."""
+    labels = [f"segarena.deployment={stack.deployment}"] + ([f"segarena.run={run_id}"] if run_id is not None else [])
+    return client.api.containers(all=True, filters={"label": labels})
