@@ -3,7 +3,7 @@
 - cancelling a RUNNING submission (the participant's own cancel): the run ends ``cancelled`` at once, the running
   shard's holder is told ``cancel: true`` at its next heartbeat and upload, nothing more is recorded or scored for
   it (an output uploaded just before is not scored, and the reaper does not re-send it), the cancellation counts
-  toward the quota (issue 13); under the local path a running submission still cannot be cancelled (409);
+  toward the quota (issue 13); a finished one cannot be cancelled (409);
 - timing fairness in the run audit: per-worker case counts and calibration (``/api/admin/runs/{id}/workers`` and
   the organizer page ``/admin/runs/{id}``), a worker more than 10 % off its queue's median flagged.
 
@@ -62,18 +62,6 @@ def test_cancel_of_a_running_sharded_submission_stops_it_and_scores_nothing_more
     assert tea._claim(client, w.wt2, name="w2").status_code == 204
     again = client.post(f"/api/submissions/{sub}/cancel", headers=auth(w.token_a))
     assert again.status_code == 409 and again.json()["code"] == "not_cancellable"
-
-
-def test_a_running_submission_of_the_local_path_still_cannot_be_cancelled(client, db_settings):
-    db_settings.execution = "local"  # the old single-host runner: no shards, no cancel once it runs
-    w = tea.seed(db_settings.database_url, quota=5)
-    sub = tea._submit(client, w.token_a)
-    with session_scope(db_settings.database_url) as s:
-        s.get(Submission, sub).state = SubmissionState.running
-        for run in s.scalars(select(Run).where(Run.submission_id == sub)):
-            run.state, run.started_at = RunState.running, utcnow()
-    r = client.post(f"/api/submissions/{sub}/cancel", headers=auth(w.token_a))
-    assert r.status_code == 409 and r.json()["code"] == "not_cancellable"
 
 
 def test_run_audit_lists_workers_and_flags_a_host_off_the_queue_median(client, db_settings):

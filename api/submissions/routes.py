@@ -118,7 +118,7 @@ def get_submission(submission_id: IdPath, member: CurrentMember, session: Sessio
 
 
 @router.post("/submissions/{submission_id}/cancel", response_model=schemas.SubmissionPublic,
-             summary="Cancel a submission that has not started running (refunded from the quota up to a daily limit)")
+             summary="Cancel a submission that has not finished: queued shards stop at once, running containers within a heartbeat (refunded from the quota only before it started, up to a daily limit)")
 def cancel_submission(submission_id: IdPath, member: CurrentMember, session: SessionDep, settings: SettingsDep):
     sub = service.cancel_submission(session=session, member=member, submission_id=submission_id, settings=settings)
     return service.submission_public(session, [sub], viewer=member)[0]

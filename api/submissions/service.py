@@ -50,8 +50,7 @@ __all__ = [
 ]
 
 ACTIVE_RUN_STATES = (RunState.queued, RunState.loading, RunState.running, RunState.scoring)
-CANCELLABLE = (SubmissionState.queued, SubmissionState.loading)
-CANCELLABLE_SHARDED = (SubmissionState.running, SubmissionState.scoring)  # runs split into shards
+CANCELLABLE = (SubmissionState.queued, SubmissionState.loading, SubmissionState.running, SubmissionState.scoring)
 LOG_TAIL_CHARS = 4000
 RUN_LOG_TAIL_CHARS = 16000
 ENQUEUE_NOTE = ("the submission is queued, but the job broker did not answer; it will start automatically "
@@ -512,30 +511,28 @@ def _case_rows(session: Session, run: Run) -> list[schemas.CaseResultPublic]:
 # changing
 # ---------------------------------------------------------------------------------------------
 def cancel_submission(*, session: Session, member: Member, submission_id: int, settings=None) -> Submission:
-    """Cancel a submission that has not started running (queued or loading), or, under sharded execution, a
-    running or scoring one: its run ends ``cancelled`` at once, queued shards stop, running shards' containers are
-    killed by their hosts at the next heartbeat (``SEGARENA_SHARD_HEARTBEAT_S``), nothing more is scored for it.
+    """Cancel a submission that has not finished (queued, loading, running or scoring): its run ends ``cancelled``
+    at once, queued shards stop, running shards' containers are killed by their hosts at the next heartbeat
+    (``SEGARENA_SHARD_HEARTBEAT_S``), nothing more is recorded or scored for it.
 
     It stops counting toward the quota only if its run had not started and it is one of the team's first
     ``max_free_cancels_per_day`` such cancellations in 24 h (see ``count_toward_quota``); the reason says which."""
     settings = _settings_or_default(settings)
     sub = get_visible_submission(session=session, member=member, submission_id=submission_id)
     now = utcnow()
-    from api.execution.shards import cancel_running_shards, cancel_submission_shards, has_shards
+    from api.execution.shards import cancel_running_shards, cancel_submission_shards
 
-    # sharded execution: a running (or scoring) run stops too; its shards' holders kill their containers at their
-    # next heartbeat (cancel: true) and nothing more is recorded or scored for it
-    sharded = has_shards(session, sub.id)
-    allowed = CANCELLABLE + (CANCELLABLE_SHARDED if sharded else ())
-    done = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state.in_(allowed))
+    # a running (or scoring) run stops too: its shards' holders kill their containers at their next heartbeat
+    # (cancel: true) and nothing more is recorded or scored for it
+    done = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state.in_(CANCELLABLE))
                            .values(state=SubmissionState.cancelled, reason=f"cancelled by {member.name}",
                                    finished_at=now, cancelled_at=now, updated_at=now)).rowcount
     if not done:
         session.rollback()
         session.refresh(sub)
-        raise ApiError(409, "not_cancellable", f"submission {sub.id} is {sub.state.value}; only queued or loading "
-                       "submissions (and running ones under sharded execution) can be cancelled")
-    run_states = (RunState.queued, RunState.loading) + ((RunState.running, RunState.scoring) if sharded else ())
+        raise ApiError(409, "not_cancellable", f"submission {sub.id} is {sub.state.value}; only queued, loading, "
+                       "running or scoring submissions can be cancelled")
+    run_states = (RunState.queued, RunState.loading, RunState.running, RunState.scoring)
     session.execute(update(Run).where(Run.submission_id == sub.id, Run.state.in_(run_states))
                     .values(state=RunState.cancelled, reason=f"cancelled by {member.name}", finished_at=now))
     cancel_submission_shards(session, sub.id, now=now)  # sharded runs: queued shards stop at once
