@@ -33,7 +33,7 @@ def test_full_audit_record(client, world, db_settings):
     assert run["cpuset"] == "0-1" and run["container_params"]["network_mode"] == "none" and run["requested_by"].startswith("upload:")
     assert {c["case_id"]: c["status"] for c in view["cases"]} == {"2DBox_US_0001": "ok", "3DBox_MR_0002": "oom"}
     assert view["cases"][0]["stdout_tail"] == "ok"
-    assert [e["action"] for e in view["audit"]] == ["submission.create"]
+    assert [e["action"] for e in view["audit"]] == ["submission.create", "run.split"]  # split into shards at once
     assert view["audit"][0]["actor"] == f"participant:alice#{world.member_a}"
     # participants get 403 on organizer routes (the route is organizer-only, not a hidden object)
     assert client.get(f"/api/admin/submissions/{sub['id']}", headers=auth(world.token_a)).status_code == 403
@@ -51,7 +51,7 @@ def test_rerun_is_a_new_attempt(client, world, db_settings):
     assert r.status_code == 201, r.text
     again = r.json()
     assert again["attempt"] == 2 and again["state"] == "queued" and again["reason"] == "" and again["dsc"] is None
-    assert again["progress"] == {"done": 0, "total": 0, "by_status": {}}  # the new attempt has no results yet
+    assert again["progress"] == {"done": 0, "total": 27, "by_status": {}}  # the new attempt has no results yet
     with session_scope(db_settings.database_url) as s:
         runs = list(s.scalars(select(Run).where(Run.submission_id == sub["id"]).order_by(Run.attempt)))
     assert [(r.attempt, r.state.value) for r in runs] == [(1, "failed"), (2, "queued")]
