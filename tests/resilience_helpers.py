@@ -766,25 +766,15 @@ class Observed:
         return [probes(c["stdout"], c["stderr"]) for c in self.cases]
 
 
-class Sent(list):
-    """Stands in for the Celery sender: infrastructure retries are recorded, never expected here."""
+def _run_one(host, *, track_id: int, team: str, image_id: str, archive: Path) -> tuple[int, int, list]:
+    """A submission of ``image_id`` run to its end through the sharded path (``host``: a
+    :class:`tests.run_helpers.ShardedHost`); returns (submission, run, infrastructure requeues sent)."""
+    from tests.run_helpers import create_run
 
-    def __call__(self, run_id, queue, countdown):
-        self.append((run_id, queue, countdown))
-
-
-def _run_one(settings, client, *, track_id: int, team: str, image_id: str, archive: Path) -> tuple[int, int, Sent]:
-    from api.db import session_scope
-    from api.models import Track
-    from tests.worker_helpers import seed_submission
-    from worker.runner import execute_run
-
-    with session_scope(settings.database_url) as s:
-        sub, run = seed_submission(s, track=s.get(Track, track_id), team_name=team, image_id=image_id, archive=archive)
-        sub_id, run_id = sub.id, run.id
-    sent = Sent()
-    execute_run(run_id, settings, client=client, sender=sent)
-    return sub_id, run_id, sent
+    sub_id, run_id = create_run(host.settings, testset="", image_id=image_id, archive=archive, team=team,
+                                track=track_id)
+    result = host.run(run_id)
+    return sub_id, run_id, list(result.requeues)
 
 
 def _observe(settings, sub_id: int, run_id: int, obs: Observed) -> None:
@@ -811,8 +801,9 @@ HOSTILE_TRACK = dict(memory_mb=256, cpus=1.0, case_timeout_s=5, total_timeout_s=
 
 def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: dict[str, Any] | None = None,
                       kinds: list[str] | None = None) -> dict[str, "Observed"]:
-    """Build the hostile images and run every kind through the real worker (``execute_run``, SQLite,
-    a 2-case test set), each followed by another team's well-behaved control run; returns
+    """Build the hostile images and run every kind through the real execution path (the sharded path: the real
+    API app, an execution host ``ShardExecutor`` with the real sandbox, the trusted scorer inline; SQLite, a 2-case
+    test set; tests/run_helpers.py), each followed by another team's well-behaved control run; returns
     kind -> :class:`Observed` (plus ``__reference__``, ``__listener__`` and ``__pickle__``)."""
     import time
 
@@ -833,17 +824,20 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
     archive.write_bytes(b"placeholder: the hostile images are already on the engine")
     listener = Listener()
     PICKLE_MARKER.unlink(missing_ok=True)
+    from tests.run_helpers import ShardedHost
+
+    host = ShardedHost(settings, docker=docker_client)
     try:
         tags = build_hostile_images(docker_client, base_image, listener_port=listener.port,
                                     kinds=sorted(set(kinds) | {"well_behaved"}) if kinds else None)
         ids = {kind: docker_client.images.get(tag).id for kind, tag in tags.items()}
         with session_scope(settings.database_url) as s:
             track_id = seed_track(s, testset=str(testset), slug="hostile", **track).id
-        dep = sb.deployment_id(settings)
-        scratch = settings.storage_dir / "scratch"
+        dep = sb.deployment_id(host.config)  # the execution host's containers
+        scratch = host.work_dir  # its per-case scratch files
 
         def control(_obs: "Observed | None") -> tuple[str, float | None]:
-            sub_id, run_id, _ = _run_one(settings, docker_client, track_id=track_id, team="team-b-control",
+            sub_id, run_id, _ = _run_one(host, track_id=track_id, team="team-b-control",
                                          image_id=ids["well_behaved"], archive=archive)
             ctl = Observed("control")
             _observe(settings, sub_id, run_id, ctl)
@@ -860,7 +854,7 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
             obs = Observed(kind)
             started = time.monotonic()
             try:
-                sub_id, run_id, sent = _run_one(settings, docker_client, track_id=track_id, team=f"team-a-{kind}",
+                sub_id, run_id, sent = _run_one(host, track_id=track_id, team=f"team-a-{kind}",
                                                 image_id=ids[kind], archive=archive)
                 obs.sent = list(sent)
                 _observe(settings, sub_id, run_id, obs)
@@ -876,6 +870,7 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
         results["__pickle__"] = Observed("pickle", error="marker exists" if PICKLE_MARKER.exists() else "")
         return results
     finally:
+        host.close()
         listener.close()
 
 

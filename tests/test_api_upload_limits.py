@@ -19,9 +19,9 @@ from api_helpers import (  # noqa: F401 (fixtures)
 from sqlalchemy import select, update
 
 from api.db import session_scope
+from api.execution.reaper import reap
 from api.models import Run, RunState, Submission, SubmissionState, Track, Upload
 from api.submissions import uploads as uploads_mod
-from worker.reaper import reap
 
 
 def _open(client, token, data: bytes, track: str = "main"):
@@ -46,7 +46,7 @@ def _track(settings, slug: str = "main", **values) -> None:
 
 
 def _reap(settings):
-    return reap(settings, containers=False, sender=lambda *a: None)
+    return reap(settings, send=False)  # the trusted reaper (segarena scorer's beat); no broker message
 
 
 # ---------------------------------------------------------------------------------------------

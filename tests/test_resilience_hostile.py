@@ -1,5 +1,6 @@
-"""Issue 9, hostile images: 24 misbehaving submission images run through the real worker
-(``worker.runner.execute_run`` on a real Docker engine and a real SQLite database). Each must be
+"""Issue 9, hostile images: 24 misbehaving submission images run through the real execution path (the
+sharded path: the real API app, the execution host ``worker.shard.ShardExecutor`` on a real Docker engine,
+the trusted scorer inline, a real SQLite database; tests/run_helpers.py). Each must be
 contained and reported: the recorded case status and reason are the expected ones, the probes the
 image prints prove the containment, no container, scratch file or process is left behind, and a
 well-behaved submission of another team run right after it scores exactly as it did before.

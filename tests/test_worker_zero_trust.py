@@ -1,5 +1,6 @@
-"""Issue 13, the worker's share of "zero trust in participants", through the real worker
-(``worker.runner.execute_run``, a real Docker engine, SQLite) with hostile images built in the test:
+"""Issue 13, the worker's share of "zero trust in participants", through the real execution path (the sharded
+path of docs/worker-protocol.md: the real API app, the execution host ``worker.shard.ShardExecutor`` on a real
+Docker engine, the trusted scorer inline; tests/run_helpers.py) with hostile images built in the test:
 
 - a case's outputs/ leaves storage once scored (``SEGARENA_KEEP_CASE_OUTPUTS`` keeps it);
 - the output watch bounds the number of entries and the apparent (sparse) size of outputs/;
@@ -129,28 +130,24 @@ def archive(tmp_path):
     return p
 
 
-class Sent(list):
-    def __call__(self, run_id, queue, countdown):
-        self.append((run_id, queue, countdown))
-
-
 def _run(wsettings, testset, archive, image_id, **track_fields) -> tuple[int, int, float]:
-    from worker.runner import execute_run
+    """A fresh track and submission of ``image_id``, run to its end through the sharded path."""
+    from tests.run_helpers import create_run, run_sharded
 
-    with session_scope(wsettings.database_url) as s:
-        track = seed_track(s, testset=str(testset), slug=f"t{time.monotonic_ns() % 10**9}", **track_fields)
-        sub, run = seed_submission(s, track=track, team_name="team-z", image_id=image_id, archive=archive)
-        ids = (sub.id, run.id)
+    sub_id, run_id = create_run(wsettings, testset=str(testset), image_id=image_id, archive=archive, team="team-z",
+                                **track_fields)
     t0 = time.monotonic()
-    assert execute_run(ids[1], wsettings, client=None, sender=Sent()) == ids[1]
-    return ids[0], ids[1], time.monotonic() - t0
+    result = run_sharded(run_id, wsettings)
+    assert result.final and result.requeues == [], (result.sub_state, result.requeues, result.reason)
+    return sub_id, run_id, time.monotonic() - t0
 
 
 def test_kept_outputs_when_asked(wsettings, archive, images, tmp_path):
     testset = make_testset(tmp_path / "ts", n2d=1, n3d=0)
     keep = wsettings.model_copy(update={"keep_case_outputs": True})
     _, rid, _ = _run(keep, testset, archive, images["correct"])
-    assert [p.name for p in files_under(keep.storage_dir / "runs" / str(rid))] == ["2DBox_US_0000.npz"]
+    kept = files_under(keep.storage_dir / "runs" / str(rid))  # runs/<run>/<case>/output-<random>.npz (uploaded)
+    assert [(p.parent.name, p.name.startswith("output-"), p.suffix) for p in kept] == [("2DBox_US_0000", True, ".npz")]
     _, rid, _ = _run(wsettings, testset, archive, images["correct"])
     assert not (wsettings.storage_dir / "runs" / str(rid)).exists()
 
@@ -184,23 +181,21 @@ def test_fail_fast_zero_never_stops(wsettings, archive, images, tmp_path):
 
 
 def test_fail_fast_rule():
-    from worker.runner import _fail_fast, _Plan
+    """The rule the trusted side applies (api/execution/scoring.check_fail_fast) to a run's first K cases."""
+    from evaluator.runs import fail_fast_reason
 
-    plan = _Plan(1, 1, 1, 1, "img", None, None, "default", "x", 600.0, 5.0, fail_fast_cases=3)
     crash = (CaseStatus.crash, "case A: predict.sh exited with code 1; see its stderr (after 0.50 s)")
     slow = (CaseStatus.timeout, "case B: time limit exceeded (5 s): the container was stopped (after 5.01 s)")
     ok = (CaseStatus.ok, "")
-    assert _fail_fast(plan, [crash, crash], remaining=5) == ""  # not yet K cases
-    assert _fail_fast(plan, [crash, ok, crash], remaining=5) == ""  # one succeeded
-    assert _fail_fast(plan, [crash, crash, crash], remaining=0) == ""  # nothing left to save
-    assert _fail_fast(plan, [crash, crash, slow, crash], remaining=5) == ""  # decided at K only
-    why = _fail_fast(plan, [crash, slow, crash], remaining=5)
+    assert fail_fast_reason(3, [crash, crash], remaining=5) == ""  # not yet K cases
+    assert fail_fast_reason(3, [crash, ok, crash], remaining=5) == ""  # one succeeded
+    assert fail_fast_reason(3, [crash, crash, crash], remaining=0) == ""  # nothing left to save
+    assert fail_fast_reason(3, [crash, crash, slow, crash], remaining=5) == ""  # decided at K only
+    why = fail_fast_reason(3, [crash, slow, crash], remaining=5)
     assert why.startswith("stopped after the first 3 cases failed: predict.sh exited with code 1; see its stderr | "
                           "time limit exceeded (5 s): the container was stopped — "), why
     assert "finish each case within the time limit" in why and "(after" not in why
-    import dataclasses
-
-    assert _fail_fast(dataclasses.replace(plan, fail_fast_cases=0), [crash] * 3, remaining=5) == ""
+    assert fail_fast_reason(0, [crash] * 3, remaining=5) == ""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,20 +225,28 @@ def test_evaluator_messages_quote_untrusted_content_bounded(tmp_path):
 
 
 def test_infrastructure_reasons_are_bounded(wsettings, archive, tmp_path):
-    from worker.runner import retry_or_fail
+    """An execution host that reports a huge infrastructure reason on every delivery (max_attempts=3): the shard's,
+    the run's and the submission's reasons stay bounded."""
+    from api.execution.contract import RUN_SHARD_TASK
+    from api.execution.shards import enqueue_run_sharded
+    from api.models import Shard
+    from tests.run_helpers import ShardedHost, create_run, inline_sender
 
     testset = make_testset(tmp_path / "ts", n2d=1, n3d=0)
+    sub_id, run_id = create_run(wsettings, testset=str(testset), image_id="sha256:x", archive=archive, team="team-i")
+    with ShardedHost(wsettings) as host, inline_sender(host.settings) as sender:
+        enqueue_run_sharded(host.settings, run_id)
+        for attempt in range(3):
+            spec = host.client.claim(host.name, "cpu")
+            assert spec is not None, attempt
+            host.client.finish(spec["shard_id"], spec["lease"], "infra", "engine said: " + "e" * 19_000)
+        assert host.client.claim(host.name, "cpu") is None
+    assert len(sender.of(RUN_SHARD_TASK)) == 3  # the first message and 2 requeues
     with session_scope(wsettings.database_url) as s:
-        track = seed_track(s, testset=str(testset), slug="infra")
-        sub, run = seed_submission(s, track=track, team_name="team-i", image_id="sha256:x", archive=archive)
-        ids = (sub.id, run.id)
-    for attempt in range(3):
-        with session_scope(wsettings.database_url) as s:
-            run = s.execute(select(Run).where(Run.submission_id == ids[0]).order_by(Run.attempt.desc())).scalars().first()
-            retry_or_fail(s, run, reason="engine said: " + "e" * 1_000_000, settings=wsettings, actor="test")
-    with session_scope(wsettings.database_url) as s:
-        sub = s.get(Submission, ids[0])
-        runs = s.execute(select(Run).where(Run.submission_id == ids[0])).scalars().all()
+        sub = s.get(Submission, sub_id)
+        runs = s.execute(select(Run).where(Run.submission_id == sub_id)).scalars().all()
+        shards = s.execute(select(Shard).where(Shard.run_id == run_id)).scalars().all()
         assert sub.state == SubmissionState.failed and len(sub.reason) <= LIMIT + 40, len(sub.reason)
-        assert sub.reason.endswith("chars cut)")
+        assert sub.reason.startswith("infrastructure failure on all 3 deliveries") and sub.reason.endswith("chars cut)")
         assert all(len(r.reason) <= LIMIT + 40 for r in runs)
+        assert all(len(sh.reason) <= LIMIT + 40 for sh in shards)

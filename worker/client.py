@@ -181,15 +181,18 @@ class WorkerClient:
                     output: Path | None = None) -> dict[str, Any]:
         """``POST …/cases/{case_id}``: multipart ``meta`` (JSON) and the optional ``output`` file
         (streamed from disk; idempotent per case on the server, so it is retried)."""
-        data = {"meta": json.dumps(meta, ensure_ascii=False, default=str)}
+        text = json.dumps(meta, ensure_ascii=False, default=str)
 
         def files_factory():
+            # always multipart/form-data (the API refuses anything else), also without an output file: the meta
+            # part is a plain field (no filename) listed with the files, which makes httpx encode multipart
+            meta_part = ("meta", (None, text.encode("utf-8"), "application/json"))
             if output is None:
-                return None, []
+                return [meta_part], []
             fh = open(output, "rb")  # noqa: SIM115 - closed by _request
-            return {"output": (Path(output).name, fh, "application/octet-stream")}, [fh]
+            return [meta_part, ("output", (Path(output).name, fh, "application/octet-stream"))], [fh]
 
-        resp = self._request("POST", f"/api/worker/shards/{int(shard_id)}/cases/{case_id}", data=data,
+        resp = self._request("POST", f"/api/worker/shards/{int(shard_id)}/cases/{case_id}",
                              files_factory=files_factory)
         self._raise_for(resp)
         try:

@@ -68,10 +68,24 @@ def make_meta(case_run: sb.CaseRun, *, lease: str, wall_s: float, log_chars: int
     def bounded(text: str, limit: int) -> str:
         if len(text) <= limit:
             return text
-        half = max(0, limit // 2)
+        half = max(0, limit // 2 - 4)
         return text[:half] + "\n[...]\n" + (text[-half:] if half else "")
 
-    stdout, stderr = case_run.log_text("stdout"), case_run.log_text("stderr")
+    def excerpt(stream: str, limit: int) -> str:
+        """Head and tail of the stream within ``limit`` characters, with the note of how many bytes were cut
+        (the sandbox's note, recomputed when the excerpt must be shorter than what the sandbox kept)."""
+        text = case_run.log_text(stream)
+        if len(text) <= limit:
+            return text
+        head, tail = getattr(case_run, f"{stream}_head") or "", getattr(case_run, f"{stream}_tail") or ""
+        total = max(int(getattr(case_run, f"{stream}_bytes") or 0), len(head.encode()) + len(tail.encode()))
+        half = max(0, (limit - 64) // 2)  # the note is shorter than 64 characters
+        h, t = head[:half], (tail or head)[-half:] if half else ""
+        if not tail and len(head) <= 2 * half:
+            h, t = head, ""
+        cut = max(0, total - len(h.encode()) - len(t.encode()))
+        return f"{h}\n[... {cut} bytes of {stream} cut ...]\n{t}"
+
     reason = case_run.reason if len(case_run.reason) <= 2000 else bounded(case_run.reason, 2000)
     limit = max(0, int(log_chars))
     while True:
@@ -84,8 +98,8 @@ def make_meta(case_run: sb.CaseRun, *, lease: str, wall_s: float, log_chars: int
             "peak_memory_bytes": case_run.peak_memory_bytes,
             "exit_code": case_run.exit_code,
             "wall_s": round(float(wall_s), 6),
-            "stdout_tail": bounded(stdout, limit),
-            "stderr_tail": bounded(stderr, limit),
+            "stdout_tail": excerpt("stdout", limit),
+            "stderr_tail": excerpt("stderr", limit),
             "container_params": case_run.container_params,
         }
         if limit == 0 or len(json.dumps(meta, ensure_ascii=False, default=str).encode()) <= max_bytes:
