@@ -1,8 +1,8 @@
-"""Run-level pure helpers shared by the single-host runner (worker/runner.py) and the trusted scorer
-(api/execution/scoring.py): a run's aggregates and the fail-fast rule.
+"""Run-level pure helpers of the trusted scorer (api/execution/scoring.py): a run's aggregates and the
+fail-fast rule.
 
-Moved here from worker/runner.py (``summarize`` and the body of ``_fail_fast``) so the API's trusted side
-uses the same code without importing ``worker``. Pure: works on any objects with ``dsc``, ``nsd``,
+Moved here from the former single-host runner (``summarize`` and the body of ``_fail_fast``) so the API's
+trusted side has them without importing ``worker``. Pure: works on any objects with ``dsc``, ``nsd``,
 ``runtime_s``, ``status`` (an enum with ``.value`` or a string), ``modality`` and ``size_class``.
 """
 

@@ -40,7 +40,7 @@ SUMMARY_AGGREGATES = frozenset({"n", "dsc", "nsd", "runtime_s", "status_counts",
 _CASE_QUOTE = re.compile(r"\bcase (?P<id>[^\s:]+): ")
 _CASE_PREFIX = re.compile(r"^case \S+: ")
 _AFTER = re.compile(r" \(after [0-9.]+ s\)$")
-# the worker's run reasons that quote case reasons (worker/runner.py)
+# the run reasons that quote case reasons (evaluator/runs.py, written by the trusted scorer)
 _EVERY = re.compile(r"^every case failed; first: case (?P<id>[^\s:]+): ")
 _STOPPED = re.compile(r"^stopped after the first (?P<k>\d+) cases failed: ")
 _NOT_RUN = re.compile(r"\(\d+ remaining cases were not run\)$")
