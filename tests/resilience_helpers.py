@@ -529,7 +529,7 @@ class FaultFigures:
     succeeded: int
     lost: int  # never reached a final state, or failed for an infrastructure reason
     duplicated: int  # case results counted twice within one attempt, or aggregates over more cases than exist
-    attempts: int  # runs in total (retries included)
+    attempts: int  # shard deliveries in total (requeues after a fault included)
     elapsed_s: float
     note: str = ""
 
@@ -538,8 +538,11 @@ FAULTS = ("none", "worker_sigkill", "redis_restart", "postgres_restart", "storag
 
 
 class FaultRig:
-    """Private Redis and PostgreSQL, a hostile ``slow_ok`` image (about 2 s per case), a 2-case test set;
-    :meth:`scenario` runs a fresh queue of submissions through a real worker process with one fault."""
+    """A private PostgreSQL, a hostile ``slow_ok`` image (about 2 s per case), a 2-case test set; :meth:`scenario`
+    runs a fresh queue of submissions through THE execution path as real processes — the API
+    (``uvicorn api.app:create_app`` on 127.0.0.1), the trusted scorer (``segarena scorer``: scoring and the reaper
+    beat), one execution worker (``python -m worker.exec_tasks``: API URL, worker token and broker only) and a
+    private Redis (tests/scaleout_helpers.ScaleStack) — with one fault mid-case."""
 
     def __init__(self, client: Any, base_image: str, workdir: Path, *, submissions: int = 3) -> None:
         from tests.worker_helpers import make_testset
@@ -548,14 +551,13 @@ class FaultRig:
         self.base_image = base_image
         self.workdir = Path(workdir)
         self.submissions = submissions
-        self.redis = PrivateRedis(self.workdir / "redis")
+        self.pg = PrivatePostgres(self.workdir)
         try:
-            self.pg = PrivatePostgres(self.workdir)
+            tags = build_hostile_images(client, base_image, listener_port=0, kinds=["slow_ok"])
+            self.image_id = client.images.get(tags["slow_ok"]).id
         except BaseException:
-            self.redis.stop()
+            self.pg.destroy()
             raise
-        tags = build_hostile_images(client, base_image, listener_port=0, kinds=["slow_ok"])
-        self.image_id = client.images.get(tags["slow_ok"]).id
         self.testset = make_testset(self.workdir / "testset", n2d=1, n3d=1)
         self.cases = 2
         self.archive = self.workdir / "image.tar"
@@ -563,110 +565,63 @@ class FaultRig:
         self._n = 0
 
     def close(self) -> None:
-        self.redis.stop()
         self.pg.destroy()
 
     # -- one scenario ----------------------------------------------------------------------
-    def _env(self, settings: Any) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_")}
-        env.update(SEGARENA_DATA_DIR=str(settings.data_dir), SEGARENA_DATABASE_URL=settings.database_url,
-                   SEGARENA_BROKER_URL=settings.broker_url, SEGARENA_HEARTBEAT_TIMEOUT_S="4",
-                   SEGARENA_REAPER_INTERVAL_S="1", SEGARENA_MAX_ATTEMPTS="5", SEGARENA_RETRY_BACKOFF_S="0.5",
-                   SEGARENA_REQUEUE_AFTER_S="8", SEGARENA_WORKER_QUEUES="cpu", SEGARENA_BASE_IMAGE=self.base_image,
-                   PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
-        return env
-
-    def _start_worker(self, env: dict[str, str], log: Path):
-        import subprocess
-        import sys
-
-        with open(log, "ab") as fh:
-            return subprocess.Popen([sys.executable, "-m", "segarena.cli", "worker", "--queues", "cpu"], cwd=ROOT,
-                                    env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-    @staticmethod
-    def _stop_worker(proc, sig: int | None = None) -> None:
-        import signal
-        import subprocess
-
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig or signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
     def scenario(self, fault: str, *, restart_docker: Callable[[], None] | None = None,
                  timeout: float = 240.0) -> FaultFigures:
         import signal
+        import subprocess
         import time
 
         from sqlalchemy import func, select
 
-        from api.db import dispose_engines, migrate, session_scope
-        from api.models import FINAL_STATES, CaseResult, Run, Submission, SubmissionState
-        from api.settings import Settings
-        from tests.worker_helpers import seed_submission, seed_track
-        from worker import sandbox as sb
-        from worker.celery_app import RUN_TASK, make_celery
+        from api.db import dispose_engines, session_scope
+        from api.models import FINAL_STATES, CaseResult, Run, Shard, Submission, SubmissionState
+        from tests.scaleout_helpers import ScaleStack
+        from tests.worker_helpers import seed_track
 
         assert fault in FAULTS, fault
         self._n += 1
         name = f"faults_{self._n}_{fault}"
-        data = self.workdir / name
         url = self.pg.create_db(name)
-        settings = Settings(data_dir=data, database_url=url, broker_url=self.redis.url, storage_dir=data / "storage",
-                            heartbeat_timeout_s=4, reaper_interval_s=1, max_attempts=5, retry_backoff_s=0.5,
-                            requeue_after_s=8, base_image=self.base_image)
-        settings.ensure_dirs()
-        migrate(url)
-        import redis as redis_mod
-
-        r = redis_mod.Redis.from_url(self.redis.url)
-        r.flushdb()
-        r.close()
-        with session_scope(url) as s:
-            track = seed_track(s, testset=str(self.testset), slug=f"faults{self._n}", case_timeout_s=30)
-            ids = []
-            for i in range(self.submissions):
-                sub, run = seed_submission(s, track=track, team_name=f"team-{i}", image_id=self.image_id,
-                                           archive=self.archive)
-                ids.append((sub.id, run.id))
-        dep = sb.deployment_id(settings)
-        env = self._env(settings)
-        log = data / "worker.log"
-        workers = [self._start_worker(env, log)]
-        storage = settings.storage_dir
+        # a lost worker's shard is requeued after 4 s without a heartbeat (heartbeats every second)
+        stack = ScaleStack(self.workdir / name, database_url=url, shard_heartbeat_s=1.0, heartbeat_timeout_s=4,
+                           reaper_interval_s=1, extra_env={"SEGARENA_MAX_ATTEMPTS": "5", "SEGARENA_REQUEUE_AFTER_S": "8"})
+        storage = stack.settings.storage_dir
         mounted = False
         note = ""
         started = time.monotonic()
         try:
-            app = make_celery(settings)
-            for _, run_id in ids:
-                app.send_task(RUN_TASK, args=[run_id], queue="cpu")
+            stack.start_trusted()
+            stack.create_worker_token()
+            workers = ["w1"]
+            stack.start_worker("w1")
+            stack.wait_workers(["w1"])
+            with session_scope(url) as s:
+                track = seed_track(s, testset=str(self.testset), slug=f"faults{self._n}", case_timeout_s=30)
+                track_id = track.id
+            image = {"image_id": self.image_id, "path": self.archive, "sha256": "0" * 64,
+                     "bytes": self.archive.stat().st_size}
+            started = time.monotonic()
+            ids = [stack.submit(track_id, f"team-{i}", image) for i in range(self.submissions)]
 
             def running_container():
-                return [c for c in self.client.api.containers(filters={"label": [f"{sb.LABEL_DEPLOYMENT}={dep}"]})
+                return [c for c in self.client.api.containers(filters={"label": [f"segarena.deployment={stack.deployment}"]})
                         if c.get("State") == "running"]
 
             if fault != "none":
                 _wait_until(running_container, 90, "the first case container")
                 time.sleep(0.5)  # mid-case
                 if fault == "worker_sigkill":
-                    self._stop_worker(workers[-1], signal.SIGKILL)
-                    workers.append(self._start_worker(env, log))
+                    stack.kill(workers[-1], signal.SIGKILL)
+                    workers.append(f"w{len(workers) + 1}")
+                    stack.start_worker(workers[-1])
                 elif fault == "redis_restart":
-                    self.redis.restart()
+                    stack.redis.restart()
                 elif fault == "postgres_restart":
                     self.pg.restart()
                 elif fault == "storage_unwritable":
-                    import subprocess
-
                     subprocess.run(["mount", "--bind", str(storage), str(storage)], check=True)
                     mounted = True
                     subprocess.run(["mount", "-o", "remount,bind,ro", str(storage)], check=True)
@@ -685,7 +640,7 @@ class FaultRig:
             try:
                 _wait_until(all_final, timeout, "every submission to reach a final state", interval=0.25)
             except TimeoutError as exc:
-                note = str(exc)
+                note = f"{exc}\n{stack.log_tail(1500)}"
             elapsed = time.monotonic() - started
             with session_scope(url) as s:
                 subs = [s.get(Submission, i) for i, _ in ids]
@@ -693,7 +648,8 @@ class FaultRig:
                 succeeded = sum(1 for x in subs if x.state == SubmissionState.succeeded)
                 lost = sum(1 for x in subs if x.state not in FINAL_STATES or
                            (x.state == SubmissionState.failed and not x.reason.startswith("every case failed")))
-                attempts = s.scalar(select(func.count()).select_from(Run))
+                # deliveries of shards in total (a requeue after a fault is one more delivery)
+                attempts = int(s.scalar(select(func.coalesce(func.sum(Shard.deliveries), 0))) or 0)
                 duplicated = 0
                 for x in subs:
                     runs = s.execute(select(Run.id).where(Run.submission_id == x.id)).scalars().all()
@@ -705,18 +661,14 @@ class FaultRig:
                     counted = int((x.summary or {}).get("n") or 0)
                     duplicated += max(0, counted - self.cases)  # aggregates over more cases than the set has
                 if not note:
-                    reasons = sorted({(r.state.value, r.reason.split(":")[0][:40])
-                                      for r in s.execute(select(Run)).scalars() if r.attempt > 1 or r.reason})
-                    note = "; ".join(f"{a} {b}".strip() for a, b in reasons)[:120]
+                    reasons = sorted({r.reason.split(":")[0][:40] for r in s.execute(select(Shard)).scalars() if r.reason})
+                    note = "; ".join(reasons)[:120]
             return FaultFigures(fault, len(ids), final, succeeded, lost, duplicated, attempts, elapsed, note)
         finally:
             if mounted:
-                import subprocess
-
                 subprocess.run(["umount", str(storage)], check=False)
-            for proc in workers:
-                self._stop_worker(proc)
-            for c in self.client.api.containers(all=True, filters={"label": [f"{sb.LABEL_DEPLOYMENT}={dep}"]}):
+            stack.stop()
+            for c in self.client.api.containers(all=True, filters={"label": [f"segarena.deployment={stack.deployment}"]}):
                 try:
                     self.client.api.remove_container(c["Id"], force=True)
                 except Exception:  # noqa: BLE001 - removed meanwhile
@@ -732,8 +684,9 @@ def format_faults(figures: list[FaultFigures]) -> str:
         ratio = f"{f.elapsed_s / base:.2f}x" if base else "-"
         rows.append(ReportRow(kind=f.fault, expected="0 lost, 0 dup", observed=f"{f.final}/{f.submissions} final",
                               lost=f.lost, duplicated=f.duplicated,
-                              note=f"{f.elapsed_s:.1f} s ({ratio}), {f.attempts} runs; {f.note}"))
-    return format_table(rows, title="resilience: faults during a run (real worker, Redis, PostgreSQL, Docker)")
+                              note=f"{f.elapsed_s:.1f} s ({ratio}), {f.attempts} shard deliveries; {f.note}"))
+    return format_table(rows, title="resilience: faults during a run (API, scorer, execution worker processes, "
+                                    "Redis, PostgreSQL, Docker)")
 
 
 # ---------------------------------------------------------------------------------------------

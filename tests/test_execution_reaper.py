@@ -51,3 +51,34 @@ def test_a_run_never_split_is_split_and_sent_by_the_reaper_once(client, db_setti
     again = reap(db_settings, now=later)
     assert again.resent == [] and again.shards["sent"] == []  # split once, sent once
     assert again.uploads_expired == 0 and again.archives_deleted == []
+
+
+def test_shard_messages_the_broker_lost_are_sent_again_once(client, db_settings, tmp_path):
+    """Redis restarted without persistence (``shutdown nosave``): the queued shards' messages are gone. The reaper
+    counts the messages waiting per queue and sends one per queued shard the broker no longer holds — once."""
+    import redis as redis_mod
+
+    from api.execution.shards import reap_shards
+    from tests.resilience_helpers import PrivateRedis
+
+    broker = PrivateRedis(tmp_path / "redis")
+    try:
+        db_settings.execution = "sharded"
+        db_settings.broker_url = broker.url
+        w = seed(db_settings.database_url, quota=20, shard_size=9)
+        r = submit(client, w.token_a)
+        assert r.status_code == 201, r.text
+        with session_scope(db_settings.database_url) as s:
+            ids = sorted(s.scalars(select(Shard.id).where(Shard.state == ShardState.queued)))
+        assert len(ids) == 3
+        waiting = redis_mod.Redis.from_url(broker.url)
+        assert waiting.llen("cpu") == 3
+        assert reap_shards(db_settings)["resent"] == []  # every queued shard has its message
+        broker.restart()  # every message lost
+        assert waiting.llen("cpu") == 0
+        assert reap_shards(db_settings)["resent"] == ids
+        assert waiting.llen("cpu") == 3
+        assert reap_shards(db_settings)["resent"] == []  # once
+        waiting.close()
+    finally:
+        broker.stop()

@@ -14,6 +14,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.api_helpers import app, auth, client, db_settings, live, submit, world  # noqa: F401 - fixtures
@@ -89,10 +90,16 @@ def _worker_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _exec_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """An execution host's environment: the three settings (nothing listens on port 9: the refusals come first)."""
+    return _worker_env(tmp, SEGARENA_API_URL="http://127.0.0.1:9", SEGARENA_WORKER_TOKEN="sa_worker_test",
+                       SEGARENA_BROKER_URL="redis://127.0.0.1:9/0", SEGARENA_CACHE_DIR=str(tmp / "cache"), **extra)
+
+
 def test_worker_refuses_an_undeclared_queue_or_the_wrong_kind(tmp_path):
     def start(*args: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "segarena.cli", "worker", *args], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120, env=_worker_env(tmp_path / "data", **env))
+                              text=True, timeout=120, env=_exec_env(tmp_path / "data", **env))
 
     undeclared = start("--queues", "cpu,bigmem")
     assert undeclared.returncode == 2, undeclared.stdout + undeclared.stderr
@@ -100,18 +107,17 @@ def test_worker_refuses_an_undeclared_queue_or_the_wrong_kind(tmp_path):
     from_env = start(SEGARENA_WORKER_QUEUES="bigmem")
     assert from_env.returncode == 2 and "bigmem not declared" in from_env.stderr
     cpu_on_gpu = start("--queues", "a100", SEGARENA_QUEUES="cpu:cpu,a100:gpu")
-    assert cpu_on_gpu.returncode == 2 and "needs a worker that owns GPUs" in cpu_on_gpu.stderr
+    assert cpu_on_gpu.returncode == 2 and "a gpu-kind queue needs SEGARENA_WORKER_GPUS" in cpu_on_gpu.stderr
     gpu_on_cpu = start("--queues", "bigmem", SEGARENA_QUEUES="bigmem:cpu,a100:gpu", SEGARENA_WORKER_GPUS="0")
-    assert gpu_on_cpu.returncode == 2 and "SEGARENA_WORKER_QUEUES=a100" in gpu_on_cpu.stderr
+    assert gpu_on_cpu.returncode == 2 and "bigmem: a gpu worker serves gpu-kind queues only" in gpu_on_cpu.stderr
     no_kind = start(SEGARENA_QUEUES="a100:gpu")  # a CPU worker, and no cpu-kind queue declared
     assert no_kind.returncode == 2 and "declares no cpu-kind queue" in no_kind.stderr
 
-    # started through Celery itself (not `segarena worker`): the start-up check stops it too, status 2
-    code = ("from worker.celery_app import get_celery\n"
-            "get_celery().worker_main(['worker', '-Q', 'bigmem', '--pool=solo', '--loglevel=WARNING'])\n")
-    direct = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env=_worker_env(tmp_path / "data2"))
-    assert direct.returncode == 2 and "refusing to start" in direct.stderr, direct.stdout + direct.stderr
+    # started as the execution host's module (not `segarena worker`): the start-up check stops it too, status 2
+    direct = subprocess.run([sys.executable, "-m", "worker.exec_tasks"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env=_exec_env(tmp_path / "data2", SEGARENA_WORKER_QUEUES="bigmem"))
+    assert direct.returncode == 2 and "bigmem" in direct.stderr and "not declared" in direct.stderr, \
+        direct.stdout + direct.stderr
 
 
 def _wait(predicate, timeout: float, what: str, log: Path):
@@ -128,18 +134,24 @@ def _wait(predicate, timeout: float, what: str, log: Path):
 @pytest.mark.docker
 @pytest.mark.slow
 def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_client, base_image, tmp_path):
-    """A real worker process (embedded broker and SQLite) serves a custom cpu-kind queue it was never told
-    about by name; /api/status shows it online, then offline with the warning back once it stops."""
-    from fastapi.testclient import TestClient
-
+    """A real execution worker process (``python -m worker.exec_tasks``: the API URL, a worker token, the embedded
+    broker; no database) serves a custom cpu-kind queue it was never told about by name, the trusted scorer
+    (``segarena scorer``) scores its uploads; /api/status shows it online, then offline with the warning back once
+    it stops."""
     from api.app import create_app
     from api.db import session_scope
+    from api.execution.identity import create_worker
+    from api.execution.shards import enqueue_run_sharded
     from api.models import Run, RunState, Submission, SubmissionState, WorkerNode
-    from worker.celery_app import RUN_TASK, make_celery
+    from tests.api_helpers import LiveServer
+    from tests.cli_helpers import segarena_cmd
 
     spec = "cpu:cpu,gpu:gpu,bigmem:cpu"
     settings.queue_spec = spec
-    app = create_app(settings)
+    settings.execution = "sharded"
+    from api.db import migrate
+
+    migrate(settings.database_url)
     image_id = build_test_image(docker_client, base_image, "correct")
     testset = make_testset(tmp_path / "testset")
     archive = tmp_path / "image.tar"
@@ -148,8 +160,12 @@ def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_cl
         track = seed_track(s, testset=str(testset), queue="bigmem")
         sub, run = seed_submission(s, track=track, team_name="custom", image_id=image_id, archive=archive)
         sub_id, run_id, ch = sub.id, run.id, track.challenge.slug
+        _, token = create_worker(s, settings, actor=None, name="bigmem-host", queues=["cpu", "bigmem"])
 
-    with TestClient(app) as api:
+    server = LiveServer(create_app(settings))
+    api = httpx.Client(base_url=server.url, timeout=30)
+    procs: list[subprocess.Popen] = []
+    try:
         status = api.get("/api/status").json()
         bigmem = next(q for q in status["queues"] if q["name"] == "bigmem")
         assert bigmem == {**bigmem, "kind": "cpu", "queued": 1, "running": 0, "workers_online": 0}
@@ -158,56 +174,70 @@ def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_cl
         page = api.get("/status")
         assert page.status_code == 200 and 'id="queue-bigmem"' in page.text and "no worker online" in page.text
 
-        log = tmp_path / "worker.log"
-        env = _worker_env(settings.data_dir, SEGARENA_QUEUES=spec, SEGARENA_BASE_IMAGE=base_image,
-                          SEGARENA_WORKER_HEARTBEAT_S="1")
+        log, scorer_log = tmp_path / "worker.log", tmp_path / "scorer.log"
+        trusted = _worker_env(settings.data_dir, SEGARENA_QUEUES=spec, SEGARENA_BASE_IMAGE=base_image,
+                              SEGARENA_EXECUTION="sharded", SEGARENA_CONFIG=str(tmp_path / "none.toml"))
+        with open(scorer_log, "wb") as fh:
+            procs.append(subprocess.Popen(segarena_cmd("scorer"), cwd=ROOT, env=trusted, stdout=fh,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+        env = {k: v for k, v in _worker_env(tmp_path / "nowhere").items() if k != "SEGARENA_DATA_DIR"}
+        env.update(SEGARENA_QUEUES=spec, SEGARENA_BASE_IMAGE=base_image, SEGARENA_WORKER_HEARTBEAT_S="1",
+                   SEGARENA_API_URL=server.url, SEGARENA_WORKER_TOKEN=token, SEGARENA_BROKER_URL=settings.broker_url,
+                   SEGARENA_CACHE_DIR=str(tmp_path / "worker-cache"), SEGARENA_IMAGE_LOCK_DIR=str(tmp_path / "locks"),
+                   SEGARENA_CONFIG=str(tmp_path / "none.toml"))
         with open(log, "wb") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "segarena.cli", "worker", "--no-beat"], cwd=ROOT, env=env,
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            def online():
-                q = {q["name"]: q for q in api.get("/api/status").json()["queues"]}
-                return q["bigmem"]["workers_online"] == 1 and q["cpu"]["workers_online"] == 1
+            proc = subprocess.Popen([sys.executable, "-m", "worker.exec_tasks"], cwd=ROOT, env=env, stdout=fh,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
 
-            _wait(online, 90, "the worker to announce itself", log)
-            status = api.get("/api/status").json()
-            assert status["warnings"] == []
-            [worker] = status["workers"]
-            assert worker["online"] and worker["kind"] == "cpu" and sorted(worker["queues"]) == ["bigmem", "cpu"]
-            assert worker["name"] is None and worker["host"] is None  # anonymous: no host names
+        def online():
+            q = {q["name"]: q for q in api.get("/api/status").json()["queues"]}
+            return q["bigmem"]["workers_online"] == 1 and q["cpu"]["workers_online"] == 1
+
+        _wait(online, 90, "the worker to announce itself", log)
+        status = api.get("/api/status").json()
+        assert status["warnings"] == []
+        [worker] = status["workers"]
+        assert worker["online"] and worker["kind"] == "cpu" and sorted(worker["queues"]) == ["bigmem", "cpu"]
+        assert worker["name"] is None and worker["host"] is None  # anonymous: no host names
+        with session_scope(settings.database_url) as s:
+            node = s.query(WorkerNode).one()
+            assert node.pid == proc.pid and node.cores
+            first_seen = node.last_seen_at
+        time.sleep(2.5)  # the worker's ping refreshes the row
+        with session_scope(settings.database_url) as s:
+            assert s.query(WorkerNode).one().last_seen_at > first_seen
+
+        enqueue_run_sharded(settings, run_id)  # what the API does after an upload
+
+        def finished():
             with session_scope(settings.database_url) as s:
-                node = s.query(WorkerNode).one()
-                assert node.pid == proc.pid and node.cores and node.name.startswith("segarena-")
-                first_seen = node.last_seen_at
-            time.sleep(2.5)  # the heartbeat refreshes the row
-            with session_scope(settings.database_url) as s:
-                assert s.query(WorkerNode).one().last_seen_at > first_seen
+                return s.get(Submission, sub_id).state in (SubmissionState.succeeded, SubmissionState.failed)
 
-            make_celery(settings).send_task(RUN_TASK, args=[run_id], queue="bigmem")  # what the API does
+        _wait(finished, 180, "the run on queue bigmem to finish", log)
+        with session_scope(settings.database_url) as s:
+            assert s.get(Submission, sub_id).state == SubmissionState.succeeded, s.get(Submission, sub_id).reason
+            assert s.get(Run, run_id).state == RunState.succeeded
+        bigmem = next(q for q in api.get("/api/status").json()["queues"] if q["name"] == "bigmem")
+        assert bigmem["queued"] == 0 and bigmem["waits_sampled"] == 1
+        assert bigmem["median_wait_s"] is not None and bigmem["median_run_s"] > 0
 
-            def finished():
-                with session_scope(settings.database_url) as s:
-                    return s.get(Submission, sub_id).state in (SubmissionState.succeeded, SubmissionState.failed)
-
-            _wait(finished, 180, "the run on queue bigmem to finish", log)
-            with session_scope(settings.database_url) as s:
-                assert s.get(Submission, sub_id).state == SubmissionState.succeeded, s.get(Submission, sub_id).reason
-                assert s.get(Run, run_id).state == RunState.succeeded
-            bigmem = next(q for q in api.get("/api/status").json()["queues"] if q["name"] == "bigmem")
-            assert bigmem["queued"] == 0 and bigmem["waits_sampled"] == 1
-            assert bigmem["median_wait_s"] is not None and bigmem["median_run_s"] > 0
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-        # a clean stop marks it offline at once; the open track's queue has no worker again
+        os.killpg(proc.pid, signal.SIGTERM)  # a clean stop marks it offline at once
+        proc.wait(timeout=30)
         status = api.get("/api/status").json()
         assert [w["online"] for w in status["workers"]] == [False]
         assert [w["queue"] for w in status["warnings"]] == ["bigmem"]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(timeout=10)
+        api.close()
+        server.stop()
 
 
 # ------------------------------------------------------------------------------------------ positions
@@ -219,22 +249,35 @@ def test_position_and_estimate_follow_the_fair_claim_order(client, world, db_set
     median run / workers online, and three real claims take them in exactly that order."""
     from api.db import session_scope
     from api.models import Run, RunState, Submission, SubmissionState, WorkerNode, utcnow
+    from api.execution.identity import create_worker
     from tests.cli_helpers import run_cli
-    from worker.runner import claim_run
 
     url = db_settings.database_url
+    with session_scope(url) as s:  # an execution host (worker identity) claiming through the worker routes
+        _, wtoken = create_worker(s, db_settings, actor=None, name="claimer", queues=["cpu"])
+    r = client.post("/api/worker/hello", json={"name": "claimer", "queues": ["cpu"], "calibration_s": 0.6},
+                    headers=auth(wtoken))
+    assert r.status_code == 200, r.text
+
+    def claim():
+        r = client.post("/api/worker/claim", json={"name": "claimer", "queue": "cpu"}, headers=auth(wtoken))
+        assert r.status_code in (200, 204), r.text
+        return r.json() if r.status_code == 200 else None
+
     ids = {}
     for name, token in (("a1", world.token_a), ("a2", world.token_a), ("b1", world.token_b), ("a3", world.token_a)):
         r = submit(client, token)
         assert r.status_code == 201, r.text
         ids[name] = r.json()["id"]
+        if name == "a1":  # team A's first run really ran: its shard was claimed (the fair claim's memory)
+            assert claim()["run_id"] == run_of(url, ids["a1"])
         time.sleep(0.01)  # distinct created_at
     now = utcnow()
-    with session_scope(url) as s:  # a1 ran 10 minutes ago for 100 s; one worker serves cpu
+    with session_scope(url) as s:  # a1 ran 10 minutes ago for 100 s
         run = s.query(Run).filter(Run.submission_id == ids["a1"]).one()
         run.state, run.started_at, run.finished_at = RunState.succeeded, now - timedelta(minutes=10), now - timedelta(seconds=500)
         s.get(Submission, ids["a1"]).state = SubmissionState.succeeded
-        s.add(WorkerNode(name="w1@host", queues="cpu", kind="cpu", host="host", last_seen_at=now))
+        # one worker serves cpu: the claimer (its hello and claims keep it online)
 
     def view(key, token):
         r = client.get(f"/api/submissions/{ids[key]}", headers=auth(token))
@@ -261,9 +304,16 @@ def test_position_and_estimate_follow_the_fair_claim_order(client, world, db_set
     q = view("a2", world.token_a)["queue"]
     assert q["position"] == 2 and q["estimate_s"] is None and "no worker online" in q["how"]
 
-    # the workers really claim them in that order
-    claimed = [claim_run(db_settings, queue="cpu", worker=f"h:{i}") for i in range(3)]
-    assert claimed == [run_of(url, ids["b1"]), run_of(url, ids["a2"]), run_of(url, ids["a3"])]
+    # the workers really claim them in that order: real shard claims (a run counts at its first shard)
+    mine = {run_of(url, ids[k]): k for k in ("b1", "a2", "a3")}
+    first: list[str] = []
+    for _ in range(200):
+        spec = claim()
+        if spec is None:
+            break
+        if spec["run_id"] in mine and mine[spec["run_id"]] not in first:
+            first.append(mine[spec["run_id"]])
+    assert first == ["b1", "a2", "a3"]
 
 
 def run_of(url: str, submission_id: int) -> int:

@@ -432,6 +432,53 @@ def _cancel_queued_of_cancelled(s: Session) -> list[int]:
     return sorted({r[1] for r in rows})
 
 
+def _broker_waiting(app: Any, queue: str) -> int:
+    """Messages waiting in ``queue`` on the broker (0 when the broker does not know the queue: it restarted
+    without its data). Raises when the broker cannot be reached."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)
+        try:
+            _name, waiting, _consumers = conn.default_channel.queue_declare(queue=queue, passive=True)
+        except conn.channel_errors:
+            return 0
+        return int(waiting or 0)
+
+
+def _resend_lost_messages(settings: Any, *, exclude: set[int]) -> list[int]:
+    """Queued shards whose message the broker lost (e.g. Redis restarted without persistence): per queue, when the
+    broker holds fewer waiting messages than there are queued shards, the oldest shards get a new message each
+    (a message is a claim of the queue's fairest shard: a spare one is a no-op)."""
+    with session_scope(settings.database_url) as s:
+        rows = s.execute(select(Shard.id, Shard.queue).where(Shard.state == ShardState.queued, Shard.task_id != "")
+                         .order_by(Shard.created_at, Shard.id)).all()
+        by_queue: dict[str, list[int]] = {}
+        for sid, queue in rows:
+            if sid not in exclude:
+                by_queue.setdefault(queue, []).append(sid)
+        if not by_queue:
+            return []
+        app = _sender(settings)
+        missing: list[int] = []
+        for queue, ids in by_queue.items():
+            try:
+                waiting = _broker_waiting(app, queue)
+            except Exception as exc:  # noqa: BLE001 - the broker is down: next pass
+                log.warning("cannot count the messages of queue %s: %s", queue, exc)
+                continue
+            missing.extend(ids[: max(0, len(ids) - waiting)])
+        if not missing:
+            return []
+        shards = s.scalars(select(Shard).where(Shard.id.in_(missing))).all()
+        try:
+            send_shards(s, settings, list(shards))
+        except Exception as exc:  # noqa: BLE001 - next pass
+            log.warning("could not re-send shards %s: %s", missing, exc)
+            return []
+        s.commit()
+        log.warning("re-sent %d shard message(s) the broker no longer held: %s", len(missing), missing)
+        return sorted(missing)
+
+
 def reap_shards(settings: Any, *, now: datetime | None = None, send: bool = True) -> dict[str, list[int]]:
     """One pass of the shard reaper (trusted beat; tests call it directly):
 
@@ -439,12 +486,13 @@ def reap_shards(settings: Any, *, now: datetime | None = None, send: bool = True
     - running shards whose heartbeat is older than ``heartbeat_timeout_s`` → cancelled if their submission was
       cancelled, else requeued under a new lease with a new message (the old holder gets 409);
     - queued shards without a message (the broker was down) → sent;
+    - queued shards whose message the broker lost (fewer messages waiting than queued shards) → sent again;
     - uploaded outputs left unscored for ``heartbeat_timeout_s`` → their score message sent again;
     - runs whose last shard this ended → finished.
     """
     now = now or utcnow()
     stale_before = now - timedelta(seconds=float(settings.heartbeat_timeout_s))
-    out: dict[str, list[int]] = {"cancelled": [], "requeued": [], "sent": [], "rescored": []}
+    out: dict[str, list[int]] = {"cancelled": [], "requeued": [], "sent": [], "resent": [], "rescored": []}
     touched: set[int] = set()
     with session_scope(settings.database_url) as s:
         touched.update(_cancel_queued_of_cancelled(s))
@@ -471,6 +519,7 @@ def reap_shards(settings: Any, *, now: datetime | None = None, send: bool = True
     if send:
         _send_requeued(settings, list(unsent))
         out["sent"] = list(unsent)
+        out["resent"] = _resend_lost_messages(settings, exclude=set(unsent))
         for cid in unscored:
             try:
                 send_score(settings, cid)
