@@ -3,7 +3,7 @@
     .venv/bin/python bench/scaleout.py [--teams 20] [--cases-per-team 44] [--full]
 
 The stack is real processes (tests/scaleout_helpers.py): the API under uvicorn, ``segarena scorer`` (the
-trusted ``score`` queue and the reaper beat), two execution workers (``python -m worker.exec_tasks``) each
+trusted ``score`` queue and the reaper beat), two execution workers (``segarena worker``) each
 pinned to its own core (``taskset`` and ``SEGARENA_WORKER_CPUS``) with its own image cache and no database
 URL, a private Redis broker, PostgreSQL when one answers on 127.0.0.1 (else SQLite), the Docker engine.
 

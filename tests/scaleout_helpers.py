@@ -2,8 +2,8 @@
 
 * the API: ``uvicorn --factory api.app:create_app`` on 127.0.0.1 (sharded execution);
 * the trusted scorer: ``segarena scorer`` (queue ``score`` and the reaper beat), next to the database;
-* execution workers: ``python -m worker.exec_tasks``, each with its own cache dir, pinned with ``taskset`` to
-  its own core (and its containers to it: ``SEGARENA_WORKER_CPUS``), and NO database URL or storage setting in
+* execution workers: ``segarena worker`` (:func:`worker.exec_tasks.run_execution_worker`), each with its own
+  cache dir, pinned with ``taskset`` to its own core (and its containers to it: ``SEGARENA_WORKER_CPUS``), and NO database URL or storage setting in
   their environment: the API URL, a worker token and the broker URL only;
 * a private ``redis-server`` as the broker (the ``score`` and ``cpu`` queues are this stack's alone).
 
@@ -124,7 +124,7 @@ class ScaleStack:
     def start_worker(self, name: str, cpus: str | None = None) -> subprocess.Popen:
         env = self.worker_env(name, cpus)
         assert not any(k in env for k in ("SEGARENA_DATABASE_URL", "SEGARENA_STORAGE_URL", "SEGARENA_DATA_DIR"))
-        argv = [sys.executable, "-m", "worker.exec_tasks"]
+        argv = segarena_cmd("worker")  # the execution host (worker/exec_tasks.run_execution_worker)
         if cpus is not None and shutil.which("taskset"):
             argv = ["taskset", "-c", cpus, *argv]
         return self._spawn(name, argv, env)

@@ -1,5 +1,5 @@
 """Scale-out with real processes, no mocks (issue 12): the API served by uvicorn, the trusted ``segarena scorer``,
-two execution workers (``python -m worker.exec_tasks``) each with its own cache dir, no database URL and its own
+two execution workers (``segarena worker``) each with its own cache dir, no database URL and its own
 core, a private Redis broker (tests/scaleout_helpers.py), the Docker engine.
 
 - a 27-case run of the tiny set (shards of 3) fans out to both workers (each runs at least a third of the cases)
