@@ -3,8 +3,8 @@
 * the API: ``uvicorn --factory api.app:create_app`` on 127.0.0.1 (sharded execution);
 * the trusted scorer: ``segarena scorer`` (queue ``score`` and the reaper beat), next to the database;
 * execution workers: ``segarena worker`` (:func:`worker.exec_tasks.run_execution_worker`), each with its own
-  cache dir, pinned with ``taskset`` to its own core (and its containers to it: ``SEGARENA_WORKER_CPUS``), and NO database URL or storage setting in
-  their environment: the API URL, a worker token and the broker URL only;
+  cache dir, pinned with ``taskset`` to its own core (and its containers to it: ``SEGARENA_WORKER_CPUS``), and
+  NO database URL or storage setting in their environment: the API URL, a worker token and the broker URL only;
 * a private ``redis-server`` as the broker (the ``score`` and ``cpu`` queues are this stack's alone).
 
 The caller seeds the database (challenge, teams, worker token) in-process with :attr:`ScaleStack.settings` and
