@@ -1,10 +1,11 @@
-"""End to end, with real services: uvicorn (``segarena serve``) and a Celery worker process
-(``segarena worker``) as subprocesses, the Docker engine, and either PostgreSQL + Redis or embedded mode
-(SQLite + kombu's SQLAlchemy broker).
+"""End to end, with real services: uvicorn (``segarena serve``), the trusted scorer (``segarena scorer``) and an
+execution worker (``segarena worker``: the API URL, a worker token and the broker URL only — no database, no
+storage) as subprocesses, the Docker engine, and either PostgreSQL + Redis or embedded mode (SQLite + kombu's
+SQLAlchemy broker). The worker's identity comes from SEGARENA_BOOTSTRAP_WORKER_TOKEN, as ./segarena.sh up does.
 
 The flow: an organizer creates a challenge on the ``tiny`` set and a team; the participant uploads the
 classic baseline archive with ``segarena submit`` over HTTP (resumable uploads) and follows it with
-``segarena status --watch``; the worker runs it case by case; the leaderboard JSON and page show its
+``segarena status --watch``; the execution worker runs its shards case by case, the scorer scores each upload; the leaderboard JSON and page show its
 per-modality scores, and those equal a direct ``segarena score`` of the outputs the container wrote.
 A last test runs ``segarena demo`` twice in embedded mode: the first run sets everything up, the second
 finds it all and does nothing.
@@ -34,7 +35,8 @@ RUN_TIMEOUT_S = 420  # the tiny set (27 cases) takes about 30 s; generous for a 
 
 
 class Stack:
-    """``segarena serve`` + ``segarena worker`` subprocesses sharing one environment."""
+    """``segarena serve`` + ``segarena scorer`` (the trusted side, one environment) + ``segarena worker`` (the
+    execution host: its own environment of three settings, its queue and a cache dir) as subprocesses."""
 
     def __init__(self, tmp: Path, extra_env: dict[str, str]):
         self.port = free_port()
@@ -51,17 +53,35 @@ class Stack:
             "SEGARENA_URL": self.url, "SEGARENA_CACHE_DIR": str(tmp / "cache"),
             "SEGARENA_KEEP_CASE_OUTPUTS": "1",  # the scenario re-scores the outputs with `segarena score`
             "SEGARENA_CONFIG": str(tmp / "none.toml"), **extra_env})
+        from api.deps import new_token
+        from api.settings import Settings
+
+        self.env["SEGARENA_BOOTSTRAP_WORKER_TOKEN"] = new_token()
+        broker = self.env.get("SEGARENA_BROKER_URL") or Settings(data_dir=self.data_dir).broker_url
+        # the execution host: no database URL, no storage setting (it reaches them through the API only)
+        self.worker_env = {k: v for k, v in self.env.items()
+                           if k not in {"SEGARENA_DATABASE_URL", "SEGARENA_STORAGE_URL", "SEGARENA_STORAGE_DIR",
+                                        "SEGARENA_DATA_DIR", "SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN",
+                                        "SEGARENA_BOOTSTRAP_WORKER_TOKEN"}}
+        self.worker_env.update({"SEGARENA_API_URL": self.url, "SEGARENA_BROKER_URL": broker,
+                                "SEGARENA_WORKER_TOKEN": self.env["SEGARENA_BOOTSTRAP_WORKER_TOKEN"],
+                                "SEGARENA_IMAGE_LOCK_DIR": str(tmp / "image-locks")})
         self.logs = tmp / "logs"
         self.logs.mkdir()
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "wb") as log:  # the child keeps its own copy of the fd
+            proc = subprocess.Popen(segarena_cmd(*args), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=ROOT, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
     def start(self) -> "Stack":
-        for name, args in (("serve", ["serve", "--port", str(self.port)]), ("worker", ["worker"])):
-            with open(self.logs / f"{name}.log", "wb") as log:  # the child keeps its own copy of the fd
-                proc = subprocess.Popen(segarena_cmd(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                        cwd=ROOT, start_new_session=True)
-            self.procs.append((name, proc))
-        wait_http(f"{self.url}/health", 90, proc=self.procs[0][1])
+        serve = self._spawn("serve", ["serve", "--port", str(self.port)], self.env)
+        self._spawn("scorer", ["scorer"], self.env)
+        wait_http(f"{self.url}/health", 90, proc=serve)
+        self._spawn("worker", ["worker"], self.worker_env)  # says hello to the API: started once it answers
         return self
 
     def stop(self) -> None:
@@ -146,8 +166,8 @@ def _flow(stack: Stack, archive: Path, tmp: Path) -> None:
     run_id = audit["runs"][-1]["id"]
     pred = tmp / "pred"
     pred.mkdir()
-    for f in (stack.data_dir / "storage" / "runs" / str(run_id)).glob("*/outputs/*.npz"):
-        shutil.copy(f, pred / f.name)
+    for f in (stack.data_dir / "storage" / "runs" / str(run_id)).glob("*/output-*.npz"):  # runs/<run>/<case>/
+        shutil.copy(f, pred / f"{f.parent.name}.npz")
     assert len(list(pred.iterdir())) == 27
     gt_dirs = list((stack.data_dir / "storage" / "testsets" / "tiny").rglob("gts"))
     assert len(gt_dirs) == 1
