@@ -3,11 +3,13 @@
     .venv/bin/python bench/resilience.py [--skip-hostile] [--skip-faults] [--submissions 3]
                                          [--restart-docker]
 
-Part 1 runs the 24 hostile images of tests/images/hostile through the real worker (256 MiB, 64 pids,
-32 MiB /tmp, 5 s per case, a 2-case test set), each followed by another team's well-behaved run, and
-prints: kind, expected reason, observed reason, lost, duplicated (and the recorded reason).
-Part 2 runs a fresh queue of submissions through a real worker process (Celery over a private
-Redis, a private PostgreSQL cluster, the Docker engine) once undisturbed and once per fault injected
+Part 1 runs the 24 hostile images of tests/images/hostile through the execution path (the real API app,
+an execution host with the real sandbox, the trusted scorer; 256 MiB, 64 pids, 32 MiB /tmp, 5 s per case, a
+2-case test set), each followed by another team's well-behaved run, and prints: kind, expected reason,
+observed reason, lost, duplicated (and the recorded reason).
+Part 2 runs a fresh queue of submissions through real processes (the API under uvicorn, ``segarena scorer``,
+an execution worker ``python -m worker.exec_tasks``, a private Redis, a private PostgreSQL cluster, the
+Docker engine) once undisturbed and once per fault injected
 mid-case (worker SIGKILL, Redis restart with every queued message lost, PostgreSQL crash-restart,
 storage read-only for 4 s; Docker engine restart only with --restart-docker, which restarts the
 shared engine), and prints lost, duplicated, final states and the time relative to the undisturbed
