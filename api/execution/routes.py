@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import statistics
 from datetime import timedelta
@@ -33,7 +32,7 @@ from api.deps import OrganizerDep, SessionDep, SettingsDep, authenticate_token
 from api.errors import ApiError
 from api.models import CaseResult, Member, Role, Run, Shard, ShardState, Submission, WorkerNode, utcnow
 from api.params import IdPath
-from api.storage import Storage
+from api.storage import BadKey, ObjectNotFound, Storage, StorageError, object_response
 from evaluator.io import bound_text
 
 from . import identity, shards
@@ -222,14 +221,12 @@ def claim(body: ClaimBody, ident: WorkerDep, settings: SettingsDep):
     return spec
 
 
-def _archive_path(storage: Storage, sub: Submission) -> Path:
-    path = Path(sub.archive_path)
-    return path if path.is_absolute() else storage.resolve(sub.archive_path)
-
-
 @router.get("/images/{sha256}", response_class=FileResponse, summary="A submission's image archive, streamed",
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "the archive"}})
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the archive"},
+                       410: {"description": "the archive was deleted (retention)"}})
 def image(sha256: Sha256Path, ident: WorkerDep, session: SessionDep, settings: SettingsDep):
+    """The archive object ``Submission.archive_path`` streamed from either storage backend (the file itself from
+    the local directory, chunks with Content-Length from S3), with its digest in ``X-Content-SHA256``."""
     sub = session.scalar(
         select(Submission).join(Run, Run.submission_id == Submission.id).join(Shard, Shard.run_id == Run.id)
         .join(WorkerNode, WorkerNode.name == Shard.worker_name)
@@ -238,11 +235,24 @@ def image(sha256: Sha256Path, ident: WorkerDep, session: SessionDep, settings: S
     if sub is None:
         raise ApiError(403, "forbidden", "this worker holds no running shard of a submission with this archive: claim "
                        "a shard first (POST /api/worker/claim)")
-    path = _archive_path(Storage.from_settings(settings), sub)
-    if sub.archive_deleted_at is not None or not path.is_file():
-        raise ApiError(410, "gone", f"the archive of submission {sub.id} is no longer in storage")
-    return FileResponse(path, media_type="application/octet-stream", filename=path.name,
-                        headers={"X-Content-SHA256": sub.archive_sha256})
+    gone = ApiError(410, "gone", f"the archive of submission {sub.id} is no longer in storage (deleted after "
+                    f"{float(settings.archive_retention_h):g} h of retention, or lost)")
+    if sub.archive_deleted_at is not None or not sub.archive_path:
+        raise gone
+    headers = {"X-Content-SHA256": sub.archive_sha256}
+    legacy = Path(sub.archive_path)
+    if legacy.is_absolute():  # an absolute path recorded by an old deployment (local storage only)
+        if not legacy.is_file():
+            raise gone
+        return FileResponse(legacy, media_type="application/octet-stream", filename=legacy.name, headers=headers)
+    try:
+        return object_response(Storage.from_settings(settings), sub.archive_path, headers=headers)
+    except (ObjectNotFound, BadKey):
+        raise gone from None
+    except StorageError as exc:
+        log.error("could not read the archive %s of submission %s: %s", sub.archive_path, sub.id, exc)
+        raise ApiError(503, "storage_unavailable", "the server could not read the archive from its storage; try "
+                       "again shortly") from None
 
 
 @router.get("/shards/{shard_id}/inputs/{case_id}", response_class=FileResponse,
@@ -255,9 +265,13 @@ def case_input(shard_id: IdPath, case_id: CaseIdPath, lease: Annotated[str, Quer
         raise ApiError(404, "not_found", f"case {case_id!r} is not in shard {shard_id}")
     run = session.get(Run, shard.run_id)
     testset = run.testset or run.submission.track.testset
+    # Test sets stay on the trusted host with either storage backend (materialized under storage_dir/testsets, or
+    # a manifest's directory): inputs are streamed from there, never copied to object storage.
     _m, root, index = load_testset(testset, Storage.from_settings(settings))
     case = index[case_id]
     path = Path(root) / case.input.path
+    if not path.is_file():
+        raise ApiError(410, "gone", f"the input of case {case_id!r} is missing from the trusted host's test set")
     return FileResponse(path, media_type="application/octet-stream", filename=path.name,
                         headers={"X-Content-SHA256": case.input.sha256})
 
@@ -349,56 +363,91 @@ def _parse_meta(raw: bytes, meta_max: int) -> CaseMeta:
         raise ApiError(422, "invalid_request", bound_text(f"meta: {problems}", 2000)) from None
 
 
+def _stage_output(storage, settings, output: UploadFile) -> Path:
+    """Copy the received output part to a host-local temporary file (this host's scratch), counting its bytes."""
+    out_max = int(settings.output_max_bytes)
+    tmp = storage.staging.scratch_dir() / f"case-output-{secrets.token_hex(8)}.npz.tmp"
+    copied = 0
+    output.file.seek(0)
+    try:
+        with open(tmp, "wb") as f:
+            while block := output.file.read(1 << 20):
+                copied += len(block)
+                if copied > out_max:
+                    raise ApiError(413, "too_large", f"the output file is larger than {out_max} bytes "
+                                   "(SEGARENA_OUTPUT_MAX_BYTES)")
+                f.write(block)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def output_key(run_id: int, case_id: str) -> str:
+    """The object key of an uploaded case output (unique per upload; deleted once scored)."""
+    return f"runs/{run_id}/{case_id}/output-{secrets.token_hex(8)}.npz"
+
+
 def _store_case(settings, ident: WorkerIdentity, shard_id: int, case_id: str, raw: bytes, output: UploadFile | None,
                 meta_max: int) -> UploadAnswer:
+    """Record an uploaded case: checks (lease, cancel, case, duplicate), then the output becomes the object
+    ``runs/<run>/<case>/output-<random>.npz`` (either backend; no database transaction is held while it is
+    stored), then the CaseResult (lease checked again); an object that ends up unrecorded is deleted."""
     from .scoring import after_case, record_case
 
     meta = _parse_meta(raw, meta_max)
     storage = Storage.from_settings(settings)
-    dest: Path | None = None
-    with session_scope(settings.database_url) as s:
-        shard = shards.held_shard(s, ident, shard_id, meta.lease)
-        if shards.shard_cancelled(s, shard):
-            return UploadAnswer(cancel=True)
-        if case_id not in (shard.case_ids or []):
-            raise ApiError(404, "not_found", f"case {case_id!r} is not in shard {shard_id}")
-        run = s.get(Run, shard.run_id)
-        known = s.scalar(select(CaseResult.id).where(CaseResult.run_id == run.id, CaseResult.case_id == case_id))
-        if known is not None:
-            return UploadAnswer(cancel=False, duplicate=True, case_result_id=known)
-        _m, _root, index = load_testset(run.testset or run.submission.track.testset, storage)
-        case = index[case_id]
-        if output is not None and meta.status == "ok":
-            dest = storage.case_dir(run.id, case_id) / f"output-{secrets.token_hex(8)}.npz"
-            tmp = dest.with_name(dest.name + ".tmp")
-            copied = 0
-            output.file.seek(0)
-            with open(tmp, "wb") as f:
-                while block := output.file.read(1 << 20):
-                    copied += len(block)
-                    if copied > int(settings.output_max_bytes):
-                        f.close()
-                        tmp.unlink(missing_ok=True)
-                        raise ApiError(413, "too_large", f"the output file is larger than {settings.output_max_bytes} "
-                                       "bytes (SEGARENA_OUTPUT_MAX_BYTES)")
-                    f.write(block)
-            os.replace(tmp, dest)
-        meta_dict = meta.model_dump()
-        params = meta_dict.get("container_params")
-        if params is not None and len(json.dumps(params, default=str)) > 16 * 1024:
-            meta_dict["container_params"] = None
-        row = record_case(settings, shard=shard, case=case, meta=meta_dict,
-                          output_key=storage.relative(dest) if dest is not None else "", worker_name=shard.worker_name,
-                          session=s)
-        if row is None:
-            if dest is not None:
-                Storage.remove(dest)
-            known = s.scalar(select(CaseResult.id).where(CaseResult.run_id == run.id, CaseResult.case_id == case_id))
-            return UploadAnswer(cancel=False, duplicate=True, case_result_id=known)
-        now = utcnow()
-        shard.heartbeat_at = now
-        s.commit()
-        row_id, scored, run_id = row.id, row.scored, run.id
+    tmp = _stage_output(storage, settings, output) if output is not None and meta.status == "ok" else None
+    key, recorded = "", False
+    try:
+        with session_scope(settings.database_url) as s:
+            shard = shards.held_shard(s, ident, shard_id, meta.lease)
+            if shards.shard_cancelled(s, shard):
+                return UploadAnswer(cancel=True)
+            if case_id not in (shard.case_ids or []):
+                raise ApiError(404, "not_found", f"case {case_id!r} is not in shard {shard_id}")
+            run_id = shard.run_id
+            known = s.scalar(select(CaseResult.id).where(CaseResult.run_id == run_id, CaseResult.case_id == case_id))
+            if known is not None:
+                return UploadAnswer(cancel=False, duplicate=True, case_result_id=known)
+        if tmp is not None:
+            key = output_key(run_id, case_id)
+            try:
+                storage.move_in(key, tmp)
+            except StorageError as exc:
+                log.error("could not store the output of case %s of run %s as %s: %s", case_id, run_id, key, exc)
+                key = ""
+                raise ApiError(503, "storage_unavailable", "the server could not store the case output; send it "
+                               "again shortly") from None
+        with session_scope(settings.database_url) as s:
+            shard = shards.held_shard(s, ident, shard_id, meta.lease)  # the lease may have moved meanwhile
+            if shards.shard_cancelled(s, shard):
+                return UploadAnswer(cancel=True)
+            run = s.get(Run, shard.run_id)
+            _m, _root, index = load_testset(run.testset or run.submission.track.testset, storage)
+            case = index[case_id]
+            meta_dict = meta.model_dump()
+            params = meta_dict.get("container_params")
+            if params is not None and len(json.dumps(params, default=str)) > 16 * 1024:
+                meta_dict["container_params"] = None
+            row = record_case(settings, shard=shard, case=case, meta=meta_dict, output_key=key,
+                              worker_name=shard.worker_name, session=s)
+            if row is None:
+                known = s.scalar(select(CaseResult.id).where(CaseResult.run_id == run.id,
+                                                             CaseResult.case_id == case_id))
+                return UploadAnswer(cancel=False, duplicate=True, case_result_id=known)
+            shard.heartbeat_at = utcnow()
+            s.commit()
+            recorded = True
+            row_id, scored = row.id, row.scored
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if key and not recorded:
+            try:
+                storage.delete(key)
+            except Exception as exc:  # noqa: BLE001 - an orphaned object is only wasted space
+                log.warning("could not delete the unrecorded output %s: %s", key, exc)
     if not scored:
         try:
             shards.send_score(settings, row_id)

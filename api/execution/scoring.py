@@ -4,8 +4,9 @@
   an output waits unscored for :func:`score_case`; any other status is final at once (DSC = NSD = 0, runtime =
   the case time limit, as the single-host runner records it).
 - :func:`score_case`: validate the stored output (``evaluator.io.load_prediction``: npz safety, key, shape,
-  dtype, size), score it with ``evaluator.score_case`` and the run's metric profile against the ground truth,
-  delete the output (unless ``SEGARENA_KEEP_CASE_OUTPUTS``), then fail-fast and finishing.
+  dtype, size) after copying the object to a host-local scratch file (``get_to_file``: local or S3 storage alike),
+  score it with ``evaluator.score_case`` and the run's metric profile against the ground truth, delete the output
+  object (unless ``SEGARENA_KEEP_CASE_OUTPUTS``), then fail-fast and finishing.
 - :func:`maybe_finish_run`: when every shard is done/cancelled and every case scored, the run's totals
   (``evaluator.runs.summarize``) and final state; conditional on the run's state, so it happens once.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from api.db import session_scope
 from api.models import (
     CaseResult, CaseStatus, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, utcnow,
 )
-from api.storage import Storage
+from api.storage import BadKey, ObjectNotFound, Storage
 from evaluator.io import bound_text
 from evaluator.runs import fail_fast_reason, summarize
 
@@ -109,63 +111,99 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
     """Score one uploaded output (idempotent: a scored row is left alone). Returns the recorded status."""
     storage = Storage.from_settings(settings)
     limit = _limit(settings)
+    keep = bool(getattr(settings, "keep_case_outputs", False))
     with session_scope(settings.database_url) as s:
         row = s.get(CaseResult, case_result_id)
         if row is None or row.scored:
             return None
         run = s.get(Run, row.run_id)
         sub = s.get(Submission, run.submission_id)
-        if run.state == RunState.cancelled or sub.state == SubmissionState.cancelled:
-            return None  # cancelled: nothing more is scored for it
-        track = s.get(Track, sub.track_id)
-        testset = run.testset or track.testset
-        profile = run.metric_profile or track.metric_profile or "default"
         key, case_id, runtime, run_id = row.output_key, row.case_id, row.runtime_s, run.id
-        timeout_s = float(track.case_timeout_s)
+        if run.state == RunState.cancelled or sub.state == SubmissionState.cancelled:
+            cancelled = True  # nothing more is scored for it; its output goes
+        else:
+            cancelled = False
+            track = s.get(Track, sub.track_id)
+            testset = run.testset or track.testset
+            profile = run.metric_profile or track.metric_profile or "default"
+            timeout_s = float(track.case_timeout_s)
+    if cancelled:
+        if key and not keep:
+            _delete_output(storage, key)
+        return None
     _manifest, root, index = load_testset(testset, storage)
     case = index.get(case_id)
     values: dict[str, Any]
-    try:
-        path = storage.resolve(key) if key else None
-    except Exception:  # noqa: BLE001 - a key that escapes storage is no output
-        path = None
     from evaluator import score_case as evaluate
     from evaluator.io import CaseFormatError, load_ground_truth, load_prediction
 
-    if case is None:
-        values = dict(status=CaseStatus.invalid_output, reason=bound_text(f"case {case_id}: not in the test set", limit))
-    elif path is None or not Path(path).is_file():
-        values = dict(status=CaseStatus.no_output,
-                      reason=_case_reason(case_id, "the uploaded output is missing from storage", runtime, limit))
-    else:
+    scratch: Path | None = None  # the output as a host-local file
+    copied = False
+    if case is not None and key:
         try:
-            segs = load_prediction(path, expected_shape=tuple(case.shape))
-        except CaseFormatError as exc:
+            if storage.local:  # the object is a file of this host already: read in place, no copy
+                scratch = storage.path_of(key)
+                if not scratch.is_file():
+                    scratch = None
+            else:  # object storage: the object to a scratch file of this host, then validated there
+                scratch = storage.staging.scratch_dir() / f"score-{case_result_id}-{secrets.token_hex(6)}.npz"
+                storage.get_to_file(key, scratch)
+                copied = True
+        except (ObjectNotFound, BadKey):
+            scratch = None  # StorageError (storage down) propagates: the row stays unscored, the reaper re-sends it
+    try:
+        if case is None:
             values = dict(status=CaseStatus.invalid_output,
-                          reason=_case_reason(case_id, f"invalid prediction: {exc}", runtime, limit))
+                          reason=bound_text(f"case {case_id}: not in the test set", limit))
+        elif scratch is None:
+            values = dict(status=CaseStatus.no_output,
+                          reason=_case_reason(case_id, "the uploaded output is missing from storage", runtime, limit))
         else:
-            gts, spacing = load_ground_truth(Path(root) / case.gt.path)
-            if spacing is None:
-                spacing = tuple(case.spacing)
-            score = evaluate(gts, segs, spacing=spacing, profile=profile, labels=[lab.value for lab in case.labels],
-                             stored_spacing=getattr(spacing, "stored", None))
-            values = dict(status=CaseStatus.ok, dsc=_num(score.dsc), nsd=_num(score.nsd),
-                          per_class=_jsonable(score.to_dict()))
+            try:
+                segs = load_prediction(scratch, expected_shape=tuple(case.shape))
+            except CaseFormatError as exc:
+                values = dict(status=CaseStatus.invalid_output,
+                              reason=_case_reason(case_id, f"invalid prediction: {exc}", runtime, limit))
+            else:
+                gts, spacing = load_ground_truth(Path(root) / case.gt.path)
+                if spacing is None:
+                    spacing = tuple(case.spacing)
+                score = evaluate(gts, segs, spacing=spacing, profile=profile,
+                                 labels=[lab.value for lab in case.labels],
+                                 stored_spacing=getattr(spacing, "stored", None))
+                values = dict(status=CaseStatus.ok, dsc=_num(score.dsc), nsd=_num(score.nsd),
+                              per_class=_jsonable(score.to_dict()))
+    finally:
+        if copied:
+            scratch.unlink(missing_ok=True)
     if values["status"] != CaseStatus.ok:
         values.update(dsc=0.0, nsd=0.0, runtime_s=timeout_s)
     with session_scope(settings.database_url) as s:
         won = s.execute(update(CaseResult).where(CaseResult.id == case_result_id, CaseResult.scored.is_(False))
                         .values(scored=True, **values).execution_options(synchronize_session=False)).rowcount
-    if path is not None and not getattr(settings, "keep_case_outputs", False):
-        Storage.remove(Path(path))  # runs/<run>/<case>/output-….npz; then its (now empty) folders
-        for folder in (Path(path).parent, Path(path).parent.parent):
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+    if key and not keep:
+        _delete_output(storage, key)
     if won:
         after_case(settings, run_id)
     return values["status"].value
+
+
+def _delete_output(storage: Any, key: str) -> None:
+    """Delete a scored (or no longer needed) output object; locally also its now empty runs/<run>/<case>/ folders."""
+    try:
+        storage.delete(key)
+    except BadKey:
+        return
+    except Exception as exc:  # noqa: BLE001 - a left-over object is wasted space, not a wrong score
+        log.warning("could not delete the case output %s: %s", key, exc)
+        return
+    if storage.local:
+        folder = storage.path_of(key).parent
+        for d in (folder, folder.parent):
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def after_case(settings: Any, run_id: int) -> None:
