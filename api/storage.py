@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -45,6 +46,10 @@ DEFAULT_CHUNK = 8 << 20
 KEY_MAX_CHARS = 1024
 _SEGMENT = re.compile(r"[A-Za-z0-9_~+=@,-][A-Za-z0-9._~+=@,-]{0,254}")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+_S3_LOCK = threading.Lock()
+_S3_STORES: dict[tuple, "S3Storage"] = {}
 
 
 class StorageError(RuntimeError):
@@ -198,11 +203,22 @@ class ObjectStore:
             secret = getattr(settings, "s3_secret_access_key", None)
             if secret is not None and hasattr(secret, "get_secret_value"):
                 secret = secret.get_secret_value()
-            return S3Storage(bucket, prefix, endpoint_url=settings.s3_endpoint_url or None,
-                             region=settings.s3_region or None, access_key_id=settings.s3_access_key_id or None,
-                             secret_access_key=secret or None, part_bytes=settings.s3_part_bytes,
-                             staging=Storage(settings.storage_dir),
-                             **({"connect_timeout": 2, "read_timeout": 5, "max_attempts": 1} if probe else {}))
+            # one S3Storage (one boto3 client: thread-safe, ~0.1-0.2 s to create) per configuration and process
+            config = (bucket, prefix, settings.s3_endpoint_url or None, settings.s3_region or None,
+                      settings.s3_access_key_id or None, secret or None, int(settings.s3_part_bytes),
+                      str(settings.storage_dir), probe)
+            with _S3_LOCK:
+                store = _S3_STORES.get(config)
+            if store is None:
+                store = S3Storage(bucket, prefix, endpoint_url=config[2], region=config[3], access_key_id=config[4],
+                                  secret_access_key=config[5], part_bytes=config[6],
+                                  staging=Storage(settings.storage_dir),
+                                  **({"connect_timeout": 2, "read_timeout": 5, "max_attempts": 1} if probe else {}))
+                with _S3_LOCK:
+                    if len(_S3_STORES) >= 32:
+                        _S3_STORES.pop(next(iter(_S3_STORES)))
+                    store = _S3_STORES.setdefault(config, store)
+            return store
         return Storage(settings.storage_dir)
 
 
