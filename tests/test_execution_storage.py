@@ -171,3 +171,36 @@ def test_rerun_and_retention_on_either_backend(db_settings, client):
         shard.heartbeat_at = utcnow()
     gone = client.get(spec["image"]["url"], headers=auth(w.wt1))
     assert gone.status_code == 410 and "no longer in storage" in gone.json()["message"], gone.text
+
+
+@pytest.mark.parametrize("db_settings", ["s3"], indirect=True)
+def test_object_storage_failing_is_retryable_and_loses_nothing(db_settings, client):
+    """S3 answering errors (here: a bucket that does not exist): the upload answers 503 (the worker retries) and
+    records nothing; scoring raises (the row stays unscored for the reaper to re-send) and succeeds later."""
+    from api.execution.scoring import score_case
+    from api.storage import StorageError
+
+    settings = db_settings
+    good_url = settings.storage_url
+    w = ex._world(client, settings, shard_size=27)
+    run_id = ex._run_of(settings, ex._submit(client, w.token_a))
+    spec = ex._claim(client, w.wt1).json()
+    case = spec["cases"][0]
+    settings.storage_url = "s3://segarena-no-such-bucket/segarena"
+    r = ex._perfect(client, w.wt1, settings, spec, case["id"])
+    assert r.status_code == 503 and r.json()["code"] == "storage_unavailable", r.text
+    with session_scope(settings.database_url) as s:
+        assert s.scalars(select(CaseResult).where(CaseResult.run_id == run_id)).all() == []
+    assert _host_files(settings, "scratch") == []
+    settings.storage_url = good_url
+    r = ex._perfect(client, w.wt1, settings, spec, case["id"])
+    assert r.status_code == 200 and r.json()["duplicate"] is False, r.text
+    cid = r.json()["case_result_id"]
+    settings.storage_url = "s3://segarena-no-such-bucket/segarena"
+    with pytest.raises(StorageError):
+        score_case(settings, cid)
+    with session_scope(settings.database_url) as s:
+        assert s.get(CaseResult, cid).scored is False
+    settings.storage_url = good_url
+    assert score_case(settings, cid) == "ok"
+    assert list(Storage.from_settings(settings).keys(f"runs/{run_id}/")) == []
