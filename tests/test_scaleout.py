@@ -1,6 +1,7 @@
 """Scale-out with real processes, no mocks (issue 12): the API served by uvicorn, the trusted ``segarena scorer``,
 two execution workers (``segarena worker``) each with its own cache dir, no database URL and its own
-core, a private Redis broker (tests/scaleout_helpers.py), the Docker engine.
+core, a private Redis broker (tests/scaleout_helpers.py), the Docker engine, and S3 storage (archives and
+outputs as objects) through the local moto server (tests/s3_helpers.py).
 
 - a 27-case run of the tiny set (shards of 3) fans out to both workers (each runs at least a third of the cases)
   and its per-case DSC/NSD equal a single-worker run's;
@@ -20,6 +21,7 @@ import pytest
 
 from tests.api_helpers import auth, seed
 from tests.exec_helpers import thin_archive
+from tests.s3_helpers import S3_KEY, S3_SECRET, new_bucket, s3_server  # noqa: F401 - fixture
 from tests.scaleout_helpers import ScaleStack, build_delay_image, case_rows, stack_containers, wait_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -34,19 +36,28 @@ def _image(docker_client, base_image, tmp, mode: str, delay_s: float) -> dict:
 
 
 @pytest.fixture(scope="module")
-def scale(docker_client, base_image, redis_url, tmp_path_factory):
+def scale(docker_client, base_image, redis_url, tmp_path_factory, s3_server):  # noqa: F811
     """The stack (API, scorer, worker w1 on core 0; w2 on core 1 is started by the tests), a challenge on the tiny
     set with shards of 3 cases, and two images: 0.6 s per case ("correct") and one that sleeps an hour."""
     tmp = tmp_path_factory.mktemp("scaleout")
-    stack = ScaleStack(tmp)
+    storage_env = {"SEGARENA_STORAGE_URL": f"s3://{new_bucket()}/segarena", "SEGARENA_S3_ENDPOINT_URL": s3_server,
+                   "SEGARENA_S3_REGION": "us-east-1", "SEGARENA_S3_ACCESS_KEY_ID": S3_KEY,
+                   "SEGARENA_S3_SECRET_ACCESS_KEY": S3_SECRET}
+    stack = ScaleStack(tmp, storage_env=storage_env)
     images = {}
     try:
+        from api.storage import S3Storage, Storage
+
+        store = Storage.from_settings(stack.settings)
+        assert isinstance(store, S3Storage) and store.ensure_bucket()
         world = seed(stack.settings.database_url, quota=50, shard_size=3)
         stack.create_worker_token()
         stack.start_trusted()
         stack.start_worker("w1", "0")
-        images["delay"] = _image(docker_client, base_image, tmp, "correct", 0.6)
-        images["sleep"] = _image(docker_client, base_image, tmp, "sleep", 0)
+        for name, mode, delay in (("delay", "correct", 0.6), ("sleep", "sleep", 0)):
+            images[name] = _image(docker_client, base_image, tmp, mode, delay)
+            images[name]["key"] = f"images/scaleout-{name}/image.tar"  # the archive is an object, as after an upload
+            store.put_file(images[name]["key"], images[name]["path"])
         stack.wait_workers(["w1"])
         yield stack, world, images
     finally:
