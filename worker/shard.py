@@ -354,7 +354,7 @@ def sweep_orphans(docker: Any, config: Any) -> list[str]:
         if owner_host != host or not pid_text.isdigit():
             continue
         pid = int(pid_text)
-        alive = pid != os.getpid() and _pid_alive(pid)
+        alive = pid != os.getpid() and sb.pid_alive(pid)
         if alive:
             continue
         try:
@@ -363,13 +363,3 @@ def sweep_orphans(docker: Any, config: Any) -> list[str]:
         except Exception:  # noqa: BLE001
             pass
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
