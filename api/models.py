@@ -26,11 +26,14 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy import Enum as SAEnum
+from sqlalchemy import text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from api.challenges import track_settings as ts
 
 __all__ = [
     "Base", "utcnow", "TrackKind", "Visibility", "RowPolicy", "Role", "SubmissionState", "RunState",
-    "CaseStatus", "UploadState", "Challenge", "Track", "Team", "Member", "ApiToken", "Upload",
+    "CaseStatus", "UploadState", "CaseIteration", "Challenge", "Track", "Team", "Member", "ApiToken", "Upload",
     "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES", "ShardState", "Shard", "Feedback", "WebSession", "WorkerNode",
 ]
 
@@ -51,6 +54,7 @@ class TrackKind(str, enum.Enum):
     main = "main"
     booster = "booster"
     reproducibility = "reproducibility"
+    interactive = "interactive"  # per case: the box (or point) prompt, then K simulated-click refinements
 
 
 class Visibility(str, enum.Enum):
@@ -179,6 +183,16 @@ class Track(Base):
     fail_fast_cases: Mapped[int] = mapped_column(Integer, default=3)
     # cases per shard (fan-out unit); 0 = auto: about shard_target_s of work from recent case times
     shard_size: Mapped[int] = mapped_column(Integer, default=0)
+    # prompts given to the model (api/challenges/track_settings.py): box | point | box+point
+    prompt: Mapped[str] = mapped_column(String(16), default=ts.DEFAULT_PROMPT, server_default=ts.DEFAULT_PROMPT)
+    # interactive tracks: refinement iterations after the first prompt, and the time budget per class (seconds,
+    # summed over all iterations of a case)
+    iterations: Mapped[int] = mapped_column(Integer, default=ts.DEFAULT_ITERATIONS,
+                                            server_default=str(ts.DEFAULT_ITERATIONS))
+    class_budget_s: Mapped[float] = mapped_column(Float, default=ts.DEFAULT_CLASS_BUDGET_S,
+                                                  server_default=f"{ts.DEFAULT_CLASS_BUDGET_S:g}")
+    # what runtime measures: container (start to exit) or docker_run (create + start + remove, the 2024 script's span)
+    timing: Mapped[str] = mapped_column(String(16), default=ts.DEFAULT_TIMING, server_default=ts.DEFAULT_TIMING)
 
     challenge: Mapped[Challenge] = relationship(back_populates="tracks")
 
@@ -351,6 +365,13 @@ class CaseResult(Base):
     wall_s: Mapped[float | None] = mapped_column(Float, default=None)
     output_key: Mapped[str] = mapped_column(String(500), default="")
     scored: Mapped[bool] = mapped_column(Boolean, default=True)
+    # interactive tracks: one entry per iteration ({iteration, status, valid, dsc, nsd, runtime_s, clicks, reason}),
+    # the AUCs over iterations, and whether the per-class time budget stopped the case (it keeps its last valid
+    # prediction); the final DSC/NSD are ``dsc``/``nsd``, the total runtime ``runtime_s``
+    iterations: Mapped[list[Any] | None] = mapped_column(JSON, default=None, nullable=True)
+    dsc_auc: Mapped[float | None] = mapped_column(Float, default=None, nullable=True)
+    nsd_auc: Mapped[float | None] = mapped_column(Float, default=None, nullable=True)
+    budget_exceeded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     run: Mapped[Run] = relationship(back_populates="cases")
 
@@ -382,6 +403,35 @@ class Shard(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
     run: Mapped[Run] = relationship()
+
+
+class CaseIteration(Base):
+    """One iteration of an interactive case while it runs (trusted side): the metrics of the prediction in effect
+    after it and the clicks simulated from that prediction (the next iteration's new prompts). Keyed by the shard's
+    lease: a requeued shard starts the case again. Folded into ``CaseResult.iterations`` when the case is recorded,
+    then deleted."""
+
+    __tablename__ = "case_iterations"
+    __table_args__ = (UniqueConstraint("run_id", "case_id", "iteration"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[str] = mapped_column(String(200))
+    iteration: Mapped[int] = mapped_column(Integer)
+    lease: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(32), default="ok")
+    valid: Mapped[bool] = mapped_column(Boolean, default=False)  # this iteration's own output was valid
+    reason: Mapped[str] = mapped_column(Text, default="")
+    runtime_s: Mapped[float] = mapped_column(Float, default=0.0)
+    dsc: Mapped[float | None] = mapped_column(Float, default=None, nullable=True)
+    nsd: Mapped[float | None] = mapped_column(Float, default=None, nullable=True)
+    per_class: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the clicks simulated from the prediction in effect after this iteration (given to the next one), and the
+    # sha256 of that prediction ("" = none yet: zeros)
+    clicks: Mapped[list[Any]] = mapped_column(default=list)
+    prediction_sha256: Mapped[str] = mapped_column(String(64), default="")
+    budget_exceeded: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditEvent(Base):

@@ -28,6 +28,7 @@ TRACK_FIELDS = {
     "slug", "title", "kind", "description", "testset", "metric_profile", "ranking_scheme", "row_policy", "visibility",
     "opens_at", "closes_at", "quota_per_day", "queue", "cpus", "memory_mb", "gpus", "case_timeout_s",
     "total_timeout_s", "pids_limit", "tmpfs_mb", "allow_root", "repro_margin_dsc", "repro_margin_nsd",
+    "prompt", "iterations", "class_budget_s", "timing",
 }
 
 

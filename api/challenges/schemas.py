@@ -6,12 +6,24 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api.challenges import track_settings as ts
 from api.models import Feedback, RowPolicy, TrackKind, Visibility
 from api.params import SLUG_PATTERN, UtcDatetime, UtcOut
 
 RankingScheme = Literal["rank_then_aggregate", "aggregate_then_rank"]
 # the queue a track's runs go to: a queue declared in SEGARENA_QUEUES (checked by the routes, api.queue.check_track_queue)
 Queue = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,16}$")]
+PromptMode = Literal["box", "point", "box+point"]  # ts.PROMPT_MODES
+TimingMode = Literal["container", "docker_run"]  # ts.TIMING_MODES
+_PROMPT_HELP = ("What the model is given: box (the 2024 contract), point (one interior point per structure from the "
+                "test-set manifest, no boxes) or box+point.")
+_ITERATIONS_HELP = (f"Interactive tracks: refinement iterations after the first prompt, one simulated click per "
+                    f"imperfect class each (default {ts.DEFAULT_ITERATIONS}, as CVPR25_iter_eval.py).")
+_BUDGET_HELP = (f"Interactive tracks: time budget per class of a case, summed over its iterations (default "
+                f"{ts.DEFAULT_CLASS_BUDGET_S:g} s, as CVPR25_iter_eval.py); a case over budget keeps its last valid "
+                "prediction and is marked.")
+_TIMING_HELP = ("What a case's runtime measures: container (start to exit) or docker_run (create + start + remove, "
+                "the span the 2024 script timed); named on the leaderboard.")
 
 
 def check_testset(value: str | None) -> str | None:
@@ -109,6 +121,11 @@ class _TrackFields(BaseModel):
                                  description="Stop a run when its first K cases all fail by the participant's fault (0: never).")
     shard_size: int = Field(default=0, ge=0, le=100000,
                             description="Cases per shard (the unit one worker takes); 0 = auto, about a minute of work.")
+    prompt: PromptMode = Field(default=ts.DEFAULT_PROMPT, description=_PROMPT_HELP)  # type: ignore[assignment]
+    iterations: int = Field(default=ts.DEFAULT_ITERATIONS, ge=1, le=ts.MAX_ITERATIONS, description=_ITERATIONS_HELP)
+    class_budget_s: float = Field(default=ts.DEFAULT_CLASS_BUDGET_S, gt=0, le=ts.MAX_CLASS_BUDGET_S,
+                                  allow_inf_nan=False, description=_BUDGET_HELP)
+    timing: TimingMode = Field(default=ts.DEFAULT_TIMING, description=_TIMING_HELP)  # type: ignore[assignment]
 
 
 def _check_track(values: dict) -> None:
@@ -119,6 +136,15 @@ def _check_track(values: dict) -> None:
         raise ValueError("a track with gpus > 0 must use a GPU queue (queue: gpu)")
     if values.get("case_timeout_s") and values.get("total_timeout_s") and values["total_timeout_s"] < values["case_timeout_s"]:
         raise ValueError("total_timeout_s must be at least case_timeout_s")
+    kind = values.get("kind")
+    kind = getattr(kind, "value", kind)
+    if kind != TrackKind.interactive.value:
+        changed = [name for name, default in (("iterations", ts.DEFAULT_ITERATIONS),
+                                              ("class_budget_s", ts.DEFAULT_CLASS_BUDGET_S))
+                   if values.get(name) is not None and float(values[name]) != float(default)]
+        if changed:
+            raise ValueError(f"{' and '.join(changed)} apply to interactive tracks only (kind: interactive); this "
+                             f"track is kind {kind or 'main'!r}: set kind: interactive or leave them out")
 
 
 class TrackCreate(_TrackFields):
@@ -162,6 +188,11 @@ class TrackUpdate(BaseModel):
     upload_grace_s: int | None = Field(default=None, ge=0, le=7 * 86400)
     fail_fast_cases: int | None = Field(default=None, ge=0, le=10000)
     shard_size: int | None = Field(default=None, ge=0, le=100000)
+    prompt: PromptMode | None = Field(default=None, description=_PROMPT_HELP)  # type: ignore[assignment]
+    iterations: int | None = Field(default=None, ge=1, le=ts.MAX_ITERATIONS, description=_ITERATIONS_HELP)
+    class_budget_s: float | None = Field(default=None, gt=0, le=ts.MAX_CLASS_BUDGET_S, allow_inf_nan=False,
+                                         description=_BUDGET_HELP)
+    timing: TimingMode | None = Field(default=None, description=_TIMING_HELP)  # type: ignore[assignment]
 
 
 class VisibilityChange(BaseModel):
@@ -221,6 +252,10 @@ class TrackPublic(BaseModel):
     upload_grace_s: int
     fail_fast_cases: int
     shard_size: int
+    prompt: str = ts.DEFAULT_PROMPT
+    iterations: int = ts.DEFAULT_ITERATIONS
+    class_budget_s: float = ts.DEFAULT_CLASS_BUDGET_S
+    timing: str = ts.DEFAULT_TIMING
 
 
 class ChallengeSummary(BaseModel):

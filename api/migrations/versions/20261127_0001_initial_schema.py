@@ -2,7 +2,7 @@
 
 Revision ID: 20261127_0001
 Revises: 
-Create Date: 2026-11-30 17:13:37.513052
+Create Date: 2026-11-30 19:52:23.213464
 """
 from alembic import op
 import sqlalchemy as sa
@@ -53,7 +53,7 @@ def upgrade() -> None:
     sa.Column('challenge_id', sa.Integer(), nullable=False),
     sa.Column('slug', sa.String(length=64), nullable=False),
     sa.Column('title', sa.String(length=200), nullable=False),
-    sa.Column('kind', sa.Enum('main', 'booster', 'reproducibility', name='trackkind', native_enum=False, length=32), nullable=False),
+    sa.Column('kind', sa.Enum('main', 'booster', 'reproducibility', 'interactive', name='trackkind', native_enum=False, length=32), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('testset', sa.String(length=500), nullable=False),
     sa.Column('metric_profile', sa.String(length=32), nullable=False),
@@ -79,6 +79,10 @@ def upgrade() -> None:
     sa.Column('upload_grace_s', sa.Integer(), nullable=False),
     sa.Column('fail_fast_cases', sa.Integer(), nullable=False),
     sa.Column('shard_size', sa.Integer(), nullable=False),
+    sa.Column('prompt', sa.String(length=16), server_default='box', nullable=False),
+    sa.Column('iterations', sa.Integer(), server_default='5', nullable=False),
+    sa.Column('class_budget_s', sa.Float(), server_default='90', nullable=False),
+    sa.Column('timing', sa.String(length=16), server_default='container', nullable=False),
     sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('challenge_id', 'slug')
@@ -255,6 +259,30 @@ def upgrade() -> None:
     with op.batch_alter_table('web_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_web_sessions_member_id'), ['member_id'], unique=False)
 
+    op.create_table('case_iterations',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=False),
+    sa.Column('case_id', sa.String(length=200), nullable=False),
+    sa.Column('iteration', sa.Integer(), nullable=False),
+    sa.Column('lease', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=32), nullable=False),
+    sa.Column('valid', sa.Boolean(), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('runtime_s', sa.Float(), nullable=False),
+    sa.Column('dsc', sa.Float(), nullable=True),
+    sa.Column('nsd', sa.Float(), nullable=True),
+    sa.Column('per_class', sa.JSON(), nullable=False),
+    sa.Column('clicks', sa.JSON(), nullable=False),
+    sa.Column('prediction_sha256', sa.String(length=64), nullable=False),
+    sa.Column('budget_exceeded', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('run_id', 'case_id', 'iteration')
+    )
+    with op.batch_alter_table('case_iterations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_case_iterations_run_id'), ['run_id'], unique=False)
+
     op.create_table('shards',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=False),
@@ -303,6 +331,10 @@ def upgrade() -> None:
     sa.Column('wall_s', sa.Float(), nullable=True),
     sa.Column('output_key', sa.String(length=500), nullable=False),
     sa.Column('scored', sa.Boolean(), nullable=False),
+    sa.Column('iterations', sa.JSON(), nullable=True),
+    sa.Column('dsc_auc', sa.Float(), nullable=True),
+    sa.Column('nsd_auc', sa.Float(), nullable=True),
+    sa.Column('budget_exceeded', sa.Boolean(), server_default=sa.text('(false)'), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['shard_id'], ['shards.id'], ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id'),
@@ -328,6 +360,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_shards_heartbeat_at'))
 
     op.drop_table('shards')
+    with op.batch_alter_table('case_iterations', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_case_iterations_run_id'))
+
+    op.drop_table('case_iterations')
     with op.batch_alter_table('web_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_web_sessions_member_id'))
 
