@@ -35,6 +35,7 @@ __all__ = [
     "Base", "utcnow", "TrackKind", "Visibility", "RowPolicy", "Role", "SubmissionState", "RunState",
     "CaseStatus", "UploadState", "CaseIteration", "Challenge", "Track", "Team", "Member", "ApiToken", "Upload",
     "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES", "ShardState", "Shard", "Feedback", "WebSession", "WorkerNode",
+    "Webhook", "NotificationEvent", "NotificationDelivery",
 ]
 
 
@@ -219,6 +220,8 @@ class Member(Base):
     # for role=worker: comma-separated queues this execution host may serve
     worker_queues: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # e-mail notifications about the team's runs (api/notifications); the member can turn them off
+    email_notifications: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
 
     team: Mapped[Team | None] = relationship(back_populates="members")
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="member")
@@ -481,3 +484,64 @@ class WorkerNode(Base):
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id", ondelete="SET NULL"), default=None)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Webhook(Base):
+    """An organizer's webhook of a challenge (api/notifications): signed POSTs of the chosen event kinds.
+    ``secret`` signs the bodies (HMAC-SHA256); it is shown once, when the webhook is added, and never again."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    challenge_id: Mapped[int] = mapped_column(ForeignKey("challenges.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(128))
+    events: Mapped[list[Any]] = mapped_column(default=list)  # event kinds; empty: all
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class NotificationEvent(Base):
+    """Outbox marker: the audit event ``event_id`` was turned into its deliveries (once: the primary key)."""
+
+    __tablename__ = "notification_events"
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    challenge_id: Mapped[int | None] = mapped_column(ForeignKey("challenges.id", ondelete="CASCADE"), default=None)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    dispatched_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NotificationDelivery(Base):
+    """One notification of one event to one target (a webhook or a member's e-mail address), with its attempts:
+    unique per (event, target), so an event reaches a target at most once however many dispatchers run."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (UniqueConstraint("event_id", "target", name="uq_notification_delivery_target"),
+                      Index("ix_notification_deliveries_due", "state", "next_attempt_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16))  # webhook | email
+    target: Mapped[str] = mapped_column(String(64))  # webhook:<id> | email:<member id>
+    webhook_id: Mapped[int | None] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), default=None,
+                                                   index=True)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id", ondelete="SET NULL"), default=None)
+    challenge_id: Mapped[int | None] = mapped_column(ForeignKey("challenges.id", ondelete="CASCADE"), default=None,
+                                                     index=True)
+    recipient: Mapped[str] = mapped_column(String(2000), default="")  # the URL or the e-mail address
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|failed|cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    log: Mapped[list[Any]] = mapped_column(default=list)  # one entry per attempt: at, status, error, duration
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)

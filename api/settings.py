@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -182,6 +183,47 @@ class Settings(BaseSettings):
         "session cookie is then marked Secure when the proxy says https. Turn on only behind a proxy that sets them.",
     )
 
+    # ---- notifications (api/notifications): webhooks and e-mail on run finished / failed / stuck, submission excluded
+    smtp_host: str = Field(
+        default="", description="SMTP server for e-mail notifications; empty (default): no e-mail is sent.")
+    smtp_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="SMTP port; default by SEGARENA_SMTP_TLS: 465 for tls, 587 for starttls, 25 for none.")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        default="starttls",
+        description="How the SMTP connection is protected: starttls (upgrade, refused if the server does not offer "
+        "it), tls (implicit TLS, usually port 465) or none (plain text; only to a relay on a trusted network).")
+    smtp_user: str = Field(default="", description="SMTP login; empty: no authentication.")
+    smtp_password: SecretStr = Field(
+        default=SecretStr(""), description="SMTP password (never shown: /health and logs redact it).")
+    smtp_sender: str = Field(
+        default="", description="From address of notification e-mails, e.g. 'SegArena <noreply@example.org>'; "
+        "required when SEGARENA_SMTP_HOST is set.")
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Timeout of each SMTP network operation.")
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=60,
+        description="A webhook delivery attempt is abandoned after this many seconds in all (connect, send, answer).")
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs whose host is or resolves to a loopback, private, link-local or otherwise "
+        "non-public address. Off by default: deliveries come from the trusted scorer, next to the database and the "
+        "storage, and an organizer's URL could otherwise reach internal services. Turn on for receivers on an "
+        "internal network (or for tests on 127.0.0.1).")
+    notify_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the trusted scorer's beat turns new events into deliveries and "
+        "sends the due ones.")
+    notify_max_attempts: int = Field(
+        default=8, ge=1, le=50, description="Attempts per webhook or e-mail delivery before it is marked failed.")
+    notify_backoff_s: float = Field(
+        default=30.0, gt=0, description="Wait before the second attempt of a delivery; doubled after each failed "
+        "attempt, up to SEGARENA_NOTIFY_BACKOFF_MAX_S.")
+    notify_backoff_max_s: float = Field(default=3600.0, gt=0, description="Longest wait between two attempts.")
+    notify_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Deliveries the dispatcher sends at the same time (threads).")
+    notify_lookback_h: float = Field(
+        default=24.0, gt=0, description="Audit events older than this that were never dispatched (the scorer was "
+        "down) are not notified any more.")
+
     execution: str = Field(
         default="sharded", pattern=r"^sharded$",
         description="How runs are executed: 'sharded', the only mode (a run is split into shards sent on the track's "
@@ -231,6 +273,9 @@ class Settings(BaseSettings):
             self.storage_dir = self.data_dir / "storage"
         self.storage_dir = Path(self.storage_dir).expanduser().resolve()
         parse_queues(self.queue_spec)  # a bad SEGARENA_QUEUES stops the process at start-up, saying why
+        if self.smtp_host and not self.smtp_sender.strip():
+            raise ValueError("SEGARENA_SMTP_HOST is set but SEGARENA_SMTP_SENDER is empty; set the From address of "
+                             "notification e-mails, e.g. SEGARENA_SMTP_SENDER='SegArena <noreply@example.org>'")
         return self
 
     @property

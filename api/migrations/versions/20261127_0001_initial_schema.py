@@ -2,7 +2,7 @@
 
 Revision ID: 20261127_0001
 Revises: 
-Create Date: 2026-11-30 19:52:23.213464
+Create Date: 2026-11-30 19:53:13.976349
 """
 from alembic import op
 import sqlalchemy as sa
@@ -42,6 +42,7 @@ def upgrade() -> None:
     sa.Column('role', sa.Enum('participant', 'organizer', 'worker', name='role', native_enum=False, length=32), nullable=False),
     sa.Column('worker_queues', sa.String(length=200), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('email_notifications', sa.Boolean(), server_default=sa.text('(true)'), nullable=False),
     sa.ForeignKeyConstraint(['team_id'], ['teams.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -89,6 +90,22 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('tracks', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_tracks_challenge_id'), ['challenge_id'], unique=False)
+
+    op.create_table('webhooks',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('challenge_id', sa.Integer(), nullable=False),
+    sa.Column('url', sa.String(length=2000), nullable=False),
+    sa.Column('secret', sa.String(length=128), nullable=False),
+    sa.Column('events', sa.JSON(), nullable=False),
+    sa.Column('description', sa.String(length=200), nullable=False),
+    sa.Column('created_by', sa.String(length=200), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('removed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('webhooks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_webhooks_challenge_id'), ['challenge_id'], unique=False)
 
     op.create_table('api_tokens',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -210,6 +227,50 @@ def upgrade() -> None:
     with op.batch_alter_table('worker_nodes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_worker_nodes_last_seen_at'), ['last_seen_at'], unique=False)
 
+    op.create_table('notification_deliveries',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('target', sa.String(length=64), nullable=False),
+    sa.Column('webhook_id', sa.Integer(), nullable=True),
+    sa.Column('member_id', sa.Integer(), nullable=True),
+    sa.Column('challenge_id', sa.Integer(), nullable=True),
+    sa.Column('recipient', sa.String(length=2000), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('lease', sa.String(length=64), nullable=False),
+    sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_status', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=False),
+    sa.Column('log', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['event_id'], ['audit_events.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['webhook_id'], ['webhooks.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('event_id', 'target', name='uq_notification_delivery_target')
+    )
+    with op.batch_alter_table('notification_deliveries', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_notification_deliveries_challenge_id'), ['challenge_id'], unique=False)
+        batch_op.create_index('ix_notification_deliveries_due', ['state', 'next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_notification_deliveries_event_id'), ['event_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_notification_deliveries_webhook_id'), ['webhook_id'], unique=False)
+
+    op.create_table('notification_events',
+    sa.Column('event_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('challenge_id', sa.Integer(), nullable=True),
+    sa.Column('deliveries', sa.Integer(), nullable=False),
+    sa.Column('dispatched_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['event_id'], ['audit_events.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('event_id')
+    )
     op.create_table('runs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('submission_id', sa.Integer(), nullable=False),
@@ -374,6 +435,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_runs_heartbeat_at'))
 
     op.drop_table('runs')
+    op.drop_table('notification_events')
+    with op.batch_alter_table('notification_deliveries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_notification_deliveries_webhook_id'))
+        batch_op.drop_index(batch_op.f('ix_notification_deliveries_event_id'))
+        batch_op.drop_index('ix_notification_deliveries_due')
+        batch_op.drop_index(batch_op.f('ix_notification_deliveries_challenge_id'))
+
+    op.drop_table('notification_deliveries')
     with op.batch_alter_table('worker_nodes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_worker_nodes_last_seen_at'))
 
@@ -401,6 +470,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_api_tokens_member_id'))
 
     op.drop_table('api_tokens')
+    with op.batch_alter_table('webhooks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhooks_challenge_id'))
+
+    op.drop_table('webhooks')
     with op.batch_alter_table('tracks', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tracks_challenge_id'))
 
