@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import interactive as prompted
 from . import sandbox as sb
 from .cache import ImageCache
 from .client import APIError, InfraError, LeaseLost, WorkerClient
@@ -271,6 +272,7 @@ class ShardExecutor:
             case_id = str(case["id"])
             t0 = time.monotonic()
             work = Path(tempfile.mkdtemp(prefix=f"shard{shard_id}-", dir=self.config.work_dir))
+            outcome = None
             try:
                 if image_error:
                     case_run = sb.CaseRun(status="crash", reason=image_error)
@@ -285,11 +287,11 @@ class ShardExecutor:
                                          params={"lease": lease})
                     if hb.stop.is_set():
                         raise _Stop()
-                    try:
-                        case_run = sb.run_case(docker, image_id=image_id, input_file=input_file,
-                                               out_dir=work / "outputs", profile=profile,
-                                               labels={**labels, sb.LABEL_CASE: case_id}, scratch_dir=work,
-                                               run_user=run_user)
+                    try:  # prompt mode, timing and interactive iterations: worker/interactive.py
+                        case_run, outcome = prompted.run_case(self, spec=spec, case=case, input_file=input_file,
+                                                              work=work, profile=profile, labels=labels,
+                                                              run_user=run_user, image_id=image_id,
+                                                              stopped=hb.stop.is_set)
                     except Exception:
                         if hb.stop.is_set():
                             raise _Stop() from None  # the kill raced the engine calls
@@ -300,6 +302,8 @@ class ShardExecutor:
                                  log_chars=int(getattr(self.config, "log_max_chars", 64 * 1024)),
                                  max_bytes=int(getattr(self.config, "meta_max_bytes", 240 * 1024)))
                 output = case_run.output_path if case_run.status == "ok" else None
+                if outcome is not None:  # interactive: every iteration was uploaded; the trusted side folds them
+                    meta["interactive"], output = outcome.to_meta(), None
                 try:
                     answer = self.client.upload_case(shard_id, case_id, meta, output)
                 except LeaseLost:

@@ -461,6 +461,116 @@ def _store_case(settings, ident: WorkerIdentity, shard_id: int, case_id: str, ra
     return UploadAnswer(cancel=cancel, case_result_id=row_id)
 
 
+# --------------------------------------------------------------------------------------------- interactive tracks
+
+
+class IterationMeta(BaseModel):
+    """An iteration upload's ``meta`` part (interactive tracks, docs/interactive.md)."""
+
+    model_config = ConfigDict(extra="ignore")
+    lease: Lease
+    status: Literal[CASE_STATUSES]  # type: ignore[valid-type]
+    reason: str = Field(default="", max_length=20_000)
+    runtime_s: float = Field(default=0.0, ge=0, le=1e7, allow_inf_nan=False)
+    wall_s: float | None = Field(default=None, ge=0, le=1e7, allow_inf_nan=False)
+    budget_exceeded: bool = False
+
+
+class NextPrompt(BaseModel):
+    iteration: int
+    clicks: list[Any] = Field(description="per class (sorted labels), {fg: [[...], ...], bg: [[...], ...]}: every "
+                                          "click so far, as CVPR25_iter_eval.py stores them")
+    clicks_order: list[Any] = Field(description="per class, 'fg' / 'bg' / null per refinement so far")
+
+
+class IterationAnswer(BaseModel):
+    cancel: bool
+    duplicate: bool = False
+    iteration: int
+    valid: bool = False
+    status: str = ""
+    reason: str = ""
+    budget_exceeded: bool = False
+    done: bool = Field(description="no further iteration: finish the case with its case upload")
+    next: NextPrompt | None = None
+
+
+@router.post("/shards/{shard_id}/cases/{case_id}/iterations/{iteration}", response_model=IterationAnswer,
+             summary="Interactive tracks: upload one iteration's output; answers the next iteration's clicks",
+             openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                 "type": "object", "required": ["meta"],
+                 "properties": {"meta": {"type": "string", "description": "JSON: lease, status, reason, runtime_s, "
+                                                                          "wall_s, budget_exceeded"},
+                                "output": {"type": "string", "format": "binary"}}}}}}})
+async def upload_iteration(shard_id: IdPath, case_id: CaseIdPath,
+                           iteration: Annotated[int, PathParam(ge=0, le=1000)], request: Request, ident: WorkerDep,
+                           settings: SettingsDep):
+    """Lease holder only. The output (≤ the output limit) is validated and scored against the ground truth on this,
+    the trusted side, the clicks of the next iteration simulated from it; nothing of it is kept. Idempotent per
+    (case, iteration, lease): a repeat answers what the first got."""
+    out_max = int(settings.output_max_bytes)
+    meta_max = int(settings.worker_meta_max_bytes)
+    limit = out_max + meta_max + _MULTIPART_OVERHEAD
+    too_large = (f"the upload is larger than the output limit ({out_max} bytes, SEGARENA_OUTPUT_MAX_BYTES) plus "
+                 f"the meta part ({meta_max} bytes, SEGARENA_WORKER_META_MAX_BYTES)")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(422, "invalid_request", "send multipart/form-data with a 'meta' part (JSON) and an optional "
+                       "'output' file part")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", too_large)
+    received = 0
+    receive = request.receive
+
+    async def bounded_receive():
+        nonlocal received
+        message = await receive()
+        if message.get("type") == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise ApiError(413, "too_large", too_large)
+        return message
+
+    try:
+        form = await Request(request.scope, bounded_receive).form(max_files=1, max_fields=1, max_part_size=meta_max)
+    except StarletteHTTPException as exc:
+        raise ApiError(422, "invalid_request", f"malformed multipart body: {bound_text(str(exc.detail), 300)}; send "
+                       "one 'meta' field and at most one 'output' file") from None
+    try:
+        meta_part = form.get("meta")
+        raw = await meta_part.read(meta_max + 1) if isinstance(meta_part, UploadFile) else (meta_part or "").encode()
+        output = form.get("output")
+        if output is not None and not isinstance(output, UploadFile):
+            raise ApiError(422, "invalid_request", "'output' must be a file part")
+        return await run_in_threadpool(_store_iteration, settings, ident, shard_id, case_id, iteration, raw, output,
+                                       meta_max)
+    finally:
+        await form.close()
+
+
+def _store_iteration(settings, ident: WorkerIdentity, shard_id: int, case_id: str, iteration: int, raw: bytes,
+                     output: UploadFile | None, meta_max: int) -> dict[str, Any]:
+    from .interactive import record_iteration
+
+    if not raw:
+        raise ApiError(422, "invalid_request", "the 'meta' part is missing or empty: send the iteration's "
+                       "measurements as JSON")
+    if len(raw) > meta_max:
+        raise ApiError(413, "too_large", f"the meta part is larger than {meta_max} bytes (SEGARENA_WORKER_META_MAX_BYTES)")
+    try:
+        meta = IterationMeta.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
+        raise ApiError(422, "invalid_request", bound_text(f"meta: {problems}", 2000)) from None
+    storage = Storage.from_settings(settings)
+    tmp = _stage_output(storage, settings, output) if output is not None and meta.status == "ok" else None
+    try:
+        return record_iteration(settings, ident, shard_id, case_id, iteration, meta.model_dump(), tmp)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------------------------- organizer routes
 
 

@@ -23,21 +23,21 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.audit import record
 from api.db import session_scope
+from api.lifecycle import ACTIVE_RUN_STATES, transition
 from api.models import (
-    CaseResult, CaseStatus, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, utcnow,
+    CaseResult, CaseStatus, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, TrackKind, utcnow,
 )
 from api.storage import BadKey, ObjectNotFound, Storage
 from evaluator.io import bound_text
 from evaluator.runs import fail_fast_reason, summarize
 
-from .shards import ACTIVE_RUN, ACTOR
+from .shards import ACTOR
 from .testsets import load_testset
 
 __all__ = ["record_case", "score_case", "maybe_finish_run", "stop_run", "check_fail_fast", "LOG_TAIL_CHARS"]
 
-log = logging.getLogger("segarena.execution")
+log = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 64 * 1024  # each of stdout_tail / stderr_tail as stored
 
@@ -63,6 +63,12 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def run_time_limit(run: Run, track: Track) -> float:
+    """The case time limit ``run`` was executed under (its own; the track's for runs that recorded none): what its
+    failed cases are charged (evaluator.failures)."""
+    return float(run.case_timeout_s) if run.case_timeout_s is not None else float(track.case_timeout_s)
+
+
 def _case_reason(case_id: str, reason: str, runtime_s: float, limit: int) -> str:
     return bound_text(f"case {case_id}: {reason} (after {float(runtime_s or 0):.2f} s)", limit)
 
@@ -79,7 +85,8 @@ def record_case(settings: Any, *, shard: Shard, case: Any, meta: dict[str, Any],
     status = CaseStatus(meta["status"])
     reason = str(meta.get("reason") or "")
     runtime = float(meta.get("runtime_s") or 0.0)
-    if status == CaseStatus.ok and not output_key:
+    interactive = track.kind == TrackKind.interactive
+    if status == CaseStatus.ok and not output_key and not interactive:
         status, reason = CaseStatus.no_output, reason or "the container exited 0 but wrote no output file"
     row = CaseResult(
         run_id=run.id, case_id=case.id, modality=case.modality, size_class=case.size_class, status=status,
@@ -88,10 +95,15 @@ def record_case(settings: Any, *, shard: Shard, case: Any, meta: dict[str, Any],
         stderr_tail=bound_text(meta.get("stderr_tail") or "", LOG_TAIL_CHARS),
         worker_name=worker_name[:200], shard_id=shard.id, wall_s=meta.get("wall_s"), created_at=utcnow(),
     )
-    if status == CaseStatus.ok:
+    if interactive:  # the iterations were scored one by one (api/execution/interactive.py): fold them
+        from .interactive import fold_case
+
+        row.reason = reason
+        fold_case(session, row=row, run=run, track=track, lease=shard.lease, limit=limit)
+    elif status == CaseStatus.ok:
         row.runtime_s, row.output_key, row.scored = runtime, output_key, False
     else:
-        row.runtime_s, row.dsc, row.nsd, row.scored = float(track.case_timeout_s), 0.0, 0.0, True
+        row.runtime_s, row.dsc, row.nsd, row.scored = run_time_limit(run, track), 0.0, 0.0, True
         row.reason = _case_reason(case.id, reason or status.value, runtime, limit)
     try:
         with session.begin_nested():
@@ -126,7 +138,7 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
             track = s.get(Track, sub.track_id)
             testset = run.testset or track.testset
             profile = run.metric_profile or track.metric_profile or "default"
-            timeout_s = float(track.case_timeout_s)
+            timeout_s = run_time_limit(run, track)
     if cancelled:
         if key and not keep:
             _delete_output(storage, key)
@@ -220,7 +232,7 @@ def check_fail_fast(settings: Any, run_id: int) -> str:
     fault and cases remain unrecorded; returns the reason ("" when the rule does not fire)."""
     with session_scope(settings.database_url) as s:
         run = s.get(Run, run_id)
-        if run is None or run.state not in ACTIVE_RUN:
+        if run is None or run.state not in ACTIVE_RUN_STATES:
             return ""
         track = s.get(Track, s.get(Submission, run.submission_id).track_id)
         k = max(0, int(track.fail_fast_cases or 0))
@@ -250,7 +262,7 @@ def maybe_finish_run(settings: Any, run_id: int) -> bool:
     """Finish the run if every shard is done or cancelled and every case scored (once: the state flip is conditional)."""
     with session_scope(settings.database_url) as s:
         run = s.get(Run, run_id)
-        if run is None or run.state not in ACTIVE_RUN:
+        if run is None or run.state not in ACTIVE_RUN_STATES:
             return False
         states = s.scalars(select(Shard.state).where(Shard.run_id == run_id)).all()
         if not states or any(st in (ShardState.queued, ShardState.running) for st in states):
@@ -274,7 +286,7 @@ def stop_run(s: Session, settings: Any, run_id: int, *, stopped: str = "", infra
     sub = s.get(Submission, run.submission_id)
     cases = list(s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.scored.is_(True))
                            .order_by(CaseResult.id)))
-    summary = summarize(cases)
+    summary = summarize(cases, time_limit_s=run_time_limit(run, s.get(Track, sub.track_id)))
     summary["not_run"] = max(0, int(run.cases_total or 0) - len(cases))
     summary["stopped_early"] = bool(stopped)
     failed = [c for c in cases if c.status != CaseStatus.ok]
@@ -293,26 +305,18 @@ def stop_run(s: Session, settings: Any, run_id: int, *, stopped: str = "", infra
         reason = f"{len(failed)} of {len(cases)} cases failed" if failed else ""
     reason = bound_text(reason, limit)
     now = utcnow()
-    previous = run.state.value
-    won = s.execute(update(Run).where(Run.id == run_id, Run.state.in_(ACTIVE_RUN))
-                    .values(state=state, reason=reason, finished_at=now,
-                            log_tail=bound_text("\n".join(c.reason for c in failed), 4 * limit))
-                    .execution_options(synchronize_session=False)).rowcount
-    if won != 1:  # another scorer (or the reaper) finished it first
-        return False
+    summary.update(run_id=run_id, attempt=run.attempt, testset=run.testset)
+    totals = dict(dsc=summary["dsc"], nsd=summary["nsd"], runtime_s=summary["runtime_s"], summary=summary,
+                  metric_profile=run.metric_profile or sub.metric_profile)
+    if not transition(s, run, state, reason=reason, now=now, only_from=ACTIVE_RUN_STATES, actor_label=ACTOR,
+                      run_fields=dict(log_tail=bound_text("\n".join(c.reason for c in failed), 4 * limit)),
+                      totals=totals, cases=len(cases), failed=len(failed), infra=bool(infra),
+                      stopped_early=bool(stopped)):
+        return False  # another scorer (or the reaper) finished it first
     # open shards stop: queued ones at once, running ones at their holder's next heartbeat (cancel: true)
     s.execute(update(Shard).where(Shard.run_id == run_id, Shard.state.in_((ShardState.queued, ShardState.running)))
               .values(state=ShardState.cancelled, finished_at=now, reason=bound_text(f"the run ended: {reason}", limit))
               .execution_options(synchronize_session=False))
-    latest = s.execute(select(func.max(Run.attempt)).where(Run.submission_id == sub.id)).scalar_one()
-    if latest == run.attempt and sub.state != SubmissionState.cancelled:
-        sub.dsc, sub.nsd, sub.runtime_s = summary["dsc"], summary["nsd"], summary["runtime_s"]
-        summary.update(run_id=run_id, attempt=run.attempt, testset=run.testset)
-        sub.summary, sub.metric_profile = summary, run.metric_profile or sub.metric_profile
-        sub.state, sub.reason = SubmissionState(state.value), reason
-        sub.finished_at = now
-    record(s, actor=None, actor_label=ACTOR, action=f"run.{state.value}", target_type="run", target_id=run_id,
-           attempt=run.attempt, previous=previous, reason=reason, cases=len(cases), failed=len(failed))
     return True
 
 

@@ -13,7 +13,7 @@ import hmac
 import logging
 import secrets
 import statistics
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case as sa_case
@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 from api.audit import record
 from api.db import session_scope
 from api.errors import ApiError
+from api.lifecycle import ACTIVE_RUN_STATES, transition
+from api.params import as_utc
 from api.models import (
     CaseResult, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, WorkerNode, utcnow,
 )
@@ -36,23 +38,17 @@ from .testsets import load_testset
 __all__ = ["split_run", "send_shards", "enqueue_run_sharded", "auto_shard_size", "claim_shard", "held_shard",
            "shard_cancelled", "heartbeat", "finish_shard", "requeue_shard", "cancel_submission_shards",
            "cancel_running_shards", "has_shards",
-           "reap_shards", "send_score", "ACTIVE_RUN", "new_lease", "ACTOR"]
+           "reap_shards", "send_score", "new_lease", "ACTOR"]
 
-log = logging.getLogger("segarena.execution")
+log = logging.getLogger(__name__)
 
-ACTIVE_RUN = (RunState.queued, RunState.loading, RunState.running, RunState.scoring)
 ACTOR = "trusted:execution"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _RECENT_CASES = 200  # case times the auto shard size looks at
 _MAX_SHARD_CASES = 1000
 
 
 def new_lease() -> str:
     return secrets.token_urlsafe(24)
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
 
 
 def _reason_limit(settings: Any) -> int:
@@ -170,18 +166,23 @@ def _node(session: Session, ident: WorkerIdentity, name: str) -> WorkerNode:
     return node
 
 
-def _cases_spec(shard: Shard, index: dict[str, Any], done: set[str]) -> list[dict[str, Any]]:
+def _cases_spec(shard: Shard, index: dict[str, Any], done: set[str], track: Track | None = None) -> list[dict[str, Any]]:
+    from .interactive import case_prompt_spec
+
     out = []
     for cid in shard.case_ids:
         if cid in done or cid not in index:
             continue
         c = index[cid]
         out.append({"id": cid, "file": c.input.path.rsplit("/", 1)[-1], "sha256": c.input.sha256,
-                    "bytes": c.input.bytes, "url": f"/api/worker/shards/{shard.id}/inputs/{cid}"})
+                    "bytes": c.input.bytes, "url": f"/api/worker/shards/{shard.id}/inputs/{cid}",
+                    **(case_prompt_spec(track, c) if track is not None else {})})
     return out
 
 
 def _spec(session: Session, settings: Any, shard: Shard, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    from .interactive import interactive_spec
+
     run = session.get(Run, shard.run_id)
     sub = session.get(Submission, run.submission_id)
     track = session.get(Track, sub.track_id)
@@ -191,10 +192,14 @@ def _spec(session: Session, settings: Any, shard: Shard, cases: list[dict[str, A
         "image": {"sha256": sub.archive_sha256, "bytes": int(sub.archive_bytes), "image_id": sub.image_id,
                   "url": f"/api/worker/images/{sub.archive_sha256}"},
         "caps": {"cpus": float(track.cpus), "memory_mb": int(track.memory_mb), "gpus": int(track.gpus),
-                 "case_timeout_s": float(track.case_timeout_s), "pids_limit": int(track.pids_limit),
+                 "case_timeout_s": float(run.case_timeout_s if run.case_timeout_s is not None else track.case_timeout_s),
+                 "pids_limit": int(track.pids_limit),
                  "tmpfs_mb": int(track.tmpfs_mb), "allow_root": bool(track.allow_root),
                  "output_max_bytes": int(settings.output_max_bytes), "output_max_files": int(settings.output_max_files)},
         "cases": cases,
+        # prompts and timing (api/challenges/track_settings.py); interactive: iterations and budget (docs/interactive.md)
+        "prompt": track.prompt or "box", "timing": track.timing or "container",
+        "interactive": interactive_spec(track),
     }
 
 
@@ -208,7 +213,7 @@ def _candidates(session: Session, queue: str, limit: int = 32) -> list[tuple[int
          .join(Run, Run.id == Shard.run_id).join(Submission, Submission.id == Run.submission_id)
          .outerjoin(last, last.c.team_id == Submission.team_id)
          .where(Shard.state == ShardState.queued, Shard.queue == queue,
-                Submission.state != SubmissionState.cancelled, Run.state.in_(ACTIVE_RUN))
+                Submission.state != SubmissionState.cancelled, Run.state.in_(ACTIVE_RUN_STATES))
          .order_by(sa_case((last.c.last.is_(None), 0), else_=1), last.c.last, Shard.created_at, Shard.id)
          .limit(limit))
     return [(r[0], r[1]) for r in session.execute(q).all()]
@@ -245,7 +250,7 @@ def claim_shard(settings: Any, ident: WorkerIdentity, *, name: str, queue: str) 
                 index = load_testset(s.get(Run, run_id).testset or s.get(Run, run_id).submission.track.testset,
                                      Storage.from_settings(settings))[2]
                 done = set(s.scalars(select(CaseResult.case_id).where(CaseResult.run_id == run_id)))
-                cases = _cases_spec(shard, index, done)
+                cases = _cases_spec(shard, index, done, s.get(Run, run_id).submission.track)
                 if not cases:  # every case was recorded by an earlier holder: the shard is done
                     shard.state, shard.finished_at, shard.lease = ShardState.done, now, ""
                     s.commit()
@@ -258,29 +263,17 @@ def claim_shard(settings: Any, ident: WorkerIdentity, *, name: str, queue: str) 
 
 
 def _first_claim(s: Session, settings: Any, run_id: int, node: WorkerNode, now: datetime) -> None:
-    """Run ``queued → running`` at its first claim: started_at, the worker's host fields, the submission mirrored."""
-    started = s.execute(update(Run).where(Run.id == run_id, Run.state.in_((RunState.queued, RunState.loading)))
-                        .values(state=RunState.running, started_at=now, heartbeat_at=now,
-                                worker_host=(node.host or node.name)[:200], worker_pid=node.pid,
-                                docker_version=(node.docker_version or "")[:100], cpu_model=(node.cpu_model or "")[:200])
-                        .execution_options(synchronize_session=False)).rowcount
-    if started != 1:
+    """Run ``queued → running`` at its first claim (:func:`api.lifecycle.transition`: started_at, the submission
+    mirrored, ``run.running`` audited) with the worker's host fields; later claims only refresh the heartbeat."""
+    started = transition(s, run_id, RunState.running, now=now, only_from=(RunState.queued, RunState.loading),
+                         actor_label=f"worker:{node.name}",
+                         run_fields=dict(heartbeat_at=now, worker_host=(node.host or node.name)[:200], worker_pid=node.pid,
+                                         docker_version=(node.docker_version or "")[:100],
+                                         cpu_model=(node.cpu_model or "")[:200]),
+                         worker=node.name, host=node.host, cpu_model=node.cpu_model, calibration_s=node.calibration_s)
+    if not started:
         s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now)
                   .execution_options(synchronize_session=False))
-        s.commit()
-        return
-    run = s.get(Run, run_id)
-    s.refresh(run)
-    sub = s.get(Submission, run.submission_id)
-    latest = s.execute(select(func.max(Run.attempt)).where(Run.submission_id == sub.id)).scalar_one()
-    if latest == run.attempt and sub.state != SubmissionState.cancelled:
-        sub.state, sub.reason = SubmissionState.running, ""
-        sub.dsc = sub.nsd = sub.runtime_s = None
-        sub.summary, sub.finished_at = {}, None
-        sub.metric_profile = run.metric_profile or sub.metric_profile
-    record(s, actor=None, actor_label=f"worker:{node.name}", action="run.running", target_type="run", target_id=run.id,
-           attempt=run.attempt, previous="queued", worker=node.name, host=node.host, cpu_model=node.cpu_model,
-           calibration_s=node.calibration_s)
     s.commit()
 
 
@@ -310,7 +303,7 @@ def shard_cancelled(s: Session, shard: Shard) -> bool:
         return True
     row = s.execute(select(Run.state, Submission.state).join(Submission, Submission.id == Run.submission_id)
                     .where(Run.id == shard.run_id)).one()
-    return row[0] not in ACTIVE_RUN or row[1] == SubmissionState.cancelled
+    return row[0] not in ACTIVE_RUN_STATES or row[1] == SubmissionState.cancelled
 
 
 def heartbeat(settings: Any, ident: WorkerIdentity, shard_id: int, lease: str) -> bool:
@@ -320,7 +313,7 @@ def heartbeat(settings: Any, ident: WorkerIdentity, shard_id: int, lease: str) -
         now = utcnow()
         s.execute(update(Shard).where(Shard.id == shard.id, Shard.lease == lease).values(heartbeat_at=now)
                   .execution_options(synchronize_session=False))
-        s.execute(update(Run).where(Run.id == shard.run_id, Run.state.in_(ACTIVE_RUN)).values(heartbeat_at=now)
+        s.execute(update(Run).where(Run.id == shard.run_id, Run.state.in_(ACTIVE_RUN_STATES)).values(heartbeat_at=now)
                   .execution_options(synchronize_session=False))
         s.execute(update(WorkerNode).where(WorkerNode.name == shard.worker_name).values(last_seen_at=now)
                   .execution_options(synchronize_session=False))
@@ -424,7 +417,7 @@ def _cancel_queued_of_cancelled(s: Session) -> list[int]:
     rows = s.execute(select(Shard.id, Shard.run_id).join(Run, Run.id == Shard.run_id)
                      .join(Submission, Submission.id == Run.submission_id)
                      .where(Shard.state == ShardState.queued,
-                            (Submission.state == SubmissionState.cancelled) | Run.state.not_in(ACTIVE_RUN))).all()
+                            (Submission.state == SubmissionState.cancelled) | Run.state.not_in(ACTIVE_RUN_STATES))).all()
     if rows:
         s.execute(update(Shard).where(Shard.id.in_([r[0] for r in rows]), Shard.state == ShardState.queued)
                   .values(state=ShardState.cancelled, finished_at=utcnow(), reason="the submission was cancelled")
@@ -505,7 +498,7 @@ def reap_shards(settings: Any, *, now: datetime | None = None, send: bool = True
                 out["cancelled"].append(shard.id)
                 touched.add(shard.run_id)
                 continue
-            age = (now - (_aware(shard.heartbeat_at) or now)).total_seconds()
+            age = (now - (as_utc(shard.heartbeat_at) or now)).total_seconds()
             if requeue_shard(s, settings, shard, actor="trusted:reaper",
                              reason=f"worker {shard.worker_name} lost: no heartbeat for {age:.0f} s "
                                     f"(SEGARENA_HEARTBEAT_TIMEOUT_S={settings.heartbeat_timeout_s})"):
