@@ -26,7 +26,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import sandbox as sb
 
@@ -65,14 +66,19 @@ def timed_run(docker: Any, *, timing: str, **kwargs: Any) -> sb.CaseRun:
     return case_run
 
 
-def prompted_input(original: Path, dest: Path, *, prompt: str, points: Any = None, clicks: Any = None,
-                   clicks_order: Any = None, prev_pred: Any = None) -> Path:
-    """Write the input npz a container gets (``dest``, named like the case) from the case's original input."""
-    from evaluator.interactive import write_model_input
+def prompted_input(original: Path, dest: Path, *, iteration: int, prompt: str, points: Any = None,
+                   clicks: Any = None, prev_pred: Any = None) -> Path:
+    """Write the input npz a container gets at ``iteration`` (``dest``, named like the case) from the case's
+    original input (``evaluator.interactive.iteration_inputs``: the reference's keys and conventions)."""
+    import numpy as np
 
+    from evaluator.interactive import iteration_inputs, write_iteration_npz
+
+    with np.load(original, allow_pickle=False) as data:  # the test set's own input (trusted)
+        arrays = iteration_inputs(dict(data), iteration=iteration, prompt=prompt, clicks=clicks, prev_pred=prev_pred,
+                                  points=points)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_model_input(original, dest, prompt=prompt, points=points, clicks=clicks, clicks_order=clicks_order,
-                      prev_pred=prev_pred)
+    write_iteration_npz(dest, arrays)
     return dest
 
 
@@ -84,24 +90,27 @@ def run_case(executor: Any, *, spec: dict[str, Any], case: dict[str, Any], input
     prompt = str(spec.get("prompt") or "box")
     timing = str(spec.get("timing") or "container")
     docker = executor.docker()
+    first = input_file  # prompt box: the case's input file exactly as stored (as the reference copies it)
     if prompt != "box":
-        input_file = prompted_input(input_file, work / "prompted" / input_file.name, prompt=prompt,
-                                    points=case.get("points"))
+        first = prompted_input(input_file, work / "prompted" / input_file.name, iteration=0, prompt=prompt,
+                               points=case.get("points"))
     inter = spec.get("interactive")
     if not inter:
-        return timed_run(docker, timing=timing, image_id=image_id, input_file=input_file, out_dir=work / "outputs",
+        return timed_run(docker, timing=timing, image_id=image_id, input_file=first, out_dir=work / "outputs",
                          profile=profile, labels={**labels, sb.LABEL_CASE: str(case["id"])}, scratch_dir=work,
                          run_user=run_user), None
-    return _interactive(executor, docker, spec=spec, case=case, original=input_file, work=work, profile=profile,
+    return _interactive(executor, docker, spec=spec, case=case, original=input_file, first=first, work=work,
+                        profile=profile,
                         labels=labels, run_user=run_user, image_id=image_id, timing=timing, prompt=prompt,
                         stopped=stopped)
 
 
 def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict[str, Any], original: Path,
-                 work: Path, profile: sb.SandboxProfile, labels: dict[str, str], run_user: Any, image_id: str,
+                 first: Path, work: Path, profile: sb.SandboxProfile, labels: dict[str, str], run_user: Any, image_id: str,
                  timing: str, prompt: str, stopped: Callable[[], bool]) -> tuple[sb.CaseRun, InteractiveOutcome]:
     from evaluator.io import load_prediction
 
+    from .client import LeaseLost
     from .shard import _Stop
 
     inter = spec["interactive"]
@@ -126,12 +135,11 @@ def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict
             break
         it_dir = work / f"it{i}"
         if i == 0:
-            model_input = original
+            model_input = first
         else:
             prev = load_prediction(prev_pred_file, expected_shape=tuple(case["shape"])) if prev_pred_file is not None else None
-            model_input = prompted_input(original, it_dir / "in" / name, prompt=prompt, points=case.get("points"),
-                                         clicks=(prompts or {}).get("clicks"),
-                                         clicks_order=(prompts or {}).get("clicks_order"), prev_pred=prev)
+            model_input = prompted_input(original, it_dir / "in" / name, iteration=i, prompt=prompt,
+                                         points=case.get("points"), clicks=prompts, prev_pred=prev)
         by_budget = remaining < profile.timeout_s
         it_profile = sb.with_overrides(profile, timeout_s=min(profile.timeout_s, remaining))
         case_run = timed_run(docker, timing=timing, image_id=image_id, input_file=model_input,
@@ -148,7 +156,10 @@ def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict
                 "runtime_s": round(float(case_run.runtime_s), 6), "budget_exceeded": over}
         output = case_run.output_path if case_run.status == "ok" else None
         t_upload = time.monotonic()
-        answer = executor.client.upload_iteration(shard_id, case_id, i, meta, output)
+        try:
+            answer = executor.client.upload_iteration(shard_id, case_id, i, meta, output)
+        except LeaseLost:
+            raise _Stop() from None
         outcome.iterations_run = i + 1
         outcome.statuses.append(str(answer.get("status") or case_run.status))
         outcome.runtimes.append(float(case_run.runtime_s))

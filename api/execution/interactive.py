@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.db import session_scope
@@ -61,7 +62,9 @@ def is_interactive(track: Track) -> bool:
 
 def budget_s(track: Track, classes: int) -> float:
     """A case's time budget over all its iterations: ``class_budget_s`` per class (at least one class)."""
-    return float(track.class_budget_s) * max(1, int(classes))
+    from evaluator.interactive import case_budget_s
+
+    return float(case_budget_s(max(1, int(classes)), float(track.class_budget_s)))
 
 
 def interactive_spec(track: Track) -> dict[str, Any] | None:
@@ -77,21 +80,30 @@ def case_prompt_spec(track: Track, case: Any) -> dict[str, Any]:
     if is_interactive(track):
         out["classes"] = len(getattr(case, "labels", None) or []) or 1
         out["shape"] = [int(n) for n in case.shape]
-    if track.prompt in ("point", "box+point"):
-        from evaluator.interactive import manifest_points
-
-        out["points"] = manifest_points(case)
+    points = _initial_points(track, case)
+    if points is not None:
+        out["points"] = points
     return out
 
 
 # --------------------------------------------------------------------------------------------- clicks
 
 
-def cumulative_clicks(rows: list[CaseIteration]) -> dict[str, Any]:
-    """Every click so far in the reference's layout, from the clicks each row's prediction produced (in order)."""
+def _initial_points(track: Track, case: Any) -> list[Any] | None:
+    if track.prompt not in ("point", "box+point"):
+        return None
+    from evaluator.interactive import manifest_points
+
+    return _jsonable(manifest_points(case))
+
+
+def cumulative_clicks(rows: list[CaseIteration], initial: list[Any] | None = None) -> dict[str, Any]:
+    """Every click so far in the reference's layout (``labels``, ``clicks``, ``clicks_order``), from the clicks each
+    row's prediction produced (in order), after the manifest's points for point prompts."""
     from evaluator.interactive import accumulate_clicks
 
-    return accumulate_clicks([r.clicks for r in sorted(rows, key=lambda r: r.iteration)])
+    return _jsonable(accumulate_clicks([r.clicks for r in sorted(rows, key=lambda r: r.iteration)],
+                                       initial=initial))
 
 
 def _ground_truth(path: Path) -> tuple[Any, Any]:
@@ -122,7 +134,7 @@ def _num(v: Any) -> float | None:
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, list | tuple):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
@@ -145,7 +157,7 @@ def _evaluate(case: Any, root: Path, profile: str, segs: Any) -> tuple[float | N
         segs = np.zeros(gts.shape, dtype=np.uint8)
     labels = [lab.value for lab in case.labels]
     score = score_iteration(gts, segs, spacing=spacing, profile=profile, labels=labels)
-    clicks = next_clicks(gts, segs, spacing=spacing, labels=labels)
+    clicks = next_clicks(gts, segs, spacing=spacing, labels=labels, profile=profile)
     return _num(score.dsc), _num(score.nsd), _jsonable(score.to_dict()), _jsonable(clicks)
 
 
@@ -167,16 +179,16 @@ def _context(s: Session, ident: WorkerIdentity, shard_id: int, case_id: str, lea
     return shard, run, track
 
 
-def _answer(track: Track, rows: list[CaseIteration], row: CaseIteration, *, cancel: bool = False,
-            duplicate: bool = False) -> dict[str, Any]:
+def _answer(track: Track, rows: list[CaseIteration], row: CaseIteration, *, initial: list[Any] | None,
+            cancel: bool = False, duplicate: bool = False) -> dict[str, Any]:
     k = int(track.iterations)
     done = row.iteration >= k or bool(row.budget_exceeded)
     out: dict[str, Any] = {"cancel": cancel, "duplicate": duplicate, "iteration": row.iteration, "valid": row.valid,
                            "status": row.status, "reason": row.reason, "budget_exceeded": bool(row.budget_exceeded),
                            "done": done, "next": None}
     if not done:
-        out["next"] = {"iteration": row.iteration + 1, **cumulative_clicks([r for r in rows
-                                                                              if r.iteration <= row.iteration])}
+        out["next"] = {"iteration": row.iteration + 1,
+                       **cumulative_clicks([r for r in rows if r.iteration <= row.iteration], initial)}
     return out
 
 
@@ -204,8 +216,13 @@ def record_iteration(settings: Any, ident: WorkerIdentity, shard_id: int, case_i
                               .order_by(CaseIteration.iteration)))
         mine = [r for r in rows if r.lease == lease]
         same = next((r for r in mine if r.iteration == iteration), None)
+        testset = run.testset or track.testset
+        profile = run.metric_profile or track.metric_profile or "default"
+        _m, root, index = load_testset(testset, storage)
+        case = index[case_id]
+        initial = _initial_points(track, case)
         if same is not None:  # a retried request: the stored answer
-            return _answer(track, mine, same, duplicate=True)
+            return _answer(track, mine, same, initial=initial, duplicate=True)
         if iteration == 0:
             if rows:  # a requeued shard starts the case again: the old holder's iterations go
                 s.execute(delete(CaseIteration).where(CaseIteration.run_id == run_id,
@@ -219,35 +236,15 @@ def record_iteration(settings: Any, ident: WorkerIdentity, shard_id: int, case_i
         if prev is not None and prev.budget_exceeded:
             raise ApiError(409, "case_done", f"case {case_id!r} stopped at iteration {prev.iteration} (time budget); "
                            "finish it with the case upload")
-        testset = run.testset or track.testset
-        profile = run.metric_profile or track.metric_profile or "default"
-        _m, root, index = load_testset(testset, storage)
-        case = index[case_id]
         classes = len(case.labels or []) or 1
         budget = budget_s(track, classes)
         spent = sum(float(r.runtime_s or 0) for r in mine)
     runtime = float(meta.get("runtime_s") or 0.0)
-    status = str(meta.get("status") or "crash")
-    reason = str(meta.get("reason") or "")
     over = bool(meta.get("budget_exceeded")) or spent + runtime > budget
-    segs, sha = None, ""
-    valid = False
-    if over:
-        status = "timeout"
-        reason = (f"the case's time budget ({budget:g} s = {classes} class(es) x {float(track.class_budget_s):g} s) "
-                  f"was used up at iteration {iteration} ({spent + runtime:.1f} s): the case keeps the prediction of "
-                  + (f"iteration {_last_valid(mine)}" if _last_valid(mine) is not None else "no iteration (zeros)"))
-    elif status == "ok" and output is None:
-        status, reason = "no_output", reason or "the container exited 0 but wrote no output file"
-    elif status == "ok" and output is not None:
-        from evaluator.io import CaseFormatError, load_prediction
-
-        try:
-            segs = load_prediction(output, expected_shape=tuple(case.shape))
-            valid = True
-            sha = _sha256(output)
-        except CaseFormatError as exc:
-            status, reason = "invalid_output", f"invalid prediction: {exc}"
+    status, reason, segs, sha = _judge(meta, output, case, over=over, kept=_last_valid(mine), iteration=iteration,
+                                       budget=f"{budget:g} s = {classes} class(es) x {float(track.class_budget_s):g} s",
+                                       used=spent + runtime)
+    valid = segs is not None
     if valid:
         dsc, nsd, per_class, clicks = _evaluate(case, root, profile, segs)
     elif prev is not None:  # the last valid prediction stays in effect (zeros before any): same scores, same clicks
@@ -255,10 +252,6 @@ def record_iteration(settings: Any, ident: WorkerIdentity, shard_id: int, case_i
             prev.prediction_sha256
     else:
         dsc, nsd, per_class, clicks = _evaluate(case, root, profile, None)
-    if not valid and not over:
-        kept = _last_valid(mine)
-        reason = (f"{reason or status}; the case keeps the prediction of "
-                  + (f"iteration {kept}" if kept is not None else "no iteration (zeros)"))
     row = CaseIteration(run_id=run_id, case_id=case_id, iteration=iteration, lease=lease, status=status, valid=valid,
                         reason=bound_text(reason, limit), runtime_s=runtime, dsc=dsc, nsd=nsd, per_class=per_class,
                         clicks=clicks, prediction_sha256=sha, budget_exceeded=over)
@@ -270,7 +263,7 @@ def record_iteration(settings: Any, ident: WorkerIdentity, shard_id: int, case_i
         s.add(row)
         try:
             s.flush()
-        except Exception:  # noqa: BLE001 - a concurrent retry of the same iteration won: answer it
+        except IntegrityError:  # a concurrent retry of the same iteration won: answer it
             s.rollback()
             mine = list(s.scalars(select(CaseIteration).where(CaseIteration.run_id == run_id,
                                                               CaseIteration.case_id == case_id,
@@ -279,14 +272,36 @@ def record_iteration(settings: Any, ident: WorkerIdentity, shard_id: int, case_i
             same = next((r for r in mine if r.iteration == iteration), None)
             if same is None:
                 raise
-            return _answer(track, mine, same, duplicate=True)
+            return _answer(track, mine, same, initial=initial, duplicate=True)
         shard.heartbeat_at = row.created_at
         s.commit()
         mine = list(s.scalars(select(CaseIteration).where(CaseIteration.run_id == run_id,
                                                           CaseIteration.case_id == case_id,
                                                           CaseIteration.lease == lease)
                               .order_by(CaseIteration.iteration)))
-        return _answer(track, mine, next(r for r in mine if r.iteration == iteration))
+        return _answer(track, mine, next(r for r in mine if r.iteration == iteration), initial=initial)
+
+
+def _judge(meta: dict[str, Any], output: Path | None, case: Any, *, over: bool, kept: int | None, iteration: int,
+           budget: str, used: float) -> tuple[str, str, Any, str]:
+    """(status, reason, segs or None, sha256) of one iteration's output: over the budget, missing or invalid
+    outputs are not used (the reason says which prediction the case keeps)."""
+    status = str(meta.get("status") or "crash")
+    reason = str(meta.get("reason") or "")
+    keeps = f"iteration {kept}" if kept is not None else "no iteration (zeros)"
+    if over:
+        return "timeout", (f"the case's time budget ({budget}) was used up at iteration {iteration} ({used:.1f} s): "
+                           f"the case keeps the prediction of {keeps}"), None, ""
+    if status == "ok" and output is None:
+        status, reason = "no_output", reason or "the container exited 0 but wrote no output file"
+    elif status == "ok" and output is not None:
+        from evaluator.io import CaseFormatError, load_prediction
+
+        try:
+            return "ok", "", load_prediction(output, expected_shape=tuple(case.shape)), _sha256(output)
+        except CaseFormatError as exc:
+            status, reason = "invalid_output", f"invalid prediction: {exc}"
+    return status, f"{reason or status}; the case keeps the prediction of {keeps}", None, ""
 
 
 def _last_valid(rows: list[CaseIteration]) -> int | None:
@@ -353,7 +368,7 @@ def fold_case(s: Session, *, row: CaseResult, run: Run, track: Track, lease: str
         nsds = [float(e["nsd"] or 0.0) for e in entries]
         row.status = CaseStatus.ok
         row.dsc, row.nsd = dscs[-1], nsds[-1]
-        row.dsc_auc, row.nsd_auc = float(auc(dscs, profile=profile)), float(auc(nsds, profile=profile))
+        row.dsc_auc, row.nsd_auc = _num(auc(dscs, profile=profile)), _num(auc(nsds, profile=profile))
         row.per_class = dict(rows[-1].per_class or {})
         notes = [f"iteration {r.iteration}: {r.reason}" for r in rows if not r.valid]
         if row.budget_exceeded:

@@ -27,10 +27,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.audit import record
+from api.auth.tokens import bearer_token, resolve_caller
 from api.db import session_scope
-from api.deps import OrganizerDep, SessionDep, SettingsDep, authenticate_token
+from api.deps import OrganizerDep, SessionDep, SettingsDep
 from api.errors import ApiError
-from api.models import CaseResult, Member, Role, Run, Shard, ShardState, Submission, WorkerNode, utcnow
+from api.models import CaseResult, Member, Run, Shard, ShardState, Submission, WorkerNode, utcnow
 from api.params import IdPath
 from api.storage import BadKey, ObjectNotFound, Storage, StorageError, object_response
 from evaluator.io import bound_text
@@ -42,7 +43,7 @@ from .testsets import load_testset
 
 __all__ = ["router", "admin_router", "WorkerDep"]
 
-log = logging.getLogger("segarena.execution")
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/worker", tags=["execution hosts"])
 admin_router = APIRouter(prefix="/api/admin/workers", tags=["organizers"])
@@ -53,19 +54,15 @@ _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the out
 # --------------------------------------------------------------------------------------------- identity
 
 
+_WORKER_HINT = ("worker routes need a worker token: send 'Authorization: Bearer <token>' (an organizer creates one "
+                "with `segarena admin worker create NAME --queue cpu`)")
+
+
 def _worker(request: Request, session: SessionDep) -> WorkerIdentity:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header or scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthorized", "worker routes need a worker token: send 'Authorization: Bearer <token>' "
-                       "(an organizer creates one with `segarena admin worker create NAME --queue cpu`)")
-    row = authenticate_token(session, token)
-    if row is None:
-        raise ApiError(401, "unauthorized", "this worker token is unknown or revoked; ask the organizers for a new one")
-    member: Member = row.member
-    if member.role != Role.worker:
-        raise ApiError(403, "forbidden", "worker routes take a worker token only; participant and organizer tokens "
-                       "cannot use them (an organizer creates worker tokens: segarena admin worker create)")
+    token = bearer_token(request.headers.get("authorization"), hint=_WORKER_HINT)
+    if not token:
+        raise ApiError(401, "unauthorized", _WORKER_HINT)
+    member: Member = resolve_caller(session, token=token, audience="worker").member
     ident = WorkerIdentity(member.id, member.name, tuple(identity.parse_queue_list(member.worker_queues)))
     session.commit()
     return ident
@@ -478,6 +475,7 @@ class IterationMeta(BaseModel):
 
 class NextPrompt(BaseModel):
     iteration: int
+    labels: list[int] = Field(default_factory=list, description="the classes clicked, in the order of clicks")
     clicks: list[Any] = Field(description="per class (sorted labels), {fg: [[...], ...], bg: [[...], ...]}: every "
                                           "click so far, as CVPR25_iter_eval.py stores them")
     clicks_order: list[Any] = Field(description="per class, 'fg' / 'bg' / null per refinement so far")
