@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from api.db import session_scope
-from api.deps import hash_token
+from api.auth.tokens import hash_token
 from api.models import ApiToken, Member, Role
 from api.settings import Settings
 

@@ -1,4 +1,12 @@
-"""Built-in test sets: committed manifests whose data the generator reproduces on demand."""
+"""Built-in test sets (committed manifests whose data the generator reproduces on demand) and the one rule
+that turns a track's test-set name into a manifest and its data.
+
+A test-set name is a built-in set's name (``tiny``, ``small``: :func:`builtin_sets`) or else the path of a
+manifest JSON file on the trusted host (any file name; its data lie under the manifest's folder). Track
+validation (:func:`check_testset`), run start and scoring (:func:`open_testset`) and the leaderboard's size
+classes (:func:`testset_manifest_path`) all use this rule, so a name that passes validation is one the
+scorer can open.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,8 @@ from .generator import generate
 from .manifest import ManifestError, dump_manifest, load_manifest, verify_files
 from .schema import TestSetManifest
 
-__all__ = ["SETS_DIR", "builtin_sets", "builtin_manifest_path", "materialize"]
+__all__ = ["SETS_DIR", "builtin_sets", "builtin_manifest_path", "materialize", "testset_manifest_path",
+           "check_testset", "open_testset"]
 
 SETS_DIR = Path(__file__).with_name("sets")
 
@@ -27,6 +36,38 @@ def builtin_manifest_path(name: str) -> Path:
     if not p.is_file():
         raise ManifestError(f"unknown built-in test set {name!r}; available: {', '.join(builtin_sets())}")
     return p
+
+
+def testset_manifest_path(name: str) -> Path:
+    """The manifest file test set ``name`` stands for: a built-in set's committed manifest, else ``name`` as a path
+    (which may not exist: :func:`check_testset` says so)."""
+    if not name or not name.strip():
+        raise ManifestError(f"no test set given: name a built-in set ({', '.join(builtin_sets())}) or the path of "
+                            "a manifest JSON on the server")
+    if name in builtin_sets():
+        return builtin_manifest_path(name)
+    return Path(name)
+
+
+def check_testset(name: str) -> TestSetManifest:
+    """The manifest of test set ``name``, read and validated (its data files are not checked here: that happens
+    once, when a run opens the set); :class:`ManifestError` naming the fix otherwise."""
+    path = testset_manifest_path(name)
+    try:
+        return load_manifest(path, verify=False)
+    except ManifestError as exc:
+        first = str(exc).splitlines()[0][:300]
+        raise ManifestError(f"test set {name!r} is neither a built-in set ({', '.join(builtin_sets())}) nor a "
+                            f"readable manifest JSON on the server: {first}") from None
+
+
+def open_testset(name: str, builtin_dest: str | os.PathLike[str]) -> tuple[TestSetManifest, Path]:
+    """(manifest, data root) of test set ``name``, every file checked against the manifest: a built-in set is
+    materialized under ``builtin_dest`` (:func:`materialize`), a manifest path's data root is its folder."""
+    if name in builtin_sets():
+        return materialize(name, builtin_dest)
+    path = testset_manifest_path(name)
+    return load_manifest(path, data_root=path.parent), path.parent
 
 
 def materialize(name: str, dest: str | os.PathLike) -> tuple[TestSetManifest, Path]:

@@ -8,12 +8,13 @@ import json
 from collections.abc import Iterator
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from api.db import get_sessionmaker
-from api.models import AuditEvent, CaseResult, Challenge, Run, Submission, Team, Track
 from api.csvsafe import csv_safe
+from api.db import get_sessionmaker
+from api.lifecycle import latest_attempt_subquery
+from api.models import AuditEvent, CaseResult, Challenge, Run, Submission, Team, Track
 from api.params import as_utc
 
 __all__ = ["EXPORT_COLUMNS", "export_rows", "export_csv", "list_audit"]
@@ -47,8 +48,7 @@ def _cell(value):
 
 def export_rows(session: Session, *, challenge: str | None = None, track: str | None = None) -> Iterator[list]:
     """Every submission × run × case result (a submission without results gives one row with empty case columns)."""
-    latest = (select(Run.submission_id, func.max(Run.attempt).label("attempt")).group_by(Run.submission_id).subquery())
-    lat = aliased(latest)
+    lat = aliased(latest_attempt_subquery())
     stmt = (select(Submission, Track, Challenge, Team, Run, CaseResult, lat.c.attempt)
             .join(Track, Submission.track_id == Track.id).join(Challenge, Track.challenge_id == Challenge.id)
             .join(Team, Submission.team_id == Team.id)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from sqlalchemy import select
 
 from api.auth import schemas, service
-from api.deps import CurrentMember, OrganizerDep, SessionDep, hash_token
+from api.deps import CurrentMember, OrganizerDep, SessionDep
 from api.models import ApiToken
 from api.params import IdPath
 
@@ -15,8 +14,8 @@ router = APIRouter(prefix="/api", tags=["auth"])
 
 @router.get("/me", response_model=schemas.Me, summary="The member behind the token, with its team")
 def me(request: Request, member: CurrentMember, session: SessionDep) -> schemas.Me:
-    token = request.headers.get("authorization", "").partition(" ")[2].strip()
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    token_id = getattr(request.state, "token_id", None)  # set by the CurrentMember dependency (the calling token)
+    row = session.get(ApiToken, token_id) if token_id is not None else None
     return schemas.Me(
         member=schemas.MemberPublic.model_validate(member),
         team=schemas.TeamPublic.model_validate(member.team) if member.team else None,

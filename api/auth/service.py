@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import logging
 import secrets
 from datetime import timedelta
 
@@ -12,13 +12,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.audit import record
-from api.deps import MAX_TOKEN_DEPTH, authenticate_token, hash_token, new_token, token_chain_revoked
+from api.auth.tokens import (
+    MAX_TOKEN_DEPTH,
+    authenticate_token,
+    hash_token,
+    new_token,
+    session_hash,
+    token_chain_revoked,
+    web_session,
+)
 from api.errors import ApiError
 from api.models import ApiToken, Member, Role, Team, WebSession, utcnow
-from api.params import as_utc
 
 __all__ = ["create_team", "list_teams", "add_member", "issue_token", "revoke_token", "get_member_visible",
            "list_member_tokens", "start_web_session", "web_session", "end_web_session", "csrf_matches"]
+
+log = logging.getLogger(__name__)
 
 
 def create_team(*, session: Session, actor: Member, name: str, affiliation: str) -> Team:
@@ -91,7 +100,8 @@ def issue_token(*, session: Session, actor: Member, member_id: int, label: str =
     if parent_id is not None:
         parent = session.get(ApiToken, parent_id)
         if parent is None or parent.member_id != actor.id or token_chain_revoked(session, parent):
-            raise ApiError(401, "unauthorized", "this API token is unknown or revoked; ask your team or the organizers for a new one")
+            raise ApiError(401, "unauthorized",
+                           "this API token is unknown or revoked; ask your team or the organizers for a new one")
         depth, cur = 1, parent
         while cur.parent_id is not None and depth < MAX_TOKEN_DEPTH:
             cur, depth = session.get(ApiToken, cur.parent_id), depth + 1
@@ -128,9 +138,9 @@ def revoke_token(*, session: Session, actor: Member, token_id: int, member_id: i
     now = utcnow()
     ids = [row.id, *_descendants(session, row.id)]
     live = list(session.scalars(select(ApiToken).where(ApiToken.id.in_(ids), ApiToken.revoked_at.is_(None))))
-    for t in live:
-        t.revoked_at = now
-    cascaded = sorted(t.id for t in live if t.id != row.id)
+    for tok in live:
+        tok.revoked_at = now
+    cascaded = sorted(tok.id for tok in live if tok.id != row.id)
     ended = session.execute(update(WebSession).where(WebSession.token_id.in_(ids), WebSession.revoked_at.is_(None))
                             .values(revoked_at=now)).rowcount or 0
     if live:
@@ -150,10 +160,6 @@ def list_member_tokens(*, session: Session, member_id: int) -> list[ApiToken]:
 # --------------------------------------------------------------------------- web sessions (organizer pages)
 
 
-def _session_hash(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
-
-
 def start_web_session(*, session: Session, token: str, hours: float) -> tuple[WebSession, str] | None:
     """Sign a browser in with an API token: (row, session id for the cookie), or None if the token is not valid.
 
@@ -166,28 +172,13 @@ def start_web_session(*, session: Session, token: str, hours: float) -> tuple[We
     now = utcnow()
     # the table stays bounded: sessions past their expiry (ended or not) are deleted at each sign-in
     session.execute(delete(WebSession).where(WebSession.expires_at < now))
-    ws = WebSession(session_hash=_session_hash(sid), csrf_token=secrets.token_urlsafe(32), member_id=row.member_id,
+    ws = WebSession(session_hash=session_hash(sid), csrf_token=secrets.token_urlsafe(32), member_id=row.member_id,
                     token_id=row.id, created_at=now, expires_at=now + timedelta(hours=hours))
     session.add(ws)
     record(session, actor=row.member, action="web_session.start", target_type="member", target_id=row.member_id,
            token_id=row.id)
     session.commit()
     return ws, sid
-
-
-def web_session(session: Session, session_id: str | None) -> WebSession | None:
-    """The live web session of a cookie value: not ended, not expired, its token (and ancestors) not revoked."""
-    if not session_id or len(session_id) > 256:
-        return None
-    ws = session.scalar(select(WebSession).where(WebSession.session_hash == _session_hash(session_id)))
-    if ws is None or ws.revoked_at is not None or as_utc(ws.expires_at) <= utcnow():
-        return None
-    if ws.token_id is None:
-        return None
-    tok = session.get(ApiToken, ws.token_id)
-    if tok is None or tok.member_id != ws.member_id or token_chain_revoked(session, tok):
-        return None
-    return ws
 
 
 def end_web_session(session: Session, ws: WebSession) -> None:

@@ -27,19 +27,17 @@ _TIMING_HELP = ("What a case's runtime measures: container (start to exit) or do
 
 
 def check_testset(value: str | None) -> str | None:
-    """A built-in set name, or the path of a readable manifest JSON (checked now, not at the first run)."""
+    """A built-in set name, or the path of a readable manifest JSON (checked now, not at the first run), by the
+    lookup rule runs and scoring use (:func:`data_manifests.check_testset`)."""
     if value is None:
         return value
-    from data_manifests import load_manifest
-    from data_manifests.sets import builtin_sets
+    from data_manifests import ManifestError
+    from data_manifests import check_testset as check
 
-    if value in builtin_sets():
-        return value
     try:
-        load_manifest(value, verify=False)
-    except Exception as exc:  # noqa: BLE001 - any reason makes it unusable; say which
-        raise ValueError(f"test set {value!r} is neither a built-in set ({', '.join(builtin_sets())}) nor a "
-                         f"readable manifest JSON on the server: {str(exc).splitlines()[0][:200]}") from None
+        check(value)
+    except ManifestError as exc:
+        raise ValueError(str(exc)) from None
     return value
 
 
@@ -53,15 +51,15 @@ def public_testset_reason(value: str | None) -> str | None:
     manifest generated with a public seed. Tracks of challenges that are not demos refuse such sets."""
     if not value:
         return None
-    from data_manifests import load_manifest
+    from data_manifests import ManifestError, check_testset
     from data_manifests.schema import is_public_seed
     from data_manifests.sets import builtin_sets
 
     if value in builtin_sets():
         return f"test set {value!r} is a built-in synthetic set: anyone can regenerate it byte for byte from its public seed"
     try:
-        g = load_manifest(value, verify=False).generator
-    except Exception:  # noqa: BLE001 - unreadable: check_testset says why
+        g = check_testset(value).generator
+    except ManifestError:  # unreadable: check_testset says why
         return None
     if g is not None and (g.public_seed or is_public_seed(g.seed)):
         return (f"test set {value!r} was generated with a public seed ({g.seed}): anyone can regenerate it, "

@@ -29,12 +29,13 @@ from sqlalchemy import select
 from api.audit import record
 from api.db import session_scope
 from api.models import Run, RunState, Shard, Submission, SubmissionState, utcnow
+from api.params import as_utc
 
-from .shards import ACTOR, _aware, reap_shards
+from .shards import ACTOR, reap_shards
 
 __all__ = ["ReapReport", "reap", "resend_unsplit_runs"]
 
-log = logging.getLogger("segarena.reaper")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,7 +59,7 @@ def resend_unsplit_runs(settings: Any, *, now: datetime | None = None, send: boo
         rows = s.execute(select(Run.id, Run.created_at, Run.queue).join(Submission, Submission.id == Run.submission_id)
                          .where(Run.state == RunState.queued, Submission.state != SubmissionState.cancelled,
                                 ~has_shard).order_by(Run.created_at, Run.id)).all()
-    stale = [(rid, queue) for rid, created, queue in rows if (_aware(created) or now) + limit < now]
+    stale = [(rid, queue) for rid, created, queue in rows if (as_utc(created) or now) + limit < now]
     if not send:
         return [rid for rid, _ in stale]
     from .shards import enqueue_run_sharded

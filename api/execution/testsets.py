@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_testset", "case_index", "forget_testsets"]
+__all__ = ["load_testset", "forget_testsets"]
 
 _lock = threading.Lock()
 _cache: dict[tuple[str, str], tuple[Any, Path, dict[str, Any]]] = {}
@@ -15,15 +14,10 @@ _MAX = 16
 
 
 def _load(name: str, storage: Any) -> tuple[Any, Path]:
-    """(manifest, data_root) of a track's test set (a built-in name or a manifest path), as the runner does."""
-    if name.endswith(".json"):
-        from data_manifests.manifest import load_manifest
+    """(manifest, data_root) of a track's test set by the one lookup rule (:func:`data_manifests.open_testset`)."""
+    from data_manifests import open_testset
 
-        path = Path(name)
-        return load_manifest(path, data_root=path.parent), path.parent
-    from data_manifests import materialize
-
-    return materialize(name, storage.testset_dir(name))
+    return open_testset(name, storage.testset_dir(name))
 
 
 def load_testset(name: str, storage: Any) -> tuple[Any, Path, dict[str, Any]]:
@@ -34,7 +28,7 @@ def load_testset(name: str, storage: Any) -> tuple[Any, Path, dict[str, Any]]:
     if hit is not None:
         return hit
     manifest, root = _load(name, storage)
-    entry = (manifest, Path(root), {c.id: c for c in manifest.cases})
+    entry = (manifest, Path(root), {case.id: case for case in manifest.cases})
     with _lock:
         if len(_cache) >= _MAX:
             _cache.pop(next(iter(_cache)))
@@ -42,18 +36,6 @@ def load_testset(name: str, storage: Any) -> tuple[Any, Path, dict[str, Any]]:
     return entry
 
 
-def case_index(name: str, storage: Any) -> dict[str, Any]:
-    return load_testset(name, storage)[2]
-
-
 def forget_testsets() -> None:
     with _lock:
         _cache.clear()
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

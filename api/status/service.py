@@ -22,15 +22,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from api.lifecycle import EXECUTING_RUN_STATES
 from api.models import (
     Challenge, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, Visibility, WorkerNode, utcnow,
 )
 from api.params import as_utc
 from api.status import schemas
 
-__all__ = ["claim_order", "queue_status", "queue_position", "ACTIVE"]
+__all__ = ["claim_order", "queue_status", "queue_position"]
 
-ACTIVE = (RunState.loading, RunState.running, RunState.scoring)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 RECENT_RUNS = 50
 
@@ -140,7 +140,8 @@ def queue_status(session: Session, settings, *, organizer: bool) -> schemas.Stat
     queued = dict(session.execute(
         select(Run.queue, func.count()).join(Submission, Submission.id == Run.submission_id)
         .where(Run.state == RunState.queued, Submission.state != SubmissionState.cancelled).group_by(Run.queue)).all())
-    running = dict(session.execute(select(Run.queue, func.count()).where(Run.state.in_(ACTIVE)).group_by(Run.queue)).all())
+    running = dict(session.execute(select(Run.queue, func.count()).where(Run.state.in_(EXECUTING_RUN_STATES))
+                                   .group_by(Run.queue)).all())
     queues = []
     for name, kind in declared.items():
         wait, sampled = _median_wait(session, name, now)

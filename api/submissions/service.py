@@ -24,14 +24,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from api.audit import record
 from api.challenges.service import ensure_open
 from api.db import get_sessionmaker
 from api.errors import ApiError
+from api.lifecycle import ACTIVE_RUN_STATES, cancel_submission_runs, latest_runs, new_attempt
 from api.models import (
-    FINAL_STATES, AuditEvent, CaseResult, CaseStatus, Challenge, Member, Role, Run, RunState, Submission,
+    AuditEvent, CaseResult, CaseStatus, Challenge, Member, Role, Run, RunState, Submission,
     SubmissionState, Team, Track, TrackKind, Upload, UploadState, utcnow,
 )
 from api.params import as_utc
@@ -40,7 +42,7 @@ from api.storage import Storage, StorageError, archive_key
 from api.submissions import feedback, schemas
 from api.submissions.archive import ImageInfo
 
-log = logging.getLogger("segarena.api")
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Ticket", "Staged", "prepare_submission", "create_submission", "submission_public", "list_submissions",
@@ -49,8 +51,6 @@ __all__ = [
     "delete_expired_archives",
 ]
 
-ACTIVE_RUN_STATES = (RunState.queued, RunState.loading, RunState.running, RunState.scoring)
-CANCELLABLE = (SubmissionState.queued, SubmissionState.loading, SubmissionState.running, SubmissionState.scoring)
 LOG_TAIL_CHARS = 4000
 RUN_LOG_TAIL_CHARS = 16000
 ENQUEUE_NOTE = ("the submission is queued, but the job broker did not answer; it will start automatically "
@@ -151,13 +151,7 @@ def count_toward_quota(session: Session, *, team_id: int, track_id: int, now=Non
     if any(s.state == SubmissionState.cancelled for s in rows):
         refunded = set(refunded_cancellations(session, team_id=team_id, now=now, free=free_cancels))
     failed = [s.id for s in rows if s.state == SubmissionState.failed]
-    infra = set()
-    if failed:
-        latest = dict(session.execute(select(Run.submission_id, func.max(Run.attempt))
-                                      .where(Run.submission_id.in_(failed)).group_by(Run.submission_id)).all())
-        for run in session.scalars(select(Run).where(Run.submission_id.in_(failed))):
-            if run.attempt == latest.get(run.submission_id) and run.state == RunState.infra_failed:
-                infra.add(run.submission_id)
+    infra = {sid for sid, run in latest_runs(session, failed).items() if run.state == RunState.infra_failed}
     return [s for s in rows if s.id not in infra and s.id not in refunded]
 
 
@@ -330,7 +324,7 @@ def create_submission(*, settings, ticket: Ticket, staged: Staged, actor_id: int
                     sub.archive_path = storage.relative(dest)
                 run = Run(submission_id=sub.id, attempt=1, state=RunState.queued, queue=track.queue,
                           requested_by=f"upload:{ticket.member_id}", metric_profile=track.metric_profile,
-                          testset=track.testset[:200])
+                          testset=track.testset[:200], case_timeout_s=float(track.case_timeout_s))
                 session.add(run)
                 session.flush()
                 record(session, actor=actor, action="submission.create", target_type="submission", target_id=sub.id,
@@ -365,16 +359,6 @@ def _enqueue(session: Session, settings, run: Run) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------------
-def _latest_runs(session: Session, ids: list[int]) -> dict[int, Run]:
-    if not ids:
-        return {}
-    latest = (select(Run.submission_id, func.max(Run.attempt).label("attempt"))
-              .where(Run.submission_id.in_(ids)).group_by(Run.submission_id).subquery())
-    runs = session.scalars(select(Run).join(latest, (Run.submission_id == latest.c.submission_id)
-                                            & (Run.attempt == latest.c.attempt)))
-    return {r.submission_id: r for r in runs}
-
-
 def _progress(session: Session, runs: list[Run]) -> dict[int, schemas.Progress]:
     counts: dict[int, Counter] = {r.id: Counter() for r in runs}
     if runs:
@@ -402,7 +386,7 @@ def submission_public(session: Session, subs: list[Submission], *, note: str | N
     """Views of ``subs`` as ``viewer`` may see them (the track's feedback policy; organizers: everything).
 
     ``viewer`` None stands for anyone who is not an organizer: the policy applies."""
-    runs = _latest_runs(session, [s.id for s in subs])
+    runs = latest_runs(session, [s.id for s in subs])
     failed = _failed_cases(session, list(runs.values()))
     views = _submission_views(session, subs, runs, note=note)
     out = []
@@ -477,7 +461,7 @@ def _tail(text: str, n: int) -> str:
 
 def submission_logs(*, session: Session, sub: Submission, viewer: Member | None = None) -> schemas.SubmissionLogs:
     """The latest attempt's per-case stdout/stderr tails (truncated), as the feedback policy lets ``viewer`` see them."""
-    run = _latest_runs(session, [sub.id]).get(sub.id)
+    run = latest_runs(session, [sub.id]).get(sub.id)
     cases = list(session.scalars(select(CaseResult).where(CaseResult.run_id == run.id).order_by(CaseResult.id))) if run else []
     failed = [feedback.FailedCase(c.case_id, c.status, c.exit_code, c.reason) for c in cases if c.status != CaseStatus.ok]
     return feedback.redact(schemas.SubmissionLogs(
@@ -492,7 +476,7 @@ def submission_logs(*, session: Session, sub: Submission, viewer: Member | None 
 
 def submission_results(*, session: Session, sub: Submission, viewer: Member | None = None) -> schemas.SubmissionResults:
     """The latest attempt's per-case results, with the submission's aggregates, as the feedback policy lets ``viewer`` see them."""
-    run = _latest_runs(session, [sub.id]).get(sub.id)
+    run = latest_runs(session, [sub.id]).get(sub.id)
     return feedback.redact(schemas.SubmissionResults(
         submission_id=sub.id, state=sub.state, attempt=run.attempt if run else 0, metric_profile=sub.metric_profile,
         dsc=sub.dsc, nsd=sub.nsd, runtime_s=sub.runtime_s, aggregates=sub.summary or {},
@@ -524,17 +508,11 @@ def cancel_submission(*, session: Session, member: Member, submission_id: int, s
 
     # a running (or scoring) run stops too: its shards' holders kill their containers at their next heartbeat
     # (cancel: true) and nothing more is recorded or scored for it
-    done = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state.in_(CANCELLABLE))
-                           .values(state=SubmissionState.cancelled, reason=f"cancelled by {member.name}",
-                                   finished_at=now, cancelled_at=now, updated_at=now)).rowcount
-    if not done:
+    if not cancel_submission_runs(session, sub, reason=f"cancelled by {member.name}", actor=member, now=now):
         session.rollback()
         session.refresh(sub)
         raise ApiError(409, "not_cancellable", f"submission {sub.id} is {sub.state.value}; only queued, loading, "
                        "running or scoring submissions can be cancelled")
-    run_states = (RunState.queued, RunState.loading, RunState.running, RunState.scoring)
-    session.execute(update(Run).where(Run.submission_id == sub.id, Run.state.in_(run_states))
-                    .values(state=RunState.cancelled, reason=f"cancelled by {member.name}", finished_at=now))
     cancel_submission_shards(session, sub.id, now=now)  # sharded runs: queued shards stop at once
     cancel_running_shards(session, sub.id, now=now)  # and running ones at their holder's next heartbeat
     free = settings.max_free_cancels_per_day
@@ -555,39 +533,28 @@ def cancel_submission(*, session: Session, member: Member, submission_id: int, s
 
 def rerun_submission(*, session: Session, settings, actor: Member, submission_id: int) -> tuple[Submission, str | None]:
     """A new attempt (organizers): a queued Run with attempt + 1. Refused while an attempt is still active."""
-    from sqlalchemy.exc import IntegrityError
-
     sub = get_visible_submission(session=session, member=actor, submission_id=submission_id)
     if sub.archive_deleted_at is not None:
         raise ApiError(409, "archive_deleted", f"submission {sub.id} cannot be re-run: its image archive was deleted at "
                        f"{as_utc(sub.archive_deleted_at).isoformat(timespec='seconds')} (archives of cancelled and failed "
                        f"submissions are kept {settings.archive_retention_h:g} h); the team must upload the image again")
-    runs = list(session.scalars(select(Run).where(Run.submission_id == sub.id).order_by(Run.attempt)))
-    active = [r for r in runs if r.state in ACTIVE_RUN_STATES]
+    active = session.scalars(select(Run).where(Run.submission_id == sub.id, Run.state.in_(ACTIVE_RUN_STATES))
+                             .order_by(Run.attempt)).all()
     if active:
         raise ApiError(409, "run_active", f"submission {sub.id} has attempt {active[-1].attempt} still "
                        f"{active[-1].state.value}; wait for it to finish (or cancel it) before re-running")
-    track = sub.track
-    attempt = (runs[-1].attempt if runs else 0) + 1
-    now = utcnow()
-    run = Run(submission_id=sub.id, attempt=attempt, state=RunState.queued, queue=track.queue,
-              requested_by=f"rerun:{actor.id}", metric_profile=track.metric_profile, testset=track.testset[:200])
-    session.add(run)
+    previous = sub.state
     try:
-        session.flush()
+        run = new_attempt(session, sub, requested_by=f"rerun:{actor.id}")
     except IntegrityError:
+        run = None
+    if run is None:
         session.rollback()
-        raise ApiError(409, "run_active", f"another re-run of submission {sub.id} was just requested") from None
-    # only one concurrent re-run wins: the state flip is conditional on the state we read
-    flipped = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state == sub.state,
-                                                       Submission.archive_deleted_at.is_(None))
-                              .values(state=SubmissionState.queued, reason="", finished_at=None, updated_at=now,
-                                      dsc=None, nsd=None, runtime_s=None, summary={})).rowcount
-    if not flipped:
-        session.rollback()
-        raise ApiError(409, "run_active", f"submission {sub.id} changed while re-running; look at it again")
+        raise ApiError(409, "run_active", f"submission {sub.id} changed while re-running (another re-run was just "
+                       "requested); look at it again")
+    attempt = run.attempt
     record(session, actor=actor, action="submission.rerun", target_type="submission", target_id=sub.id,
-           run_id=run.id, attempt=attempt, previous_state=sub.state.value)
+           run_id=run.id, attempt=attempt, previous_state=previous.value)
     session.commit()
     note = _enqueue(session, settings, run)
     session.refresh(sub)
@@ -602,7 +569,8 @@ def set_excluded(*, session: Session, actor: Member, submission_id: int, exclude
     sub.excluded = excluded
     sub.exclusion_reason = reason.strip() if excluded else ""
     record(session, actor=actor, action="submission.exclude" if excluded else "submission.include",
-           target_type="submission", target_id=sub.id, reason=reason.strip())
+           target_type="submission", target_id=sub.id, reason=reason.strip(), team_id=sub.team_id,
+           track_id=sub.track_id)
     session.commit()
     session.refresh(sub)
     return sub
@@ -621,7 +589,7 @@ def set_baseline(*, session: Session, actor: Member, submission_id: int, is_base
 
 def organizer_view(*, session: Session, sub: Submission) -> schemas.SubmissionOrganizerView:
     """Everything about a submission: all runs, all case results, its audit events."""
-    public = _submission_views(session, [sub], _latest_runs(session, [sub.id]))[0]  # organizers: everything
+    public = _submission_views(session, [sub], latest_runs(session, [sub.id]))[0]  # organizers: everything
     runs = list(session.scalars(select(Run).where(Run.submission_id == sub.id).order_by(Run.attempt)))
     cases = list(session.scalars(select(CaseResult).where(CaseResult.run_id.in_([r.id for r in runs]))
                                  .order_by(CaseResult.run_id, CaseResult.case_id))) if runs else []
@@ -635,10 +603,6 @@ def organizer_view(*, session: Session, sub: Submission) -> schemas.SubmissionOr
         cases=[schemas.CaseResultAudit.model_validate(c) for c in cases],
         audit=[schemas.AuditEventPublic.model_validate(e) for e in events],
     )
-
-
-def is_final(state: SubmissionState) -> bool:
-    return state in FINAL_STATES
 
 
 # ---------------------------------------------------------------------------------------------
