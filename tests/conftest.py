@@ -119,3 +119,15 @@ def settings(tmp_path, monkeypatch):
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+
+
+# Tests that restart the shared services (the Docker engine, Redis, PostgreSQL) run after everything else, so
+# a restart never lands in the middle of another test. (This used to be done by naming the file test_zz_*.)
+RUN_LAST = ("tests/resilience/test_resilience_faults.py",)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    def last(item) -> bool:
+        return any(item.nodeid.startswith(path) for path in RUN_LAST)
+
+    items[:] = [i for i in items if not last(i)] + [i for i in items if last(i)]

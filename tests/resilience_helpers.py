@@ -1,7 +1,7 @@
 """Helpers of the resilience suite (issue 9): hostile images, the malformed-upload corpus, host
 checks (leftover containers, files, processes) and the report table.
 
-Used by tests/test_resilience_*.py, tests/test_zz_resilience_faults.py and bench/resilience.py.
+Used by tests/resilience/ and bench/resilience.py.
 Nothing here talks to anything but this machine's Docker engine, files and 127.0.0.1.
 """
 
@@ -540,7 +540,7 @@ FAULTS = ("none", "worker_sigkill", "redis_restart", "postgres_restart", "storag
 class FaultRig:
     """A private PostgreSQL, a hostile ``slow_ok`` image (about 2 s per case), a 2-case test set; :meth:`scenario`
     runs a fresh queue of submissions through THE execution path as real processes — the API
-    (``uvicorn api.app:create_app`` on 127.0.0.1), the trusted scorer (``segarena scorer``: scoring and the reaper
+    (``uvicorn server.app:create_app`` on 127.0.0.1), the trusted scorer (``segarena scorer``: scoring and the reaper
     beat), one execution worker (``python -m worker.exec_tasks``: API URL, worker token and broker only) and a
     private Redis (tests/scaleout_helpers.ScaleStack) — with one fault mid-case."""
 

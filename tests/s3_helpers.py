@@ -18,7 +18,7 @@ import time
 import uuid
 
 import pytest
-from conftest import require
+from tests.conftest import require
 
 __all__ = ["s3_server", "s3_store", "s3_settings", "S3_KEY", "S3_SECRET", "new_bucket"]
 
