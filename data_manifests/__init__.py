@@ -9,12 +9,12 @@ from .importer import ImportResult, import_dir
 from .manifest import ManifestError, boxes_from_labels, dump_manifest, load_manifest, verify_files, write_manifest
 from .preview import preview_manifest
 from .schema import MODALITIES, CaseEntry, FileRef, GeneratorInfo, LabelInfo, TestSetManifest
-from .sets import builtin_sets, check_testset, materialize, open_testset, testset_manifest_path
+from .sets import builtin_sets, check_testset, manifest_path_for, materialize, open_testset
 
 __all__ = [
     "GENERATOR_VERSION", "SIZES", "MODALITIES",
     "FileRef", "LabelInfo", "CaseEntry", "GeneratorInfo", "TestSetManifest",
     "ManifestError", "load_manifest", "verify_files", "dump_manifest", "write_manifest", "boxes_from_labels",
     "generate", "materialize", "builtin_sets", "check_testset", "open_testset",
-    "testset_manifest_path", "import_dir", "ImportResult", "preview_manifest",
+    "manifest_path_for", "import_dir", "ImportResult", "preview_manifest",
 ]

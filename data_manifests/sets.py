@@ -4,7 +4,7 @@ that turns a track's test-set name into a manifest and its data.
 A test-set name is a built-in set's name (``tiny``, ``small``: :func:`builtin_sets`) or else the path of a
 manifest JSON file on the trusted host (any file name; its data lie under the manifest's folder). Track
 validation (:func:`check_testset`), run start and scoring (:func:`open_testset`) and the leaderboard's size
-classes (:func:`testset_manifest_path`) all use this rule, so a name that passes validation is one the
+classes (:func:`manifest_path_for`) all use this rule, so a name that passes validation is one the
 scorer can open.
 """
 
@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .generator import generate
 from .manifest import ManifestError, dump_manifest, load_manifest, verify_files
 from .schema import TestSetManifest
 
-__all__ = ["SETS_DIR", "builtin_sets", "builtin_manifest_path", "materialize", "testset_manifest_path",
+__all__ = ["SETS_DIR", "builtin_sets", "builtin_manifest_path", "materialize", "manifest_path_for",
            "check_testset", "open_testset"]
 
 SETS_DIR = Path(__file__).with_name("sets")
@@ -38,7 +39,7 @@ def builtin_manifest_path(name: str) -> Path:
     return p
 
 
-def testset_manifest_path(name: str) -> Path:
+def manifest_path_for(name: str) -> Path:
     """The manifest file test set ``name`` stands for: a built-in set's committed manifest, else ``name`` as a path
     (which may not exist: :func:`check_testset` says so)."""
     if not name or not name.strip():
@@ -52,7 +53,7 @@ def testset_manifest_path(name: str) -> Path:
 def check_testset(name: str) -> TestSetManifest:
     """The manifest of test set ``name``, read and validated (its data files are not checked here: that happens
     once, when a run opens the set); :class:`ManifestError` naming the fix otherwise."""
-    path = testset_manifest_path(name)
+    path = manifest_path_for(name)
     try:
         return load_manifest(path, verify=False)
     except ManifestError as exc:
@@ -61,12 +62,13 @@ def check_testset(name: str) -> TestSetManifest:
                             f"readable manifest JSON on the server: {first}") from None
 
 
-def open_testset(name: str, builtin_dest: str | os.PathLike[str]) -> tuple[TestSetManifest, Path]:
+def open_testset(name: str, builtin_dest: Callable[[str], str | os.PathLike[str]]) -> tuple[TestSetManifest, Path]:
     """(manifest, data root) of test set ``name``, every file checked against the manifest: a built-in set is
-    materialized under ``builtin_dest`` (:func:`materialize`), a manifest path's data root is its folder."""
+    materialized under ``builtin_dest(name)`` (:func:`materialize`; called for built-in sets only), a manifest
+    path's data root is its folder."""
     if name in builtin_sets():
-        return materialize(name, builtin_dest)
-    path = testset_manifest_path(name)
+        return materialize(name, builtin_dest(name))
+    path = manifest_path_for(name)
     return load_manifest(path, data_root=path.parent), path.parent
 
 

@@ -17,7 +17,7 @@ def _load(name: str, storage: Any) -> tuple[Any, Path]:
     """(manifest, data_root) of a track's test set by the one lookup rule (:func:`data_manifests.open_testset`)."""
     from data_manifests import open_testset
 
-    return open_testset(name, storage.testset_dir(name))
+    return open_testset(name, storage.testset_dir)  # built-in sets only: a path is never a storage folder
 
 
 def load_testset(name: str, storage: Any) -> tuple[Any, Path, dict[str, Any]]:

@@ -16,7 +16,7 @@ Workers are the ``worker_nodes`` rows the worker routes keep fresh (``hello``, `
 from __future__ import annotations
 
 import statistics
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,14 +24,24 @@ from sqlalchemy.orm import Session
 
 from api.lifecycle import EXECUTING_RUN_STATES
 from api.models import (
-    Challenge, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, Visibility, WorkerNode, utcnow,
+    Challenge,
+    Run,
+    RunState,
+    Shard,
+    ShardState,
+    Submission,
+    SubmissionState,
+    Track,
+    Visibility,
+    WorkerNode,
+    utcnow,
 )
 from api.params import as_utc
 from api.status import schemas
 
 __all__ = ["claim_order", "queue_status", "queue_position"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RECENT_RUNS = 50
 
 
@@ -54,7 +64,7 @@ def claim_order(rows: list[tuple[int, datetime, int, int]], last_claimed: dict[i
             if best[3] == stop_at:
                 break
         bump += 1  # the claimed team has now claimed most recently of all
-        last[best[2]] = datetime(9000, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=bump)
+        last[best[2]] = datetime(9000, 1, 1, tzinfo=UTC) + timedelta(seconds=bump)
     return order
 
 

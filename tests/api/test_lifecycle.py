@@ -53,9 +53,9 @@ def test_transition_table(current: RunState, new: RunState) -> None:
 
 
 def test_state_sets() -> None:
-    assert ACTIVE_RUN_STATES == {Q, L, R, S}
-    assert EXECUTING_RUN_STATES == {L, R, S}
-    assert FINAL_RUN_STATES == {OK, FAIL, INFRA, CANCEL}
+    assert {Q, L, R, S} == ACTIVE_RUN_STATES
+    assert {L, R, S} == EXECUTING_RUN_STATES
+    assert {OK, FAIL, INFRA, CANCEL} == FINAL_RUN_STATES
     assert all(not RUN_TRANSITIONS[s] for s in FINAL_RUN_STATES)
 
 
