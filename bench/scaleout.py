@@ -48,8 +48,7 @@ BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
 PG_PORT = int(os.environ.get("SEGARENA_PG_PORT", "5432"))
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+from api.params import as_utc as _aware  # noqa: E402 - the UTC fix-up of naive DB datetimes (after sys.path)
 
 
 def _postgres() -> tuple[str | None, str]:

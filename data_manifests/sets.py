@@ -72,7 +72,7 @@ def open_testset(name: str, builtin_dest: Callable[[str], str | os.PathLike[str]
     return load_manifest(path, data_root=path.parent), path.parent
 
 
-def materialize(name: str, dest: str | os.PathLike) -> tuple[TestSetManifest, Path]:
+def materialize(name: str, dest: str | os.PathLike[str]) -> tuple[TestSetManifest, Path]:
     """Make sure the data of built-in set ``name`` exists under ``dest``; return (manifest, data root).
 
     The data root is ``dest/name``. If files are missing or their checksums differ from the
@@ -106,8 +106,8 @@ def materialize(name: str, dest: str | os.PathLike) -> tuple[TestSetManifest, Pa
             try:
                 os.replace(root, old)
             except OSError:
-                old = None
-            if old is not None:
+                pass
+            else:
                 shutil.rmtree(old, ignore_errors=True)
         try:
             os.replace(tmp, root)
