@@ -38,7 +38,7 @@ from .testsets import load_testset
 __all__ = ["split_run", "send_shards", "enqueue_run_sharded", "auto_shard_size", "claim_shard", "held_shard",
            "shard_cancelled", "heartbeat", "finish_shard", "requeue_shard", "cancel_submission_shards",
            "cancel_running_shards", "has_shards",
-           "reap_shards", "send_score", "new_lease", "ACTOR"]
+           "reap_shards", "enforce_total_limits", "send_score", "new_lease", "ACTOR"]
 
 log = logging.getLogger(__name__)
 
@@ -472,6 +472,52 @@ def _resend_lost_messages(settings: Any, *, exclude: set[int]) -> list[int]:
         return sorted(missing)
 
 
+def _total_limit_reason(s: Session, run: Run, limit_s: float, elapsed_s: float) -> tuple[str, str]:
+    """(stopped, infra): the reason a run past its total time limit ends with; ``infra`` when its shards were
+    requeued (workers lost or failing: not the team's fault), else ``stopped`` (its own cases took the time)."""
+    scored = s.scalar(select(func.count()).select_from(CaseResult)
+                      .where(CaseResult.run_id == run.id, CaseResult.scored.is_(True))) or 0
+    requeues = s.scalar(select(func.coalesce(func.sum(Shard.deliveries - 1), 0))
+                        .where(Shard.run_id == run.id, Shard.deliveries > 1)) or 0
+    head = (f"total time limit ({limit_s:g} s) reached after {elapsed_s:.0f} s: {scored} of {run.cases_total} "
+            "cases were run, the rest were not run")
+    if requeues:
+        return "", (f"{head}; its shards were requeued {requeues} time(s) (workers lost or failing): this is not your "
+                    "fault: the organizers have been notified, re-run it later")
+    return f"{head}; make the model faster or ask the organizers about the limit", ""
+
+
+def enforce_total_limits(settings: Any, *, now: datetime | None = None) -> list[int]:
+    """End the running runs whose track's total time limit (``Track.total_timeout_s``, from the run's start: its
+    first claim) has passed: ``failed`` with the reason (``infra`` wording when its shards were requeued), their
+    open shards cancelled (holders kill their containers at the next heartbeat). Returns the runs ended."""
+    from .scoring import _refresh_board, stop_run
+
+    now = now or utcnow()
+    ended: list[int] = []
+    with session_scope(settings.database_url) as s:
+        rows = s.execute(select(Run, Track.total_timeout_s).join(Submission, Submission.id == Run.submission_id)
+                         .join(Track, Track.id == Submission.track_id)
+                         .where(Run.state.in_(ACTIVE_RUN_STATES), Run.started_at.is_not(None),
+                                Run.id.in_(select(Shard.run_id).distinct()))).all()
+        for run, limit_s in rows:
+            if not limit_s or limit_s <= 0:
+                continue
+            elapsed = (now - (as_utc(run.started_at) or now)).total_seconds()
+            if elapsed <= float(limit_s):
+                continue
+            stopped, infra = _total_limit_reason(s, run, float(limit_s), elapsed)
+            if stop_run(s, settings, run.id, stopped=stopped, infra=infra):
+                record(s, actor=None, actor_label="trusted:reaper", action="run.total_timeout", target_type="run",
+                       target_id=run.id, limit_s=float(limit_s), elapsed_s=round(elapsed, 1), infra=bool(infra))
+                s.commit()
+                ended.append(run.id)
+                log.warning("run %s: total time limit %s s passed after %.0f s: ended", run.id, limit_s, elapsed)
+    if ended:
+        _refresh_board()
+    return ended
+
+
 def reap_shards(settings: Any, *, now: datetime | None = None, send: bool = True) -> dict[str, list[int]]:
     """One pass of the shard reaper (trusted beat; tests call it directly):
 
@@ -481,11 +527,13 @@ def reap_shards(settings: Any, *, now: datetime | None = None, send: bool = True
     - queued shards without a message (the broker was down) → sent;
     - queued shards whose message the broker lost (fewer messages waiting than queued shards) → sent again;
     - uploaded outputs left unscored for ``heartbeat_timeout_s`` → their score message sent again;
-    - runs whose last shard this ended → finished.
+    - runs whose last shard this ended → finished;
+    - running runs past their track's total time limit → failed (:func:`enforce_total_limits`).
     """
     now = now or utcnow()
     stale_before = now - timedelta(seconds=float(settings.heartbeat_timeout_s))
-    out: dict[str, list[int]] = {"cancelled": [], "requeued": [], "sent": [], "resent": [], "rescored": []}
+    out: dict[str, list[int]] = {"cancelled": [], "requeued": [], "sent": [], "resent": [], "rescored": [],
+                                 "timed_out": enforce_total_limits(settings, now=now)}
     touched: set[int] = set()
     with session_scope(settings.database_url) as s:
         touched.update(_cancel_queued_of_cancelled(s))
