@@ -3,10 +3,8 @@ identity from ``SEGARENA_BOOTSTRAP_WORKER_TOKEN`` (embedded execution worker).""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
+from api.auth.tokens import hash_token, token_row
 from api.db import session_scope
-from api.auth.tokens import hash_token
 from api.models import ApiToken, Member, Role
 from api.settings import Settings
 
@@ -19,7 +17,7 @@ def bootstrap(settings: Settings) -> None:
     if not token:
         return
     with session_scope(settings.database_url) as session:
-        if session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token))):
+        if token_row(session, token) is not None:
             return
         member = Member(name="organizer", role=Role.organizer)
         session.add(member)

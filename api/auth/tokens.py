@@ -21,7 +21,7 @@ from api.errors import ApiError
 from api.models import ApiToken, Member, Role, WebSession, utcnow
 from api.params import as_utc
 
-__all__ = ["TOKEN_PREFIX", "MAX_TOKEN_DEPTH", "BEARER_HINT", "hash_token", "new_token", "token_chain_revoked",
+__all__ = ["TOKEN_PREFIX", "MAX_TOKEN_DEPTH", "BEARER_HINT", "hash_token", "new_token", "token_row", "token_chain_revoked",
            "authenticate_token", "session_hash", "web_session", "bearer_token", "refuse_worker", "Caller",
            "resolve_caller"]
 
@@ -58,13 +58,18 @@ def token_chain_revoked(session: Session, row: ApiToken) -> bool:
     return False
 
 
+def token_row(session: Session, token: str) -> ApiToken | None:
+    """The row of a raw API token, revoked or not (for "does it exist"; to authenticate, :func:`resolve_caller`)."""
+    return session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+
+
 def authenticate_token(session: Session, token: str | None, *, touch: bool = True) -> ApiToken | None:
     """The valid token row for a raw API token, or None (unknown, revoked, or minted by a revoked token).
     ``touch`` records the use (at most one write a minute per token)."""
     token = (token or "").strip()
     if not token:
         return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    row = token_row(session, token)
     if row is None or token_chain_revoked(session, row):
         return None
     if touch:

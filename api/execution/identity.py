@@ -77,7 +77,7 @@ def _active_worker(session: Session, name: str) -> Member | None:
 def create_worker(session: Session, settings: Any, *, actor: Member | None, name: str, queues: list[str],
                   token: str | None = None) -> tuple[Member, str]:
     """A new worker identity and its token (shown once). 409 if an active worker has this name."""
-    from api.deps import hash_token, new_token
+    from api.auth.tokens import hash_token, new_token
 
     if not re.match(WORKER_NAME_PATTERN, name or ""):
         raise ApiError(422, "invalid_request", f"name: {name[:100]!r} must match {WORKER_NAME_PATTERN} (e.g. gpu-box-1)")
@@ -137,11 +137,11 @@ def bootstrap_worker(settings: Any) -> None:
     token = settings.bootstrap_worker_token
     if not token:
         return
+    from api.auth.tokens import token_row
     from api.db import session_scope
-    from api.deps import hash_token
 
     with session_scope(settings.database_url) as session:
-        if session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token))):
+        if token_row(session, token) is not None:
             return
         queues = [n for n, k in settings.declared_queues.items() if k == "cpu" and n not in RESERVED_QUEUES]
         name = BOOTSTRAP_WORKER_NAME
