@@ -1,5 +1,5 @@
-"""Mounts every router of the API, the public leaderboard's first (its pages are the hottest path:
-FastAPI matches routes in order)."""
+"""Mounts every router of the API, the leaderboard's JSON/CSV routes first (a hot path: FastAPI matches routes
+in order). The HTML pages are not the API's: the composed app (``server.app``) puts them in front."""
 
 from fastapi import FastAPI
 
@@ -12,11 +12,11 @@ def include_routes(app: FastAPI) -> None:
     from api.challenges.routes import router as challenges_router
     from api.execution.routes import admin_router as workers_admin_router
     from api.execution.routes import router as worker_router
+    from api.leaderboard.routes import router as leaderboard_router
+    from api.notifications.routes import router as notifications_router
     from api.status.routes import router as status_router
     from api.submissions.routes import router as submissions_router
-    from leaderboard_web.routes import mount as mount_leaderboard
 
-    mount_leaderboard(app)
-    for router in (auth_router, challenges_router, submissions_router, admin_router, status_router,
-                   workers_admin_router, worker_router):
+    for router in (leaderboard_router, auth_router, challenges_router, submissions_router, admin_router,
+                   status_router, workers_admin_router, worker_router, notifications_router):
         app.include_router(router, responses=ERROR_RESPONSES)

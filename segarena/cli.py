@@ -148,6 +148,9 @@ _mount("data_manifests.cli", "testset", "Generate, import, verify and preview te
 from segarena.admin import app as _admin_app  # noqa: E402
 
 app.add_typer(_admin_app, name="admin")
+from segarena.notifications import register as _register_notifications  # noqa: E402
+
+_register_notifications(app, _admin_app)  # segarena notifications; segarena admin webhook ...
 
 
 def main() -> None:

@@ -37,7 +37,11 @@ def _conf(app: Celery, settings: Any) -> None:
         worker_hijack_root_logger=False, worker_send_task_events=False,
         task_serializer="json", accept_content=["json"],
         beat_schedule={"reap-shards": {"task": REAP_SHARDS_TASK, "schedule": float(settings.reaper_interval_s),
-                                       "options": {"queue": SCORE_QUEUE}}},
+                                       "options": {"queue": SCORE_QUEUE}},
+                       # notifications (api/notifications): fan-out and delivery start, returns at once; a message
+                       # older than one interval is dropped (the next one does the same work)
+                       "notify": {"task": "segarena.notify", "schedule": float(settings.notify_interval_s),
+                                  "options": {"queue": SCORE_QUEUE, "expires": float(settings.notify_interval_s)}}},
     )
     if settings.broker_url.startswith("redis"):
         app.conf.broker_transport_options = {"visibility_timeout": 6 * 3600}
@@ -80,6 +84,13 @@ def make_trusted_celery(settings: Any = None) -> Celery:
         from .reaper import reap
 
         reap(get_settings())
+
+    @app.task(name="segarena.notify")
+    def notify_task() -> None:
+        from api.notifications.dispatcher import dispatch
+        from api.settings import get_settings
+
+        dispatch(get_settings(), background=True)  # attempts run on a thread pool: scoring never waits on them
 
     return app
 
