@@ -36,8 +36,10 @@ def default_cache_dir() -> Path:
 
 
 def parse_queues(spec: str) -> dict[str, str]:
-    """``'cpu:cpu,gpu:gpu,big:cpu'`` -> ``{'cpu': 'cpu', 'gpu': 'gpu', 'big': 'cpu'}`` (the SEGARENA_QUEUES
-    syntax the API uses; a bare name has kind gpu if it is ``gpu``, else cpu)."""
+    """``'cpu:cpu,gpu:gpu,big:cpu'`` -> ``{'cpu': 'cpu', 'gpu': 'gpu', 'big': 'cpu'}`` (a bare name has kind gpu if
+    it is ``gpu``, else cpu). The contract is docs/worker-protocol.md ("Queues"), defined by
+    ``api.settings.parse_queues``; this is the execution host's copy (``worker/`` may not import ``api/``), held to
+    the same answers by tests/worker/test_queue_contract.py: change both together."""
     out: dict[str, str] = {}
     for item in (spec or "").split(","):
         if not item.strip():
@@ -114,7 +116,7 @@ class WorkerConfig(BaseSettings):
                                       "there (POST /api/worker/ping), so GET /api/status counts it online while idle.")
 
     @model_validator(mode="after")
-    def _defaults(self) -> "WorkerConfig":
+    def _defaults(self) -> WorkerConfig:
         self.api_url = self.api_url.strip().rstrip("/")
         if not re.match(r"^https?://[^/\s]+", self.api_url):
             raise ValueError(f"SEGARENA_API_URL must be an http(s) URL, e.g. https://arena.example.org "
