@@ -8,11 +8,20 @@ from .generator import GENERATOR_VERSION, SIZES, generate
 from .importer import ImportResult, import_dir
 from .manifest import ManifestError, boxes_from_labels, dump_manifest, load_manifest, verify_files, write_manifest
 from .preview import preview_manifest
-from .schema import MODALITIES, CaseEntry, FileRef, GeneratorInfo, LabelInfo, TestSetManifest
+from .schema import (
+    MODALITIES,
+    SIZE_CLASSES,
+    CaseEntry,
+    FileRef,
+    GeneratorInfo,
+    LabelInfo,
+    TestSetManifest,
+    modality_order,
+)
 from .sets import builtin_sets, check_testset, manifest_path_for, materialize, open_testset
 
 __all__ = [
-    "GENERATOR_VERSION", "SIZES", "MODALITIES",
+    "GENERATOR_VERSION", "SIZES", "MODALITIES", "SIZE_CLASSES", "modality_order",
     "FileRef", "LabelInfo", "CaseEntry", "GeneratorInfo", "TestSetManifest",
     "ManifestError", "load_manifest", "verify_files", "dump_manifest", "write_manifest", "boxes_from_labels",
     "generate", "materialize", "builtin_sets", "check_testset", "open_testset",

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ._npz import sha256_file
-from .schema import CaseEntry, FileRef, LabelInfo, TestSetManifest
+from .schema import SIZE_CLASSES, CaseEntry, FileRef, TestSetManifest
 
 __all__ = [
     "ManifestError",
@@ -187,7 +187,7 @@ def _tertiles(values: list[float]) -> list[str]:
     first_rank: dict[float, int] = {}
     for r, i in enumerate(order):
         r = first_rank.setdefault(values[i], r)
-        out[i] = "small" if 3 * r < n else ("medium" if 3 * r < 2 * n else "large")
+        out[i] = SIZE_CLASSES[0] if 3 * r < n else (SIZE_CLASSES[1] if 3 * r < 2 * n else SIZE_CLASSES[2])
     return out
 
 

@@ -18,13 +18,16 @@ Conventions
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "MODALITIES",
     "SizeClass",
+    "SIZE_CLASSES",
+    "modality_order",
     "FileRef",
     "LabelInfo",
     "CaseEntry",
@@ -41,6 +44,15 @@ MODALITIES: tuple[str, ...] = (
 )
 
 SizeClass = Literal["small", "medium", "large"]
+#: the size classes (tertiles of relative structure size), smallest first: the one definition the manifests,
+#: the run summaries (``api.execution.scoring``) and the leaderboard use
+SIZE_CLASSES: tuple[SizeClass, ...] = get_args(SizeClass)
+
+
+def modality_order(modalities: Iterable[str]) -> list[str]:
+    """Modalities in the reference challenge's table order (:data:`MODALITIES`), unknown ones last, sorted."""
+    present = set(modalities)
+    return [m for m in MODALITIES if m in present] + sorted(present - set(MODALITIES))
 
 
 class _Strict(BaseModel):
@@ -158,9 +170,7 @@ class TestSetManifest(_Strict):
 
     def modalities(self) -> list[str]:
         """Modalities present, in the canonical order, unknown ones last (sorted)."""
-        present = {c.modality for c in self.cases}
-        known = [m for m in MODALITIES if m in present]
-        return known + sorted(present - set(MODALITIES))
+        return modality_order(c.modality for c in self.cases)
 
     def case(self, case_id: str) -> CaseEntry:
         """The case with this id (KeyError if absent)."""
