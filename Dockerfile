@@ -8,6 +8,7 @@ COPY api ./api
 COPY worker ./worker
 COPY evaluator ./evaluator
 COPY leaderboard_web ./leaderboard_web
+COPY server ./server
 COPY data_manifests ./data_manifests
 COPY segarena ./segarena
 RUN pip install --no-cache-dir .

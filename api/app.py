@@ -1,17 +1,24 @@
-"""The FastAPI application factory: ``uvicorn --factory api.app:create_app``."""
+"""The API application factory: ``create_app()`` builds the API alone (JSON routes, ``/health``).
+
+The platform as served (``segarena serve``, the compose file, the tests' servers) is the composed app of
+``server.app.create_app``: this API with the leaderboard's HTML pages in front.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.health import platform_version
 from api.settings import Settings, get_settings
-from segarena import __version__
 
-log = logging.getLogger("segarena.api")
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -24,7 +31,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         run_migrations(settings.database_url)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from api.bootstrap import bootstrap
 
         bootstrap(settings)
@@ -32,7 +39,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
     app = FastAPI(
         title="SegArena",
-        version=__version__,
+        version=platform_version(),
         description="Challenge evaluation platform and leaderboard for promptable medical image segmentation.",
         lifespan=lifespan,
     )

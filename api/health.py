@@ -4,6 +4,7 @@ version, for organizers (secrets in URLs and error messages redacted whole)."""
 from __future__ import annotations
 
 import re
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,9 +12,16 @@ from fastapi import APIRouter
 from api.db import db_version, get_engine
 from api.deps import OptionalMember, SettingsDep
 from api.models import Role
-from segarena import __version__
 
 router = APIRouter(tags=["health"])
+
+
+def platform_version() -> str:
+    """The installed ``segarena`` distribution's version (package metadata; the API never imports the CLI)."""
+    try:
+        return version("segarena")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 _SECRET_KEYS = ("pass", "pwd", "secret", "token", "key", "auth", "cred", "sig")
@@ -114,4 +122,4 @@ def health(settings: SettingsDep, member: OptionalMember) -> dict[str, Any]:
     status = "ok" if all(p["ok"] for p in parts.values()) else "degraded"
     if member is None or member.role != Role.organizer:
         return {"status": status}
-    return {"status": status, "version": __version__, **parts}
+    return {"status": status, "version": platform_version(), **parts}

@@ -329,6 +329,9 @@ class Run(Base):
     container_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metric_profile: Mapped[str] = mapped_column(String(32), default="")
     testset: Mapped[str] = mapped_column(String(200), default="")
+    # the per-case time limit this attempt runs under (the track's when the run was created): its shards are
+    # executed with it, and its failed cases are charged it (evaluator.failures); NULL on runs made before
+    case_timeout_s: Mapped[float | None] = mapped_column(Float, default=None)
     cases_total: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)

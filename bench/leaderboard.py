@@ -32,15 +32,11 @@ TARGET_P99_MS = 50.0
 
 
 def make_app():
-    """uvicorn factory for the workers: the API app on the benchmark's database, without migrating."""
-    from api.app import create_app
+    """uvicorn factory for the workers: the served app (API and pages) on the benchmark's database, without migrating."""
     from api.settings import Settings
+    from server.app import create_app
 
-    app = create_app(Settings(), migrate=False)
-    from leaderboard_web.routes import mount
-
-    mount(app)
-    return app
+    return create_app(Settings(), migrate=False)
 
 
 def _free_port() -> int:

@@ -1,6 +1,6 @@
 """Benchmark: upload a 2 GiB docker-save archive over loopback to a real API process.
 
-Starts ``uvicorn api.app:create_app`` in a subprocess (embedded mode, fresh data dir), creates a challenge,
+Starts ``uvicorn server.app:create_app`` in a subprocess (embedded mode, fresh data dir), creates a challenge,
 a team and a token through the API, then sends the archive as one streamed request body
 (``POST …/submissions``, Content-Length, zero-copy ``sendfile`` on the client side) and, as a second
 figure, through the resumable protocol in 256 MiB Content-Range chunks. The server hashes (SHA-256),
@@ -168,7 +168,7 @@ def main() -> None:
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_")},
                "SEGARENA_DATA_DIR": str(work / "data"), "SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN": org,
                "SEGARENA_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app", "--host", "127.0.0.1",
                                  "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)
         deadline = time.time() + 60
         while True:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from .failures import charge_failures
 from .io import CaseFormatError, parse_case_name
 
 __all__ = ["OK", "REQUIRED_COLUMNS", "complete", "normalize", "by_modality", "overall", "summary"]
@@ -67,18 +68,20 @@ def complete(
 
 
 def normalize(df: pd.DataFrame, *, time_limit_s: float | None = None) -> pd.DataFrame:
-    """Per-case rows with failures scored: DSC 0 and NSD 0 (runtime = ``time_limit_s`` if given)."""
+    """Per-case rows with failures charged by :func:`evaluator.failures.charge_failures`: DSC 0 and NSD 0,
+    runtime = ``time_limit_s`` (the limit the run was executed under) if given."""
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"the results miss the column(s) {missing}; call complete() first")
     df = df.copy()
-    failed = df["status"].astype(str) != OK
-    df.loc[failed, "dsc"] = 0.0
-    df.loc[failed, "nsd"] = 0.0
-    if time_limit_s is not None:
-        df.loc[failed, "runtime_s"] = float(time_limit_s)
     for col in _METRICS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    ok = (df["status"].astype(str) == OK).to_numpy()
+    runtime = df["runtime_s"].to_numpy()
+    # without a known limit a failed case keeps the runtime it recorded (NaN: unknown, left out of the means)
+    limit = float(time_limit_s) if time_limit_s is not None else runtime
+    charged = charge_failures(df["dsc"].to_numpy(), df["nsd"].to_numpy(), runtime, ok, limit)
+    df["dsc"], df["nsd"], df["runtime_s"] = charged.dsc, charged.nsd, charged.runtime_s
     return df
 
 

@@ -16,6 +16,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .failures import charge_failures
+
 __all__ = ["Interval", "ReproResult", "bootstrap_mean_ci", "compare", "REPRODUCED", "NOT_REPRODUCED"]
 
 REPRODUCED = "reproduced"
@@ -73,7 +75,7 @@ def bootstrap_mean_ci(x: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
 
 
 def compare(original: Mapping[str, Sequence[float]], reproduction: Mapping[str, Sequence[float]], *,
-            time_limit_s: float, margin_dsc: float = 0.01, margin_nsd: float = 0.01,
+            time_limit_s: float | tuple[float, float], margin_dsc: float = 0.01, margin_nsd: float = 0.01,
             n_boot: int = 1000, seed: int = 0, case_ids: Sequence[str] | None = None) -> ReproResult:
     """Compare a reproduction with its original on the same cases.
 
@@ -81,8 +83,9 @@ def compare(original: Mapping[str, Sequence[float]], reproduction: Mapping[str, 
     ----------
     original, reproduction : mapping
         ``case_id → (dsc, nsd, runtime_s)``; ``NaN`` (or an absent case) means failed/missing.
-    time_limit_s : float
-        Runtime a failed case counts (the track's case time limit).
+    time_limit_s : float or (float, float)
+        Runtime a failed case counts: the case time limit its run was executed under (one for both, or
+        the original's and the reproduction's); see :mod:`evaluator.failures`.
     margin_dsc, margin_nsd : float
         Allowed |mean Δ|: the 95% interval must lie inside ``±margin``.
     case_ids : sequence, optional
@@ -100,20 +103,22 @@ def compare(original: Mapping[str, Sequence[float]], reproduction: Mapping[str, 
     ids = list(case_ids) if case_ids is not None else sorted(set(original) | set(reproduction))
     notes: list[str] = []
 
-    def _get(m: Mapping[str, Sequence[float]], cid: str) -> tuple[float, float, float, bool]:
-        v = m.get(cid)
-        if v is None:
-            return 0.0, 0.0, float(time_limit_s), False
-        d, s, t = (float(v[0]), float(v[1]), float(v[2]))
-        failed = np.isnan(d) or np.isnan(s)
-        return (0.0 if np.isnan(d) else d, 0.0 if np.isnan(s) else s,
-                float(time_limit_s) if (np.isnan(t) or failed) else t, not failed)
+    limit_orig, limit_repro = time_limit_s if isinstance(time_limit_s, tuple) else (time_limit_s, time_limit_s)
 
+    def _side(m: Mapping[str, Sequence[float]], limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        nan = (np.nan, np.nan, np.nan)
+        raw = np.array([tuple(m.get(cid, nan))[:3] for cid in ids], dtype=np.float64).reshape(len(ids), 3)
+        ok = ~(np.isnan(raw[:, 0]) | np.isnan(raw[:, 1]))
+        t = np.where(np.isnan(raw[:, 2]), float(limit), raw[:, 2])  # an ok case without a runtime: the limit
+        c = charge_failures(raw[:, 0], raw[:, 1], t, ok, float(limit))
+        return c.dsc, c.nsd, c.runtime_s, ok
+
+    side0, side1 = _side(original, limit_orig), _side(reproduction, limit_repro)
     rows = []
     arr = np.zeros((len(ids), 6))
     for i, cid in enumerate(ids):
-        d0, s0, t0, ok0 = _get(original, cid)
-        d1, s1, t1, ok1 = _get(reproduction, cid)
+        (d0, s0, t0), ok0 = (float(x[i]) for x in side0[:3]), bool(side0[3][i])
+        (d1, s1, t1), ok1 = (float(x[i]) for x in side1[:3]), bool(side1[3][i])
         if not ok0:
             notes.append(f"case {cid}: the original has no valid result (scored as failed)")
         if not ok1:

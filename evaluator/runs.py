@@ -8,10 +8,11 @@ trusted side has them without importing ``worker``. Pure: works on any objects w
 
 from __future__ import annotations
 
+import math
 import re
-import statistics
 from typing import Any, Iterable, Sequence
 
+from .failures import charge_failures
 from .io import bound_text
 
 __all__ = ["summarize", "fail_fast_reason", "FAIL_FAST_HINTS", "status_value"]
@@ -22,28 +23,44 @@ def status_value(status: Any) -> str:
     return str(getattr(status, "value", status))
 
 
-def summarize(cases: Sequence[Any]) -> dict[str, Any]:
-    """Aggregates of a run's case results (failed cases at their worst values)."""
-
-    def agg(rows: list[Any]) -> dict[str, Any]:
-        if not rows:
-            return {"n": 0, "dsc": None, "nsd": None, "runtime_s": None}
-        return {"n": len(rows), "dsc": statistics.fmean(c.dsc for c in rows),
-                "nsd": statistics.fmean(c.nsd for c in rows), "runtime_s": statistics.fmean(c.runtime_s for c in rows)}
-
+def summarize(cases: Sequence[Any], *, time_limit_s: float, size_classes: Sequence[str] = ()) -> dict[str, Any]:
+    """Aggregates of a run's case results, failed cases charged by :func:`evaluator.failures.charge_failures`
+    (DSC 0, NSD 0, runtime ``time_limit_s``: the case time limit the run was executed under). ``by_size_class``
+    follows ``size_classes`` (the caller passes ``data_manifests.SIZE_CLASSES``), other classes after, sorted."""
     cases = list(cases)
-    out = agg(cases)
+    ok = [status_value(c.status) == "ok" for c in cases]
+    charged = charge_failures([_num(c.dsc) for c in cases], [_num(c.nsd) for c in cases],
+                              [_num(c.runtime_s) for c in cases], ok, time_limit_s)
+
+    def agg(idx: list[int]) -> dict[str, Any]:
+        if not idx:
+            return {"n": 0, "dsc": None, "nsd": None, "runtime_s": None}
+        return {"n": len(idx), "dsc": float(charged.dsc[idx].mean()), "nsd": float(charged.nsd[idx].mean()),
+                "runtime_s": float(charged.runtime_s[idx].mean())}
+
+    out = agg(list(range(len(cases))))
     counts: dict[str, int] = {}
     for c in cases:
         counts[status_value(c.status)] = counts.get(status_value(c.status), 0) + 1
     out["status_counts"] = counts
     out["ok"] = counts.get("ok", 0)
     out["failed"] = len(cases) - out["ok"]
-    out["total_runtime_s"] = sum(c.runtime_s for c in cases)
-    out["by_modality"] = {m: agg([c for c in cases if c.modality == m]) for m in sorted({c.modality for c in cases})}
-    out["by_size_class"] = {k: agg([c for c in cases if c.size_class == k])
-                            for k in ("small", "medium", "large") if any(c.size_class == k for c in cases)}
+    out["total_runtime_s"] = float(charged.runtime_s.sum())
+    out["by_modality"] = {m: agg([i for i, c in enumerate(cases) if c.modality == m])
+                          for m in sorted({c.modality for c in cases})}
+    present = {c.size_class for c in cases if c.size_class}
+    order = [k for k in size_classes if k in present] + sorted(present - set(size_classes))
+    out["by_size_class"] = {k: agg([i for i, c in enumerate(cases) if c.size_class == k]) for k in order}
     return out
+
+
+def _num(x: Any) -> float:
+    """A stored score as a float: NULL or NaN (an undefined score of an ok case) counts 0, as the scorer stores it."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(v) else v
 
 
 #: what to change, by the status of the cases that stopped a run early

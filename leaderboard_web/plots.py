@@ -6,6 +6,8 @@ import math
 from html import escape
 from typing import Any
 
+from api.leaderboard.board import Row
+
 __all__ = ["scatter_accuracy_runtime", "modality_bars", "stability_plot", "significance_plot", "PALETTE"]
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
@@ -35,15 +37,15 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
-def scatter_accuracy_runtime(rows: list[dict[str, Any]], *, label_top: int = 5) -> str:
+def scatter_accuracy_runtime(rows: list[Row], *, label_top: int = 5) -> str:
     """DSC (y) against mean runtime per case (x, log scale); baselines as hollow squares."""
-    pts = [r for r in rows if r.get("dsc") is not None and r.get("runtime_s")]
+    pts = [r for r in rows if r.dsc is not None and r.runtime_s]
     w, h, ml, mr, mt, mb = 640, 340, 56, 16, 16, 44
     title = "Accuracy vs runtime: mean DSC against mean runtime per case (log scale)"
     if not pts:
         return _svg(w, h, [f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" fill="#6b7280">no entries yet</text>'], title)
-    xs = [math.log10(max(r["runtime_s"], 1e-3)) for r in pts]
-    ys = [r["dsc"] for r in pts]
+    xs = [math.log10(max(r.runtime_s, 1e-3)) for r in pts]
+    ys = [r.dsc for r in pts]
     x0, x1 = math.floor(min(xs) * 2) / 2, math.ceil(max(xs) * 2) / 2
     if x1 - x0 < 0.5:
         x1 = x0 + 1
@@ -69,23 +71,23 @@ def scatter_accuracy_runtime(rows: list[dict[str, Any]], *, label_top: int = 5) 
         e += 1
     body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 6}" text-anchor="middle" fill="#111827">runtime per case (s, log scale)</text>'
                 f'<text transform="translate(14,{(mt + h - mb) / 2}) rotate(-90)" text-anchor="middle" fill="#111827">mean DSC</text>')
-    ranked = sorted((r for r in pts if r.get("rank")), key=lambda r: r["rank"])
+    ranked = sorted((r for r in pts if r.rank), key=lambda r: r.rank)
     if not ranked:  # an unranked board (reproducibility): label the entries as listed
-        ranked = [r for r in pts if not r.get("baseline")]
+        ranked = [r for r in pts if not r.baseline]
     top = {id(r) for r in ranked[:label_top]}
     placed: list[tuple[float, float, float, float]] = []
     for r, xv, yv in zip(pts, xs, ys):
         x, y = px(xv), py(yv)
-        name = escape(f'{r.get("team")} · {r.get("label") or ""}'.strip(" ·"))
-        tip = f'<title>{name}: DSC {r["dsc"]:.3f}, NSD {(r.get("nsd") or 0):.3f}, {r["runtime_s"]:.2f} s</title>'
-        if r.get("baseline"):
+        name = escape(f'{r.team} · {r.label or ""}'.strip(" ·"))
+        tip = f'<title>{name}: DSC {r.dsc:.3f}, NSD {(r.nsd or 0):.3f}, {r.runtime_s:.2f} s</title>'
+        if r.baseline:
             body.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="none" stroke="#111827" stroke-width="1.5">{tip}</rect>')
         else:
             color = PALETTE[0] if id(r) in top else "#94a3b8"
             body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}" fill-opacity="0.85" stroke="#fff">{tip}</circle>')
-        if id(r) in top or r.get("baseline"):
-            raw = (f'#{r["rank"]} {r.get("team")}' if r.get("rank")
-                   else str(r.get("label") or r.get("team")) if r.get("baseline") else str(r.get("team")))
+        if id(r) in top or r.baseline:
+            raw = (f'#{r.rank} {r.team}' if r.rank
+                   else str(r.label or r.team) if r.baseline else str(r.team))
             raw = raw[:24]
             tw = 6.2 * len(raw)
             # first free spot among: above-right, below-right, above-left, below-left
@@ -100,12 +102,12 @@ def scatter_accuracy_runtime(rows: list[dict[str, Any]], *, label_top: int = 5) 
     return _svg(w, h, body, title)
 
 
-def modality_bars(rows: list[dict[str, Any]], modalities: list[str], *, metric: str = "dsc", top: int = 5) -> str:
+def modality_bars(rows: list[Row], modalities: list[str], *, metric: str = "dsc", top: int = 5) -> str:
     """Grouped bars: the top entries' (and baselines') mean ``metric`` per modality."""
-    chosen = sorted((r for r in rows if r.get("rank")), key=lambda r: r["rank"])[:top]
+    chosen = sorted((r for r in rows if r.rank), key=lambda r: r.rank)[:top]
     if not chosen:  # an unranked board (reproducibility): the first entries as listed
-        chosen = [r for r in rows if not r.get("baseline")][:top]
-    chosen += [r for r in rows if r.get("baseline")][:1]
+        chosen = [r for r in rows if not r.baseline][:top]
+    chosen += [r for r in rows if r.baseline][:1]
     slanted = len(modalities) > 7  # long modality names would overlap side by side
     w, h, ml, mr, mt, mb = 640, 300 + (32 if slanted else 0), 44, 12, 40, 72 if slanted else 40
     title = f"Per-modality mean {metric.upper()} of the top {top} entries"
@@ -122,14 +124,14 @@ def modality_bars(rows: list[dict[str, Any]], modalities: list[str], *, metric: 
     for gi, mod in enumerate(modalities):
         gx = ml + gi * gw + 4
         for ri, r in enumerate(chosen):
-            v = r.get(f"{mod}:{metric}")
+            v = r.value(f"{mod}:{metric}")
             if v is None:
                 continue
-            color = "#111827" if r.get("baseline") else PALETTE[ri % len(PALETTE)]
-            op = ' fill-opacity="0.35"' if r.get("baseline") else ""
+            color = "#111827" if r.baseline else PALETTE[ri % len(PALETTE)]
+            op = ' fill-opacity="0.35"' if r.baseline else ""
             y = py(v)
             body.append(f'<rect x="{gx + ri * bw:.1f}" y="{y:.1f}" width="{bw - 1:.1f}" height="{h - mb - y:.1f}" fill="{color}"'
-                        f'{op}><title>{escape(str(r.get("team")))} · {escape(mod)}: {v:.3f}</title></rect>')
+                        f'{op}><title>{escape(str(r.team))} · {escape(mod)}: {v:.3f}</title></rect>')
         tx, ty = gx + gw / 2 - 4, h - mb + 16
         if slanted:
             body.append(f'<text x="{tx:.1f}" y="{ty:.1f}" text-anchor="end" transform="rotate(-35 {tx:.1f} {ty:.1f})" '
@@ -138,10 +140,10 @@ def modality_bars(rows: list[dict[str, Any]], modalities: list[str], *, metric: 
             body.append(f'<text x="{tx:.1f}" y="{ty:.1f}" text-anchor="middle" fill="#111827">{escape(mod)}</text>')
     lx = ml
     for ri, r in enumerate(chosen):
-        color = "#111827" if r.get("baseline") else PALETTE[ri % len(PALETTE)]
-        name = (f'#{r["rank"]} {r.get("team")}' if r.get("rank")
-                else str(r.get("label") or r.get("team")) if r.get("baseline") else str(r.get("team")))[:22]
-        op = ' fill-opacity="0.35"' if r.get("baseline") else ""
+        color = "#111827" if r.baseline else PALETTE[ri % len(PALETTE)]
+        name = (f'#{r.rank} {r.team}' if r.rank
+                else str(r.label or r.team) if r.baseline else str(r.team))[:22]
+        op = ' fill-opacity="0.35"' if r.baseline else ""
         body.append(f'<rect x="{lx}" y="10" width="10" height="10" fill="{color}"{op}/>'
                     f'<text x="{lx + 14}" y="19" fill="#111827" font-size="11">{escape(name)}</text>')
         lx += 22 + 6.0 * len(name)

@@ -27,10 +27,13 @@ from api.models import (
     Track,
     TrackKind,
 )
+from data_manifests.schema import MODALITIES as _MODALITIES
+from data_manifests.schema import SIZE_CLASSES
+from evaluator.failures import charge_failures
 
 __all__ = ["seed_demo", "add_submission", "MODALITIES"]
 
-MODALITIES = ("CT", "MR", "PET", "US", "X-Ray", "Endoscopy", "Fundus", "Microscopy", "OCT")
+MODALITIES = _MODALITIES[:9]  # the reference challenge's nine (data_manifests.schema)
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
@@ -39,7 +42,7 @@ def _case_ids(n: int) -> list[tuple[str, str, str]]:
     for i in range(n):
         mod = MODALITIES[i % len(MODALITIES)]
         dim = 3 if mod in ("CT", "MR", "PET") else 2
-        size = ("small", "medium", "large")[(i // len(MODALITIES)) % 3]
+        size = SIZE_CLASSES[(i // len(MODALITIES)) % 3]
         out.append((f"{dim}DBox_{mod}_{i:04d}", mod, size))
     return out
 
@@ -52,15 +55,15 @@ def add_submission(session: Session, *, track: Track, team: Team, cases: list[tu
                    per_class: list[dict] | None = None) -> Submission:
     """One submission with ``attempts`` runs; the last run carries the given per-case results."""
     failed = np.zeros(len(cases), bool) if failed is None else failed
-    ok = ~failed
-    mean = lambda a: float(np.where(ok, a, 0.0).mean()) if len(a) else None  # noqa: E731
+    limit = float(track.case_timeout_s)
+    charged = charge_failures(dsc, nsd, runtime, ~failed, limit)  # the stored totals, as the scorer stores them
+    mean = lambda a: float(a.mean()) if len(a) else None  # noqa: E731
     digest = hashlib.sha256(f"{team.id}-{label}-{created_at}-{track.id}".encode()).hexdigest()
     sub = Submission(
         track_id=track.id, team_id=team.id, label=label, state=state, archive_path=f"archives/{digest}.tar.gz",
         archive_sha256=digest, archive_bytes=123456, image_id="sha256:" + digest, image_tag=f"{team.name}:latest",
         is_baseline=is_baseline, excluded=excluded, exclusion_reason=exclusion_reason, reproduces_id=reproduces_id,
-        dsc=mean(dsc), nsd=mean(nsd),
-        runtime_s=float(np.where(ok, runtime, track.case_timeout_s).mean()) if len(cases) else None,
+        dsc=mean(charged.dsc), nsd=mean(charged.nsd), runtime_s=mean(charged.runtime_s),
         metric_profile=track.metric_profile, created_at=created_at or T0,
         finished_at=(created_at or T0) + timedelta(minutes=30),
     )
@@ -71,6 +74,7 @@ def add_submission(session: Session, *, track: Track, team: Team, cases: list[tu
         last = attempt == attempts
         run = Run(submission_id=sub.id, attempt=attempt, state=RunState.succeeded if last else RunState.infra_failed,
                   reason="" if last else "worker lost", metric_profile=track.metric_profile, testset=track.testset,
+                  case_timeout_s=limit,
                   cases_total=len(cases), worker_host="worker-1", docker_version="24.0.7", cpu_model="demo CPU",
                   log_tail="loading image…\nrunning 100 cases\ndone\n" if last else "worker lost\n")
         session.add(run)
@@ -85,8 +89,8 @@ def add_submission(session: Session, *, track: Track, team: Team, cases: list[tu
     for j, (cid, mod, size) in enumerate(cases):
         if failed[j]:
             rows.append({"run_id": run.id, "case_id": cid, "modality": mod, "size_class": size,
-                         "status": CaseStatus.timeout, "reason": f"case {cid}: exceeded the {track.case_timeout_s} s time limit",
-                         "runtime_s": float(track.case_timeout_s), "dsc": 0.0, "nsd": 0.0, "per_class": {},
+                         "status": CaseStatus.timeout, "reason": f"case {cid}: exceeded the {limit:g} s time limit",
+                         "runtime_s": limit, "dsc": 0.0, "nsd": 0.0, "per_class": {},
                          "exit_code": 137, "stderr_tail": "Killed\n"})
         else:
             d, s = float(dsc[j]), float(nsd[j])

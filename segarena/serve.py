@@ -125,10 +125,10 @@ def uvicorn_limits(settings: Any) -> dict[str, Any]:
 
 
 def run(*, host: str, port: int, workers: int = 1, access_log: bool = True) -> None:
-    """Serve the API app with the limits of the process settings (see :func:`uvicorn_limits`)."""
+    """Serve the platform (the API and the leaderboard pages, ``server.app``) with the limits of the process settings (see :func:`uvicorn_limits`)."""
     import uvicorn
 
     from api.settings import get_settings
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
+    uvicorn.run("server.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
                 access_log=access_log, **uvicorn_limits(get_settings()))

@@ -14,14 +14,12 @@ T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
 
 
 def make_app(settings):
-    """The API app; mounts ``leaderboard_web.routes.router`` if ``api.routes`` does not yet."""
-    from api.app import create_app
-    from leaderboard_web.routes import clear_cache, mount
+    """The served app (the API and the leaderboard pages), with this process's leaderboard caches emptied."""
+    from api.leaderboard import cache
+    from server.app import create_app
 
-    clear_cache()
-    app = create_app(settings)
-    mount(app)
-    return app
+    cache.clear()
+    return create_app(settings)
 
 
 def add_member(url: str, *, role: Role, token: str, team_id: int | None = None, name: str = "") -> None:

@@ -29,6 +29,7 @@ from api.models import (
     CaseResult, CaseStatus, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, TrackKind, utcnow,
 )
 from api.storage import BadKey, ObjectNotFound, Storage
+from data_manifests.schema import SIZE_CLASSES
 from evaluator.io import bound_text
 from evaluator.runs import fail_fast_reason, summarize
 
@@ -286,7 +287,7 @@ def stop_run(s: Session, settings: Any, run_id: int, *, stopped: str = "", infra
     sub = s.get(Submission, run.submission_id)
     cases = list(s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.scored.is_(True))
                            .order_by(CaseResult.id)))
-    summary = summarize(cases, time_limit_s=run_time_limit(run, s.get(Track, sub.track_id)))
+    summary = summarize(cases, time_limit_s=run_time_limit(run, s.get(Track, sub.track_id)), size_classes=SIZE_CLASSES)
     summary["not_run"] = max(0, int(run.cases_total or 0) - len(cases))
     summary["stopped_early"] = bool(stopped)
     failed = [c for c in cases if c.status != CaseStatus.ok]

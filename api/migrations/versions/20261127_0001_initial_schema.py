@@ -2,7 +2,7 @@
 
 Revision ID: 20261127_0001
 Revises: 
-Create Date: 2026-11-30 19:53:13.976349
+Create Date: 2026-11-30 19:58:20.574774
 """
 from alembic import op
 import sqlalchemy as sa
@@ -288,6 +288,7 @@ def upgrade() -> None:
     sa.Column('container_params', sa.JSON(), nullable=False),
     sa.Column('metric_profile', sa.String(length=32), nullable=False),
     sa.Column('testset', sa.String(length=200), nullable=False),
+    sa.Column('case_timeout_s', sa.Float(), nullable=True),
     sa.Column('cases_total', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
