@@ -29,10 +29,17 @@ def _challenge() -> str:
     return load_config(**OPTIONS).challenge
 
 
-def _out() -> Any:
-    from segarena.participant import out
+class _Plain:
+    """Prints server-supplied text as is: no Rich markup ('[run.failed]' stays), terminal control cleaned."""
 
-    return out
+    def print(self, text: str) -> None:
+        from segarena.participant import out
+
+        out.print(text, markup=False, highlight=False)
+
+
+def _out() -> _Plain:
+    return _Plain()
 
 
 def notifications(email: str | None = typer.Option(None, "--email", help="on or off: e-mail notifications about "
