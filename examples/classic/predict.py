@@ -2,14 +2,15 @@
 slice by slice in 3D. A real, if simple, method that beats box-fill on most modalities.
 
 Per box:
-1. the crop is smoothed (Gaussian, sigma 1 px) against noise and speckle; for colour images the
+1. the crop is smoothed (Gaussian, sigma CLASSIC_SIGMA = 1 px) against noise and speckle; for colour images the
    channel (or grey) whose Otsu split separates best is used;
 2. candidate masks: Otsu's threshold and the Otsu thresholds of its two classes (a three-level
    split), the object bright or dark; slice by slice, each keeps the connected component covering
    the box centre (the largest one otherwise), opened and with its holes filled;
 3. the box prompt picks the candidate: it is tight, so the object's bounding box should be the box
    and the box's corners (outside the inscribed ellipse) should be mostly background;
-4. when no candidate fits (a low-contrast or textured object), the ellipse inscribed in the box
+4. when no candidate fits (box fit below CLASSIC_MIN_FIT = 0.85: a low-contrast or textured object), the ellipse
+   inscribed in the box
    (in 3D the ellipsoid's slices) is used instead.
 Smaller boxes are painted last, so a nested structure (a lesion inside an organ) keeps its label.
 
@@ -24,6 +25,10 @@ import numpy as np
 from scipy import ndimage
 
 INPUTS, OUTPUTS = "/workspace/inputs", "/workspace/outputs"
+# Parameters (the demo builds variants of this baseline with other values, as build args → ENV):
+SIGMA = float(os.environ.get("CLASSIC_SIGMA", "1.0"))  # Gaussian smoothing of the crop, pixels (0: none)
+MIN_FIT = float(os.environ.get("CLASSIC_MIN_FIT", "0.85"))  # box fit below which the inscribed ellipse is used
+THREE_LEVEL = os.environ.get("CLASSIC_THREE_LEVEL", "1") != "0"  # also try the Otsu thresholds of both classes
 
 
 def otsu(values):
@@ -91,7 +96,7 @@ def box_fit(mask, corners):
 
 
 def smooth(crop):
-    return ndimage.gaussian_filter(crop, sigma=1.0) if min(crop.shape[-2:]) > 6 else crop
+    return ndimage.gaussian_filter(crop, sigma=SIGMA) if SIGMA > 0 and min(crop.shape[-2:]) > 6 else crop
 
 
 def best_channel(crop_rgb):
@@ -104,6 +109,8 @@ def thresholds(values):
     """Otsu's threshold and the Otsu thresholds of the two classes it makes (a three-level split)."""
     t, _ = otsu(values)
     out = [t]
+    if not THREE_LEVEL:
+        return out
     for part in (values[values < t], values[values > t]):
         if part.size > 16:
             out.append(otsu(part)[0])
@@ -131,7 +138,7 @@ def segment(crop, fallback):
             score = box_fit(cand, corners)
             if score > best_score:
                 best, best_score = cand, score
-    return best if best is not None and best_score >= 0.85 else fallback
+    return best if best is not None and best_score >= MIN_FIT else fallback
 
 
 def ellipsoid_slices(d, h, w):
