@@ -213,7 +213,7 @@ def db_settings(request, settings):
 
 @pytest.fixture
 def app(db_settings):
-    from api.app import create_app
+    from server.app import create_app
 
     return create_app(db_settings)
 
@@ -313,7 +313,7 @@ def schema_test_world(settings, *, name: str) -> tuple[object, str, dict[str, ob
     reach real objects as well as random ids."""
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
+    from server.app import create_app
     from api.db import session_scope
     from api.models import ApiToken, Team
 

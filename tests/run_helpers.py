@@ -1,6 +1,6 @@
 """Drive a run through THE execution path (sharded, docs/worker-protocol.md) in-process, with real parts:
 
-* the real API app (``api.app.create_app``, sharded execution) served by uvicorn on 127.0.0.1
+* the real API app (``server.app.create_app``, sharded execution) served by uvicorn on 127.0.0.1
   (:class:`tests.api_helpers.LiveServer`), a real worker identity and token;
 * ``split_run``/``send_shards`` of the trusted side (``enqueue_run_sharded``, as the API does after an upload);
 * the real execution host: :class:`worker.shard.ShardExecutor` with :class:`worker.client.WorkerClient` over HTTP,
@@ -100,7 +100,7 @@ class ShardedHost:
 
     def __init__(self, settings: Any, *, docker: Any = None, queues: tuple[str, ...] = ("cpu",),
                  name: str | None = None, **config: Any) -> None:
-        from api.app import create_app
+        from server.app import create_app
         from api.db import migrate, session_scope
         from api.execution.identity import create_worker
         from tests.api_helpers import LiveServer

@@ -1,6 +1,6 @@
 """A scaled-out SegArena on this machine, as real processes (tests/test_scaleout.py, bench/scaleout.py):
 
-* the API: ``uvicorn --factory api.app:create_app`` on 127.0.0.1 (sharded execution);
+* the API: ``uvicorn --factory server.app:create_app`` on 127.0.0.1 (sharded execution);
 * the trusted scorer: ``segarena scorer`` (queue ``score`` and the reaper beat), next to the database;
 * execution workers: ``segarena worker`` (:func:`worker.exec_tasks.run_execution_worker`), each with its own
   cache dir, pinned with ``taskset`` to its own core (and its containers to it: ``SEGARENA_WORKER_CPUS``), and
@@ -103,7 +103,7 @@ class ScaleStack:
         return proc
 
     def start_trusted(self) -> "ScaleStack":
-        api = self._spawn("api", [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host",
+        api = self._spawn("api", [sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app", "--host",
                                   "127.0.0.1", "--port", str(self.port), "--log-level", "warning"], self.trusted_env)
         self._spawn("scorer", segarena_cmd("scorer"), self.trusted_env)
         wait_http(f"{self.url}/health", 90, proc=api)
