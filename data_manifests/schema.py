@@ -27,6 +27,7 @@ __all__ = [
     "MODALITIES",
     "SizeClass",
     "SIZE_CLASSES",
+    "VOLUME_MODALITIES",
     "modality_order",
     "FileRef",
     "LabelInfo",
@@ -42,6 +43,9 @@ MODALITIES: tuple[str, ...] = (
     "CT", "MR", "PET", "US", "X-Ray", "Endoscopy", "Fundus", "Microscopy", "OCT",
     "Dermoscopy", "Mammography",
 )
+
+#: the modalities whose cases are volumes (3D: ``3DBox_*``) in the reference challenge; the others are 2D images
+VOLUME_MODALITIES: tuple[str, ...] = MODALITIES[:3]
 
 SizeClass = Literal["small", "medium", "large"]
 #: the size classes (tertiles of relative structure size), smallest first: the one definition the manifests,

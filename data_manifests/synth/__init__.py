@@ -6,6 +6,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..schema import VOLUME_MODALITIES
 from ._common import RegenerateCase, SynthCase
 from .color import make_dermoscopy, make_endoscopy, make_fundus, make_microscopy
 from .grayscale import make_mammography, make_oct, make_us, make_xray
@@ -28,7 +29,7 @@ MAKERS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], SynthCase]] =
     "Mammography": make_mammography,
 }
 
-DIM = {m: (3 if m in ("CT", "MR", "PET") else 2) for m in MAKERS}
+DIM = {m: (3 if m in VOLUME_MODALITIES else 2) for m in MAKERS}
 
 
 def synthesize(modality: str, rng: np.random.Generator, shape: tuple[int, ...], *, attempts: int = 25) -> SynthCase:
