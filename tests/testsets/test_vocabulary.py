@@ -29,7 +29,8 @@ def test_run_summary_groups_size_classes_in_the_given_order() -> None:
 
 def test_no_second_copy_of_the_vocabulary() -> None:
     """A literal list of the size classes or of the canonical modalities outside data_manifests/schema.py fails."""
-    pattern = re.compile(r"""["']small["']\s*,\s*["']medium["']\s*,\s*["']large["']|["']CT["']\s*,\s*["']MR["']\s*,\s*["']PET["']""")
+    pattern = re.compile(r"""["']small["']\s*,\s*["']medium["']\s*,\s*["']large["']"""
+                         r"""|["']CT["']\s*,\s*["']MR["']\s*,\s*["']PET["']""")
     offenders = []
     for package in ("api", "leaderboard_web", "evaluator", "data_manifests", "segarena", "worker"):
         for path in sorted((ROOT / package).rglob("*.py")):
