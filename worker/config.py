@@ -106,6 +106,9 @@ class WorkerConfig(BaseSettings):
     deployment_id: str = Field(default="", description="Label value marking this deployment's containers; default: "
                                                        "a hash of the API URL.")
     keep_case_files: bool = Field(default=False, description="Keep each case's local directory (debugging).")
+    sweep_interval_s: float = Field(default=60.0, gt=0, description="How often the worker removes its own "
+                                    "containers of shards it no longer runs and containers of dead workers of this "
+                                    "host (worker/housekeeping.py); also once at start.")
 
     # -- HTTP -----------------------------------------------------------------------------------
     http_timeout_s: float = Field(default=60.0, gt=0, description="Connect/read timeout of one API request.")

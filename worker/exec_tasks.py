@@ -10,7 +10,8 @@ idempotent per case on the API.
 
 :func:`run_execution_worker` is what a CLI entry point calls: it checks the queues, sweeps containers
 of dead workers of this host, calibrates, says hello (the API answers the queues this token may
-serve and refuses others with 403), then runs ``celery worker -Q <queues> --pool=solo --concurrency=1``.
+serve and refuses others with 403), starts the periodic sweeper (:mod:`worker.housekeeping`), then runs
+``celery worker -Q <queues> --pool=solo --concurrency=1``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from . import sandbox as sb
 from .calibrate import hello_payload
 from .client import Forbidden, LeaseLost, WorkerClient
 from .config import ConfigError, WorkerConfig, load_config
-from .shard import ShardExecutor, sweep_orphans
+from .housekeeping import Sweeper, sweep_orphans
+from .shard import ShardExecutor
 
 __all__ = ["SHARD_TASK", "make_exec_celery", "run_execution_worker", "check_queues", "worker_argv", "handle_shard",
            "start_pinging"]
@@ -159,11 +161,14 @@ def run_execution_worker(config: WorkerConfig | None = None, *, loglevel: str = 
     served = [q for q in (answer.get("queues") or queues) if q in queues] or queues
     log.info("execution worker %s: queues %s, calibration %.3f s, heartbeat %s s", config.worker_name,
              ",".join(served), payload["calibration_s"], answer.get("heartbeat_s"))
-    app = make_exec_celery(config, ShardExecutor(config, client, docker=docker))
+    executor = ShardExecutor(config, client, docker=docker)
+    app = make_exec_celery(config, executor)
     stop = start_pinging(config, payload)
+    sweeper = Sweeper(executor, float(config.sweep_interval_s)).start()
     try:
         app.worker_main(worker_argv(config, served, loglevel=loglevel))
     finally:
+        sweeper.stop()
         stop.set()
         try:  # a clean stop: GET /api/status stops counting this worker at once
             WorkerClient(config, retries=0, timeout_s=5.0).ping(config.worker_name, offline=True)

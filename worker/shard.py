@@ -36,12 +36,12 @@ from . import interactive as prompted
 from . import sandbox as sb
 from .cache import ImageCache
 from .client import APIError, InfraError, LeaseLost, WorkerClient
+from .housekeeping import LABEL_SHARD, sweep_orphans
 
 __all__ = ["ShardExecutor", "ShardReport", "LABEL_SHARD", "sweep_orphans", "make_meta"]
 
 log = logging.getLogger("segarena.worker")
 
-LABEL_SHARD = "segarena.shard"
 _CASE_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 KILL_POLL_S = 0.25
 
@@ -177,7 +177,12 @@ class ShardExecutor:
         self.identity = sb.worker_identity()
         self.deployment = sb.deployment_id(config)
         self.cgroup_parent = sb.CgroupMeter.usable_parent(f"segarena-{socket.gethostname()}-{os.getpid()}")
+        self._current: int | None = None  # the shard being executed (worker.housekeeping spares its containers)
         config.ensure_dirs()
+
+    def current_shard(self) -> int | None:
+        """The id of the shard this executor is running now, or None."""
+        return self._current
 
     def docker(self) -> Any:
         if self._docker is None:
@@ -199,6 +204,7 @@ class ShardExecutor:
         report = ShardReport(outcome="done", shard_id=shard_id, run_id=spec.get("run_id"))
         t0 = time.monotonic()
         hb = _Heartbeat(self, shard_id, lease, float(spec.get("heartbeat_s") or 2.0))
+        self._current = shard_id
         try:
             with hb:
                 self._cases(spec, hb, report)
@@ -220,6 +226,7 @@ class ShardExecutor:
             report.reason = f"worker {self.config.worker_name}: unexpected {exc.__class__.__name__}: {exc}"[:2000]
         finally:
             report.wall_s = time.monotonic() - t0
+            self._current = None
         if hb.stop.is_set():
             report.outcome = "lost" if "lease" in hb.why else "cancelled"
             report.reason = hb.why
@@ -339,31 +346,3 @@ class ShardExecutor:
                 pass
         return killed
 
-
-def sweep_orphans(docker: Any, config: Any) -> list[str]:
-    """Remove this deployment's containers left by dead worker processes of this host (they hold pinned
-    cores); run at worker start. A worker's identity is ``host:pid``; a pid that no longer exists (or is
-    this process's own, from before a restart in a fresh PID namespace) marks an orphan."""
-    host = socket.gethostname()
-    removed: list[str] = []
-    try:
-        found = docker.api.containers(all=True, filters={"label": [f"{sb.LABEL_DEPLOYMENT}={sb.deployment_id(config)}",
-                                                                   LABEL_SHARD]})
-    except Exception as exc:  # noqa: BLE001
-        log.warning("orphan sweep: cannot list containers: %s", exc)
-        return removed
-    for c in found:
-        owner = (c.get("Labels") or {}).get(sb.LABEL_WORKER, "")
-        owner_host, _, pid_text = owner.rpartition(":")
-        if owner_host != host or not pid_text.isdigit():
-            continue
-        pid = int(pid_text)
-        alive = pid != os.getpid() and sb.pid_alive(pid)
-        if alive:
-            continue
-        try:
-            docker.api.remove_container(c["Id"], force=True)
-            removed.append(c["Id"])
-        except Exception:  # noqa: BLE001
-            pass
-    return removed
