@@ -31,7 +31,7 @@ from typing import Any
 
 from . import sandbox as sb
 
-__all__ = ["run_case", "InteractiveOutcome", "timed_run", "prompted_input"]
+__all__ = ["run_case", "InteractiveOutcome", "timed_run", "prompted_input", "write_portable_npz"]
 
 log = logging.getLogger("segarena.worker")
 
@@ -72,14 +72,48 @@ def prompted_input(original: Path, dest: Path, *, iteration: int, prompt: str, p
     original input (``evaluator.interactive.iteration_inputs``: the reference's keys and conventions)."""
     import numpy as np
 
-    from evaluator.interactive import iteration_inputs, write_iteration_npz
+    from evaluator.interactive import iteration_inputs
 
     with np.load(original, allow_pickle=False) as data:  # the test set's own input (trusted)
         arrays = iteration_inputs(dict(data), iteration=iteration, prompt=prompt, clicks=clicks, prev_pred=prev_pred,
                                   points=points)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_iteration_npz(dest, arrays)
+    write_portable_npz(dest, arrays)
     return dest
+
+
+def write_portable_npz(path: Path, arrays: dict[str, Any]) -> None:
+    """``np.savez_compressed(path, **arrays)`` as the reference writes an iteration's input (lists of dicts become
+    pickled object arrays, ``clicks`` holds ``numpy.int64``), except that the pickles name ``numpy.core`` where
+    numpy 2 writes ``numpy._core``: numpy 1.x (what most model images ship) cannot import ``numpy._core`` and would
+    fail on ``np.load(..., allow_pickle=True)``; numpy 2 still reads ``numpy.core``. Other arrays are written as
+    ``np.savez_compressed`` writes them."""
+    import io
+    import pickle
+    import zipfile
+
+    import numpy as np
+    from numpy.lib import format as npformat
+
+    def saved(v: Any) -> Any:
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            arr = np.empty(len(v), dtype=object)  # what the reference's list of dicts becomes
+            for i, x in enumerate(v):
+                arr[i] = x
+            return arr
+        return np.asanyarray(v)
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            arr = saved(value)
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                if arr.dtype.hasobject:  # the .npy header, then the pickle (protocol 3: module names are text)
+                    buf = io.BytesIO()
+                    npformat.write_array_header_1_0(buf, npformat.header_data_from_array_1_0(arr))
+                    pickle.dump(arr, buf, protocol=3)
+                    fh.write(buf.getvalue().replace(b"cnumpy._core.", b"cnumpy.core."))
+                else:
+                    npformat.write_array(fh, arr, allow_pickle=False)
 
 
 def run_case(executor: Any, *, spec: dict[str, Any], case: dict[str, Any], input_file: Path, work: Path,
