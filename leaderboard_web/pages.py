@@ -56,8 +56,11 @@ _env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=
 def mount(app: FastAPI) -> None:
     """Put the pages in front of ``app``'s routes (the leaderboard page is the hottest path: FastAPI matches
     routes in order)."""
+    from leaderboard_web.notifications import router as notifications_router  # organizers: webhooks, delivery log
+
     n = len(app.router.routes)
     app.include_router(router, responses=ERROR_RESPONSES)
+    app.include_router(notifications_router, responses=ERROR_RESPONSES)
     added = app.router.routes[n:]
     del app.router.routes[n:]
     app.router.routes[:0] = added

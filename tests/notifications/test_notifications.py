@@ -468,3 +468,33 @@ def test_scorer_beat_schedules_the_dispatcher(settings):
     assert entry["task"] == "segarena.notify" and entry["schedule"] == settings.notify_interval_s
     assert entry["options"]["expires"] == settings.notify_interval_s
     assert "segarena.notify" in app.tasks
+
+
+def test_organizer_page_shows_webhooks_and_the_delivery_log(sqlite_nsettings, receivers):
+    from fastapi.testclient import TestClient
+
+    from api.notifications.dispatcher import dispatch
+    from server.app import create_app
+
+    s = sqlite_nsettings
+    api_client, w, sid, rid = make_arena(s)
+    rx = receivers(script=[502])
+    hook = add_hook(api_client, w.token_org, rx.url, events=["run.failed"])
+    rx.secret = hook["secret"]
+    fail_run(s, rid, "every case failed; first: <script>alert(1)</script>")
+    dispatch(s)
+    with TestClient(create_app(s)) as pages:
+        page = pages.get("/admin/challenges/cvpr24/notifications", headers=auth(w.token_org))
+        assert page.status_code == 200, page.text
+        html = page.text
+        assert rx.url in html and "run.failed" in html and hook["secret"] not in html
+        assert "HTTP 502" in html and "pending" in html and "alice@example.org" in html
+        assert "<script>alert(1)</script>" not in html, "participant text is escaped"
+        failed_only = pages.get("/admin/challenges/cvpr24/notifications", params={"state": "failed"},
+                                headers=auth(w.token_org)).text
+        assert rx.url not in failed_only.split("Delivery log")[1]
+        assert pages.get("/admin/challenges/cvpr24/notifications", headers=auth(w.token_a)).status_code == 403
+        assert pages.get("/admin/challenges/cvpr24/notifications").status_code == 401
+        assert pages.get("/admin/challenges/nope/notifications", headers=auth(w.token_org)).status_code == 404
+    api_client.__exit__(None, None, None)
+    del sid
