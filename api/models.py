@@ -30,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from api.challenges import track_settings as ts
+from api.challenges.track_settings import TRACK_DEFAULTS as _TD
 
 __all__ = [
     "Base", "utcnow", "TrackKind", "Visibility", "RowPolicy", "Role", "SubmissionState", "RunState",
@@ -152,38 +153,38 @@ class Track(Base):
     challenge_id: Mapped[int] = mapped_column(ForeignKey("challenges.id", ondelete="CASCADE"), index=True)
     slug: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[TrackKind] = mapped_column(_enum(TrackKind), default=TrackKind.main)
-    description: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[TrackKind] = mapped_column(_enum(TrackKind), default=TrackKind(_TD["kind"]))
+    description: Mapped[str] = mapped_column(Text, default=_TD["description"])
     # test set: a built-in name ("tiny", "small") or a path to a manifest JSON
-    testset: Mapped[str] = mapped_column(String(500), default="tiny")
-    metric_profile: Mapped[str] = mapped_column(String(32), default="default")
-    ranking_scheme: Mapped[str] = mapped_column(String(32), default="rank_then_aggregate")
-    row_policy: Mapped[RowPolicy] = mapped_column(_enum(RowPolicy), default=RowPolicy.best)
-    visibility: Mapped[Visibility] = mapped_column(_enum(Visibility), default=Visibility.public)
+    testset: Mapped[str] = mapped_column(String(500), default=_TD["testset"])
+    metric_profile: Mapped[str] = mapped_column(String(32), default=_TD["metric_profile"])
+    ranking_scheme: Mapped[str] = mapped_column(String(32), default=_TD["ranking_scheme"])
+    row_policy: Mapped[RowPolicy] = mapped_column(_enum(RowPolicy), default=RowPolicy(_TD["row_policy"]))
+    visibility: Mapped[Visibility] = mapped_column(_enum(Visibility), default=Visibility(_TD["visibility"]))
     opens_at: Mapped[datetime | None] = mapped_column(default=None)
     closes_at: Mapped[datetime | None] = mapped_column(default=None)
     frozen_at: Mapped[datetime | None] = mapped_column(default=None)
-    quota_per_day: Mapped[int] = mapped_column(Integer, default=5)
+    quota_per_day: Mapped[int] = mapped_column(Integer, default=_TD["quota_per_day"])
     # resource profile
-    queue: Mapped[str] = mapped_column(String(16), default="cpu")
-    cpus: Mapped[float] = mapped_column(Float, default=1.0)
-    memory_mb: Mapped[int] = mapped_column(Integer, default=8192)
-    gpus: Mapped[int] = mapped_column(Integer, default=0)
-    case_timeout_s: Mapped[int] = mapped_column(Integer, default=60)
-    total_timeout_s: Mapped[int] = mapped_column(Integer, default=3600)
-    pids_limit: Mapped[int] = mapped_column(Integer, default=256)
-    tmpfs_mb: Mapped[int] = mapped_column(Integer, default=1024)
-    allow_root: Mapped[bool] = mapped_column(Boolean, default=False)
+    queue: Mapped[str] = mapped_column(String(16), default=_TD["queue"])
+    cpus: Mapped[float] = mapped_column(Float, default=_TD["cpus"])
+    memory_mb: Mapped[int] = mapped_column(Integer, default=_TD["memory_mb"])
+    gpus: Mapped[int] = mapped_column(Integer, default=_TD["gpus"])
+    case_timeout_s: Mapped[int] = mapped_column(Integer, default=_TD["case_timeout_s"])
+    total_timeout_s: Mapped[int] = mapped_column(Integer, default=_TD["total_timeout_s"])
+    pids_limit: Mapped[int] = mapped_column(Integer, default=_TD["pids_limit"])
+    tmpfs_mb: Mapped[int] = mapped_column(Integer, default=_TD["tmpfs_mb"])
+    allow_root: Mapped[bool] = mapped_column(Boolean, default=_TD["allow_root"])
     # reproducibility margins
-    repro_margin_dsc: Mapped[float] = mapped_column(Float, default=0.01)
-    repro_margin_nsd: Mapped[float] = mapped_column(Float, default=0.01)
-    feedback: Mapped[Feedback] = mapped_column(_enum(Feedback), default=Feedback.summary)
+    repro_margin_dsc: Mapped[float] = mapped_column(Float, default=_TD["repro_margin_dsc"])
+    repro_margin_nsd: Mapped[float] = mapped_column(Float, default=_TD["repro_margin_nsd"])
+    feedback: Mapped[Feedback] = mapped_column(_enum(Feedback), default=Feedback(_TD["feedback"]))
     # an upload begun before closes_at may complete up to this long after it
-    upload_grace_s: Mapped[int] = mapped_column(Integer, default=900)
+    upload_grace_s: Mapped[int] = mapped_column(Integer, default=_TD["upload_grace_s"])
     # a run stops early when its first K cases all fail by the participant's fault (0: never)
-    fail_fast_cases: Mapped[int] = mapped_column(Integer, default=3)
+    fail_fast_cases: Mapped[int] = mapped_column(Integer, default=_TD["fail_fast_cases"])
     # cases per shard (fan-out unit); 0 = auto: about shard_target_s of work from recent case times
-    shard_size: Mapped[int] = mapped_column(Integer, default=0)
+    shard_size: Mapped[int] = mapped_column(Integer, default=_TD["shard_size"])
     # prompts given to the model (api/challenges/track_settings.py): box | point | box+point
     prompt: Mapped[str] = mapped_column(String(16), default=ts.DEFAULT_PROMPT, server_default=ts.DEFAULT_PROMPT)
     # interactive tracks: refinement iterations after the first prompt, and the time budget per class (seconds,

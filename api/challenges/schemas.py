@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.challenges import track_settings as ts
+from api.challenges.track_settings import TRACK_DEFAULTS as _TD
 from api.models import Feedback, RowPolicy, TrackKind, Visibility
 from api.params import SLUG_PATTERN, UtcDatetime, UtcOut
 
@@ -88,36 +89,37 @@ class _TrackFields(BaseModel):
     _testset = field_validator("testset")(check_testset)
     _profile = field_validator("metric_profile")(check_metric_profile)
     title: str = Field(default="", max_length=200)
-    kind: TrackKind = TrackKind.main
-    description: str = Field(default="", max_length=20000)
-    testset: str = Field(default="tiny", min_length=1, max_length=500,
+    kind: TrackKind = TrackKind(_TD["kind"])
+    description: str = Field(default=_TD["description"], max_length=20000)
+    testset: str = Field(default=_TD["testset"], min_length=1, max_length=500,
                          description="A built-in test set ('tiny', 'small') or the path of a manifest JSON.")
-    metric_profile: str = Field(default="default", pattern=r"^[a-z0-9_.-]{1,32}$")
-    ranking_scheme: RankingScheme = "rank_then_aggregate"
-    row_policy: RowPolicy = RowPolicy.best
-    visibility: Visibility = Visibility.public
+    metric_profile: str = Field(default=_TD["metric_profile"], pattern=r"^[a-z0-9_.-]{1,32}$")
+    ranking_scheme: RankingScheme = _TD["ranking_scheme"]
+    row_policy: RowPolicy = RowPolicy(_TD["row_policy"])
+    visibility: Visibility = Visibility(_TD["visibility"])
     opens_at: UtcDatetime | None = None
     closes_at: UtcDatetime | None = None
-    quota_per_day: int = Field(default=5, ge=0, le=10000, description="Submissions per team per rolling 24 h; 0 pauses the track.")
-    queue: Queue = "cpu"
-    cpus: float = Field(default=1.0, gt=0, le=256)
-    memory_mb: int = Field(default=8192, ge=64, le=4 * 1024 * 1024)
-    gpus: int = Field(default=0, ge=0, le=16)
-    case_timeout_s: int = Field(default=60, ge=1, le=7 * 86400)
-    total_timeout_s: int = Field(default=3600, ge=1, le=30 * 86400)
-    pids_limit: int = Field(default=256, ge=16, le=1 << 20)
-    tmpfs_mb: int = Field(default=1024, ge=0, le=1 << 20)
-    allow_root: bool = False
-    repro_margin_dsc: float = Field(default=0.01, ge=0, le=1)
-    repro_margin_nsd: float = Field(default=0.01, ge=0, le=1)
-    feedback: Feedback = Field(default=Feedback.summary,
+    quota_per_day: int = Field(default=_TD["quota_per_day"], ge=0, le=10000,
+                               description="Submissions per team per rolling 24 h; 0 pauses the track.")
+    queue: Queue = _TD["queue"]
+    cpus: float = Field(default=_TD["cpus"], gt=0, le=256)
+    memory_mb: int = Field(default=_TD["memory_mb"], ge=64, le=4 * 1024 * 1024)
+    gpus: int = Field(default=_TD["gpus"], ge=0, le=16)
+    case_timeout_s: int = Field(default=_TD["case_timeout_s"], ge=1, le=7 * 86400)
+    total_timeout_s: int = Field(default=_TD["total_timeout_s"], ge=1, le=30 * 86400)
+    pids_limit: int = Field(default=_TD["pids_limit"], ge=16, le=1 << 20)
+    tmpfs_mb: int = Field(default=_TD["tmpfs_mb"], ge=0, le=1 << 20)
+    allow_root: bool = _TD["allow_root"]
+    repro_margin_dsc: float = Field(default=_TD["repro_margin_dsc"], ge=0, le=1)
+    repro_margin_nsd: float = Field(default=_TD["repro_margin_nsd"], ge=0, le=1)
+    feedback: Feedback = Field(default=Feedback(_TD["feedback"]),
                                description="What participants see of their runs: full (per-case scores and logs), "
                                            "summary (overall and per-modality scores, per-case status) or none (state only).")
-    upload_grace_s: int = Field(default=900, ge=0, le=7 * 86400,
+    upload_grace_s: int = Field(default=_TD["upload_grace_s"], ge=0, le=7 * 86400,
                                 description="An upload begun before closes_at may complete up to this many seconds after it.")
-    fail_fast_cases: int = Field(default=3, ge=0, le=10000,
+    fail_fast_cases: int = Field(default=_TD["fail_fast_cases"], ge=0, le=10000,
                                  description="Stop a run when its first K cases all fail by the participant's fault (0: never).")
-    shard_size: int = Field(default=0, ge=0, le=100000,
+    shard_size: int = Field(default=_TD["shard_size"], ge=0, le=100000,
                             description="Cases per shard (the unit one worker takes); 0 = auto, about a minute of work.")
     prompt: PromptMode = Field(default=ts.DEFAULT_PROMPT, description=_PROMPT_HELP)  # type: ignore[assignment]
     iterations: int = Field(default=ts.DEFAULT_ITERATIONS, ge=1, le=ts.MAX_ITERATIONS, description=_ITERATIONS_HELP)

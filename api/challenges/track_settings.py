@@ -14,7 +14,11 @@ Pure constants (imported by the models, the schemas, the execution side and the 
 
 from __future__ import annotations
 
-__all__ = ["PROMPT_MODES", "DEFAULT_PROMPT", "DEFAULT_ITERATIONS", "MAX_ITERATIONS", "DEFAULT_CLASS_BUDGET_S",
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["TRACK_DEFAULTS", "PROMPT_MODES", "DEFAULT_PROMPT", "DEFAULT_ITERATIONS", "MAX_ITERATIONS", "DEFAULT_CLASS_BUDGET_S",
            "MAX_CLASS_BUDGET_S", "TIMING_MODES", "DEFAULT_TIMING", "TIMING_LABELS", "PROMPT_LABELS"]
 
 PROMPT_MODES = ("box", "point", "box+point")
@@ -30,3 +34,17 @@ TIMING_MODES = ("container", "docker_run")
 DEFAULT_TIMING = "container"
 TIMING_LABELS = {"container": "container start to exit",
                  "docker_run": "whole docker run --rm span (create + start + remove), as the 2024 reference"}
+
+#: Every track setting's default, the one place: the model's column defaults (``api.models.Track``), the schema
+#: an organizer sends (``api.challenges.schemas.TrackCreate``) and the CLI's help read it. Enum-valued settings
+#: are given by value (``kind``, ``row_policy``, ``visibility``, ``feedback``).
+TRACK_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "kind": "main", "description": "", "testset": "tiny", "metric_profile": "default",
+    "ranking_scheme": "rank_then_aggregate", "row_policy": "best", "visibility": "public",
+    "quota_per_day": 5, "queue": "cpu", "cpus": 1.0, "memory_mb": 8192, "gpus": 0,
+    "case_timeout_s": 60, "total_timeout_s": 3600, "pids_limit": 256, "tmpfs_mb": 1024, "allow_root": False,
+    "repro_margin_dsc": 0.01, "repro_margin_nsd": 0.01, "feedback": "summary", "upload_grace_s": 900,
+    "fail_fast_cases": 3, "shard_size": 0,
+    "prompt": DEFAULT_PROMPT, "iterations": DEFAULT_ITERATIONS, "class_budget_s": DEFAULT_CLASS_BUDGET_S,
+    "timing": DEFAULT_TIMING,
+})
