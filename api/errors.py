@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = ["ApiError", "install_error_handlers", "ErrorBody", "ERROR_RESPONSES"]
 
-log = logging.getLogger("segarena.api")
+log = logging.getLogger(__name__)
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 409: "conflict", 411: "length_required", 413: "too_large",
