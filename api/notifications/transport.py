@@ -32,6 +32,8 @@ EVENT_HEADER = "X-SegArena-Event"
 DELIVERY_HEADER = "X-SegArena-Delivery"
 USER_AGENT = "SegArena-Webhook/1"
 _EXCERPT = 1024
+_PRIVATE = ("the host {host!r} is or resolves to a non-public address ({addrs}); webhooks are sent from the trusted "
+            "scorer, so internal addresses are refused unless the server sets SEGARENA_WEBHOOK_ALLOW_PRIVATE=true")
 
 
 class DeliveryError(Exception):
@@ -44,9 +46,10 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def check_url(url: str) -> tuple[str, str, int]:
+def check_url(url: str, *, allow_private: bool = True) -> tuple[str, str, int]:
     """(scheme, host, port) of a webhook URL, or ValueError saying what is wrong: http(s) only, a host, no
-    user:password (it would be shown in the delivery log), no fragment."""
+    user:password (it would be shown in the delivery log), no fragment; unless ``allow_private``, no literal
+    non-public address and no ``localhost`` name. No DNS lookup here (:func:`resolve` does that, at delivery)."""
     if len(url) > 2000:
         raise ValueError("the URL is longer than 2000 characters")
     if any(c.isspace() or ord(c) < 32 for c in url):
@@ -66,6 +69,13 @@ def check_url(url: str) -> tuple[str, str, int]:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise ValueError("the URL's port is not a number between 1 and 65535") from None
+    if not allow_private:
+        try:
+            literal = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            literal = None
+        if (literal is not None and not _public(literal)) or host == "localhost" or host.endswith(".localhost"):
+            raise ValueError(_PRIVATE.format(host=host, addrs=host))
     return parts.scheme, host, port
 
 
@@ -82,9 +92,7 @@ def resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
     if not allow_private:
         bad = [a for a in addrs if not _public(ipaddress.ip_address(a.split("%")[0]))]
         if bad:
-            raise ValueError(f"the host {host!r} is or resolves to a non-public address ({', '.join(bad)}); "
-                             "webhooks are sent from the trusted scorer, so internal addresses are refused unless "
-                             "the server sets SEGARENA_WEBHOOK_ALLOW_PRIVATE=true")
+            raise ValueError(_PRIVATE.format(host=host, addrs=", ".join(bad)))
     return addrs
 
 
@@ -119,7 +127,7 @@ def post_webhook(url: str, body: bytes, headers: dict[str, str], *, timeout: flo
     """POST ``body`` to ``url``: (HTTP status, the first KiB of the answer). Raises :class:`DeliveryError` when no
     answer came within ``timeout`` seconds in all, or the address is refused."""
     try:
-        scheme, host, port = check_url(url)
+        scheme, host, port = check_url(url, allow_private=allow_private)
         address = resolve(host, port, allow_private=allow_private)[0]
     except ValueError as exc:
         raise DeliveryError(str(exc)) from None

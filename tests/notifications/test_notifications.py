@@ -385,6 +385,35 @@ def test_private_address_checked_again_at_delivery(sqlite_nsettings, receivers):
     client.__exit__(None, None, None)
 
 
+def test_name_resolving_to_a_private_address_is_refused_at_delivery(sqlite_nsettings, receivers):
+    """No DNS lookup when a webhook is added; at delivery the name is resolved and each address checked: this
+    machine's host name resolves (/etc/hosts) to a loopback address, so nothing is sent."""
+    import socket
+
+    s = sqlite_nsettings
+    s.webhook_allow_private = False
+    client, w, _sid, rid = make_arena(s)
+    rx = receivers()
+    name = socket.gethostname()
+    addrs = {i[4][0] for i in socket.getaddrinfo(name, 80)}
+    if not any(a.startswith("127.") or a == "::1" for a in addrs):
+        pytest.skip(f"{name} does not resolve to loopback here ({addrs})")
+    hook = add_hook(client, w.token_org, rx.url.replace("127.0.0.1", name))
+    rx.secret = hook["secret"]
+    fail_run(s, rid, "no case was run")
+    from api.notifications.dispatcher import dispatch
+
+    dispatch(s)
+    [d] = deliveries(s, channel="webhook")
+    assert rx.requests == [] and "non-public address" in d.last_error and name in d.last_error
+    s.webhook_allow_private = True  # the same name is fine once internal receivers are allowed
+    time.sleep(0.3)
+    dispatch(s)
+    assert len(rx.requests) == 1 and rx.requests[0].valid_signature
+    assert rx.requests[0].headers["host"].startswith(name), "the Host header names the host, not the address"
+    client.__exit__(None, None, None)
+
+
 def test_webhook_admin_routes_authz_and_removal(sqlite_nsettings, receivers):
     s = sqlite_nsettings
     client, w, _sid, rid = make_arena(s)
