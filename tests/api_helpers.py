@@ -1,12 +1,12 @@
 """Factories and fixtures for API tests (reusable by other test modules).
 
-Import what you need: ``from api_helpers import make_image_tar, Seed, seed_basic, api_client`` (the
-tests directory is on ``sys.path``); fixtures imported into a test module are picked up by pytest.
+Import what you need: ``from tests.api_helpers import make_image_tar, seed, submit``; the fixtures are
+registered once for the whole suite (``pytest_plugins`` in tests/conftest.py).
 
 - ``make_image_tar(tag=..., user=..., arch=..., gzip=..., layout="legacy"|"oci", layer_bytes=...)``:
   a tiny but valid ``docker save`` archive built in memory (or one made wrong on purpose).
 - ``seed(session, ...)``: a challenge with tracks, two teams with one member each, an organizer, tokens.
-- fixtures ``db_settings`` (parametrized: SQLite and PostgreSQL), ``app``, ``client``, ``world``.
+- fixtures ``db_settings`` (SQLite; also PostgreSQL with the ``dialects`` marker), ``app``, ``client``, ``world``.
 """
 
 from __future__ import annotations
@@ -198,16 +198,17 @@ def sqlite_settings(settings):
 
 
 @pytest.fixture
-def pg_settings(settings, postgres_url):
-    settings.database_url = postgres_url
+def pg_settings(settings, migrated_postgres_url):
+    settings.database_url = migrated_postgres_url
     return settings
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture
 def db_settings(request, settings):
-    """Embedded settings on SQLite, and again on a fresh PostgreSQL database."""
-    if request.param == "postgres":
-        settings.database_url = request.getfixturevalue("postgres_url")
+    """Embedded settings on SQLite; with ``@pytest.mark.dialects("sqlite", "postgres")`` (where the dialect
+    matters: locks, concurrency, migrations) also on a fresh PostgreSQL database (tests/conftest.py)."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        settings.database_url = request.getfixturevalue("migrated_postgres_url")
     return settings
 
 

@@ -1,19 +1,31 @@
 """Shared fixtures: the real services (Docker engine, Redis, PostgreSQL) and fresh settings.
 
 A missing service skips its tests on a developer machine but FAILS them under ``CI=true``:
-CI must never pass by skipping what it is meant to check. ``./segarena.sh test`` starts them all.
+CI must never pass by skipping what it is meant to check. ``./segarena.sh test`` starts them all;
+``./segarena.sh test --fast`` runs what needs none of Docker, PostgreSQL and a browser (SEGARENA_TEST_FAST=1).
+
+Markers follow what a test really uses (:func:`pytest_collection_modifyitems`): ``docker`` for tests of the
+Docker engine's fixtures and of tests/worker, tests/resilience, tests/system; ``postgres`` for the PostgreSQL
+fixtures and the PostgreSQL variant of ``db_settings``; ``browser``; ``resilience`` for tests/resilience.
+The database is migrated once per session: ``settings`` starts from a copy of a migrated SQLite file, and the
+PostgreSQL variant from a copy (``CREATE DATABASE ... TEMPLATE``) of a migrated database.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import uuid
 from pathlib import Path
 
 import pytest
 
+# Fixtures are registered once, here; test modules import helpers (functions, classes), not fixtures.
+pytest_plugins = ["tests.api_helpers", "tests.exec_helpers", "tests.s3_helpers"]
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+FAST = os.environ.get("SEGARENA_TEST_FAST", "").lower() in {"1", "true", "yes"}
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
 PG_PORT = int(os.environ.get("SEGARENA_PG_PORT", "5432"))
@@ -25,6 +37,9 @@ def require(ok: bool, what: str) -> None:
     if ok:
         return
     message = f"{what} is not available; run the tests with ./segarena.sh test, which starts it"
+    if FAST:  # --fast runs what needs no Docker, PostgreSQL or browser; a test that does needs its marker
+        pytest.fail(f"{message} (under --fast: if the test needs Docker, PostgreSQL or a browser, mark it "
+                    "docker/postgres/browser)", pytrace=False)
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -100,8 +115,59 @@ def postgres_url(postgres_server):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server) -> str:
+    """The name of a PostgreSQL database migrated once per session, the template of ``migrated_postgres_url``."""
+    import psycopg
+
+    from api.db import dispose_engines, migrate
+
+    name = "segarena_tpl_" + secrets.token_hex(6)
+    dsn = f"host=127.0.0.1 port={PG_PORT} user=segarena password=segarena dbname=postgres"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate(_pg_admin_url(name))
+    dispose_engines()  # a template may have no open connections
+    yield name
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-def settings(tmp_path, monkeypatch):
+def migrated_postgres_url(postgres_template):
+    """A fresh PostgreSQL database at the newest schema for one test (a copy of the session's template)."""
+    import psycopg
+
+    name = "segarena_test_" + secrets.token_hex(6)
+    dsn = f"host=127.0.0.1 port={PG_PORT} user=segarena password=segarena dbname=postgres"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    yield _pg_admin_url(name)
+    from api.db import dispose_engines
+
+    dispose_engines()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite database file at the newest schema, migrated once per session (``settings`` copies it)."""
+    from api.db import dispose_engines, get_engine, migrate
+
+    path = tmp_path_factory.mktemp("template") / "segarena.db"
+    url = f"sqlite:///{path}"
+    migrate(url)
+    engine = get_engine(url)
+    with engine.connect() as conn:  # one self-contained file: no -wal/-shm beside it
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.exec_driver_sql("PRAGMA journal_mode=DELETE")
+    dispose_engines()
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch, migrated_sqlite):
     """Embedded-mode settings in a fresh data dir (SQLite, embedded broker, local storage)."""
     from api.settings import Settings, get_settings
 
@@ -112,6 +178,9 @@ def settings(tmp_path, monkeypatch):
     get_settings.cache_clear()
     s = Settings(data_dir=tmp_path / "data", base_image=BASE_IMAGE)
     s.ensure_dirs()
+    db = s.data_dir / "segarena.db"
+    if s.database_url == f"sqlite:///{db}" and not db.exists():
+        shutil.copyfile(migrated_sqlite, db)  # migrating again is a no-op (already at head)
     yield s
     get_settings.cache_clear()
 
@@ -126,7 +195,48 @@ def unique() -> str:
 RUN_LAST = ("tests/resilience/test_resilience_faults.py",)
 
 
+# Markers by what a test uses: its fixtures, or its directory (tests that need the service without a fixture
+# carry the marker themselves).
+FIXTURE_MARKERS = {
+    "docker_client": "docker", "base_image": "docker", "exec_image": "docker",
+    "postgres_server": "postgres", "postgres_url": "postgres", "pg_settings": "postgres",
+    "migrated_postgres_url": "postgres", "postgres_template": "postgres",
+    "redis_url": "redis",
+}
+DIRECTORY_MARKERS = {
+    "tests/resilience/": ("resilience", "docker", "slow"),
+    "tests/system/test_e2e.py": ("docker", "slow"),
+    "tests/system/test_scaleout.py": ("docker", "slow"),
+}
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """``db_settings``: SQLite, plus PostgreSQL where the dialect matters (locks, concurrency, migrations):
+    a module or test opts in with ``@pytest.mark.dialects("sqlite", "postgres")``."""
+    if "db_settings" not in metafunc.fixturenames:
+        return
+    defs = getattr(metafunc, "_arg2fixturedefs", {}).get("db_settings") or ()
+    if defs and defs[-1].func.__module__ != "tests.api_helpers":
+        return  # a module's own db_settings (e.g. local vs S3 storage) keeps its own parameters
+    if any("db_settings" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")):
+        return
+    marker = metafunc.definition.get_closest_marker("dialects")
+    dialects = marker.args if marker else ("sqlite",)
+    params = [pytest.param(d, id=d, marks=[pytest.mark.postgres] if d == "postgres" else []) for d in dialects]
+    metafunc.parametrize("db_settings", params, indirect=True)
+
+
 def pytest_collection_modifyitems(session, config, items) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in fixtures:
+                item.add_marker(marker)
+        for prefix, markers in DIRECTORY_MARKERS.items():
+            if item.nodeid.startswith(prefix):
+                for marker in markers:
+                    item.add_marker(marker)
+
     def last(item) -> bool:
         return any(item.nodeid.startswith(path) for path in RUN_LAST)
 

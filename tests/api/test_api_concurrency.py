@@ -13,6 +13,9 @@ from api.db import session_scope
 from api.models import Run, Submission
 
 
+pytestmark = pytest.mark.dialects("sqlite", "postgres")  # locks, leases, claim order: the dialect matters
+
+
 @pytest.mark.parametrize("resumable", [False, True], ids=["one-shot", "resumable"])
 def test_twenty_uploads_against_a_quota_of_one(live, world, db_settings, resumable):
     org = auth(world.token_org)

@@ -107,6 +107,7 @@ def test_upload_check_state_is_bounded_over_all_sessions(settings):
 # ---------------------------------------------------------------------------------------------
 # 2. open sessions are bounded per team and hold quota slots; 3. the reaper expires stale ones
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.dialects("sqlite", "postgres")  # the dialect matters here: locks, concurrency
 def test_open_sessions_are_bounded_and_hold_a_quota_slot(client, world, db_settings):
     assert db_settings.max_open_uploads_per_team == 2
     _quota(client, world, 3)

@@ -243,6 +243,7 @@ def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_cl
 # ------------------------------------------------------------------------------------------ positions
 
 
+@pytest.mark.dialects("sqlite", "postgres")  # the dialect matters here: locks, concurrency
 def test_position_and_estimate_follow_the_fair_claim_order(client, world, db_settings, live):
     """Team A ran recently; queued: A's second, B's first, A's third (in that order of arrival). The
     workers' fair claim takes B first, then A's two: the positions say so, the estimate is position ×

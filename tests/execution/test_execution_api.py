@@ -207,6 +207,7 @@ def test_split_and_fair_claims_across_teams(client, db_settings):
     assert _claim(client, w.wt1, name="ghost").status_code == 409
 
 
+@pytest.mark.dialects("sqlite", "postgres")  # the dialect matters here: locks, concurrency
 def test_claim_is_atomic_under_concurrency(client, db_settings):
     w = _world(client, db_settings, shard_size=3)  # 9 shards
     _submit(client, w.token_a)
@@ -319,6 +320,7 @@ def test_upload_bounds(client, db_settings):
 # ------------------------------------------------------------------------------------------------ scoring
 
 
+@pytest.mark.dialects("sqlite", "postgres")  # the dialect matters here: locks, concurrency
 def test_run_scores_real_outputs_and_finishes_once(client, db_settings):
     from api.execution.scoring import maybe_finish_run, score_case
 
@@ -404,6 +406,7 @@ def test_fail_fast_stops_the_run_and_cancels_its_shards(client, db_settings):
 # ------------------------------------------------------------------------------------------------ reaper and cancel
 
 
+@pytest.mark.dialects("sqlite", "postgres")  # the dialect matters here: locks, concurrency
 def test_reaper_requeues_a_stale_shard_and_refuses_the_old_lease(client, db_settings):
     from api.execution.shards import reap_shards
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import pytest
 from datetime import timedelta
 
 import tests.execution.test_execution_api as tea
@@ -21,6 +22,7 @@ from api.db import session_scope
 from api.models import CaseResult, Run, RunState, Shard, ShardState, Submission, SubmissionState, WorkerNode, utcnow
 
 
+@pytest.mark.dialects("sqlite", "postgres")  # the dialect matters here: locks, concurrency
 def test_cancel_of_a_running_sharded_submission_stops_it_and_scores_nothing_more(client, db_settings):
     from api.execution.scoring import score_case
     from api.execution.shards import reap_shards

@@ -4,6 +4,7 @@ reaper once the test set is back, once; the pass also runs the shard reaper and 
 
 from __future__ import annotations
 
+import pytest
 from datetime import timedelta
 
 from tests.api_helpers import app, auth, client, db_settings, seed, submit  # noqa: F401 (fixtures)
@@ -11,6 +12,9 @@ from sqlalchemy import select
 
 from api.db import session_scope
 from api.models import AuditEvent, Run, RunState, Shard, ShardState, Track, utcnow
+
+
+pytestmark = pytest.mark.dialects("sqlite", "postgres")  # locks, leases, claim order: the dialect matters
 
 
 def _set_testset(db_settings, name: str) -> None:

@@ -4,6 +4,7 @@ offline); a queued run's position follows the fair shard claim, and real claims 
 
 from __future__ import annotations
 
+import pytest
 import time
 from datetime import timedelta
 
@@ -12,6 +13,9 @@ from sqlalchemy import select
 
 from api.db import session_scope
 from api.models import Run, RunState, Shard, Submission, SubmissionState, WorkerNode, utcnow
+
+
+pytestmark = pytest.mark.dialects("sqlite", "postgres")  # locks, leases, claim order: the dialect matters
 
 
 def _worker(client, db_settings, name: str) -> str:
