@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._refsurface import reference_surface_dice
 from ._surface import surface_overlap
 from .metrics import check_spacing
-from .profiles import Profile, get_profile
+from .profiles import REFERENCE_VALUE_PROFILES, Profile, get_profile
 
-__all__ = ["ClassScore", "CaseScore", "score_case", "label_stats", "LabelStats"]
+__all__ = ["ClassScore", "CaseScore", "score_case", "label_stats", "LabelStats", "reference_values"]
 
 _CHUNK = 1 << 22  # voxels per slab of the single streaming pass
 
@@ -85,6 +86,26 @@ def _check_labels(name: str, a) -> np.ndarray:
     if a.ndim not in (2, 3):
         raise ValueError(f"{name} must be 2D or 3D, got shape {a.shape}")
     return a
+
+
+def reference_values(pred_labels) -> np.ndarray:
+    """A prediction as the reference scripts scored it (``seg == i`` per class): integers kept, any value that no
+    class can equal (negative, non-integer, NaN, infinite, beyond int32) mapped to -1, which matches no class.
+    Used by the profiles of :data:`REFERENCE_VALUE_PROFILES` instead of refusing float or negative labels."""
+    a = np.asarray(pred_labels)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"pred_labels must be 2D or 3D, got shape {a.shape}")
+    if a.dtype == bool or np.issubdtype(a.dtype, np.integer):
+        if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
+            return np.where(a < 0, -1, a).astype(np.int64)
+        return a
+    if not (np.issubdtype(a.dtype, np.floating) or a.dtype.kind == "c"):
+        raise ValueError(f"pred_labels must be numeric, got dtype {a.dtype}")
+    if a.dtype.kind == "c":
+        a = np.where(a.imag == 0, a.real, np.nan)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(a) & (a == np.floor(a)) & (a >= 0) & (a < 2**31)
+    return np.where(ok, np.where(ok, a, 0).astype(np.int64), -1)
 
 
 def _nonzero_positions(f: np.ndarray) -> np.ndarray:
@@ -185,7 +206,7 @@ def label_stats(gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> Lab
     )
 
 
-def _class_nsd(gt, pred, c, stats: LabelStats, spacing, tol, expand_2d: bool) -> float:
+def _class_nsd(gt, pred, c, stats: LabelStats, spacing, tol, expand_2d: bool, reference: bool = False) -> float:
     boxes = [b for b in (stats.gt_box.get(c), stats.pred_box.get(c)) if b is not None]
     lo = [min(b[0][a] for b in boxes) for a in range(gt.ndim)]
     hi = [max(b[1][a] for b in boxes) for a in range(gt.ndim)]
@@ -194,6 +215,8 @@ def _class_nsd(gt, pred, c, stats: LabelStats, spacing, tol, expand_2d: bool) ->
     p = pred[crop] == c
     if expand_2d:
         g, p = g[..., None], p[..., None]
+    if reference:  # the reference's float operations, to the last bit (cvpr25 is compared unrounded)
+        return reference_surface_dice(g, p, spacing, tol)
     return surface_overlap(g, p, spacing, tol).nsd
 
 
@@ -221,15 +244,18 @@ def score_case(
         Voxel size in **array-axis order** (what :func:`evaluator.io.load_ground_truth`
         returns). 2D challenge cases use ``(1, 1)``.
     profile : str
-        ``"default"`` or ``"cvpr24"`` (optionally ``name@version``), see :data:`PROFILES`.
+        ``"default"``, ``"cvpr24"`` or ``"cvpr25"`` (optionally ``name@version``), see :data:`PROFILES`.
+        ``cvpr24`` / ``cvpr25`` score a float or negative-valued prediction as their reference did
+        (:func:`reference_values`); ``default`` refuses it.
     labels : iterable of int, optional
         ``default`` profile: the classes to score, i.e. the prompted labels ``1..n_boxes``.
         ``None`` scores the nonzero labels present in the ground truth. Ignored by
-        ``cvpr24``, whose classes are ``1..gt.max()`` by definition.
+        ``cvpr24``, whose classes are ``1..gt.max()`` by definition, and by ``cvpr25``
+        (the distinct ground-truth values without the smallest).
     tolerance : float, optional
         NSD tolerance; the profile's (2.0) when omitted.
     stored_spacing : sequence of float, optional
-        ``cvpr24`` only: the spacing exactly as stored in the ground-truth file, which the
+        ``cvpr24`` / ``cvpr25`` only: the spacing exactly as stored in the ground-truth file, which the
         reference passed unchanged. Defaults to ``spacing.stored`` when ``spacing`` comes from
         :func:`evaluator.io.load_ground_truth`, else ``spacing``.
 
@@ -237,17 +263,25 @@ def score_case(
     non-empty and pred empty, or gt empty and pred non-empty for a requested class ->
     DSC 0 and NSD 0. A case whose classes are all skipped has NaN means.
     """
+    prof = get_profile(profile)
     gt = _check_labels("gt_labels", gt_labels)
-    pred = _check_labels("pred_labels", pred_labels)
+    if prof.name in REFERENCE_VALUE_PROFILES:
+        pred = reference_values(pred_labels)
+    else:
+        pred = _check_labels("pred_labels", pred_labels)
     if gt.shape != pred.shape:
         raise ValueError(f"gt_labels and pred_labels must have the same shape, got {gt.shape} and {pred.shape}")
-    prof = get_profile(profile)
     tol = prof.tolerance if tolerance is None else float(tolerance)
     if not math.isfinite(tol) or tol < 0:
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     spacing_t = check_spacing(spacing, gt.ndim)
     if prof.name == "cvpr24":
-        return _score_cvpr24(gt, pred, prof, tol, spacing, stored_spacing)
+        gmax = int(gt.max()) if gt.size else 0
+        return _score_reference(gt, pred, prof, tol, spacing, stored_spacing, list(range(1, gmax + 1)), True)
+    if prof.name == "cvpr25":
+        # the reference: np.sort(pd.unique(gt.ravel()))[1:] -- every distinct value but the smallest (background)
+        classes = [int(v) for v in np.unique(gt)[1:]]
+        return _score_reference(gt, pred, prof, tol, spacing, stored_spacing, classes, False)
     return _score_default(gt, pred, prof, tol, spacing_t, labels)
 
 
@@ -288,9 +322,8 @@ def _score_default(gt, pred, prof, tol, spacing, labels) -> CaseScore:
     )
 
 
-def _score_cvpr24(gt, pred, prof, tol, spacing, stored_spacing) -> CaseScore:
-    gmax = int(gt.max()) if gt.size else 0
-    classes = list(range(1, gmax + 1))
+def _score_reference(gt, pred, prof, tol, spacing, stored_spacing, classes, round4: bool) -> CaseScore:
+    """The 2024 (``round4``) and 2025 reference scripts: ``compute_multi_class_dsc`` / ``_nsd`` over ``classes``."""
     stats = label_stats(gt, pred, classes)
     dscs = []
     for c in classes:
@@ -298,6 +331,7 @@ def _score_cvpr24(gt, pred, prof, tol, spacing, stored_spacing) -> CaseScore:
         dscs.append(math.nan if ng + np_ == 0 else 2 * ni / (ng + np_))
     # np.mean as the reference: NaN propagates; an empty class list gives NaN.
     case_dsc = float(np.mean(np.asarray(dscs, dtype=np.float64))) if dscs else math.nan
+    undefined = [c for c, d in zip(classes, dscs) if math.isnan(d)]
     if gt.ndim == 2:
         nsd_spacing = (1.0, 1.0, 1.0)
     else:
@@ -310,7 +344,8 @@ def _score_cvpr24(gt, pred, prof, tol, spacing, stored_spacing) -> CaseScore:
             if ng == 0 or np_ == 0:
                 nsds.append(0.0)
             else:
-                nsds.append(_class_nsd(gt, pred, c, stats, nsd_spacing, tol, expand_2d=gt.ndim == 2))
+                nsds.append(_class_nsd(gt, pred, c, stats, nsd_spacing, tol, expand_2d=gt.ndim == 2,
+                                       reference=not round4))
         case_nsd = float(np.mean(np.asarray(nsds, dtype=np.float64)))
     else:
         nsds = [0.0] * len(classes)
@@ -318,11 +353,18 @@ def _score_cvpr24(gt, pred, prof, tol, spacing, stored_spacing) -> CaseScore:
     per = {
         c: ClassScore(d, n, stats.gt_count[c], stats.pred_count[c]) for c, d, n in zip(classes, dscs, nsds)
     }
-    notes = ("per-class values unrounded; case values rounded to 4 decimals as the reference",)
+    notes: tuple[str, ...] = (
+        ("per-class values unrounded; case values rounded to 4 decimals as the reference",) if round4 else ()
+    )
+    if undefined:
+        notes += (f"DSC undefined (NaN): label(s) {undefined} absent from both the ground truth and the prediction, "
+                  "as the reference",)
+    if not classes:
+        notes += ("DSC undefined (NaN): no class to score, as the reference",)
     return CaseScore(
         per_class=per,
-        dsc=float(np.round(case_dsc, 4)),
-        nsd=float(np.round(case_nsd, 4)),
+        dsc=float(np.round(case_dsc, 4)) if round4 else case_dsc,
+        nsd=float(np.round(case_nsd, 4)) if round4 else case_nsd,
         profile=prof.id,
         tolerance=tol,
         notes=notes,
