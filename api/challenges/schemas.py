@@ -128,6 +128,26 @@ class _TrackFields(BaseModel):
     timing: TimingMode = Field(default=ts.DEFAULT_TIMING, description=_TIMING_HELP)  # type: ignore[assignment]
 
 
+def check_prompt_testset(prompt: str | None, testset: str | None) -> None:
+    """Point prompts come from the test-set manifest: ValueError naming the fix when a case has no point."""
+    if not prompt or prompt == ts.DEFAULT_PROMPT or not testset:
+        return
+    from data_manifests import ManifestError
+    from data_manifests import check_testset as check
+    from evaluator.interactive import manifest_points
+
+    try:
+        manifest = check(testset)
+    except ManifestError:
+        return  # check_testset says why
+    for case in manifest.cases:
+        try:
+            manifest_points(case)
+        except ValueError as exc:
+            raise ValueError(f"prompt {prompt!r} gives the model the test set's point prompts, and test set "
+                             f"{testset!r} lacks them: {exc}") from None
+
+
 def _check_track(values: dict) -> None:
     opens, closes = values.get("opens_at"), values.get("closes_at")
     if opens is not None and closes is not None and closes <= opens:
@@ -136,6 +156,7 @@ def _check_track(values: dict) -> None:
         raise ValueError("a track with gpus > 0 must use a GPU queue (queue: gpu)")
     if values.get("case_timeout_s") and values.get("total_timeout_s") and values["total_timeout_s"] < values["case_timeout_s"]:
         raise ValueError("total_timeout_s must be at least case_timeout_s")
+    check_prompt_testset(values.get("prompt"), values.get("testset"))
     kind = values.get("kind")
     kind = getattr(kind, "value", kind)
     if kind != TrackKind.interactive.value:
