@@ -13,6 +13,13 @@
   stamped on the file's mtime at every use) are evicted first, never one in use — each use holds a
   shared ``flock`` on ``<sha256>.lock``, and eviction takes the exclusive lock without waiting or
   skips the archive. An archive larger than the whole bound is still used (and evicted afterwards).
+* Engine images are bounded too. Each image this cache loads is recorded (``images/loaded/<key>.json``: image
+  id and archive digest; mtime = last use). :meth:`ImageCache.prune_images` removes from the engine a loaded
+  image whose archive was evicted, and the least recently used loaded images beyond ``cache_max_images`` —
+  never one in use: a shard holds a shared host-wide ``flock`` on ``image_lock_dir/use-<key>.lock`` while it
+  runs (:meth:`ImageCache.hold`; workers sharing one engine share that directory), removal takes it exclusively
+  without waiting, and an image any container (running or not) was created from is kept. Images this cache did
+  not load (found present: the base image, another worker's) are never removed by it.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from . import sandbox
 from .client import InfraError, WorkerClient
@@ -37,6 +46,11 @@ log = logging.getLogger("segarena.worker")
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 STALE_PART_S = 3600.0
+
+
+def _key(image_id: str) -> str:
+    """A file-name-safe key of an image id (lock and record names)."""
+    return hashlib.sha256(image_id.encode()).hexdigest()[:32]
 
 
 class CacheEntry:
@@ -100,6 +114,10 @@ class ImageCache:
             self._docker = sandbox.get_docker_client(self.config)
         return self._docker
 
+    @property
+    def max_images(self) -> int:
+        return int(getattr(self.config, "cache_max_images", 10))
+
     def _present(self, image_id: str) -> Any | None:
         import docker as docker_mod
 
@@ -107,7 +125,7 @@ class ImageCache:
             return self.docker().images.get(image_id)
         except docker_mod.errors.ImageNotFound:
             return None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if sandbox._is_engine_error(exc):
                 raise sandbox.SandboxInfraError(f"Docker engine error while looking up {image_id}: {exc}") from exc
             raise
@@ -119,11 +137,107 @@ class ImageCache:
             os.chmod(self.lock_dir, 0o1777)
         except OSError:
             pass
-        name = hashlib.sha256(image_id.encode()).hexdigest()[:32]
-        fd = os.open(self.lock_dir / f"load-{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(self.lock_dir / f"load-{_key(image_id)}.lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        finally:
+            _release(fd)
+
+    def _use_lock(self, image_id: str) -> Path:
+        try:
+            self.lock_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.lock_dir, 0o1777)
+        except OSError:
+            pass
+        return self.lock_dir / f"use-{_key(image_id)}.lock"
+
+    @contextlib.contextmanager
+    def hold(self, image_id: str) -> Iterator[None]:
+        """Keep ``image_id`` in the engine while the context is open (a shard runs containers from it): a shared
+        host-wide lock that :meth:`prune_images` (of any worker sharing ``image_lock_dir``) will not break."""
+        fd = os.open(self._use_lock(image_id), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            _release(fd)
+
+    # -- loaded images ------------------------------------------------------------------------------
+    @property
+    def loaded_dir(self) -> Path:
+        return self.root / "loaded"
+
+    def _record_loaded(self, image_id: str, sha256: str) -> None:
+        self.loaded_dir.mkdir(parents=True, exist_ok=True)
+        path = self.loaded_dir / f"{_key(image_id)}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"image_id": image_id, "sha256": sha256}))
+        os.replace(tmp, path)
+
+    def _touch_loaded(self, image_id: str) -> None:
+        try:
+            os.utime(self.loaded_dir / f"{_key(image_id)}.json")
+        except OSError:
+            pass  # not loaded by this cache
+
+    def loaded_images(self) -> list[dict[str, Any]]:
+        """The images this cache loaded and has not removed, least recently used first
+        (``{image_id, sha256, last_used, path}``)."""
+        out = []
+        for p in self.loaded_dir.glob("*.json") if self.loaded_dir.is_dir() else []:
+            try:
+                rec = json.loads(p.read_text())
+                out.append({"image_id": str(rec["image_id"]), "sha256": str(rec["sha256"]),
+                            "last_used": p.stat().st_mtime, "path": p})
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return sorted(out, key=lambda r: r["last_used"])
+
+    def prune_images(self, *, keep: str | None = None) -> list[str]:
+        """Remove from the engine the loaded images whose archive was evicted, then the least recently used ones
+        beyond ``cache_max_images``; never ``keep``, an image held by a shard (:meth:`hold`) or one a container
+        was created from. Returns the removed image ids."""
+        records = self.loaded_images()
+        if not records:
+            return []
+        archived = {e.sha256 for e in self.entries()}
+        excess = len(records) - self.max_images
+        removed: list[str] = []
+        for rec in records:
+            over = excess > 0
+            if rec["image_id"] == keep or (rec["sha256"] in archived and not over):
+                continue
+            if self._remove_image(rec["image_id"]):
+                rec["path"].unlink(missing_ok=True)
+                removed.append(rec["image_id"])
+                excess -= 1
+        return removed
+
+    def _remove_image(self, image_id: str) -> bool:
+        import docker as docker_mod
+
+        try:
+            fd = os.open(self._use_lock(image_id), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a shard of this host runs it
+            try:
+                api = self.docker().api
+                if api.containers(all=True, filters={"ancestor": image_id}):
+                    return False
+                api.remove_image(image_id, force=True)  # force: untag every tag the archive gave it
+            except docker_mod.errors.ImageNotFound:
+                pass  # gone already: forget it
+            except Exception as exc:
+                log.warning("image cache: could not remove image %s: %s", image_id[:19], exc)
+                return False
+            log.info("image cache: removed image %s from the engine", image_id[:19])
+            return True
         finally:
             _release(fd)
 
@@ -137,6 +251,7 @@ class ImageCache:
         image_id = str(image["image_id"])
         found = self._present(image_id)
         if found is not None:
+            self._touch_loaded(image_id)
             return found, False
         with self._load_lock(image_id):
             found = self._present(image_id)  # another worker of this host loaded it meanwhile
@@ -147,8 +262,10 @@ class ImageCache:
                 loaded, now = sandbox.load_image(self.docker(), path, expected_id=image_id)
                 if now:
                     self.loads += 1
+                    self._record_loaded(image_id, path.stem)
                     log.info("loaded image %s in %.1f s", image_id[:19], time.monotonic() - t0)
-                return loaded, now
+        self.prune_images(keep=image_id)
+        return loaded, now
 
     # -- archives -----------------------------------------------------------------------------------
     def path_of(self, sha256: str) -> Path:
@@ -194,7 +311,7 @@ class ImageCache:
             yield path
         finally:
             _release(fd)
-            self.evict()
+            self.evict()  # the images of evicted archives go at the next prune_images (ensure calls it)
 
     @staticmethod
     def _usable(path: Path, size: int | None) -> bool:

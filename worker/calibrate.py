@@ -92,7 +92,7 @@ def docker_version(docker: Any) -> str:
     """The engine's version ('' when the engine cannot be asked)."""
     try:
         return str(docker.version().get("Version", ""))[:100]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return ""
 
 

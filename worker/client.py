@@ -77,7 +77,7 @@ class WorkerClient:
         if self._own:
             self.http.close()
 
-    def __enter__(self) -> "WorkerClient":
+    def __enter__(self) -> WorkerClient:
         return self
 
     def __exit__(self, *_exc: Any) -> None:

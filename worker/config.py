@@ -90,6 +90,9 @@ class WorkerConfig(BaseSettings):
                                                              "default: ~/.cache/segarena-worker.")
     cache_max_bytes: int = Field(default=20 * 1024**3, ge=0, description="Bound of the image archive cache; "
                                  "least recently used archives not in use are evicted past it.")
+    cache_max_images: int = Field(default=10, ge=1, description="Most images this worker keeps loaded in the "
+                                  "engine: past it (and when an image's archive is evicted) the least recently used "
+                                  "ones it loaded are removed, never one in use.")
     image_lock_dir: Path = Field(default=Path("/tmp/segarena-image-locks"),
                                  description="Host-wide directory of per-image load locks: workers sharing one "
                                  "Docker engine (even with separate cache dirs) load an image once. Workers in "

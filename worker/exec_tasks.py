@@ -111,7 +111,7 @@ def handle_shard(app: Celery, shard_id: int, queue: str | None) -> dict[str, Any
         queue = config.queues[0] if config.queues else next(iter(config.declared_queues))
     try:
         executor.docker().ping()
-    except Exception as exc:  # noqa: BLE001 - the engine is down: do not claim; hand the message back
+    except Exception as exc:
         sb.forget_docker_client(config)
         executor._docker = None
         log.error("run_shard %s: the Docker engine is unreachable (%s); message requeued in %.0f s", shard_id, exc,
@@ -120,7 +120,7 @@ def handle_shard(app: Celery, shard_id: int, queue: str | None) -> dict[str, Any
         raise Reject(f"Docker engine unreachable: {exc}", requeue=True) from None
     try:
         report = executor.run_next(queue)
-    except Exception as exc:  # noqa: BLE001 - e.g. the claim could not reach the API: the shard stays queued
+    except Exception as exc:
         log.error("run_shard %s: %s", shard_id, exc)
         return {"outcome": "error", "reason": str(exc)[:500]}
     if report.outcome == "none":
@@ -146,7 +146,7 @@ def run_execution_worker(config: WorkerConfig | None = None, *, loglevel: str = 
     try:
         docker = sb.get_docker_client(config)
         docker.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ConfigError(f"the Docker engine is unreachable ({exc}); start it or set SEGARENA_DOCKER_HOST") from None
     removed = sweep_orphans(docker, config)
     if removed:
@@ -172,7 +172,7 @@ def run_execution_worker(config: WorkerConfig | None = None, *, loglevel: str = 
         stop.set()
         try:  # a clean stop: GET /api/status stops counting this worker at once
             WorkerClient(config, retries=0, timeout_s=5.0).ping(config.worker_name, offline=True)
-        except Exception as exc:  # noqa: BLE001 - the API is gone too: it ages out
+        except Exception as exc:
             log.info("could not tell the API this worker stopped: %s", exc)
 
 
@@ -191,7 +191,7 @@ def start_pinging(config: WorkerConfig, hello: dict[str, Any] | None = None) -> 
                 except LeaseLost:
                     if hello is not None:
                         pinger.hello(hello)
-            except Exception as exc:  # noqa: BLE001 - informative only; the next beat tries again
+            except Exception as exc:
                 log.warning("ping failed: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
 
     threading.Thread(target=loop, name="segarena-ping", daemon=True).start()

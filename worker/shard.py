@@ -116,7 +116,7 @@ class _Heartbeat:
     """Beats every ``interval`` seconds while the shard runs; on cancel or a lost lease it sets ``stop``
     and keeps killing this shard's containers (until the shard loop has seen it)."""
 
-    def __init__(self, executor: "ShardExecutor", shard_id: int, lease: str, interval: float) -> None:
+    def __init__(self, executor: ShardExecutor, shard_id: int, lease: str, interval: float) -> None:
         self.ex, self.shard_id, self.lease = executor, shard_id, lease
         self.interval = max(0.2, float(interval))
         self.stop = threading.Event()
@@ -126,7 +126,7 @@ class _Heartbeat:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"shard-{shard_id}-heartbeat", daemon=True)
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         self._thread.start()
         return self
 
@@ -158,7 +158,7 @@ class _Heartbeat:
             except (InfraError, APIError) as exc:
                 log.warning("shard %s: heartbeat failed: %s", self.shard_id, exc)
                 continue
-            except Exception:  # noqa: BLE001 - never let the heartbeat thread die
+            except Exception:
                 log.exception("shard %s: heartbeat error", self.shard_id)
                 continue
             if answer.get("cancel"):
@@ -220,7 +220,7 @@ class ShardExecutor:
             else:
                 reason = f"worker {self.config.worker_name}: {exc}"
             report.outcome, report.reason = "infra", reason[:2000]
-        except Exception as exc:  # noqa: BLE001 - a bug or a malformed spec: hand the shard back, say why
+        except Exception as exc:
             log.exception("shard %s: unexpected error", shard_id)
             report.outcome = "infra"
             report.reason = f"worker {self.config.worker_name}: unexpected {exc.__class__.__name__}: {exc}"[:2000]
@@ -252,78 +252,97 @@ class ShardExecutor:
                 sb.LABEL_DEPLOYMENT: self.deployment, LABEL_SHARD: str(spec["shard_id"])}
 
     def _cases(self, spec: dict[str, Any], hb: _Heartbeat, report: ShardReport) -> None:
-        shard_id, lease = int(spec["shard_id"]), str(spec["lease"])
+        """Run the spec's cases one by one, the image held in the engine meanwhile (worker/cache.py)."""
         cases = list(spec.get("cases") or [])
         if not cases:
             return
-        docker = self.docker()
         profile = sb.SandboxProfile.from_caps(spec.get("caps") or {}, self.config, cgroup_parent=self.cgroup_parent)
         labels = self._labels(spec)
-        image_error = ""
-        run_user: tuple[str | None, str] | None = None
+        with self.cache.hold(str(spec["image"]["image_id"])):
+            run_user, image_error = self._prepare_image(spec, profile, labels)
+            for case in cases:
+                if hb.stop.is_set():
+                    raise _Stop()
+                self._case(spec, case, hb, report, profile=profile, labels=labels, run_user=run_user,
+                           image_error=image_error)
+
+    def _prepare_image(self, spec: dict[str, Any], profile: sb.SandboxProfile,
+                       labels: dict[str, str]) -> tuple[tuple[str | None, str] | None, str]:
+        """(the user containers run as, '') once the image is loaded, or (None, why) when the verified archive
+        does not load (the participant's image: every case crashes with that reason)."""
+        docker = self.docker()
         try:
             image, _ = self.cache.ensure(spec["image"])
-            run_user = sb.resolve_user(docker, image.id, image.attrs, allow_root=profile.allow_root, labels=labels)
+            return sb.resolve_user(docker, image.id, image.attrs, allow_root=profile.allow_root, labels=labels), ""
         except sb.ImageLoadError as exc:
-            image_error = f"the image does not load: {exc}"  # verified archive: the participant's image
+            return None, f"the image does not load: {exc}"
         except (InfraError, sb.SandboxInfraError):
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if sb._is_engine_error(exc):
                 raise sb.SandboxInfraError(f"Docker engine error while preparing the image: {exc}") from exc
             raise
-        image_id = str(spec["image"]["image_id"])
-        for case in cases:
-            if hb.stop.is_set():
-                raise _Stop()
-            case_id = str(case["id"])
-            t0 = time.monotonic()
-            work = Path(tempfile.mkdtemp(prefix=f"shard{shard_id}-", dir=self.config.work_dir))
-            outcome = None
+
+    def _case(self, spec: dict[str, Any], case: dict[str, Any], hb: _Heartbeat, report: ShardReport, *,
+              profile: sb.SandboxProfile, labels: dict[str, str], run_user: tuple[str | None, str] | None,
+              image_error: str) -> None:
+        """One case: input download, container(s), upload of the output and measurements; its files deleted."""
+        shard_id, lease, case_id = int(spec["shard_id"]), str(spec["lease"]), str(case["id"])
+        t0 = time.monotonic()
+        work = Path(tempfile.mkdtemp(prefix=f"shard{shard_id}-", dir=self.config.work_dir))
+        try:
+            if image_error:
+                case_run, outcome = sb.CaseRun(status="crash", reason=image_error), None
+            else:
+                case_run, outcome = self._execute(spec, case, hb, work, profile=profile, labels=labels,
+                                                  run_user=run_user)
+            meta = make_meta(case_run, lease=lease, wall_s=time.monotonic() - t0,
+                             log_chars=int(getattr(self.config, "log_max_chars", 64 * 1024)),
+                             max_bytes=int(getattr(self.config, "meta_max_bytes", 240 * 1024)))
+            output = case_run.output_path if case_run.status == "ok" else None
+            if outcome is not None:  # interactive: every iteration was uploaded; the trusted side folds them
+                meta["interactive"], output = outcome.to_meta(), None
             try:
-                if image_error:
-                    case_run = sb.CaseRun(status="crash", reason=image_error)
-                else:
-                    name = str(case.get("file") or f"{case_id}.npz")
-                    if not _CASE_FILE_RE.match(name) or name in (".", ".."):
-                        raise InfraError(f"the shard spec names an unsafe case file {name[:80]!r}")
-                    input_file = work / "in" / name
-                    self.client.download(case.get("url") or f"/api/worker/shards/{shard_id}/inputs/{case_id}",
-                                         input_file, sha256=str(case["sha256"]),
-                                         size=int(case["bytes"]) if case.get("bytes") is not None else None,
-                                         params={"lease": lease})
-                    if hb.stop.is_set():
-                        raise _Stop()
-                    try:  # prompt mode, timing and interactive iterations: worker/interactive.py
-                        case_run, outcome = prompted.run_case(self, spec=spec, case=case, input_file=input_file,
-                                                              work=work, profile=profile, labels=labels,
-                                                              run_user=run_user, image_id=image_id,
-                                                              stopped=hb.stop.is_set)
-                    except Exception:
-                        if hb.stop.is_set():
-                            raise _Stop() from None  # the kill raced the engine calls
-                        raise
-                    if hb.stop.is_set():
-                        raise _Stop()  # killed for cancel / lease loss: nothing to report
-                meta = make_meta(case_run, lease=lease, wall_s=time.monotonic() - t0,
-                                 log_chars=int(getattr(self.config, "log_max_chars", 64 * 1024)),
-                                 max_bytes=int(getattr(self.config, "meta_max_bytes", 240 * 1024)))
-                output = case_run.output_path if case_run.status == "ok" else None
-                if outcome is not None:  # interactive: every iteration was uploaded; the trusted side folds them
-                    meta["interactive"], output = outcome.to_meta(), None
-                try:
-                    answer = self.client.upload_case(shard_id, case_id, meta, output)
-                except LeaseLost:
-                    hb.signal("the lease was lost (409) at upload: the shard was requeued")
-                    raise _Stop() from None
-                report.cases.append(case_id)
-                report.statuses[case_id] = case_run.status
-                if answer.get("cancel"):
-                    hb.signal("cancelled by the API (upload answer)")
-                    raise _Stop()
-            finally:
-                if not getattr(self.config, "keep_case_files", False):
-                    shutil.rmtree(work, ignore_errors=True)
+                answer = self.client.upload_case(shard_id, case_id, meta, output)
+            except LeaseLost:
+                hb.signal("the lease was lost (409) at upload: the shard was requeued")
+                raise _Stop() from None
+            report.cases.append(case_id)
+            report.statuses[case_id] = case_run.status
+            if answer.get("cancel"):
+                hb.signal("cancelled by the API (upload answer)")
+                raise _Stop()
+        finally:
+            if not getattr(self.config, "keep_case_files", False):
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _execute(self, spec: dict[str, Any], case: dict[str, Any], hb: _Heartbeat, work: Path, *,
+                 profile: sb.SandboxProfile, labels: dict[str, str],
+                 run_user: tuple[str | None, str] | None) -> tuple[sb.CaseRun, Any]:
+        """Download the case's input (sha256 checked) and run it (worker/interactive.py: prompt mode, timing,
+        interactive iterations); (the case run, the interactive outcome or None). Raises _Stop when told to."""
+        shard_id, case_id = int(spec["shard_id"]), str(case["id"])
+        name = str(case.get("file") or f"{case_id}.npz")
+        if not _CASE_FILE_RE.match(name) or name in (".", ".."):
+            raise InfraError(f"the shard spec names an unsafe case file {name[:80]!r}")
+        input_file = work / "in" / name
+        self.client.download(case.get("url") or f"/api/worker/shards/{shard_id}/inputs/{case_id}",
+                             input_file, sha256=str(case["sha256"]),
+                             size=int(case["bytes"]) if case.get("bytes") is not None else None,
+                             params={"lease": str(spec["lease"])})
+        if hb.stop.is_set():
+            raise _Stop()
+        try:
+            case_run, outcome = prompted.run_case(self, spec=spec, case=case, input_file=input_file, work=work,
+                                                  profile=profile, labels=labels, run_user=run_user,
+                                                  image_id=str(spec["image"]["image_id"]), stopped=hb.stop.is_set)
+        except Exception:
+            if hb.stop.is_set():
+                raise _Stop() from None  # the kill raced the engine calls
+            raise
+        if hb.stop.is_set():
+            raise _Stop()  # killed for cancel / lease loss: nothing to report
+        return case_run, outcome
 
     # -- containers -------------------------------------------------------------------------------
     def kill_shard_containers(self, shard_id: int) -> int:
@@ -332,7 +351,7 @@ class ShardExecutor:
             api = self.docker().api
             found = api.containers(all=True, filters={"label": [f"{LABEL_SHARD}={shard_id}",
                                                                 f"{sb.LABEL_WORKER}={self.identity}"]})
-        except Exception as exc:  # noqa: BLE001 - the engine may be down; the reaper cleans up
+        except Exception as exc:
             log.warning("shard %s: cannot list containers to stop: %s", shard_id, exc)
             return 0
         killed = 0
@@ -342,7 +361,7 @@ class ShardExecutor:
             try:
                 api.kill(c["Id"])  # SIGKILL: run_case's wait returns at once and run_case removes it
                 killed += 1
-            except Exception:  # noqa: BLE001 - it exited meanwhile
+            except Exception:
                 pass
         return killed
 
