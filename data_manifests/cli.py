@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,7 +23,7 @@ def _fail(msg: str) -> None:
 @app.command()
 def generate(
     size: str = typer.Option("tiny", "--size", help="tiny (CI), small (demos) or full (challenge-sized)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="random seed; same seed, same bytes. Omit it to draw a "
+    seed: int | None = typer.Option(None, "--seed", help="random seed; same seed, same bytes. Omit it to draw a "
                                        "private seed; seeds below 2**32 (0 = the built-in sets') are public: only "
                                        "demo challenges accept such a set"),
     out: Path = typer.Option(..., "--out", help="data root to write inputs/, gts/ and manifest.json into"),
@@ -62,10 +61,10 @@ def generate(
 def import_(
     src: Path = typer.Argument(..., help="folder with challenge .npz (imgs/ + gts/) or NIfTI images and labels"),
     out: Path = typer.Option(..., "--out", help="manifest file to write"),
-    data_out: Optional[Path] = typer.Option(None, "--data-out", help="where converted files go (default MANIFEST_data/)"),
+    data_out: Path | None = typer.Option(None, "--data-out", help="where converted files go (default MANIFEST_data/)"),
     spacing_order: str = typer.Option("auto", "--spacing-order", help="auto, xyz or zyx: how stored 3D spacing is read"),
-    modality: Optional[str] = typer.Option(None, "--modality", help="modality when names do not say it"),
-    set_id: Optional[str] = typer.Option(None, "--id", help="test-set id (default: folder name)"),
+    modality: str | None = typer.Option(None, "--modality", help="modality when names do not say it"),
+    set_id: str | None = typer.Option(None, "--id", help="test-set id (default: folder name)"),
 ) -> None:
     """Import a real challenge folder: checksums, modality, 2D/3D, spacing in array order."""
     from .importer import import_dir
@@ -88,7 +87,7 @@ def import_(
 def preview(
     source: Path = typer.Argument(..., help="manifest.json, or a data root containing manifest.json"),
     out: Path = typer.Option(Path("sheet.png"), "--out", help="PNG contact sheet to write"),
-    data: Optional[Path] = typer.Option(None, "--data", help="data root (default: the manifest's folder)"),
+    data: Path | None = typer.Option(None, "--data", help="data root (default: the manifest's folder)"),
     per_modality: int = typer.Option(1, "--per-modality", min=1, help="cases shown per modality"),
 ) -> None:
     """Write a PNG contact sheet: one case per modality, image beside labels and boxes."""

@@ -153,6 +153,33 @@ def _nifti_pairs(files: list[Path]) -> tuple[list[tuple[str, Path, Path]], list[
     return pairs, skipped
 
 
+def _classify_npz(src: Path, data_out: Path, skipped: list[tuple[str, str]]
+                  ) -> tuple[dict[str, Path], dict[str, Path], dict[str, Path]]:
+    """Sort the ``.npz`` files under ``src`` into inputs, ground truths and combined (training-style) files."""
+    inputs: dict[str, Path] = {}
+    gts: dict[str, Path] = {}
+    combined: dict[str, Path] = {}
+    for p in sorted(src.rglob("*.npz")):
+        if data_out in p.parents:
+            continue
+        try:
+            keys = set(npz_keys(p))
+        except Exception as exc:
+            skipped.append((str(p), f"not a readable .npz ({exc.__class__.__name__}: {exc})"))
+            continue
+        name = p.stem
+        target = combined if {"imgs", "gts"} <= keys else inputs if "imgs" in keys else gts if "gts" in keys else None
+        if target is None:
+            skipped.append((str(p), f"has neither imgs nor gts (keys: {', '.join(sorted(keys)) or 'none'})"))
+            continue
+        if name in target:
+            skipped.append((str(p), f"duplicate case name {name} (also {target[name]})"))
+            continue
+        target[name] = p
+
+    return inputs, gts, combined
+
+
 def import_dir(src: str | os.PathLike, out_manifest: str | os.PathLike, *, data_out: str | os.PathLike | None = None,
                spacing_order: str = "auto", modality: str | None = None, set_id: str | None = None,
                description: str | None = None) -> ImportResult:
@@ -167,27 +194,7 @@ def import_dir(src: str | os.PathLike, out_manifest: str | os.PathLike, *, data_
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
 
-    # --- classify .npz files
-    inputs: dict[str, Path] = {}
-    gts: dict[str, Path] = {}
-    combined: dict[str, Path] = {}
-    for p in sorted(src.rglob("*.npz")):
-        if data_out in p.parents:
-            continue
-        try:
-            keys = set(npz_keys(p))
-        except Exception as exc:  # noqa: BLE001 - any unreadable zip is reported, not raised
-            skipped.append((str(p), f"not a readable .npz ({exc.__class__.__name__}: {exc})"))
-            continue
-        name = p.stem
-        target = combined if {"imgs", "gts"} <= keys else inputs if "imgs" in keys else gts if "gts" in keys else None
-        if target is None:
-            skipped.append((str(p), f"has neither imgs nor gts (keys: {', '.join(sorted(keys)) or 'none'})"))
-            continue
-        if name in target:
-            skipped.append((str(p), f"duplicate case name {name} (also {target[name]})"))
-            continue
-        target[name] = p
+    inputs, gts, combined = _classify_npz(src, data_out, skipped)
 
     # each job: (case name, loader) where loader returns (imgs, boxes|None, gts, stored spacing|None, source note)
     jobs: list[tuple[str, dict]] = []
@@ -222,7 +229,7 @@ def import_dir(src: str | os.PathLike, out_manifest: str | os.PathLike, *, data_
         except _Skip as exc:
             skipped.append((origin, str(exc)))
             continue
-        except Exception as exc:  # noqa: BLE001 - a broken case is reported, not fatal
+        except Exception as exc:
             skipped.append((origin, f"unreadable: {exc.__class__.__name__}: {exc}"))
             continue
         cases.append(case)
@@ -245,9 +252,50 @@ class _Skip(Exception):
     pass
 
 
+def _import_nifti(name: str, job: dict, root: Path, modality_override, notes: list[str]):
+    """Convert one NIfTI image/label pair ((x, y, z) arrays) into a case in array order."""
+    import nibabel as nib
+
+    im = nib.load(str(job["image"]))
+    lb = nib.load(str(job["label"]))
+    a = np.asanyarray(im.dataobj)
+    g = np.rint(np.asanyarray(lb.dataobj)).astype(np.int64)
+    if a.shape[:3] != g.shape[:3]:
+        raise _Skip(f"image shape {a.shape} and label shape {g.shape} differ")
+    zooms = [float(z) for z in im.header.get_zooms()[:3]]
+    a, g = np.squeeze(a), np.squeeze(g)
+    if a.ndim == 3:
+        imgs0, gts = a.transpose(2, 1, 0), g.transpose(2, 1, 0)
+        stored = zooms[:3]
+        spacing_order_local = "xyz"
+    elif a.ndim == 2:
+        imgs0, gts = a.T, g.T
+        stored = None
+        spacing_order_local = None
+    else:
+        raise _Skip(f"NIfTI with {a.ndim} dimensions after squeezing is not supported")
+    _, mod = infer_modality(name)
+    mod = modality_override or mod
+    if mod is None:
+        raise _Skip("cannot infer the modality from the name; pass --modality")
+    imgs = _to_uint8(imgs0, mod)
+    gts, mapping = _relabel(gts)
+    if mapping:
+        notes.append(f"labels renumbered {mapping}")
+    boxes = None
+    notes.append("converted from NIfTI: (x, y, z) arrays transposed to (z, y, x)")
+    dim = imgs.ndim
+    name = f"{dim}DBox_{mod}_{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}"
+    if spacing_order_local:
+        spacing, how = to_array_order(stored, "xyz")
+        notes.append(f"spacing from the header zooms {how}")
+    else:
+        spacing = [1.0, 1.0]
+    return _finish(name, mod, imgs, boxes, gts, spacing, root, job, True, notes, nifti=True)
+
+
 def _import_one(name: str, job: dict, root: Path, write_all: bool, spacing_order: str, modality_override):
     notes: list[str] = []
-    labels_renamed = False
     if job["kind"] == "pair":
         inp = read_npz(job["input"])
         gt = read_npz(job["gt"])
@@ -260,45 +308,7 @@ def _import_one(name: str, job: dict, root: Path, write_all: bool, spacing_order
         imgs, boxes, gts, stored = d["imgs"], None, d["gts"], d.get("spacing")
         notes.append("training-style file split into input and ground truth; boxes derived from gts")
     else:
-        import nibabel as nib
-
-        im = nib.load(str(job["image"]))
-        lb = nib.load(str(job["label"]))
-        a = np.asanyarray(im.dataobj)
-        g = np.rint(np.asanyarray(lb.dataobj)).astype(np.int64)
-        if a.shape[:3] != g.shape[:3]:
-            raise _Skip(f"image shape {a.shape} and label shape {g.shape} differ")
-        zooms = [float(z) for z in im.header.get_zooms()[:3]]
-        a, g = np.squeeze(a), np.squeeze(g)
-        if a.ndim == 3:
-            imgs0, gts = a.transpose(2, 1, 0), g.transpose(2, 1, 0)
-            stored = zooms[:3]
-            spacing_order_local = "xyz"
-        elif a.ndim == 2:
-            imgs0, gts = a.T, g.T
-            stored = None
-            spacing_order_local = None
-        else:
-            raise _Skip(f"NIfTI with {a.ndim} dimensions after squeezing is not supported")
-        dim_hint, mod = infer_modality(name)
-        mod = modality_override or mod
-        if mod is None:
-            raise _Skip("cannot infer the modality from the name; pass --modality")
-        imgs = _to_uint8(imgs0, mod)
-        gts, mapping = _relabel(gts)
-        if mapping:
-            notes.append(f"labels renumbered {mapping}")
-        boxes = None
-        notes.append("converted from NIfTI: (x, y, z) arrays transposed to (z, y, x)")
-        dim = imgs.ndim
-        name = f"{dim}DBox_{mod}_{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}"
-        labels_renamed = True
-        if spacing_order_local:
-            spacing, how = to_array_order(stored, "xyz")
-            notes.append(f"spacing from the header zooms {how}")
-        else:
-            spacing = [1.0, 1.0]
-        return _finish(name, mod, imgs, boxes, gts, spacing, root, job, True, notes, nifti=True)
+        return _import_nifti(name, job, root, modality_override, notes)
     dim_hint, mod = infer_modality(name)
     mod = modality_override or mod
     if not _ID_RE.match(name):
@@ -320,7 +330,7 @@ def _import_one(name: str, job: dict, root: Path, write_all: bool, spacing_order
         notes.append(f"spacing {how}")
     else:
         spacing = [1.0, 1.0]
-    return _finish(name, mod, imgs, boxes, gts, spacing, root, job, write_all, notes, nifti=labels_renamed)
+    return _finish(name, mod, imgs, boxes, gts, spacing, root, job, write_all, notes, nifti=False)
 
 
 def _finish(name, mod, imgs, boxes, gts, spacing, root: Path, job, write_all, notes, nifti=False):

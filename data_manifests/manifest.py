@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from pydantic import ValidationError
@@ -185,8 +185,8 @@ def _tertiles(values: list[float]) -> list[str]:
     order = sorted(range(n), key=lambda i: values[i])
     out = [""] * n
     first_rank: dict[float, int] = {}
-    for r, i in enumerate(order):
-        r = first_rank.setdefault(values[i], r)
+    for rank, i in enumerate(order):
+        r = first_rank.setdefault(values[i], rank)
         out[i] = SIZE_CLASSES[0] if 3 * r < n else (SIZE_CLASSES[1] if 3 * r < 2 * n else SIZE_CLASSES[2])
     return out
 

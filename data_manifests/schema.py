@@ -101,7 +101,7 @@ class CaseEntry(_Strict):
     size_class: SizeClass
 
     @model_validator(mode="after")
-    def _consistent(self) -> "CaseEntry":
+    def _consistent(self) -> CaseEntry:
         if not self.id.startswith(f"{self.dim}DBox_"):
             raise ValueError(f"case {self.id}: id prefix does not match dim={self.dim}")
         if len(self.shape) != self.dim or any(n <= 0 for n in self.shape):
@@ -164,7 +164,7 @@ class TestSetManifest(_Strict):
     cases: list[CaseEntry]
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> "TestSetManifest":
+    def _unique_ids(self) -> TestSetManifest:
         seen: set[str] = set()
         for c in self.cases:
             if c.id in seen:

@@ -234,8 +234,8 @@ def _codes(grid: _Grid, pk: _Packed, fbyte: np.ndarray, bit: np.ndarray, perm) -
         for dl, part in ((0, x >> np.uint16(8)), (1, x & np.uint16(1))):
             delta_layout = delta_lead + [dl]
             delta_orig = [0] * nd
-            for l, p in enumerate(perm):
-                delta_orig[p] = delta_layout[l]
+            for li, p in enumerate(perm):
+                delta_orig[p] = delta_layout[li]
             b = 0
             for k in range(nd):
                 b = (b << 1) | delta_orig[k]

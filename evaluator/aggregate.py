@@ -86,7 +86,7 @@ def normalize(df: pd.DataFrame, *, time_limit_s: float | None = None) -> pd.Data
 
 
 def _stats(g: pd.DataFrame) -> dict:
-    out = {"n_cases": int(len(g)), "n_failed": int((g["status"].astype(str) != OK).sum())}
+    out = {"n_cases": len(g), "n_failed": int((g["status"].astype(str) != OK).sum())}
     for col in _METRICS:
         vals = g[col].dropna()
         out[f"{col}_mean"] = float(vals.mean()) if len(vals) else np.nan

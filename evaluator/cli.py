@@ -108,7 +108,7 @@ def _format_table(summary: pd.DataFrame) -> str:
     for _, r in summary.iterrows():
         def f(v):
             return "     nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:8.4f}"
-        lines.append(f"{str(r['modality']):<14}{int(r['n_cases']):>6}{int(r['n_failed']):>7}"
+        lines.append(f"{r['modality']!s:<14}{int(r['n_cases']):>6}{int(r['n_failed']):>7}"
                      f"  {f(r['dsc_mean'])} {f(r['dsc_median'])}  {f(r['nsd_mean'])} {f(r['nsd_median'])}")
     return "\n".join(lines)
 

@@ -148,9 +148,18 @@ def _read_header(f, label: str):
             raise ValueError(f"unsupported .npy format version {version}")
     except CaseFormatError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a format error
+    except Exception as exc:
         raise CaseFormatError(f"{label} is not a valid .npy array ({_show(exc)}); save it with np.savez_compressed") from None
     return tuple(int(n) for n in shape), bool(fortran), dtype
+
+
+def _missing_message(name: str, missing: list[str], present: dict[str, str]) -> str:
+    """The error for required arrays absent from ``name``, listing (up to 10 of) the arrays it has."""
+    shown = sorted(present)[:10]
+    have = ", ".join(_show(repr(k)) for k in shown) or "none"
+    if len(present) > len(shown):
+        have += f" and {len(present) - len(shown)} more"
+    return f"{name}: missing array {_show(', '.join(repr(k) for k in missing))} (arrays present: {have})"
 
 
 def load_npz(
@@ -200,13 +209,7 @@ def load_npz(
         present = {k[:-4] if k.endswith(".npy") else k: k for k in infos}
         missing = [k for k in required_keys if k not in present]
         if missing:
-            shown = sorted(present)[:10]
-            have = ", ".join(_show(repr(k)) for k in shown) or "none"
-            if len(present) > len(shown):
-                have += f" and {len(present) - len(shown)} more"
-            raise CaseFormatError(
-                f"{name}: missing array {_show(', '.join(repr(k) for k in missing))} (arrays present: {have})"
-            )
+            raise CaseFormatError(_missing_message(name, missing, present))
         for key in list(required_keys) + [k for k in optional_keys if k in present and k not in required_keys]:
             info = infos[present[key]]
             label = f"{name}: array {key!r}"
@@ -269,7 +272,7 @@ def load_label_map(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> t
         img = nib.load(str(path))
     except FileNotFoundError:
         raise CaseFormatError(f"{name}: file not found") from None
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types
+    except Exception as exc:
         raise CaseFormatError(f"{name}: not a readable NIfTI file ({_show(exc)})") from None
     shape = tuple(int(n) for n in img.shape)
     while len(shape) > 3 and shape[-1] == 1:
@@ -282,7 +285,7 @@ def load_label_map(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> t
         raise CaseFormatError(f"{name}: {nbytes} bytes of image data, over the limit of {max_bytes} bytes")
     try:
         data = np.asanyarray(img.dataobj).reshape(shape)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CaseFormatError(f"{name}: image data could not be read ({_show(exc)}); the file is corrupt") from None
     if not (data.dtype == bool or np.issubdtype(data.dtype, np.integer)):
         if not np.issubdtype(data.dtype, np.floating) or not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
@@ -364,14 +367,22 @@ def load_ground_truth(
 
 
 def load_prediction(
-    path: str | Path, *, expected_shape: tuple[int, ...], max_bytes: int | None = None
+    path: str | Path, *, expected_shape: tuple[int, ...], max_bytes: int | None = None, profile: str | None = None
 ) -> np.ndarray:
     """A participant's output label map (``segs`` in ``.npz``, or NIfTI), validated.
 
     Checks: the file is readable, holds no pickle, has ``segs``, an integer or boolean
     dtype, the input's spatial shape, non-negative labels and a decompressed size within
     ``max_bytes`` (default: 8 bytes per voxel of ``expected_shape`` plus 64 MiB).
+
+    ``profile``: under a profile that scores predictions as its reference script did
+    (``cvpr24``, ``cvpr25``: :data:`evaluator.profiles.REFERENCE_VALUE_PROFILES`), float and
+    negative-valued ``segs`` are accepted and returned as written (the scorer then counts a
+    voxel for class i when its value equals i, as the reference's ``seg == i``).
     """
+    from .profiles import REFERENCE_VALUE_PROFILES, get_profile
+
+    lenient = profile is not None and get_profile(profile).name in REFERENCE_VALUE_PROFILES
     path = Path(path)
     name = path.name
     expected = tuple(int(n) for n in expected_shape)
@@ -385,7 +396,10 @@ def load_prediction(
         )
 
     def check(key, shape, dtype):
-        if not (dtype == np.bool_ or np.issubdtype(dtype, np.integer)):
+        numeric = dtype == np.bool_ or np.issubdtype(dtype, np.integer)
+        if lenient and np.issubdtype(dtype, np.floating):
+            numeric = True
+        if not numeric:
             raise CaseFormatError(
                 f"output {name}: array 'segs' has dtype {_show(dtype)}; write an integer label map "
                 "(e.g. segs.astype(np.uint8)), label i for box i"
@@ -406,6 +420,6 @@ def load_prediction(
         except CaseFormatError as exc:
             msg = str(exc)
             raise CaseFormatError(msg if msg.startswith("output ") else f"output {msg}") from None
-    if segs.dtype.kind == "i" and segs.size and int(segs.min()) < 0:
+    if not lenient and segs.dtype.kind == "i" and segs.size and int(segs.min()) < 0:
         raise CaseFormatError(f"output {name}: array 'segs' has negative labels; use 0 for background and i for box i")
     return segs

@@ -11,8 +11,9 @@ Verdict: "reproduced" when the 95% bootstrap interval of the mean ΔDSC lies wit
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,13 +35,13 @@ class Interval:
         """True when the whole interval lies in ``[-margin, margin]``."""
         return -margin <= self.low and self.high <= margin
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, float]:
         return {"mean": self.mean, "low": self.low, "high": self.high}
 
 
 @dataclass
 class ReproResult:
-    cases: list[dict]
+    cases: list[dict[str, Any]]
     delta_dsc: Interval
     delta_nsd: Interval
     runtime_ratio: float
@@ -54,7 +55,7 @@ class ReproResult:
     def reproduced(self) -> bool:
         return self.verdict == REPRODUCED
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"cases": self.cases, "delta_dsc": self.delta_dsc.to_dict(), "delta_nsd": self.delta_nsd.to_dict(),
                 "runtime_ratio": self.runtime_ratio, "margin_dsc": self.margin_dsc, "margin_nsd": self.margin_nsd,
                 "verdict": self.verdict, "n_boot": self.n_boot, "notes": list(self.notes)}

@@ -106,8 +106,8 @@ def stamp_polyline(shape2d: tuple[int, int], pts: np.ndarray, radii: np.ndarray,
     """Rasterise a thick poly-line (points ``(N,2)`` as (y,x), per-point radius) into a float mask."""
     h, w = shape2d
     out = np.zeros(shape2d, dtype=np.float32) if out is None else out
-    for (y, x), r in zip(pts, radii):
-        r = float(r)
+    for (y, x), radius in zip(pts, radii):
+        r = float(radius)
         y0, y1 = int(max(0, np.floor(y - r - 1))), int(min(h, np.ceil(y + r + 2)))
         x0, x1 = int(max(0, np.floor(x - r - 1))), int(min(w, np.ceil(x + r + 2)))
         if y0 >= y1 or x0 >= x1:

@@ -55,8 +55,11 @@ def make_endoscopy(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCas
     away = rho > 0.22
     for k, (r_lo, r_hi) in enumerate(((0.09, 0.17), (0.025, 0.045))):
         r = rng.uniform(r_lo, r_hi) * m
-        inside = away & (Y > r) & (Y < h - r) & (X > r) & (X < w - r) & (lab == 0)
-        inside = ndimage.binary_erosion(inside, iterations=int(r) + 2) if k == 0 else inside & ~ndimage.binary_dilation(lab > 0, iterations=int(r) + 3)
+        inside = away & (r < Y) & (h - r > Y) & (r < X) & (w - r > X) & (lab == 0)
+        if k == 0:
+            inside = ndimage.binary_erosion(inside, iterations=int(r) + 2)
+        else:
+            inside = inside & ~ndimage.binary_dilation(lab > 0, iterations=int(r) + 3)
         c = _pick(rng, inside)
         f = ellipse_field([Y, X], c, (r, r * rng.uniform(0.8, 1.25)), rng.uniform(0, 3)) + 0.12 * wob
         p = f < 1
@@ -127,9 +130,10 @@ def make_fundus(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCase:
     rgb = rgb * (vign * (1 - 0.4 * np.exp(-(dm / 0.16) ** 2)))[..., None]
     # vessels: 4 arcades from the disc, each with a few branches
     vmask = np.zeros(shape, dtype=np.float32)
-    for ang0, bend in ((-np.pi / 2 - eye * 0.5, eye * 0.018), (np.pi / 2 + eye * 0.5, -eye * 0.018),
-                       (-np.pi / 2 + eye * 0.9, -eye * 0.01), (np.pi / 2 - eye * 0.9, eye * 0.01)):
+    for ang0, bend0 in ((-np.pi / 2 - eye * 0.5, eye * 0.018), (np.pi / 2 + eye * 0.5, -eye * 0.018),
+                        (-np.pi / 2 + eye * 0.9, -eye * 0.01), (np.pi / 2 - eye * 0.9, eye * 0.01)):
         ang = ang0 + (np.pi if eye < 0 else 0.0) * 0 + rng.uniform(-0.2, 0.2)
+        bend = bend0
         if eye < 0:
             ang = np.pi - ang
             bend = -bend
@@ -199,7 +203,8 @@ def make_microscopy(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCa
                 y, x = rng.uniform(r + 2, h - r - 2), rng.uniform(r + 2, w - r - 2)
             if not (r + 2 < y < h - r - 2 and r + 2 < x < w - r - 2):
                 continue
-            if all(np.hypot(y - cy, x - cx) > (r + cr) * (0.9 if i == 2 and j == 0 else 1.15) for j, (cy, cx, cr) in enumerate(cells)):
+            if all(np.hypot(y - cy, x - cx) > (r + cr) * (0.9 if i == 2 and j == 0 else 1.15)
+                   for j, (cy, cx, cr) in enumerate(cells)):
                 cells.append((y, x, r))
                 break
         else:
@@ -276,8 +281,8 @@ def make_dermoscopy(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCa
     lab = np.zeros(shape, dtype=np.uint8)
     lab[les] = 1
     sr = rng.uniform(0.02, 0.04) * m
-    far = ~ndimage.binary_dilation(les, iterations=int(0.06 * m)) & (Y > sr + 0.15 * m) & (Y < h - sr - 0.15 * m) \
-        & (X > sr + 0.15 * m) & (X < w - sr - 0.15 * m)
+    far = ~ndimage.binary_dilation(les, iterations=int(0.06 * m)) & (sr + 0.15 * m < Y) & (h - sr - 0.15 * m > Y) \
+        & (sr + 0.15 * m < X) & (w - sr - 0.15 * m > X)
     sc = _pick(rng, far)
     sat = blob([Y, X], sc, (sr, sr * 1.2), wobble=wob, amount=0.15)
     rgb = np.where(sat[..., None], brown * 0.9, rgb)

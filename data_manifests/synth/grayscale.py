@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import (
-    RegenerateCase, SynthCase, blob, ellipse_field, finalize_labels, gauss, grid, random_walk,
-    smooth_noise, speckle, stamp_polyline, to_uint8,
+    RegenerateCase, SynthCase, blob, ellipse_field, finalize_labels, gauss, grid, smooth_noise, speckle, stamp_polyline, to_uint8,
 )
 
 __all__ = ["make_us", "make_xray", "make_oct", "make_mammography"]
@@ -114,7 +113,7 @@ def make_xray(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCase:
     dens = np.full(shape, 0.06, dtype=np.float32)
     body = blob([Y, X], (0.62 * h, 0.5 * w), (0.75 * h, 0.47 * w), wobble=wob, amount=0.02)
     dens = np.where(body, 0.55, dens)
-    neck = (np.abs(X - 0.5 * w) < 0.13 * w) & (Y < 0.2 * h)
+    neck = (np.abs(X - 0.5 * w) < 0.13 * w) & (0.2 * h > Y)
     dens = np.where(neck, 0.55, dens)
     lungs = []
     ltop = rng.uniform(0.12, 0.18) * h
@@ -125,7 +124,7 @@ def make_xray(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCase:
         cy = (ltop + lbot) / 2
         ry = (lbot - ltop) / 2
         f = ellipse_field([Y, X], (cy, cx), (ry, rx), angle=s * rng.uniform(0.03, 0.1)) + 0.04 * wob
-        lung = (f < 1) & (np.abs(X - 0.5 * w) > 0.06 * w) & (Y < lbot - 0.06 * h * np.cos((X - cx) / rx))
+        lung = (f < 1) & (np.abs(X - 0.5 * w) > 0.06 * w) & (lbot - 0.06 * h * np.cos((X - cx) / rx) > Y)
         lungs.append(lung)
     heart = blob([Y, X], (rng.uniform(0.6, 0.66) * h, 0.5 * w + rng.uniform(0.03, 0.07) * w),
                  (rng.uniform(0.14, 0.17) * h, rng.uniform(0.15, 0.19) * w), angle=0.5, wobble=wob, amount=0.03)
@@ -196,7 +195,7 @@ def make_oct(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCase:
                 + rng.uniform(-0.05, 0.05) * h * (x / w - 0.5) + 0.015 * h * smooth_noise(rng, (w,), 30))
     nasal_sign = 1.0 if rng.random() < 0.5 else -1.0
     thicks = []
-    for i, (name, t, r, thin) in enumerate(_OCT_LAYERS):
+    for i, (_name, t, _r, thin) in enumerate(_OCT_LAYERS):
         th = t * scale * (1 - thin * pit)
         if i == 0:
             th = th * (1.0 + 0.8 * np.clip(nasal_sign * (x - xf) / (w / 2), 0, 1))
@@ -208,19 +207,19 @@ def make_oct(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCase:
     lab = np.zeros(shape, dtype=np.uint8)
     names: list[str] = []
     value = 0
-    for (name, t, r, thin), thick in zip(_OCT_LAYERS, thicks):
+    for (name, _t, r, _thin), thick in zip(_OCT_LAYERS, thicks):
         lower = b + thick
-        band = (Y >= b[None, :]) & (Y < lower[None, :])
+        band = (b[None, :] <= Y) & (lower[None, :] > Y)
         refl = np.where(band, r * (1 + 0.1 * np.sin(Y * 0.0 + x[None, :] * 0.0)), refl)
         if name:
             value += 1
             lab[band] = value
             names.append(name)
         b = lower
-    chor = (Y >= b[None, :]) & (Y < b[None, :] + 0.2 * h)
+    chor = (b[None, :] <= Y) & (b[None, :] + 0.2 * h > Y)
     ctex = 0.45 + 0.25 * smooth_noise(rng, shape, (3, 6))
     fade = np.exp(-np.clip(Y - b[None, :], 0, None) / (0.12 * h))
-    refl = np.where(Y >= b[None, :], ctex * fade + 0.03, refl)
+    refl = np.where(b[None, :] <= Y, ctex * fade + 0.03, refl)
     refl = np.where(chor & (smooth_noise(rng, shape, (4, 10)) > 1.0), 0.08, refl)
     # the fovea's inner layers nearly vanish: keep labels only where the layer is ≥ 1 px thick
     # intraretinal fluid: dark cyst in the INL/ONL region (nested, small)
@@ -267,7 +266,7 @@ def make_mammography(rng: np.random.Generator, shape: tuple[int, int]) -> SynthC
     dens = np.where(pect, 0.7 + 0.05 * wob, dens)
     # mass: irregular, spiculated
     mr = rng.uniform(0.03, 0.07) * min(h, w)
-    cand = breast & ~pect & (f < 0.7) & (X > pa * 0.8)
+    cand = breast & ~pect & (f < 0.7) & (pa * 0.8 < X)
     idx = np.flatnonzero(cand)
     if idx.size == 0:
         raise RegenerateCase("no room for a mass")
