@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentMember, SessionDep, SettingsDep
+from api.lifecycle import latest_runs
 from api.models import RunState, SubmissionState
 from api.params import MAX_ID, IdPath, SlugPath
 from api.storage import Storage
@@ -113,7 +114,7 @@ def get_submission(submission_id: IdPath, member: CurrentMember, session: Sessio
     if view.run_state == RunState.queued:
         from api.status.service import queue_position
 
-        view.queue = queue_position(session, settings, service._latest_runs(session, [sub.id]).get(sub.id))
+        view.queue = queue_position(session, settings, latest_runs(session, [sub.id]).get(sub.id))
     return view
 
 
