@@ -47,6 +47,13 @@ class CaseScore:
     tolerance: float = 2.0
     notes: tuple[str, ...] = field(default=())
 
+    @property
+    def undefined(self) -> bool:
+        """The case DSC is undefined (NaN): under ``cvpr24`` a label of ``1..gt.max()`` absent from both masks
+        (the reference's empty CSV field), under ``default`` / ``cvpr25`` no class to score. Shown as undefined,
+        never as 0; ranking rule in ``docs/interactive.md`` ("Undefined cases")."""
+        return math.isnan(self.dsc)
+
     def to_dict(self) -> dict:
         """JSON-ready dict; NaN (skipped / undefined) becomes ``None``."""
 

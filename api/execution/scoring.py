@@ -173,7 +173,7 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
                           reason=_case_reason(case_id, "the uploaded output is missing from storage", runtime, limit))
         else:
             try:
-                segs = load_prediction(scratch, expected_shape=tuple(case.shape))
+                segs = load_prediction(scratch, expected_shape=tuple(case.shape), profile=profile)
             except CaseFormatError as exc:
                 values = dict(status=CaseStatus.invalid_output,
                               reason=_case_reason(case_id, f"invalid prediction: {exc}", runtime, limit))

@@ -250,7 +250,7 @@ def test_label_stats_single_pass_matches_brute_force(monkeypatch):
 def test_profiles_and_validation():
     assert evaluator.get_profile("default").id == "default@1"
     assert evaluator.get_profile("cvpr24@1").tolerance == 2.0
-    assert set(evaluator.PROFILES) == {"default", "cvpr24"}
+    assert set(evaluator.PROFILES) == {"default", "cvpr24", "cvpr25"}
     with pytest.raises(ValueError, match="unknown metric profile"):
         evaluator.get_profile("cvpr23")
     with pytest.raises(ValueError, match="unknown metric profile"):
