@@ -71,13 +71,15 @@ def check_broker(url: str) -> dict[str, Any]:
             import redis
 
             client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-            info.update(ok=True, kind="redis", version="Redis " + str(client.info("server")["redis_version"]))
+            server: dict[str, Any] = client.info("server")  # type: ignore[assignment]  # sync client: a dict
+            info.update(ok=True, kind="redis", version="Redis " + str(server["redis_version"]))
             client.close()
         elif url.startswith("sqla+"):
             import kombu
 
             engine = get_engine(url[len("sqla+"):])
-            info.update(ok=True, kind="embedded", version=f"kombu {kombu.__version__} sqlalchemy transport on {db_version(engine)}")
+            info.update(ok=True, kind="embedded",
+                        version=f"kombu {kombu.__version__} sqlalchemy transport on {db_version(engine)}")
         else:
             info.update(ok=True, kind=url.split(":", 1)[0], version="unchecked")
     except Exception as exc:

@@ -12,8 +12,9 @@ Two named schemes (the name is shown on every leaderboard):
 
 ``aggregate_then_rank`` ("Aggregate-then-rank")
     Missing or failed cases take the metric's worst value (DSC 0, NSD 0, runtime = the case time
-    limit); each metric is averaged over cases; the entries are ranked per metric; the score is the
-    mean of the metric ranks (with a single metric: the rank of the mean itself).
+    limit of their run: pass values charged by :func:`evaluator.failures.charge_failures`); each
+    metric is averaged over cases; the entries are ranked per metric; the score is the mean of the
+    metric ranks (with a single metric: the rank of the mean itself).
 
 The input everywhere is ``values``: a mapping metric name → array of shape ``(n_entries, n_cases)``
 (``NaN`` = missing/failed), and ``metrics``: the :class:`Metric` specs, in order.
@@ -27,9 +28,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from .failures import FAILED_DSC, FAILED_NSD
 
 __all__ = [
     "Metric",
@@ -62,10 +66,12 @@ class Metric:
     label: str = ""
 
 
-#: DSC ↑, NSD ↑, runtime ↓ (runtime's worst value is the track's case time limit; see ``with_time_limit``).
+#: DSC ↑, NSD ↑, runtime ↓. A failed case's values come from :func:`evaluator.failures.charge_failures` (DSC 0,
+#: NSD 0, runtime = the time limit of the run it belongs to): callers pass charged matrices where a scheme needs
+#: values (aggregate-then-rank, significance), so these ``worst`` values only fill what was left NaN.
 DEFAULT_METRICS: tuple[Metric, ...] = (
-    Metric("dsc", True, 0.0, "DSC"),
-    Metric("nsd", True, 0.0, "NSD"),
+    Metric("dsc", True, FAILED_DSC, "DSC"),
+    Metric("nsd", True, FAILED_NSD, "NSD"),
     Metric("runtime_s", False, float("inf"), "Runtime (s)"),
 )
 
@@ -82,14 +88,6 @@ def scheme_label(name: str) -> str:
         return SCHEMES[name]
     except KeyError:
         raise ValueError(f"unknown ranking scheme {name!r}; use one of {sorted(SCHEMES)}") from None
-
-
-def with_time_limit(metrics: Sequence[Metric], time_limit_s: float) -> tuple[Metric, ...]:
-    """The metrics with every lower-is-better metric's worst value set to ``time_limit_s``."""
-    return tuple(
-        Metric(m.name, m.higher_is_better, float(time_limit_s), m.label) if not m.higher_is_better else m
-        for m in metrics
-    )
 
 
 @dataclass
@@ -254,7 +252,7 @@ class Stability:
     def tau_median(self) -> float:
         return float(np.median(self.taus)) if self.taus.size else 1.0
 
-    def to_dict(self, names: Sequence[str] | None = None) -> dict:
+    def to_dict(self, names: Sequence[str] | None = None) -> dict[str, Any]:
         """JSON-ready summary (optionally with entry names)."""
         n = len(self.full_rank)
         names = list(names) if names is not None else [str(i) for i in range(n)]
@@ -338,7 +336,7 @@ class SignificanceMap:
     adjusted: np.ndarray
     significant: np.ndarray
 
-    def to_dict(self, names: Sequence[str] | None = None) -> dict:
+    def to_dict(self, names: Sequence[str] | None = None) -> dict[str, Any]:
         n = self.pvalues.shape[0]
         names = list(names) if names is not None else [str(i) for i in range(n)]
 

@@ -73,7 +73,7 @@ def _dt(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return as_utc(value).strftime("%Y-%m-%d %H:%M UTC")
+        return as_utc(value).strftime("%Y-%m-%d %H:%M UTC")  # type: ignore[union-attr]  # not None here
     return str(value).replace("T", " ").replace("Z", " UTC")
 
 
@@ -159,7 +159,10 @@ def _groups(board: Board) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for col in board.columns:
         g = col.modality or col.group
-        label = col.modality[5:] + " structures" if col.modality.startswith("size:") else (col.modality or names.get(col.group, ""))
+        if col.modality.startswith("size:"):
+            label = col.modality[5:] + " structures"
+        else:
+            label = col.modality or names.get(col.group, "")
         if out and out[-1]["key"] == g:
             out[-1]["span"] += 1
         else:
@@ -339,12 +342,12 @@ def _login_page(request: Request, nxt: str, *, status: int = 200, message: str =
 
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
-def login_page(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002
+def login_page(request: Request, next: str = "/") -> HTMLResponse:
     return _login_page(request, _safe_next(next))
 
 
 @router.post("/login", include_in_schema=False)
-def login_submit(request: Request, token: str = Form(""), csrf: str = Form(""), next: str = "/") -> Response:  # noqa: A002
+def login_submit(request: Request, token: str = Form(""), csrf: str = Form(""), next: str = "/") -> Response:
     nxt = _safe_next(next)
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not (cookie and csrf and hmac.compare_digest(cookie.encode(), csrf.encode())) or not _same_origin(request):

@@ -11,6 +11,7 @@ from api.leaderboard.board import Row
 __all__ = ["scatter_accuracy_runtime", "modality_bars", "stability_plot", "significance_plot", "PALETTE"]
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
+_NEEDS_TWO = '<text x="320" y="60" text-anchor="middle" fill="#6b7280">needs at least two ranked entries</text>'
 _FONT = 'font-family="system-ui,-apple-system,Segoe UI,Roboto,sans-serif"'
 
 
@@ -44,8 +45,8 @@ def scatter_accuracy_runtime(rows: list[Row], *, label_top: int = 5) -> str:
     title = "Accuracy vs runtime: mean DSC against mean runtime per case (log scale)"
     if not pts:
         return _svg(w, h, [f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" fill="#6b7280">no entries yet</text>'], title)
-    xs = [math.log10(max(r.runtime_s, 1e-3)) for r in pts]
-    ys = [r.dsc for r in pts]
+    xs = [math.log10(max(float(r.runtime_s or 0.0), 1e-3)) for r in pts]
+    ys = [float(r.dsc or 0.0) for r in pts]
     x0, x1 = math.floor(min(xs) * 2) / 2, math.ceil(max(xs) * 2) / 2
     if x1 - x0 < 0.5:
         x1 = x0 + 1
@@ -69,9 +70,11 @@ def scatter_accuracy_runtime(rows: list[Row], *, label_top: int = 5) -> str:
                 body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt}" y2="{h - mb}" stroke="#f1f5f9"/>'
                             f'<text x="{x:.1f}" y="{h - mb + 16}" text-anchor="middle" fill="#475569">{label}</text>')
         e += 1
-    body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 6}" text-anchor="middle" fill="#111827">runtime per case (s, log scale)</text>'
-                f'<text transform="translate(14,{(mt + h - mb) / 2}) rotate(-90)" text-anchor="middle" fill="#111827">mean DSC</text>')
-    ranked = sorted((r for r in pts if r.rank), key=lambda r: r.rank)
+    body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 6}" text-anchor="middle" fill="#111827">'
+                'runtime per case (s, log scale)</text>'
+                f'<text transform="translate(14,{(mt + h - mb) / 2}) rotate(-90)" text-anchor="middle" '
+                'fill="#111827">mean DSC</text>')
+    ranked = sorted((r for r in pts if r.rank), key=lambda r: r.rank or 0)
     if not ranked:  # an unranked board (reproducibility): label the entries as listed
         ranked = [r for r in pts if not r.baseline]
     top = {id(r) for r in ranked[:label_top]}
@@ -81,10 +84,12 @@ def scatter_accuracy_runtime(rows: list[Row], *, label_top: int = 5) -> str:
         name = escape(f'{r.team} · {r.label or ""}'.strip(" ·"))
         tip = f'<title>{name}: DSC {r.dsc:.3f}, NSD {(r.nsd or 0):.3f}, {r.runtime_s:.2f} s</title>'
         if r.baseline:
-            body.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="none" stroke="#111827" stroke-width="1.5">{tip}</rect>')
+            body.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="none" stroke="#111827" '
+                        f'stroke-width="1.5">{tip}</rect>')
         else:
             color = PALETTE[0] if id(r) in top else "#94a3b8"
-            body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}" fill-opacity="0.85" stroke="#fff">{tip}</circle>')
+            body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}" fill-opacity="0.85" '
+                        f'stroke="#fff">{tip}</circle>')
         if id(r) in top or r.baseline:
             raw = (f'#{r.rank} {r.team}' if r.rank
                    else str(r.label or r.team) if r.baseline else str(r.team))
@@ -104,7 +109,7 @@ def scatter_accuracy_runtime(rows: list[Row], *, label_top: int = 5) -> str:
 
 def modality_bars(rows: list[Row], modalities: list[str], *, metric: str = "dsc", top: int = 5) -> str:
     """Grouped bars: the top entries' (and baselines') mean ``metric`` per modality."""
-    chosen = sorted((r for r in rows if r.rank), key=lambda r: r.rank)[:top]
+    chosen = sorted((r for r in rows if r.rank), key=lambda r: r.rank or 0)[:top]
     if not chosen:  # an unranked board (reproducibility): the first entries as listed
         chosen = [r for r in rows if not r.baseline][:top]
     chosen += [r for r in rows if r.baseline][:1]
@@ -138,7 +143,7 @@ def modality_bars(rows: list[Row], modalities: list[str], *, metric: str = "dsc"
                         f'fill="#111827">{escape(mod)}</text>')
         else:
             body.append(f'<text x="{tx:.1f}" y="{ty:.1f}" text-anchor="middle" fill="#111827">{escape(mod)}</text>')
-    lx = ml
+    lx = float(ml)
     for ri, r in enumerate(chosen):
         color = "#111827" if r.baseline else PALETTE[ri % len(PALETTE)]
         name = (f'#{r.rank} {r.team}' if r.rank
@@ -154,7 +159,7 @@ def stability_plot(stab: dict[str, Any] | None) -> str:
     """Blob plot: each entry's bootstrap rank frequencies (area ∝ frequency), full rank as a ring."""
     title = "Ranking stability: bootstrap rank distribution per entry"
     if not stab or not stab.get("entries"):
-        return _svg(640, 120, ['<text x="320" y="60" text-anchor="middle" fill="#6b7280">needs at least two ranked entries</text>'], title)
+        return _svg(640, 120, [_NEEDS_TWO], title)
     entries = stab["entries"]
     n = len(entries)
     row_h = 18
@@ -180,8 +185,10 @@ def stability_plot(stab: dict[str, Any] | None) -> str:
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{min(cw, row_h) * 0.5:.1f}" fill="none" stroke="#dc2626"/>')
     for r in range(1, n + 1):
         if n <= 20 or r == 1 or r % 5 == 0:
-            body.append(f'<text x="{ml + (r - 0.5) * cw:.1f}" y="{h - mb + 14}" text-anchor="middle" fill="#475569" font-size="10">{r}</text>')
-    body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 4}" text-anchor="middle" fill="#111827">rank (red ring: full-data rank)</text>')
+            body.append(f'<text x="{ml + (r - 0.5) * cw:.1f}" y="{h - mb + 14}" text-anchor="middle" fill="#475569" '
+                        f'font-size="10">{r}</text>')
+    body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 4}" text-anchor="middle" fill="#111827">'
+                'rank (red ring: full-data rank)</text>')
     return _svg(w, h, body, title)
 
 
@@ -189,7 +196,7 @@ def significance_plot(sig: dict[str, Any] | None) -> str:
     """Significance map: cell (row i, column j) filled when entry i is significantly better than entry j."""
     title = "Significance map: row significantly better than column (one-sided paired Wilcoxon, Holm)"
     if not sig or not sig.get("names"):
-        return _svg(640, 120, ['<text x="320" y="60" text-anchor="middle" fill="#6b7280">needs at least two ranked entries</text>'], title)
+        return _svg(640, 120, [_NEEDS_TWO], title)
     names = sig["names"]
     n = len(names)
     cell = max(6.0, min(18.0, 700.0 / n))
@@ -210,7 +217,8 @@ def significance_plot(sig: dict[str, Any] | None) -> str:
                 fill = PALETTE[0] if sig["significant"][i][j] else "#f8fafc"
             p = sig["adjusted"][i][j]
             tip = "" if p is None else f'<title>{escape(str(name))} vs {escape(str(names[j]))}: adjusted p = {p:.4g}</title>'
-            body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell - 1:.1f}" height="{cell - 1:.1f}" fill="{fill}">{tip}</rect>')
+            body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell - 1:.1f}" height="{cell - 1:.1f}" '
+                        f'fill="{fill}">{tip}</rect>')
     for j in range(n):
         if n <= 20 or j == 0 or (j + 1) % 5 == 0:
             body.append(f'<text x="{ml + (j + 0.5) * cell:.1f}" y="{mt + n * cell + 14:.1f}" text-anchor="middle" '

@@ -8,7 +8,7 @@ nine modalities), a booster entry, and one team reproduces the winner. Determini
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 
 import numpy as np
@@ -28,20 +28,20 @@ from api.models import (
     TrackKind,
 )
 from data_manifests.schema import MODALITIES as _MODALITIES
-from data_manifests.schema import SIZE_CLASSES
+from data_manifests.schema import SIZE_CLASSES, VOLUME_MODALITIES
 from evaluator.failures import charge_failures
 
 __all__ = ["seed_demo", "add_submission", "MODALITIES"]
 
 MODALITIES = _MODALITIES[:9]  # the reference challenge's nine (data_manifests.schema)
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _case_ids(n: int) -> list[tuple[str, str, str]]:
-    out = []
+    out: list[tuple[str, str, str]] = []
     for i in range(n):
         mod = MODALITIES[i % len(MODALITIES)]
-        dim = 3 if mod in ("CT", "MR", "PET") else 2
+        dim = 3 if mod in VOLUME_MODALITIES else 2
         size = SIZE_CLASSES[(i // len(MODALITIES)) % 3]
         out.append((f"{dim}DBox_{mod}_{i:04d}", mod, size))
     return out
@@ -125,7 +125,8 @@ def seed_demo(session: Session, *, teams: int = 12, cases: int = 45, seed: int =
     session.add_all([t for k, t in tracks.items() if k != "main"])
     session.flush()
     case_list = _case_ids(cases)
-    difficulty = rng.uniform(0.0, 0.25, cases) + np.array([{"small": 0.12, "medium": 0.05, "large": 0.0}[s] for *_, s in case_list])
+    size_difficulty = {"small": 0.12, "medium": 0.05, "large": 0.0}
+    difficulty = rng.uniform(0.0, 0.25, cases) + np.array([size_difficulty[s] for *_, s in case_list])
     team_rows = []
     subs: dict[str, list[int]] = {"main": [], "booster": [], "repro": []}
     for i in range(teams):
@@ -168,8 +169,9 @@ def seed_demo(session: Session, *, teams: int = 12, cases: int = 45, seed: int =
 
         session.flush()
         listed = public_submission_ids(session, main)
-        orig_id = next(i for i in subs["main"] if i in listed and session.get(Submission, i).team_id == team_rows[0].id)
-        orig = session.get(Submission, orig_id)
+        team_of = {s.id: s.team_id for s in session.scalars(select(Submission).where(Submission.id.in_(subs["main"])))}
+        orig_id = next(i for i in subs["main"] if i in listed and team_of[i] == team_rows[0].id)
+        orig = session.get_one(Submission, orig_id)
 
         oc = {c.case_id: c for c in session.scalars(select(CaseResult).where(CaseResult.run_id == orig.runs[-1].id))}
         d = np.array([oc[c].dsc for c, *_ in case_list]) + rng.normal(-0.002, 0.003, cases)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from api.db import session_scope
 from api.deps import hash_token
 from api.models import ApiToken, Challenge, Member, Role, Team, Track, TrackKind
 
-T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def make_app(settings):
@@ -35,8 +35,8 @@ def make_challenge(session, *, slug: str = "c1", tracks: dict[str, dict] | None 
     session.add(ch)
     session.flush()
     out = {}
-    for tslug, kw in (tracks or {"main": {}}).items():
-        kw = {"kind": TrackKind.main, "case_timeout_s": 60, **kw}
+    for tslug, given in (tracks or {"main": {}}).items():
+        kw = {"kind": TrackKind.main, "case_timeout_s": 60, **given}
         t = Track(challenge_id=ch.id, slug=tslug, title=tslug.title(), **kw)
         session.add(t)
         session.flush()
@@ -77,7 +77,7 @@ def login_csrf(client) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
 
 
-def sign_in(client, token: str, *, next: str = "/", **kw):  # noqa: A002
+def sign_in(client, token: str, *, next: str = "/", **kw):
     """Sign ``client`` in through the sign-in form (as a browser does); returns the POST /login response."""
     return client.post(f"/login?next={next}", data={"token": token, "csrf": login_csrf(client)},
                        follow_redirects=False, **kw)

@@ -25,7 +25,8 @@ from api.csvsafe import csv_safe
 from data_manifests.schema import SIZE_CLASSES as _SIZE_CLASSES
 
 __all__ = [
-    "SIZE_CLASSES", "ColumnType", "Column", "MetricSpec", "METRICS", "metric_columns", "TrackInfo", "ReproCase",
+    "SIZE_CLASSES", "ColumnType", "Column", "MetricSpec", "METRICS", "INTERACTIVE_METRICS", "iteration_columns",
+    "metric_columns", "TrackInfo", "ReproCase",
     "ReproDetails", "Row", "Board", "fmt", "csv_header", "cell", "board_csv", "to_json_bytes", "r",
 ]
 
@@ -75,6 +76,31 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 
+#: interactive tracks (CVPR25_iter_eval.py's five metrics): the AUCs over iterations, the final scores, the total
+#: runtime per case; ranked by the track's scheme on all five (api.leaderboard.service.INTERACTIVE_RANKED)
+INTERACTIVE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("dsc_auc", "DSC AUC", "score", "mean DSC_AUC: area under the DSC-vs-click curve over the refinement "
+               "iterations (cumulative trapezoid, as CVPR25_iter_eval.py; failed = 0)", per_size=False),
+    MetricSpec("nsd_auc", "NSD AUC", "score", "mean NSD_AUC over the refinement iterations (failed = 0)",
+               per_size=False),
+    MetricSpec("dsc", "Final DSC", "score", "mean Dice after the last iteration (failed = 0)"),
+    MetricSpec("nsd", "Final NSD", "score", "mean normalized surface Dice after the last iteration (failed = 0)"),
+    MetricSpec("runtime_s", "Runtime (s)", "runtime", "mean total runtime per case over all iterations, in seconds "
+               "(failed = time limit)", digits=2, group_label="Time (s)", per_size=False),
+)
+
+
+def iteration_columns(iterations: int) -> list[Column]:
+    """Interactive tracks: the mean DSC and NSD after each iteration (the curve's numbers, in the CSV too)."""
+    cols = []
+    for metric in ("dsc", "nsd"):
+        for i in range(iterations + 1):
+            what = "the first prompt" if i == 0 else f"click {i}"
+            cols.append(Column(f"{metric}_it{i}", f"{metric.upper()} @{i}", "score", group="iterations",
+                               title=f"mean {metric.upper()} after {what} (failed = 0)"))
+    return cols
+
+
 def metric_columns(modalities: list[str], has_size: bool, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Column]:
     """The overall, per-modality and per-size-class columns of ``metrics``."""
     cols = [Column(m.key, m.label, m.type, group="overall", title=m.title) for m in metrics]
@@ -112,6 +138,11 @@ class TrackInfo:
     case_timeout_s: int
     repro_margin_dsc: float
     repro_margin_nsd: float
+    # prompts, timing (named on the board) and, on interactive tracks, the refinement iterations
+    prompt: str = "box"
+    timing: str = "container"
+    timing_label: str = ""
+    iterations: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -186,6 +217,10 @@ class Row:
     runtime_ratio: float | None = None
     verdict: str | None = None
     details: ReproDetails | None = None
+    # interactive tracks: the mean DSC / NSD after each iteration ({"dsc": [...], "nsd": [...]}) and the cases
+    # stopped by the class time budget
+    curve: dict[str, list[float | None]] | None = None
+    over_budget: int | None = None
 
     @property
     def entry(self) -> str:
@@ -236,6 +271,9 @@ class Row:
             d.update({f"size:{cls}:{k}": v for k, v in vals.items()})
         if self.score is not None:
             d["score"] = self.score
+        if self.curve is not None:
+            d["curve"] = {k: list(v) for k, v in self.curve.items()}
+            d["over_budget"] = self.over_budget
         if self.main_submission_id is not None:
             d["main_submission_id"] = self.main_submission_id
             d.update(delta_dsc=self.delta_dsc, delta_nsd=self.delta_nsd, speedup=self.speedup)

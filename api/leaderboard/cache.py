@@ -131,7 +131,7 @@ CacheKey = tuple[str, str, str, str, str]  # (kind, challenge, track, audience, 
 
 entries: LRU[CacheKey, _Entry] = LRU()  # rendered responses; a 404 is never kept
 boards: LRU[tuple[str, str, str, str], tuple[tuple[Any, ...], Board]] = LRU()  # one board serves page, JSON, CSV
-_frozen = False
+_gc_frozen = threading.Event()
 
 
 def clear() -> None:
@@ -156,11 +156,10 @@ def _keep(request: Request, key: CacheKey, entry: _Entry) -> None:
         entries.pop(key)  # never cache a miss (unbounded keys); drop what this key served before
     else:
         entries.put(key, entry, request_settings(request).leaderboard_cache_entries)
-    global _frozen
-    if not _frozen:
+    if not _gc_frozen.is_set():
         # once per process, after the first build: move the (long-lived) modules, app and first board
         # out of the cyclic GC's scans, so full collections under load stay short
-        _frozen = True
+        _gc_frozen.set()
         gc.collect()
         gc.freeze()
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -44,7 +44,6 @@ from api.leaderboard.board import (
     SIZE_CLASSES,
     Board,
     Column,
-    Metrics,
     ReproCase,
     ReproDetails,
     Row,
@@ -213,14 +212,14 @@ def _load_cases(session: Session, subs: list[Submission], track_of: dict[int, Tr
     out = {s.id: RunCases(run_time_limit(runs.get(s.id, (0, None))[1], track_of[s.track_id])) for s in subs}
     by_run = {rid: sid for sid, (rid, _) in runs.items()}
     for chunk in _chunks(list(by_run)):
-        rows = session.execute(
+        rows: Iterable[tuple[Any, ...]] = session.execute(
             select(CaseResult.run_id, CaseResult.case_id, CaseResult.modality, CaseResult.size_class,
                    CaseResult.status, CaseResult.dsc, CaseResult.nsd, CaseResult.runtime_s, CaseResult.per_class)
             .where(CaseResult.run_id.in_(chunk))
         )
         for rid, cid, mod, size, status, dsc, nsd, rt, per_class in rows:
             out[by_run[rid]].cases[cid] = CaseRecord(
-                mod or "", size or "", status == CaseStatus.ok, _num(dsc), _num(nsd), _num(rt),
+                str(mod or ""), str(size or ""), status == CaseStatus.ok, _num(dsc), _num(nsd), _num(rt),
                 per_class if isinstance(per_class, dict) else {})
     return out
 
@@ -426,8 +425,7 @@ _REPRO_COLUMNS = (
 
 def build_board(session: Session, track: Track, *, organizer: bool = False) -> Board:
     """The complete leaderboard of ``track`` for the public or for organizers."""
-    challenge = session.get(Challenge, track.challenge_id)
-    info = _track_info(track, challenge)
+    info = _track_info(track, track.challenge)
     loaded = _load(session, track, organizer=organizer)
     label_classes = _manifest_labels(track.testset or "")
     if label_classes is not None:  # only a manifest that describes these cases counts
@@ -508,7 +506,7 @@ def _add_repro(session: Session, track: Track, rows: list[Row], loaded: _Loaded,
     )} if orig_ids else {}
     tracks = {track.id: track}
     for o, _ in originals.values():
-        tracks.setdefault(o.track_id, session.get(Track, o.track_id))
+        tracks.setdefault(o.track_id, o.track)
     if not organizer:  # the public sees an original (and its per-case scores) only where its own board shows it
         shown: dict[int, set[int]] = {}
         for oid, (o, _) in list(originals.items()):

@@ -432,7 +432,8 @@ def test_size_classes_from_the_manifest_labels(client, settings):
     # US_0001 labels 1 large, 2 small, 3 medium; PET_0001 labels 1 large, 2-4 small (this case fails)
     cs = [("3DBox_MR_0001", "MR", "large"), ("2DBox_US_0001", "US", "large"), ("3DBox_PET_0001", "PET", "medium")]
     # case 2 is stored as the worker stores it: evaluator's CaseScore.to_dict(), labels under "per_class"
-    pc = [{"1": {"dsc": 0.9, "nsd": 0.9}, "2": {"dsc": 0.3, "nsd": 0.4}, "3": {"dsc": 0.6, "nsd": 0.6}, "4": {"dsc": 0.7, "nsd": 0.8}},
+    pc = [{"1": {"dsc": 0.9, "nsd": 0.9}, "2": {"dsc": 0.3, "nsd": 0.4}, "3": {"dsc": 0.6, "nsd": 0.6},
+           "4": {"dsc": 0.7, "nsd": 0.8}},
           {"profile": "default", "tolerance": 2.0, "dsc": 0.55, "nsd": 0.53, "notes": [], "per_class": {
               "1": {"dsc": 0.95, "nsd": 1.0, "gt_voxels": 10, "pred_voxels": 10},
               "2": {"dsc": 0.2, "nsd": 0.1, "gt_voxels": 10, "pred_voxels": 10},

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -145,7 +144,7 @@ def test_thousands_of_distinct_404s_leave_the_leaderboard_caches_within_their_bo
 def test_a_track_that_becomes_hidden_is_not_served_from_the_cache(client, settings):
     """Dropping 404s from the cache must also drop what their key served before (no stale 200)."""
     from api import leaderboard as lb
-    from api.models import Track, Visibility
+    from api.models import Visibility
 
     _board_with_labels(settings.database_url, ["a"], slug="c1")
     assert client.get("/api/challenges/c1/tracks/main/leaderboard").status_code == 200
@@ -206,7 +205,6 @@ def test_challenge_overview_is_cached_and_invalidated_like_a_track_page(client, 
     assert client.get("/challenges/c1", headers={"If-None-Match": first.headers["etag"]}).status_code == 304
     # a new result on the board: invalidate() (what scoring calls) makes the next request rebuild
     with session_scope(settings.database_url) as s:
-        from api.models import Track
 
         tr = s.scalars(select_track()).one()
         team = make_team(s, "newcomer team")
@@ -226,4 +224,4 @@ def test_challenge_overview_is_cached_and_invalidated_like_a_track_page(client, 
     assert "late team" in client.get("/challenges/c1").text
     # a signed-in organizer still gets a fresh page, unknown challenges are 404 and not cached
     assert client.get("/challenges/nope").status_code == 404
-    assert not any(k[1] == "nope" for k in cache.entries.keys())
+    assert not any(k[1] == "nope" for k in cache.entries.keys())  # noqa: SIM118 - a method
