@@ -527,3 +527,68 @@ def test_organizer_page_shows_webhooks_and_the_delivery_log(sqlite_nsettings, re
         assert pages.get("/admin/challenges/nope/notifications", headers=auth(w.token_org)).status_code == 404
     api_client.__exit__(None, None, None)
     del sid
+
+
+def test_smtp_login_and_the_password_never_shown(sqlite_nsettings):
+    """SMTP with a login (aiosmtpd with AUTH): the right password delivers; a wrong one fails the attempt with the
+    server's answer, and the password appears neither in the delivery log nor in the API."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+    from pydantic import SecretStr
+
+    from api.notifications.dispatcher import dispatch
+    from tests.cli_helpers import free_port
+    from tests.notifications.conftest import Mailbox
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"mailer", b"pw-0k")
+        return AuthResult(success=ok, handled=False)
+
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port(), authenticator=authenticator,
+                            auth_require_tls=False)
+    controller.start()
+    try:
+        s = sqlite_nsettings
+        s.smtp_port, s.smtp_user, s.smtp_password = controller.port, "mailer", SecretStr("Wr0ng-pa55word")
+        client, w, _sid, rid = make_arena(s)
+        fail_run(s, rid, "no case was run")
+        dispatch(s)
+        mails = deliveries(s, channel="email")
+        assert len(mails) == 2 and box.messages == []
+        assert all("SMTPAuthenticationError" in d.last_error and "Wr0ng-pa55word" not in d.last_error for d in mails)
+        log = client.get("/api/admin/challenges/cvpr24/deliveries", headers=auth(w.token_org)).text
+        assert "SMTPAuthenticationError" in log and "Wr0ng-pa55word" not in log
+        s.smtp_password = SecretStr("pw-0k")
+        time.sleep(0.3)
+        dispatch(s)
+        assert sorted(a for _f, rcpt, _m in box.messages for a in rcpt) == ["alice@example.org", "anna@example.org"]
+        assert all(d.state == "delivered" and d.attempts == 2 for d in deliveries(s, channel="email"))
+        client.__exit__(None, None, None)
+    finally:
+        controller.stop()
+
+
+def test_https_receiver_certificate_is_verified(sqlite_nsettings, receivers, tmp_path):
+    """An https webhook whose certificate is not trusted (self-signed) gets nothing: TLS is verified."""
+    import ssl
+    import subprocess
+
+    from api.notifications.dispatcher import dispatch
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    s = sqlite_nsettings
+    client, w, _sid, rid = make_arena(s)
+    rx = receivers()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    rx.server.socket = ctx.wrap_socket(rx.server.socket, server_side=True)
+    rx.secret = add_hook(client, w.token_org, rx.url.replace("http://", "https://"))["secret"]
+    fail_run(s, rid, "no case was run")
+    dispatch(s)
+    [d] = deliveries(s, channel="webhook")
+    assert rx.requests == [] and d.state == "pending" and "CERTIFICATE_VERIFY_FAILED" in d.last_error, d.last_error
+    client.__exit__(None, None, None)
