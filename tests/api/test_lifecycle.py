@@ -71,6 +71,18 @@ def db(settings):
     return settings.database_url
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_db(request, settings):
+    """The models' schema on SQLite, and again on a fresh PostgreSQL database (where races are real)."""
+    from api.db import get_engine
+    from api.models import Base
+
+    if request.param == "postgres":
+        settings.database_url = request.getfixturevalue("postgres_url")
+    Base.metadata.create_all(get_engine(settings.database_url))
+    return settings.database_url
+
+
 def _submission(url: str, *, attempts: int = 1) -> tuple[int, list[int]]:
     w = seed(url)
     with session_scope(url) as s:
@@ -144,8 +156,9 @@ def test_only_from_returns_false_without_a_trace(db) -> None:
         transition(s, run_id, R, only_from=FINAL_RUN_STATES)
 
 
-def test_concurrent_finishers_one_wins(db) -> None:
+def test_concurrent_finishers_one_wins(any_db) -> None:
     """Two sessions read the run as running; both try to finish it: one event, one final state."""
+    db = any_db
     _sub_id, [run_id] = _submission(db)
     with session_scope(db) as s:
         transition(s, run_id, R)
@@ -163,6 +176,42 @@ def test_concurrent_finishers_one_wins(db) -> None:
         a.close()
         b.close()
     assert [e.action for e in _events(db, run_id)] == ["run.running", "run.succeeded"]
+
+
+@pytest.mark.postgres
+def test_the_conditional_flip_decides_a_real_race(settings, postgres_url) -> None:
+    """PostgreSQL: A has flipped the run (row locked, not committed); B has read it as running and blocks on its
+    UPDATE; once A commits, B's conditional UPDATE matches no row: B returns False and records nothing."""
+    import threading
+    import time
+
+    from api.db import get_engine, get_sessionmaker
+    from api.models import Base
+
+    Base.metadata.create_all(get_engine(postgres_url))
+    _sub_id, [run_id] = _submission(postgres_url)
+    with session_scope(postgres_url) as s:
+        transition(s, run_id, R)
+    a, b = get_sessionmaker(postgres_url)(), get_sessionmaker(postgres_url)()
+    result: list[bool] = []
+
+    def loser() -> None:
+        result.append(transition(b, run_id, FAIL, reason="lost race", only_from=ACTIVE_RUN_STATES))
+        b.commit()
+
+    try:
+        assert transition(a, run_id, OK, only_from=ACTIVE_RUN_STATES)  # flipped, uncommitted
+        thread = threading.Thread(target=loser)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive() and not result  # B waits on A's row lock
+        a.commit()
+        thread.join(10)
+        assert result == [False]
+    finally:
+        a.close()
+        b.close()
+    assert [e.action for e in _events(postgres_url, run_id)] == ["run.running", "run.succeeded"]
 
 
 def test_an_older_attempt_does_not_move_the_submission(db) -> None:
