@@ -24,10 +24,10 @@ from api.audit import record
 from api.db import session_scope
 from api.errors import ApiError
 from api.lifecycle import ACTIVE_RUN_STATES, transition
-from api.params import as_utc
 from api.models import (
     CaseResult, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, WorkerNode, utcnow,
 )
+from api.params import as_utc
 from api.storage import Storage
 from evaluator.io import bound_text
 
@@ -35,7 +35,7 @@ from .contract import RUN_SHARD_TASK, SCORE_QUEUE, SCORE_TASK
 from .identity import WorkerIdentity
 from .testsets import load_testset
 
-__all__ = ["split_run", "send_shards", "enqueue_run_sharded", "auto_shard_size", "claim_shard", "held_shard",
+__all__ = ["split_run", "shard_sizes", "online_workers", "send_shards", "enqueue_run_sharded", "auto_shard_size", "claim_shard", "held_shard",
            "shard_cancelled", "heartbeat", "finish_shard", "requeue_shard", "cancel_submission_shards",
            "cancel_running_shards", "has_shards",
            "reap_shards", "enforce_total_limits", "send_score", "new_lease", "ACTOR"]
@@ -76,9 +76,32 @@ def auto_shard_size(session: Session, track: Track, settings: Any) -> int:
     return max(1, min(_MAX_SHARD_CASES, round(float(settings.shard_target_s) / median)))
 
 
+def shard_sizes(cases: int, size: int, workers: int = 1) -> list[int]:
+    """Sizes of the shards of ``cases`` cases: at most ``size`` each and as few shards as that allows, their count
+    rounded up to a multiple of ``workers`` (never past one case per shard), the sizes differing by at most one,
+    the larger first. With dynamic claims the workers of a queue then take equal shares and finish together
+    (27 cases of at most 3 on 2 workers: 10 shards 3,3,3,3,3,3,3,2,2,2 -> 14 and 13 cases, not 9 shards -> 15/12)."""
+    if cases <= 0:
+        return []
+    size = max(1, int(size))
+    count = -(-cases // size)
+    if workers > 1 and count % workers:
+        count = min(cases, -(-count // workers) * workers)
+    base, extra = divmod(cases, count)
+    return [base + 1] * extra + [base] * (count - extra)
+
+
+def online_workers(session: Session, queue: str, settings: Any, now: datetime | None = None) -> int:
+    """Execution workers serving ``queue`` seen within ``worker_online_s`` (hello, ping, claim, heartbeats)."""
+    since = (now or utcnow()) - timedelta(seconds=float(settings.worker_online_s))
+    rows = session.scalars(select(WorkerNode.queues).where(WorkerNode.last_seen_at >= since)).all()
+    return sum(1 for q in rows if queue in (q or "").split(","))
+
+
 def split_run(session: Session, run: Run, settings: Any) -> list[Shard]:
     """The run's shards (created once: a second call returns the existing ones). Cases already recorded for the
-    run are left out; ``run.cases_total`` is set. The caller commits."""
+    run are left out; ``run.cases_total`` is set. Sizes: :func:`shard_sizes` over the workers online on the run's
+    queue (``shard_balance``). The caller commits."""
     existing = session.scalars(select(Shard).where(Shard.run_id == run.id).order_by(Shard.index)).all()
     if existing:
         return list(existing)
@@ -93,13 +116,16 @@ def split_run(session: Session, run: Run, settings: Any) -> list[Shard]:
     run.testset = run.testset or testset[:200]
     run.metric_profile = run.metric_profile or track.metric_profile or "default"
     now = utcnow()
-    shards = [Shard(run_id=run.id, index=i, case_ids=ids[start:start + size], state=ShardState.queued,
-                    queue=run.queue, created_at=now)
-              for i, start in enumerate(range(0, len(ids), size))]
+    workers = online_workers(session, run.queue, settings, now) if getattr(settings, "shard_balance", True) else 1
+    shards, start = [], 0
+    for i, n in enumerate(shard_sizes(len(ids), size, workers)):
+        shards.append(Shard(run_id=run.id, index=i, case_ids=ids[start:start + n], state=ShardState.queued,
+                            queue=run.queue, created_at=now))
+        start += n
     session.add_all(shards)
     session.flush()
     record(session, actor=None, actor_label=ACTOR, action="run.split", target_type="run", target_id=run.id,
-           shards=len(shards), shard_size=size, cases=len(ids))
+           shards=len(shards), shard_size=size, cases=len(ids), workers_online=workers)
     return shards
 
 
@@ -123,7 +149,7 @@ def send_shards(session: Session, settings: Any, shards: list[Shard]) -> list[st
             result = app.send_task(RUN_SHARD_TASK, args=[shard.id], queue=shard.queue, retry=True,
                                    retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
                                                  "interval_max": 1.0})
-        except Exception as exc:  # noqa: BLE001 - kombu raises many kinds
+        except Exception as exc:
             raise EnqueueError(f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
         shard.task_id = str(result.id)[:64]
         ids.append(shard.task_id)
@@ -355,7 +381,8 @@ def requeue_shard(s: Session, settings: Any, shard: Shard, *, reason: str, actor
                   .values(state=ShardState.lost, lease="", reason=reason, finished_at=utcnow())
                   .execution_options(synchronize_session=False))
         record(s, actor=None, actor_label=actor, action="shard.lost", target_type="run", target_id=shard.run_id,
-               shard_id=shard.id, index=shard.index, deliveries=shard.deliveries, reason=reason)
+               submission_id=_submission_of(s, shard.run_id), shard_id=shard.id, index=shard.index,
+               deliveries=shard.deliveries, reason=reason)
         from .scoring import stop_run
 
         stop_run(s, settings, shard.run_id, infra=(
@@ -367,9 +394,13 @@ def requeue_shard(s: Session, settings: Any, shard: Shard, *, reason: str, actor
                      .execution_options(synchronize_session=False)).rowcount
     if done == 1:
         record(s, actor=None, actor_label=actor, action="shard.requeued", target_type="run", target_id=shard.run_id,
-               shard_id=shard.id, index=shard.index, worker=shard.worker_name, deliveries=shard.deliveries,
-               reason=reason)
+               submission_id=_submission_of(s, shard.run_id), shard_id=shard.id, index=shard.index,
+               worker=shard.worker_name, deliveries=shard.deliveries, reason=reason)
     return done == 1
+
+
+def _submission_of(s: Session, run_id: int) -> int | None:
+    return s.scalar(select(Run.submission_id).where(Run.id == run_id))
 
 
 def _send_requeued(settings: Any, shard_ids: list[int]) -> None:
@@ -379,7 +410,7 @@ def _send_requeued(settings: Any, shard_ids: list[int]) -> None:
         shards = s.scalars(select(Shard).where(Shard.id.in_(shard_ids), Shard.state == ShardState.queued)).all()
         try:
             send_shards(s, settings, list(shards))
-        except Exception as exc:  # noqa: BLE001 - the reaper sends shards without a message
+        except Exception as exc:
             log.warning("could not send shards %s: %s", shard_ids, exc)
 
 
@@ -455,7 +486,7 @@ def _resend_lost_messages(settings: Any, *, exclude: set[int]) -> list[int]:
         for queue, ids in by_queue.items():
             try:
                 waiting = _broker_waiting(app, queue)
-            except Exception as exc:  # noqa: BLE001 - the broker is down: next pass
+            except Exception as exc:
                 log.warning("cannot count the messages of queue %s: %s", queue, exc)
                 continue
             missing.extend(ids[: max(0, len(ids) - waiting)])
@@ -464,7 +495,7 @@ def _resend_lost_messages(settings: Any, *, exclude: set[int]) -> list[int]:
         shards = s.scalars(select(Shard).where(Shard.id.in_(missing))).all()
         try:
             send_shards(s, settings, list(shards))
-        except Exception as exc:  # noqa: BLE001 - next pass
+        except Exception as exc:
             log.warning("could not re-send shards %s: %s", missing, exc)
             return []
         s.commit()
@@ -565,7 +596,7 @@ def reap_shards(settings: Any, *, now: datetime | None = None, send: bool = True
             try:
                 send_score(settings, cid)
                 out["rescored"].append(cid)
-            except Exception as exc:  # noqa: BLE001 - next pass
+            except Exception as exc:
                 log.warning("could not send score task for case result %s: %s", cid, exc)
     from .scoring import maybe_finish_run
 
