@@ -115,7 +115,7 @@ def diagnose(run: Any, *, case_name: str, dim: int, runs_as_nonroot: bool, image
                           "os.path.join('/workspace/outputs', os.path.basename(input_path))"))
         else:
             found.append((f"no output: outputs/{case_name} is missing (predict.sh finished without writing it)",
-                          f"for every file in /workspace/inputs/ write /workspace/outputs/<same name>.npz with "
+                          "for every file in /workspace/inputs/ write /workspace/outputs/<same name>.npz with "
                           "np.savez_compressed(path, segs=labels); check that predict.sh really runs your script"))
     elif status == "invalid_output":
         low = reason.lower()
@@ -236,7 +236,7 @@ def run_check(source: str, *, track: str = "main", n_cases: int = 3, offline: bo
     try:
         docker_client = sb.get_docker_client(settings)
         docker_client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CliError(f"the Docker engine is not reachable ({exc.__class__.__name__}); start Docker and retry") from None
     image_id, loaded_now, info = _load(docker_client, source, say)
     try:
@@ -245,7 +245,7 @@ def run_check(source: str, *, track: str = "main", n_cases: int = 3, offline: bo
         if loaded_now and not keep_image:
             try:
                 docker_client.images.remove(image_id, force=True)
-            except Exception:  # noqa: BLE001 - best effort clean-up
+            except Exception:
                 pass
 
 
@@ -253,6 +253,7 @@ def _check_image(docker_client, sb, settings, image_id, info, caps, caps_from, n
     say = con.print
     from data_manifests import materialize
     from evaluator import score_case
+    from evaluator.failures import charge_failures
     from evaluator.io import load_ground_truth
 
     profile = sb.SandboxProfile.from_track(SimpleNamespace(**caps), settings)
@@ -289,8 +290,9 @@ def _check_image(docker_client, sb, settings, image_id, info, caps, caps_from, n
             run = sb.run_case(docker_client, image_id=image_id, input_file=data_root / case.input.path, out_dir=out_dir,
                               profile=profile, labels={sb.LABEL_RUN: "check"}, image_user_is_root=image_is_root)
             segs = sb.check_output(run, expected_shape=tuple(case.shape))
-            row = CaseCheck(case.id, case.modality, case.dim, run.status, run.reason, run.runtime_s,
-                            run.runtime_s if run.status == "ok" else profile.timeout_s,
+            charged_s = float(charge_failures([0.0], [0.0], [run.runtime_s], [run.status == "ok"],
+                                              profile.timeout_s).runtime_s[0])  # the platform's rule
+            row = CaseCheck(case.id, case.modality, case.dim, run.status, run.reason, run.runtime_s, charged_s,
                             stderr_tail=(run.stderr_tail or run.stderr_head or "").strip()[-800:])
             if segs is not None:
                 gts, spacing = load_ground_truth(data_root / case.gt.path)
