@@ -75,9 +75,14 @@ def test_board_and_stored_totals_agree_after_the_track_limit_is_edited(client, w
     assert row["runtime_s"] == pytest.approx(expected, abs=0.01), "the board charges the run's limit, not the track's"
     assert row["runtime_s"] == pytest.approx(stored(), abs=0.01)
     assert row["dsc"] == pytest.approx(0.6) and row["CT:runtime_s"] == pytest.approx(expected, abs=0.01)
-    # the submission page's per-modality means charge the same limit
+    # the submission page's per-modality means charge the same limit; the organizers' run page shows it
     page = client.get(f"/submissions/{sid}", headers=auth(world.token_a)).text
     assert "22.00" in page and "202.00" not in page
+    with session_scope(db_settings.database_url) as s:
+        run_id = s.get(Submission, sid).runs[0].id
+    run_page = client.get(f"/admin/runs/{run_id}", headers=auth(world.token_org)).text
+    assert "60 s per case" in run_page
+    assert "now 600 s per case" in client.get("/challenges/cvpr24/tracks/main").text
     # a run created after the edit (a re-run) is executed under, and charged, the new limit
     with session_scope(db_settings.database_url) as s:
         from api.leaderboard.service import run_time_limit
