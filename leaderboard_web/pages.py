@@ -155,7 +155,8 @@ _ORGANIZER_VIEWER = SimpleNamespace(name="Organizer", role=Role.organizer)
 
 def _groups(board: Board) -> list[dict[str, Any]]:
     """Header groups (colspan runs) over the columns: identity, overall, each modality, each size class."""
-    names = {"id": "", "overall": "Overall", "booster": "vs main track", "repro": "Reproduction vs original"}
+    names = {"id": "", "overall": "Overall", "booster": "vs main track", "repro": "Reproduction vs original",
+             "iterations": "Mean score after each iteration"}
     out: list[dict[str, Any]] = []
     for col in board.columns:
         g = col.modality or col.group
@@ -194,6 +195,8 @@ async def leaderboard_page(request: Request) -> Response:
             bars=plots.modality_bars(ranked_rows, board.modalities),
             stability=plots.stability_plot(stab) if stab else None,
             significance=plots.significance_plot(sig) if sig else None,
+            curves=([plots.iteration_curves(ranked_rows, board.iterations, metric=m) for m in ("dsc", "nsd")]
+                    if board.iterations is not None else None),
             groups=_groups(board),
         )
         return cache.Rendered(200, html.encode(), "text/html; charset=utf-8", {})

@@ -8,7 +8,8 @@ from typing import Any
 
 from api.leaderboard.board import Row
 
-__all__ = ["scatter_accuracy_runtime", "modality_bars", "stability_plot", "significance_plot", "PALETTE"]
+__all__ = ["scatter_accuracy_runtime", "modality_bars", "stability_plot", "significance_plot", "iteration_curves",
+           "PALETTE"]
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
 _NEEDS_TWO = '<text x="320" y="60" text-anchor="middle" fill="#6b7280">needs at least two ranked entries</text>'
@@ -225,3 +226,65 @@ def significance_plot(sig: dict[str, Any] | None) -> str:
                         f'fill="#475569" font-size="10">{j + 1}</text>')
     body.append(f'<text x="{ml + n * cell / 2:.1f}" y="{h - 6}" text-anchor="middle" fill="#111827">column: entry by rank</text>')
     return _svg(w, h, body, title)
+
+
+def iteration_curves(rows: list[Row], iterations: int, *, metric: str = "dsc", top: int = 8) -> str:
+    """Interactive tracks: each entry's mean ``metric`` after each iteration (0 = the first prompt, then one click
+    per iteration), one line per entry (the ranked ones first, baselines dashed), with a table of the same numbers
+    as the text alternative (``<desc>`` in the SVG and a table of the numbers in a ``<details>`` below it)."""
+    chosen = sorted((r for r in rows if r.rank and r.curve), key=lambda r: r.rank or 0)[:top]
+    if not chosen:
+        chosen = [r for r in rows if r.curve and not r.baseline][:top]
+    chosen += [r for r in rows if r.baseline and r.curve][:2]
+    w, h, ml, mr, mt, mb = 640, 320, 48, 150, 16, 44
+    name = metric.upper()
+    title = f"Mean {name} after each iteration (0 = first prompt, then one simulated click per iteration)"
+    if not chosen or iterations < 1:
+        return _svg(w, h, [f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" fill="#6b7280">no entries yet</text>'],
+                    title)
+    vals = [[(v if v is not None else 0.0) for v in (r.curve or {}).get(metric, [])] for r in chosen]
+    lo = min((min(v) for v in vals if v), default=0.0)
+    hi = max((max(v) for v in vals if v), default=1.0)
+    y0, y1 = max(0.0, math.floor(lo * 20) / 20 - 0.05), min(1.0, math.ceil(hi * 20) / 20 + 0.02)
+    if y1 <= y0:
+        y0, y1 = 0.0, 1.0
+    px = lambda i: ml + i / iterations * (w - ml - mr)  # noqa: E731
+    py = lambda v: h - mb - (v - y0) / (y1 - y0) * (h - mt - mb)  # noqa: E731
+    body = [f'<rect x="{ml}" y="{mt}" width="{w - ml - mr}" height="{h - mt - mb}" fill="#fff" stroke="#e5e7eb"/>']
+    for t in _nice_ticks(y0, y1):
+        y = py(t)
+        body.append(f'<line x1="{ml}" x2="{w - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#f1f5f9"/>'
+                    f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#475569">{t:.2f}</text>')
+    for i in range(iterations + 1):
+        x = px(i)
+        body.append(f'<text x="{x:.1f}" y="{h - mb + 16}" text-anchor="middle" fill="#475569">{i}</text>')
+    body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 6}" text-anchor="middle" fill="#111827">iteration '
+                '(clicks so far)</text>'
+                f'<text transform="translate(14,{(mt + h - mb) / 2}) rotate(-90)" text-anchor="middle" '
+                f'fill="#111827">mean {name}</text>')
+    rows_text = []
+    for k, (r, v) in enumerate(zip(chosen, vals, strict=True)):
+        color = "#111827" if r.baseline else PALETTE[k % len(PALETTE)]
+        label = (f"#{r.rank} " if r.rank else "") + str(r.team if not r.baseline else (r.label or r.team))
+        pts = " ".join(f"{px(i):.1f},{py(y):.1f}" for i, y in enumerate(v))
+        dash = ' stroke-dasharray="5 3"' if r.baseline else ""
+        nums = ", ".join(f"{y:.3f}" for y in v)
+        body.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"{dash}>'
+                    f'<title>{escape(label)}: {name} {nums}</title></polyline>')
+        body += [f'<circle cx="{px(i):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"/>' for i, y in enumerate(v)]
+        ly = mt + 14 + 16 * k
+        body.append(f'<line x1="{w - mr + 10}" x2="{w - mr + 26}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" '
+                    f'stroke-width="2"{dash}/><text x="{w - mr + 30}" y="{ly}" fill="#111827" font-size="11">'
+                    f'{escape(label[:20])}</text>')
+        rows_text.append(f"{label}: {nums}")
+    desc = f"{title}. " + "; ".join(rows_text)
+    body.insert(0, f"<desc>{escape(desc)}</desc>")
+    svg = _svg(w, h, body, title)
+    head = "".join(f"<th scope=\"col\">{i}</th>" for i in range(iterations + 1))
+    trs = "".join(f"<tr><th scope=\"row\">{escape(t.split(': ')[0])}</th>"
+                  + "".join(f"<td>{escape(x)}</td>" for x in t.split(": ", 1)[1].split(", ")) + "</tr>"
+                  for t in rows_text)
+    table = (f'<details class="curve-numbers" data-metric="{metric}"><summary>The numbers ({name} per iteration)'
+             f'</summary><table><caption>{escape(title)}</caption>'
+             f"<thead><tr><th scope=\"col\">entry</th>{head}</tr></thead><tbody>{trs}</tbody></table></details>")
+    return svg + table

@@ -39,7 +39,9 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from api.challenges.track_settings import TIMING_LABELS
 from api.leaderboard.board import (
+    INTERACTIVE_METRICS,
     METRICS,
     SIZE_CLASSES,
     Board,
@@ -48,6 +50,7 @@ from api.leaderboard.board import (
     ReproDetails,
     Row,
     TrackInfo,
+    iteration_columns,
     metric_columns,
     r,
 )
@@ -159,6 +162,12 @@ class CaseRecord:
     nsd: float
     runtime_s: float
     per_class: dict[str, Any] = field(default_factory=dict)
+    # interactive tracks: the AUCs, the scores after each iteration, the class time budget marker
+    dsc_auc: float = 0.0
+    nsd_auc: float = 0.0
+    iter_dsc: list[float] = field(default_factory=list)
+    iter_nsd: list[float] = field(default_factory=list)
+    over_budget: bool = False
 
 
 @dataclass
@@ -214,13 +223,17 @@ def _load_cases(session: Session, subs: list[Submission], track_of: dict[int, Tr
     for chunk in _chunks(list(by_run)):
         rows: Iterable[tuple[Any, ...]] = session.execute(
             select(CaseResult.run_id, CaseResult.case_id, CaseResult.modality, CaseResult.size_class,
-                   CaseResult.status, CaseResult.dsc, CaseResult.nsd, CaseResult.runtime_s, CaseResult.per_class)
+                   CaseResult.status, CaseResult.dsc, CaseResult.nsd, CaseResult.runtime_s, CaseResult.per_class,
+                   CaseResult.dsc_auc, CaseResult.nsd_auc, CaseResult.iterations, CaseResult.budget_exceeded)
             .where(CaseResult.run_id.in_(chunk))
         )
-        for rid, cid, mod, size, status, dsc, nsd, rt, per_class in rows:
+        for rid, cid, mod, size, status, dsc, nsd, rt, per_class, dauc, nauc, stored_its, over in rows:
+            its = stored_its if isinstance(stored_its, list) else []
             out[by_run[rid]].cases[cid] = CaseRecord(
                 str(mod or ""), str(size or ""), status == CaseStatus.ok, _num(dsc), _num(nsd), _num(rt),
-                per_class if isinstance(per_class, dict) else {})
+                per_class if isinstance(per_class, dict) else {}, _num(dauc), _num(nauc),
+                [_num(e.get("dsc")) for e in its if isinstance(e, dict)],
+                [_num(e.get("nsd")) for e in its if isinstance(e, dict)], bool(over))
     return out
 
 
@@ -340,15 +353,36 @@ def case_matrix(runs: list[RunCases], case_ids: list[str]) -> tuple[dict[str, np
                 raw["dsc"][i, j], raw["nsd"][i, j], raw["runtime_s"][i, j] = c.dsc, c.nsd, c.runtime_s
     charged = charge_failures(raw["dsc"], raw["nsd"], raw["runtime_s"], ok, limits)
     with_nan = {m: np.where(ok, v, np.nan) for m, v in raw.items()}
-    return with_nan, dict(charged._asdict())
+    out = dict(charged._asdict())
+    for m in ("dsc_auc", "nsd_auc"):  # interactive tracks: a failed case's AUC is 0, like its DSC
+        v = np.array([[getattr(run.cases.get(cid), m, 0.0) if run.cases.get(cid) is not None else 0.0
+                       for cid in case_ids] for run in runs], dtype=float).reshape(n, k)
+        with_nan[m], out[m] = np.where(ok, v, np.nan), np.where(ok, v, 0.0)
+    return with_nan, out
 
 
 def _mean(xs: list[float]) -> float | None:
     return (sum(xs) / len(xs)) if xs else None
 
 
+def _curve(present: list[CaseRecord | None], ok: list[bool], iterations: int) -> dict[str, list[float | None]]:
+    """Mean DSC and NSD after each iteration 0..K over every case (a failed or missing case counts 0 throughout;
+    a case with fewer stored iterations keeps its last value)."""
+    out: dict[str, list[float | None]] = {}
+    for metric in ("dsc", "nsd"):
+        sums = [0.0] * (iterations + 1)
+        for c, good in zip(present, ok, strict=True):
+            pts = (c.iter_dsc if metric == "dsc" else c.iter_nsd) if (c is not None and good) else []
+            for i in range(iterations + 1):
+                sums[i] += pts[min(i, len(pts) - 1)] if pts else 0.0
+        n = len(present)
+        out[metric] = [r(v / n) if n else None for v in sums]
+    return out
+
+
 def _entry_stats(run: RunCases, case_ids: list[str], case_mod: dict[str, str], mods: list[str],
-                 label_classes: dict[str, dict[str, str]] | None, case_size: dict[str, str]) -> Row:
+                 label_classes: dict[str, dict[str, str]] | None, case_size: dict[str, str],
+                 iterations: int | None = None) -> Row:
     """Overall, per-modality and per-size-class aggregates of one entry (failures charged), as a bare row."""
     present = [run.cases.get(cid) for cid in case_ids]
     ok = [c is not None and c.ok for c in present]
@@ -379,9 +413,19 @@ def _entry_stats(run: RunCases, case_ids: list[str], case_mod: dict[str, str], m
         elif case_size.get(cid, "") in per_size:
             per_size[case_size[cid]]["dsc"].append(values["dsc"][j])
             per_size[case_size[cid]]["nsd"].append(values["nsd"][j])
-    digits = {m.key: m.digits for m in METRICS}
+    if iterations is not None:  # interactive: the AUCs (failed = 0) per modality too, and the curve
+        for key in ("dsc_auc", "nsd_auc"):
+            values[key] = [getattr(c, key) if (c is not None and ok[j]) else 0.0 for j, c in enumerate(present)]
+            for j, cid in enumerate(case_ids):
+                per_mod[case_mod[cid]].setdefault(key, []).append(values[key][j])
+    digits = {m.key: m.digits for m in (*METRICS, *INTERACTIVE_METRICS)}
     row = Row(submission_id=0, team="", team_id=0, label="", baseline=False, excluded=False, submitted_at=None)
     row.overall = {k: r(_mean(v), digits[k]) for k, v in values.items()}
+    if iterations is not None:
+        row.curve = _curve(present, ok, iterations)
+        for metric, pts in row.curve.items():
+            row.overall.update({f"{metric}_it{i}": v for i, v in enumerate(pts)})
+        row.over_budget = sum(1 for j, c in enumerate(present) if c is not None and ok[j] and c.over_budget)
     row.by_modality = {m: {k: r(_mean(v), digits[k]) for k, v in per_mod[m].items()} for m in mods}
     row.by_size = {s: {k: r(_mean(v), digits[k]) for k, v in per_size[s].items()} for s in SIZE_CLASSES}
     row.cases_ok, row.cases_total = sum(ok), len(case_ids)
@@ -398,6 +442,9 @@ def _track_info(track: Track, challenge: Challenge) -> TrackInfo:
         hidden=track.visibility == Visibility.hidden, frozen=cutoff is not None, frozen_at=_iso(cutoff),
         closes_at=_iso(track.closes_at), case_timeout_s=track.case_timeout_s,
         repro_margin_dsc=track.repro_margin_dsc, repro_margin_nsd=track.repro_margin_nsd,
+        prompt=track.prompt or "box", timing=track.timing or "container",
+        timing_label=TIMING_LABELS.get(track.timing or "container", ""),
+        iterations=int(track.iterations) if track.kind == TrackKind.interactive else None,
     )
 
 
@@ -434,7 +481,7 @@ def build_board(session: Session, track: Track, *, organizer: bool = False) -> B
     rows: list[Row] = []
     for s, team in loaded.entries:
         row = _entry_stats(loaded.run_of(s), loaded.case_ids, loaded.case_mod, loaded.mods, label_classes,
-                           loaded.case_size)
+                           loaded.case_size, info.iterations)
         row.submission_id, row.team, row.team_id, row.label = s.id, team, s.team_id, s.label
         row.baseline, row.excluded, row.submitted_at = bool(s.is_baseline), bool(s.excluded), _iso(s.created_at)
         if organizer:
@@ -442,7 +489,13 @@ def build_board(session: Session, track: Track, *, organizer: bool = False) -> B
         rows.append(row)
 
     ranked = track.kind != TrackKind.reproducibility
-    if ranked:
+    if ranked and info.iterations is not None:  # interactive: AUCs, final scores, runtime; the curve's numbers
+        columns = [*_ID_COLUMNS, _SCORE_COLUMN, *metric_columns(loaded.mods, has_size, INTERACTIVE_METRICS),
+                   Column("over_budget", "Over budget", "int", group="overall",
+                          title="cases stopped by the class time budget (they keep their last valid prediction)"),
+                   *iteration_columns(info.iterations)]
+        _rank_rows(rows, loaded, info.scheme, INTERACTIVE_RANKED)
+    elif ranked:
         columns = [*_ID_COLUMNS, _SCORE_COLUMN, *metric_columns(loaded.mods, has_size)]
         _rank_rows(rows, loaded, info.scheme)
         if track.kind == TrackKind.booster:
@@ -468,12 +521,23 @@ def _ranked_matrices(loaded: _Loaded, subs: list[Submission], scheme: str) -> di
     return charged if scheme == "aggregate_then_rank" else with_nan
 
 
-def _rank_rows(rows: list[Row], loaded: _Loaded, scheme: str) -> None:
+#: interactive tracks rank on CVPR25_iter_eval.py's five metrics with the track's scheme
+INTERACTIVE_RANKED: tuple[rk.Metric, ...] = (
+    rk.Metric("dsc_auc", True, 0.0, "DSC AUC"),
+    rk.Metric("nsd_auc", True, 0.0, "NSD AUC"),
+    rk.Metric("dsc", True, 0.0, "Final DSC"),
+    rk.Metric("nsd", True, 0.0, "Final NSD"),
+    rk.Metric("runtime_s", False, float("inf"), "Runtime (s)"),
+)
+
+
+def _rank_rows(rows: list[Row], loaded: _Loaded, scheme: str,
+               metrics: tuple[rk.Metric, ...] = rk.DEFAULT_METRICS) -> None:
     ranked = [i for i, (s, _) in enumerate(loaded.entries) if not s.is_baseline and not s.excluded]
     if not ranked:
         return
     mat = _ranked_matrices(loaded, [loaded.entries[i][0] for i in ranked], scheme)
-    res = rk.rank_entries(mat, scheme=scheme, metrics=rk.DEFAULT_METRICS)
+    res = rk.rank_entries({m.name: mat[m.name] for m in metrics}, scheme=scheme, metrics=metrics)
     for pos, i in enumerate(ranked):
         rows[i].rank = int(res.rank[pos])
         rows[i].score = r(res.score[pos])
