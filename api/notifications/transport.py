@@ -156,7 +156,7 @@ def post_webhook(url: str, body: bytes, headers: dict[str, str], *, timeout: flo
         excerpt = resp.read(_EXCERPT).decode("utf-8", "replace")
         return resp.status, excerpt
     except (OSError, http.client.HTTPException) as exc:
-        if aborted.is_set():
+        if aborted.is_set() or isinstance(exc, TimeoutError):
             raise DeliveryError(f"no complete answer within {timeout:g} s (SEGARENA_WEBHOOK_TIMEOUT_S)") from None
         what = exc.__class__.__name__
         raise DeliveryError(f"{what}: {exc}" if str(exc) else what) from None
