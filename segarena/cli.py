@@ -11,21 +11,86 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Optional
+from collections.abc import Callable
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from segarena.client import CliError
 
+
+def _score_command() -> click.Command:
+    """``segarena score --pred DIR --gt DIR``: the evaluator's ``score`` command, at the top level."""
+    sub = importlib.import_module("evaluator.cli").app
+    single = typer.Typer(add_completion=False)
+    single.registered_commands.extend(c for c in sub.registered_commands if (c.name or "") == "score")
+    return typer.main.get_command(single)
+
+
+def _testset_group() -> click.Command:
+    return typer.main.get_command(importlib.import_module("data_manifests.cli").app)
+
+
+# Sub-commands whose modules import numpy, pandas or scipy: loaded when they run (or their own --help is asked for),
+# listed in `segarena --help` from these lines, so that the root's help and the participant commands start fast.
+LAZY_COMMANDS: dict[str, tuple[Callable[[], click.Command], str]] = {
+    "score": (_score_command, "Score a directory of predictions against the ground truth (DSC, NSD)."),
+    "testset": (_testset_group, "Generate, import, verify and preview test sets."),
+}
+
+
+class _LazyPlaceholder(click.Command):
+    """Stands for a lazy sub-command in the root's help; replaced by the real one before it runs."""
+
+
+class LazyGroup(TyperGroup):
+    """The root group: eager commands as usual, plus :data:`LAZY_COMMANDS` imported on first use."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name, (_, short_help) in LAZY_COMMANDS.items():
+            self.commands.setdefault(name, _LazyPlaceholder(name, help=short_help, short_help=short_help))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if isinstance(cmd, _LazyPlaceholder) and not _listing_help(ctx):
+            try:
+                real = LAZY_COMMANDS[cmd_name][0]()
+            except ImportError as exc:  # that part of the platform is not installed in this build
+                raise CliError(f"'segarena {cmd_name}' is not available in this installation ({exc}); "
+                               "install segarena with its full dependencies (pip install segarena)") from None
+            real.name = cmd_name
+            real.help = real.help or cmd.help
+            self.commands[cmd_name] = cmd = real
+        return cmd
+
+
+def _listing_help(ctx: click.Context) -> bool:
+    """True while the root formats its own help (the lazy commands' one-line help is known without importing)."""
+    return bool(getattr(ctx, "_segarena_listing", False))
+
+
+def _format_help(self: LazyGroup, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    ctx._segarena_listing = True  # type: ignore[attr-defined]
+    try:
+        TyperGroup.format_help(self, ctx, formatter)
+    finally:
+        ctx._segarena_listing = False  # type: ignore[attr-defined]
+
+
+LazyGroup.format_help = _format_help  # type: ignore[method-assign]
+
 app = typer.Typer(help="SegArena: challenge evaluation platform for promptable medical image segmentation.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  cls=LazyGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)  # click's plain help: typer's rich help imports markdown-it (~0.15 s)
 
 
 @app.callback()
-def _root(url: Optional[str] = typer.Option(None, "--url", help="Server address (default: SEGARENA_URL, the config "
+def _root(url: str | None = typer.Option(None, "--url", help="Server address (default: SEGARENA_URL, the config "
                                             "file, or http://127.0.0.1:8000)."),
-          token: Optional[str] = typer.Option(None, "--token", help="API token (default: SEGARENA_TOKEN or the config file)."),
-          challenge: Optional[str] = typer.Option(None, "--challenge", "-c", help="Challenge slug (default: "
+          token: str | None = typer.Option(None, "--token", help="API token (default: SEGARENA_TOKEN or the config file)."),
+          challenge: str | None = typer.Option(None, "--challenge", "-c", help="Challenge slug (default: "
                                                   "SEGARENA_CHALLENGE, the config file, or 'demo').")) -> None:
     """SegArena: challenge evaluation platform for promptable medical image segmentation."""
     from segarena.participant import OPTIONS
@@ -111,40 +176,6 @@ def demo(timeout: float = typer.Option(900, help="Give up waiting for the baseli
     raise typer.Exit(run_demo(timeout=timeout, wait=wait))
 
 
-def _mount(module: str, name: str, help_text: str) -> typer.Typer | None:
-    try:
-        sub = importlib.import_module(module).app
-    except (ImportError, AttributeError):  # the part is not installed in this build
-        return None
-    app.add_typer(sub, name=name, help=help_text)
-    return sub
-
-
-def _mount_score() -> None:
-    """``segarena score --pred DIR --gt DIR``: the evaluator's score command, registered at the top level."""
-    try:
-        sub = importlib.import_module("evaluator.cli").app
-    except (ImportError, AttributeError):
-        return
-    others = []
-    for cmd in sub.registered_commands:
-        name = cmd.name or (cmd.callback.__name__.replace("_", "-") if cmd.callback else "")
-        if name == "score":
-            app.registered_commands.append(cmd)
-        else:
-            others.append(cmd)
-    if len(sub.registered_commands) == 1 and not sub.registered_commands[0].name and sub.registered_callback is None:
-        # a one-command app whose command has another function name: that command is 'score'
-        if not any((c.name or "") == "score" for c in app.registered_commands):
-            cmd = sub.registered_commands[0]
-            app.command("score", help=cmd.help)(cmd.callback)
-        others = []
-    if others or sub.registered_groups:
-        app.add_typer(sub, name="evaluator", help="Scoring tools.")
-
-
-_mount_score()
-_mount("data_manifests.cli", "testset", "Generate, import, verify and preview test sets.")
 from segarena.admin import app as _admin_app  # noqa: E402
 
 app.add_typer(_admin_app, name="admin")
@@ -163,7 +194,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - one line for the user; the trace on request
+    except Exception as exc:
         if os.environ.get("SEGARENA_DEBUG"):
             raise
         print(clean(f"error: {exc.__class__.__name__}: {exc} (set SEGARENA_DEBUG=1 to see the traceback)"), file=sys.stderr)

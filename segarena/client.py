@@ -11,9 +11,10 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # httpx is imported when a client is made: `segarena --help` stays fast
+    import httpx
 
 __all__ = ["ClientConfig", "CliError", "error_from_response", "SegArenaClient", "config_path", "load_config", "save_config"]
 
@@ -125,12 +126,14 @@ class SegArenaClient:
         headers = {"User-Agent": "segarena-cli"}
         if config.token:
             headers["Authorization"] = f"Bearer {config.token}"
+        import httpx
+
         self._http = httpx.Client(base_url=config.url, headers=headers, timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "SegArenaClient":
+    def __enter__(self) -> SegArenaClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -138,6 +141,8 @@ class SegArenaClient:
 
     def request(self, method: str, path: str, *, expect_json: bool = True, raw: bool = False, **kw) -> Any:
         """Send a request; API errors and unreachable servers become :class:`CliError`."""
+        import httpx
+
         try:
             resp = self._http.request(method, path, **kw)
         except httpx.TransportError as exc:

@@ -4,15 +4,11 @@ leaderboard, configure. Registered on the top-level ``segarena`` app by :mod:`se
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
 
 from segarena.client import CliError, SegArenaClient, config_path, load_config, save_config
 from segarena.output import SafeConsole, write
@@ -25,7 +21,7 @@ out = SafeConsole(highlight=False, soft_wrap=True)  # every participant-supplied
 err = SafeConsole(stderr=True, highlight=False)
 
 # global options set by the root callback (see segarena.cli)
-OPTIONS: dict[str, Optional[str]] = {"url": None, "token": None, "challenge": None}
+OPTIONS: dict[str, str | None] = {"url": None, "token": None, "challenge": None}
 
 
 def open_client(*, need_token: bool = True, timeout: float = 60.0) -> SegArenaClient:
@@ -101,9 +97,9 @@ def _print_feedback_note(data: Any) -> None:
 
 
 def configure(
-    url: Optional[str] = typer.Option(None, help="SegArena's address, e.g. https://arena.example.org"),
-    token: Optional[str] = typer.Option(None, help="Your API token (stored with mode 0600)."),
-    challenge: Optional[str] = typer.Option(None, help="Default challenge slug."),
+    url: str | None = typer.Option(None, help="SegArena's address, e.g. https://arena.example.org"),
+    token: str | None = typer.Option(None, help="Your API token (stored with mode 0600)."),
+    challenge: str | None = typer.Option(None, help="Default challenge slug."),
     show: bool = typer.Option(False, "--show", help="Print the effective configuration and exit."),
 ) -> None:
     """Store the server address, your API token and the default challenge in the config file."""
@@ -120,11 +116,13 @@ def submit(
     archive: Path = typer.Argument(..., help="The image archive: docker save IMAGE | gzip > IMAGE.tar.gz"),
     track: str = typer.Option("main", "--track", "-t", help="Track slug within the challenge."),
     label: str = typer.Option("", "--label", "-l", help="A name for this submission, shown to your team."),
-    reproduces: Optional[int] = typer.Option(None, help="Reproducibility track: id of the submission this reproduces."),
+    reproduces: int | None = typer.Option(None, help="Reproducibility track: id of the submission this reproduces."),
     chunk_mb: int = typer.Option(DEFAULT_CHUNK_BYTES // 2**20, help="Upload chunk size in MiB."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Then follow the run until it finishes."),
 ) -> None:
     """Upload an image archive to a track; re-run the same command to resume an interrupted upload."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     with open_client(timeout=300.0) as client, Progress(
         TextColumn("[bold]uploading[/] {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         TimeRemainingColumn(), console=err, transient=False,
@@ -149,6 +147,8 @@ def submit(
 
 
 def _list_submissions(client: SegArenaClient) -> None:
+    from rich.table import Table
+
     subs = client.get("/api/submissions")
     if isinstance(subs, dict):
         subs = subs.get("items", subs.get("submissions", []))
@@ -164,6 +164,8 @@ def _list_submissions(client: SegArenaClient) -> None:
 
 
 def _watch(client: SegArenaClient, sub_id: int, interval: float) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn
+
     sub = client.get(f"/api/submissions/{sub_id}")
     seen_cases: set[str] = set()
     last_state = None
@@ -216,7 +218,7 @@ def _case_line(case: dict[str, Any]) -> str:
 
 
 def status(
-    submission_id: Optional[int] = typer.Argument(None, help="A submission id; without it, list your submissions."),
+    submission_id: int | None = typer.Argument(None, help="A submission id; without it, list your submissions."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Follow it live until it finishes."),
     interval: float = typer.Option(2.0, help="Seconds between polls with --watch."),
     as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
@@ -275,6 +277,8 @@ def results(
     as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
 ) -> None:
     """Per-modality and per-case scores (DSC, NSD, runtime) of a submission."""
+    from rich.table import Table
+
     with open_client() as client:
         data = client.get(f"/api/submissions/{submission_id}/results")
     if as_json or not isinstance(data, dict):
@@ -299,8 +303,8 @@ def results(
     if cases:
         table = Table("case", "modality", "status", "DSC", "NSD", "runtime (s)", "reason", title="per case", box=None)
         for c in cases:
-            table.add_row(str(c.get("case_id") or c.get("case")), str(c.get("modality", "")), str(c.get("status", "")), _fmt(c.get("dsc")),
-                          _fmt(c.get("nsd")), _fmt(c.get("runtime_s"), 2), c.get("reason") or "")
+            table.add_row(str(c.get("case_id") or c.get("case")), str(c.get("modality", "")), str(c.get("status", "")),
+                          _fmt(c.get("dsc")), _fmt(c.get("nsd")), _fmt(c.get("runtime_s"), 2), c.get("reason") or "")
         out.print(table)
 
 
@@ -310,6 +314,8 @@ def leaderboard(
     as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
 ) -> None:
     """The public leaderboard of a track (works without a token)."""
+    from rich.table import Table
+
     with open_client(need_token=False) as client:
         path = client.track_path(track) + "/leaderboard"
         if csv:

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from segarena.client import CliError, SegArenaClient, cache_dir, error_from_response
 
 __all__ = ["upload_archive", "UploadState", "DEFAULT_CHUNK_BYTES"]
@@ -93,6 +91,8 @@ def upload_archive(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Upload ``archive`` to ``track`` resumably and return the new submission (the API's JSON)."""
+    import httpx  # here, not at import: `segarena --help` stays fast
+
     archive = Path(archive)
     if not archive.is_file():
         raise CliError(f"{archive}: no such file; give the path of your 'docker save' archive (.tar.gz or .tar)")
@@ -186,7 +186,7 @@ def upload_archive(
                 # an earlier 'complete' went through but its answer was lost: that is our submission
                 submission = client.get(f"/api/submissions/{sid}")
                 break
-            if exc.status is not None and exc.status not in RETRYABLE_STATUS or attempt == max_retries:
+            if (exc.status is not None and exc.status not in RETRYABLE_STATUS) or attempt == max_retries:
                 if exc.status is not None and exc.status < 500:
                     state.drop(key)  # the server refused it for good (quota, bad archive): start over next time
                 raise

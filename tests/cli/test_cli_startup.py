@@ -1,0 +1,63 @@
+"""`segarena --help` and the participant commands start without the platform's heavy libraries.
+
+Checked on what a fresh process imports (``sys.modules`` after running the command in a subprocess), not on
+wall-clock time: the root's help must list every command (the lazy ones from their one-line help) while importing
+none of the server, worker or numeric stacks. Measured start time: see bench/ and the issue's report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("fastapi", "starlette", "sqlalchemy", "celery", "kombu", "docker", "numpy", "pandas", "scipy", "boto3",
+         "httpx", "uvicorn", "api", "worker", "server", "leaderboard", "leaderboard_web", "evaluator", "data_manifests")
+
+_PROBE = r"""
+import json, sys
+sys.argv = ["segarena", *json.loads(sys.argv[1])]
+from segarena.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.argv_heavy)))
+print("\n" + json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def _run(*args: str) -> tuple[dict, str]:
+    probe = _PROBE.replace("sys.argv_heavy", repr(json.dumps(HEAVY)))
+    proc = subprocess.run([sys.executable, "-c", probe, json.dumps(list(args))], capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": "/nonexistent"})
+    assert proc.stdout.strip(), proc.stderr
+    *text, last = proc.stdout.rstrip("\n").split("\n")
+    return json.loads(last), "\n".join(text)
+
+
+def test_root_help_lists_every_command_and_imports_nothing_heavy():
+    result, text = _run("--help")
+    assert result["code"] in (0, None), text
+    assert result["heavy"] == [], f"`segarena --help` imported {result['heavy']}; import them inside the commands"
+    for command in ("configure", "submit", "status", "logs", "results", "leaderboard", "cancel", "whoami", "check",
+                    "serve", "worker", "scorer", "demo", "admin", "score", "testset"):
+        assert f"\n  {command} " in text, (command, text)
+
+
+@pytest.mark.parametrize("command", ["configure", "submit", "status", "logs", "results", "leaderboard", "cancel",
+                                     "whoami"])
+def test_participant_command_help_imports_nothing_heavy(command):
+    result, text = _run(command, "--help")
+    assert result["code"] in (0, None), text
+    assert result["heavy"] == [], f"`segarena {command} --help` imported {result['heavy']}"
+
+
+@pytest.mark.parametrize(("args", "expected"), [(("score", "--help"), "--pred"), (("testset", "--help"), "generate")])
+def test_lazy_commands_load_when_asked(args, expected):
+    result, text = _run(*args)
+    assert result["code"] in (0, None), text
+    assert expected in text, text
