@@ -158,11 +158,65 @@ def segarena_cmd(*args: str) -> list[str]:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False,
-            cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the ``segarena`` command line in a subprocess (as a user would), capturing its output."""
+            cwd: Path | None = None, subprocess_: bool = False) -> subprocess.CompletedProcess:
+    """Run the ``segarena`` command line as a user would and capture its output and exit status.
+
+    In-process by default (``segarena.cli.main`` with this environment, working directory and argv, its stdout and
+    stderr captured): the same code path without a 1-3 s interpreter start per call. ``subprocess_=True`` runs
+    ``python -m segarena.cli`` in a real process instead (tests/cli/test_cli_smoke.py keeps that path honest);
+    ``timeout`` applies to the subprocess only."""
     full_env = {**os.environ, **(env or {}), "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
-    proc = subprocess.run(segarena_cmd(*args), env=full_env, capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or ROOT)
+    if subprocess_:
+        proc = subprocess.run(segarena_cmd(*args), env=full_env, capture_output=True, text=True, timeout=timeout,
+                              cwd=cwd or ROOT)
+    else:
+        proc = _run_cli_in_process(list(args), full_env, cwd or ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"segarena {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+_cli_lock = threading.Lock()
+
+
+def _run_cli_in_process(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from segarena.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with _cli_lock:  # the environment, argv and working directory are the process's: one command at a time
+        saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = ["segarena", *args]
+        os.chdir(cwd)
+        _clear_settings_cache()
+        code: int | str | None = 0
+        try:
+            with redirect_stdout(out), redirect_stderr(err):
+                try:
+                    main()
+                except SystemExit as exc:
+                    code = exc.code
+        finally:
+            os.chdir(saved_cwd)
+            sys.argv = saved_argv
+            os.environ.clear()
+            os.environ.update(saved_env)
+            _clear_settings_cache()
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed to stderr, status 1
+        err.write(f"{code}\n")
+        code = 1
+    return subprocess.CompletedProcess(["segarena", *args], code, out.getvalue(), err.getvalue())
+
+
+def _clear_settings_cache() -> None:
+    try:
+        from api.settings import get_settings
+    except ImportError:  # the client-only install
+        return
+    get_settings.cache_clear()

@@ -24,6 +24,9 @@ import pytest
 # Fixtures are registered once, here; test modules import helpers (functions, classes), not fixtures.
 pytest_plugins = ["tests.api_helpers", "tests.exec_helpers", "tests.s3_helpers"]
 
+# The CLI runs in-process in most tests (tests/cli_helpers.run_cli): its Rich consoles, made at import, read the
+# terminal width once; the width a subprocess run got (COLUMNS=200) is set before anything imports them.
+os.environ["COLUMNS"] = "200"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 FAST = os.environ.get("SEGARENA_TEST_FAST", "").lower() in {"1", "true", "yes"}
 ROOT = Path(__file__).resolve().parents[1]
