@@ -11,7 +11,7 @@ COPY leaderboard_web ./leaderboard_web
 COPY server ./server
 COPY data_manifests ./data_manifests
 COPY segarena ./segarena
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[server]"
 ENV SEGARENA_DATA_DIR=/var/lib/segarena
 EXPOSE 8000
 CMD ["segarena", "serve", "--host", "0.0.0.0", "--port", "8000"]
