@@ -58,8 +58,9 @@ class SubmissionPublic(BaseModel):
 
 
 class CaseResultPublic(BaseModel):
-    case: str
-    case_id: str = Field(description="Same as case.")
+    case_id: str = Field(description="The case's id in the test set (its input file name without .npz).")
+    case: str = Field(deprecated="use case_id (the one name of a case's id); case is kept for clients of 0.x",
+                      description="Same as case_id (deprecated).")
     attempt: int
     modality: str
     size_class: str
@@ -89,8 +90,9 @@ class SubmissionResults(BaseModel):
 
 
 class CaseLog(BaseModel):
-    case: str
-    case_id: str = Field(description="Same as case.")
+    case_id: str = Field(description="The case's id in the test set (its input file name without .npz).")
+    case: str = Field(deprecated="use case_id (the one name of a case's id); case is kept for clients of 0.x",
+                      description="Same as case_id (deprecated).")
     status: CaseStatus
     reason: str
     exit_code: int | None = None
