@@ -7,12 +7,15 @@ Public entry points: :func:`load_manifest`, :func:`generate`, :func:`materialize
 from .generator import GENERATOR_VERSION, SIZES, generate
 from .importer import ImportResult, import_dir
 from .manifest import ManifestError, boxes_from_labels, dump_manifest, load_manifest, verify_files, write_manifest
+from .migrate import migrate_manifest, upgrade_manifest
+from .points import interior_point, label_points
 from .preview import preview_manifest
 from .schema import (
     MODALITIES,
     SIZE_CLASSES,
     CaseEntry,
     FileRef,
+    SCHEMA_VERSION,
     GeneratorInfo,
     LabelInfo,
     TestSetManifest,
@@ -26,4 +29,5 @@ __all__ = [
     "ManifestError", "load_manifest", "verify_files", "dump_manifest", "write_manifest", "boxes_from_labels",
     "generate", "materialize", "builtin_sets", "check_testset", "open_testset",
     "manifest_path_for", "import_dir", "ImportResult", "preview_manifest",
+    "SCHEMA_VERSION", "migrate_manifest", "upgrade_manifest", "interior_point", "label_points",
 ]

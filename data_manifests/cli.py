@@ -119,6 +119,24 @@ def verify(
     typer.echo(json.dumps({"id": m.id, "version": m.version, "cases": len(m.cases), "ok": True}))
 
 
+@app.command()
+def migrate(
+    manifest: Path = typer.Argument(..., help="manifest file (schema version 1 or later)"),
+    data: Path | None = typer.Option(None, "--data", help="data root (default: the manifest's folder)"),
+    out: Path | None = typer.Option(None, "--out", help="write the upgraded manifest here (default: in place)"),
+) -> None:
+    """Upgrade a manifest to the current schema version (2: point prompts computed from the ground truth)."""
+    from .manifest import ManifestError
+    from .migrate import migrate_manifest
+
+    try:
+        m = migrate_manifest(manifest, data_root=data, out=out)
+    except ManifestError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"id": m.id, "schema_version": m.schema_version, "cases": len(m.cases),
+                           "out": str(out or manifest)}))
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m data_manifests.cli`
     app()
 

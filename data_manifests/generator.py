@@ -34,6 +34,7 @@ import numpy as np
 
 from ._npz import write_npz
 from .manifest import boxes_from_labels, build_case, finalize_cases, label_voxels, write_manifest
+from .points import label_points
 from .schema import MODALITIES, GeneratorInfo, TestSetManifest, is_public_seed
 from .synth import DIM, synthesize
 
@@ -124,6 +125,7 @@ def generate(size: str, seed: int, out: str | os.PathLike, *, box_jitter: int = 
                 input_path=f"inputs/{cid}.npz", gt_path=f"gts/{cid}.npz",
                 shape=list(c.labels.shape), spacing=list(c.spacing), names=c.names,
                 voxels=label_voxels(c.labels, len(c.names)),
+                points=label_points(c.labels, len(c.names), list(c.spacing)),
             ))
     public = is_public_seed(seed)
     # a private seed appears only in the generator record (server side), never in the id, version or description

@@ -35,6 +35,7 @@ import numpy as np
 
 from ._npz import npz_keys, read_npz, write_npz
 from .manifest import boxes_from_labels, build_case, finalize_cases, label_voxels, write_manifest
+from .points import label_points
 from .schema import TestSetManifest
 
 __all__ = ["ImportResult", "import_dir", "infer_modality", "to_array_order"]
@@ -371,5 +372,6 @@ def _finish(name, mod, imgs, boxes, gts, spacing, root: Path, job, write_all, no
         gt_rel = job["gt"].resolve().relative_to(root.resolve()).as_posix()
     names = [f"label {i}" for i in range(1, k + 1)]
     case = build_case(case_id=name, modality=mod, data_root=root, input_path=inp_rel, gt_path=gt_rel,
-                      shape=list(gts.shape), spacing=list(spacing), names=names, voxels=voxels)
+                      shape=list(gts.shape), spacing=list(spacing), names=names, voxels=voxels,
+                      points=label_points(gts, k, list(spacing)))
     return case, notes

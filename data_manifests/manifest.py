@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ._npz import sha256_file
-from .schema import SIZE_CLASSES, CaseEntry, FileRef, TestSetManifest
+from .schema import SCHEMA_VERSION, SIZE_CLASSES, CaseEntry, FileRef, TestSetManifest
 
 __all__ = [
     "ManifestError",
@@ -76,6 +76,14 @@ def load_manifest(
         ) from None
     if verify and data_root is not None:
         verify_files(manifest, data_root)
+    if data_root is not None and manifest.schema_version < SCHEMA_VERSION:
+        from .migrate import upgrade_manifest
+
+        try:
+            manifest = upgrade_manifest(manifest, data_root)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ManifestError(f"manifest {path} (schema version {manifest.schema_version}) could not be upgraded "
+                                f"to version {SCHEMA_VERSION} from the files under {data_root}: {exc}") from None
     return manifest
 
 
@@ -212,8 +220,17 @@ def assign_size_classes(cases: list[dict]) -> None:
 def build_case(
     *, case_id: str, modality: str, data_root: Path, input_path: str, gt_path: str,
     shape: list[int], spacing: list[float], names: list[str], voxels: list[int],
+    points: list[list[int] | None] | None = None,
 ) -> dict:
-    """A case in ``CaseEntry`` dict form with checksums; size classes are filled later."""
+    """A case in ``CaseEntry`` dict form with checksums; size classes are filled later. ``points``: the point
+    prompt of each label (``data_manifests.points.label_points``, required by manifest schema version 2); computed
+    from the ground-truth file when not given."""
+    if points is None:  # computed from the ground-truth file
+        from .migrate import read_label_map
+        from .points import label_points
+
+        points = label_points(read_label_map(Path(data_root) / gt_path), len(names), spacing)
+    pts: list[list[int] | None] = list(points)
     return {
         "id": case_id,
         "modality": modality,
@@ -223,8 +240,9 @@ def build_case(
         "shape": [int(n) for n in shape],
         "spacing": [float(s) for s in spacing],
         "labels": [
-            {"value": i, "name": n, "voxels": int(v), "size_class": "medium"}
-            for i, (n, v) in enumerate(zip(names, voxels), start=1)
+            {"value": i, "name": n, "voxels": int(v), "size_class": "medium",
+             "point": None if pt is None else [int(x) for x in pt]}
+            for i, (n, v, pt) in enumerate(zip(names, voxels, pts, strict=True), start=1)
         ],
         "size_class": "medium",
     }

@@ -34,6 +34,7 @@ __all__ = [
     "CaseEntry",
     "GeneratorInfo",
     "TestSetManifest",
+    "SCHEMA_VERSION",
     "PRIVATE_SEED_MIN",
     "is_public_seed",
 ]
@@ -85,6 +86,11 @@ class LabelInfo(_Strict):
     name: str
     voxels: int = Field(ge=0)
     size_class: SizeClass
+    point: list[int] | None = Field(
+        default=None,
+        description="Point prompt (schema 2): the structure's voxel farthest from its border, array-index order "
+                    "([z, y, x] in 3D, [y, x] in 2D; data_manifests.points). None only for an empty structure.",
+    )
 
 
 class CaseEntry(_Strict):
@@ -148,12 +154,28 @@ class GeneratorInfo(_Strict):
         return data
 
 
+#: Manifest schema version written today. 1 -> 2: ``LabelInfo.point`` (point prompts) required for every non-empty
+#: structure; version-1 manifests still load and are upgraded by ``data_manifests.migrate``.
+SCHEMA_VERSION = 2
+
+
+def _check_points(c: CaseEntry) -> None:
+    for lab in c.labels:
+        if lab.point is None:
+            if lab.voxels > 0:
+                raise ValueError(f"case {c.id}: label {lab.value} has no point prompt (schema version 2 needs one per "
+                                 "non-empty structure; upgrade with data_manifests.migrate)")
+            continue
+        if len(lab.point) != c.dim or any(not 0 <= v < n for v, n in zip(lab.point, c.shape, strict=True)):
+            raise ValueError(f"case {c.id}: label {lab.value} point {lab.point} is not a voxel of shape {c.shape}")
+
+
 class TestSetManifest(_Strict):
     """A test set: metadata, scoring profile and its cases."""
 
     __test__ = False  # not a pytest test class
 
-    schema_version: int = 1
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     id: str
     version: str
     description: str
@@ -167,6 +189,8 @@ class TestSetManifest(_Strict):
     def _unique_ids(self) -> TestSetManifest:
         seen: set[str] = set()
         for c in self.cases:
+            if self.schema_version >= 2:
+                _check_points(c)
             if c.id in seen:
                 raise ValueError(f"duplicate case id {c.id}")
             seen.add(c.id)
