@@ -35,10 +35,10 @@ from .contract import RUN_SHARD_TASK, SCORE_QUEUE, SCORE_TASK
 from .identity import WorkerIdentity
 from .testsets import load_testset
 
-__all__ = ["split_run", "shard_sizes", "online_workers", "send_shards", "enqueue_run_sharded", "auto_shard_size", "claim_shard", "held_shard",
-           "shard_cancelled", "heartbeat", "finish_shard", "requeue_shard", "cancel_submission_shards",
-           "cancel_running_shards", "has_shards",
-           "reap_shards", "enforce_total_limits", "send_score", "new_lease", "ACTOR"]
+__all__ = ["split_run", "shard_sizes", "online_workers", "send_shards", "enqueue_run_sharded", "auto_shard_size",
+           "claim_shard", "held_shard", "shard_cancelled", "heartbeat", "finish_shard", "requeue_shard",
+           "cancel_submission_shards", "cancel_running_shards", "reap_shards", "enforce_total_limits",
+           "send_score", "new_lease", "ACTOR"]
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,17 @@ def auto_shard_size(session: Session, track: Track, settings: Any) -> int:
 
 
 def shard_sizes(cases: int, size: int, workers: int = 1) -> list[int]:
-    """Sizes of the shards of ``cases`` cases: at most ``size`` each and as few shards as that allows, their count
-    rounded up to a multiple of ``workers`` (never past one case per shard), the sizes differing by at most one,
-    the larger first. With dynamic claims the workers of a queue then take equal shares and finish together
-    (27 cases of at most 3 on 2 workers: 10 shards 3,3,3,3,3,3,3,2,2,2 -> 14 and 13 cases, not 9 shards -> 15/12)."""
+    """Sizes of the shards of ``cases`` cases: at most ``size`` each and as few shards as that allows; when that is
+    at least ``workers`` shards, their count is rounded up to a multiple of ``workers`` (never past one case per
+    shard); the sizes differ by at most one, the larger first. With dynamic claims the workers of a queue then take
+    equal shares and finish together (27 cases of at most 3 on 2 workers: 10 shards 3,3,3,3,3,3,3,2,2,2 -> 14 and
+    13 cases, not 9 shards -> 15 and 12). A run that fits in fewer shards than there are workers keeps its count
+    (a track whose shard size exceeds its runs wants one shard per run)."""
     if cases <= 0:
         return []
     size = max(1, int(size))
     count = -(-cases // size)
-    if workers > 1 and count % workers:
+    if workers > 1 and count >= workers and count % workers:
         count = min(cases, -(-count // workers) * workers)
     base, extra = divmod(cases, count)
     return [base + 1] * extra + [base] * (count - extra)
@@ -425,12 +427,6 @@ def cancel_submission_shards(session: Session, submission_id: int, *, now: datet
     return session.execute(update(Shard).where(Shard.run_id.in_(runs), Shard.state == ShardState.queued)
                            .values(state=ShardState.cancelled, finished_at=now, reason="the submission was cancelled")
                            .execution_options(synchronize_session=False)).rowcount or 0
-
-
-def has_shards(session: Session, submission_id: int) -> bool:
-    """True when one of the submission's runs was split into shards (sharded execution)."""
-    runs = select(Run.id).where(Run.submission_id == submission_id).scalar_subquery()
-    return session.scalar(select(Shard.id).where(Shard.run_id.in_(runs)).limit(1)) is not None
 
 
 def cancel_running_shards(session: Session, submission_id: int, *, now: datetime | None = None) -> int:
