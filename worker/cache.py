@@ -42,7 +42,7 @@ from .client import InfraError, WorkerClient
 
 __all__ = ["ImageCache", "CacheEntry"]
 
-log = logging.getLogger("segarena.worker")
+log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 STALE_PART_S = 3600.0

@@ -21,7 +21,7 @@ from . import sandbox as sb
 
 __all__ = ["calibrate", "gpu_model", "docker_version", "host_facts", "hello_payload", "WORKLOAD"]
 
-log = logging.getLogger("segarena.worker")
+log = logging.getLogger(__name__)
 
 WORKLOAD = r"""
 import time, numpy as np

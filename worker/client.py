@@ -22,7 +22,7 @@ import httpx
 
 __all__ = ["WorkerClient", "APIError", "InfraError", "DigestMismatch", "LeaseLost", "Forbidden"]
 
-log = logging.getLogger("segarena.worker")
+log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 RETRY_STATUS = {500, 502, 503, 504}

@@ -36,7 +36,7 @@ from .shard import ShardExecutor
 __all__ = ["SHARD_TASK", "make_exec_celery", "run_execution_worker", "check_queues", "worker_argv", "handle_shard",
            "start_pinging"]
 
-log = logging.getLogger("segarena.worker")
+log = logging.getLogger(__name__)
 
 SHARD_TASK = "segarena.run_shard"
 ENGINE_DOWN_BACKOFF_S = 5.0

@@ -33,7 +33,7 @@ from . import sandbox as sb
 
 __all__ = ["run_case", "InteractiveOutcome", "timed_run", "prompted_input", "write_portable_npz"]
 
-log = logging.getLogger("segarena.worker")
+log = logging.getLogger(__name__)
 
 _BUDGET_FLOOR_S = 0.5  # less budget than this left: the next iteration is not started
 

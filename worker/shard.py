@@ -40,7 +40,7 @@ from .housekeeping import LABEL_SHARD, sweep_orphans
 
 __all__ = ["ShardExecutor", "ShardReport", "LABEL_SHARD", "sweep_orphans", "make_meta"]
 
-log = logging.getLogger("segarena.worker")
+log = logging.getLogger(__name__)
 
 _CASE_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 KILL_POLL_S = 0.25
