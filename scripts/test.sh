@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
 # The README's test command: installs and starts everything the tests need, then runs pytest.
-#   ./segarena.sh test [PYTEST ARGS...]
+#   ./segarena.sh test [PYTEST ARGS...]          the whole suite (Docker, Redis, PostgreSQL, Chromium)
+#   ./segarena.sh test --fast [PYTEST ARGS...]   what needs no Docker, PostgreSQL or browser (about a minute)
+# Under CI=true a missing service fails the tests that need it (never a silent skip); --fast does not start
+# Docker or PostgreSQL and deselects the tests marked docker/postgres/browser (tests/conftest.py marks them).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-need_apt docker.io redis-server postgresql debootstrap chromium chromium-driver
-ensure_venv
-ensure_docker
-ensure_redis
-ensure_postgres
-ensure_base_image
+fast=0
+args=()
+for a in "$@"; do
+  if [ "$a" = "--fast" ]; then fast=1; else args+=("$a"); fi
+done
+if [ $fast -eq 1 ]; then
+  need_apt redis-server
+  ensure_venv
+  ensure_redis
+  export SEGARENA_TEST_FAST=1
+  marker=(-m "not docker and not postgres and not browser")
+else
+  need_apt docker.io redis-server postgresql debootstrap chromium chromium-driver
+  ensure_venv
+  ensure_docker
+  ensure_redis
+  ensure_postgres
+  ensure_base_image
+  marker=()
+fi
 export SEGARENA_BASE_IMAGE="$BASE_IMAGE"
 export SEGARENA_TEST_REDIS_URL="redis://127.0.0.1:${SEGARENA_REDIS_PORT:-6379}/15"
-say "running the test suite"
+say "running the test suite$([ $fast -eq 1 ] && echo ' (--fast: no Docker, PostgreSQL or browser)')"
 set +e
-"$PY" -m pytest "$@"
+"$PY" -m pytest "${marker[@]}" "${args[@]}"
 rc=$?
 set -e
 [ $rc -eq 5 ] && die "pytest collected no tests"

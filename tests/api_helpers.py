@@ -18,9 +18,11 @@ import json
 import tarfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
+
+from tests import factories
 
 __all__ = [
     "make_image_tar", "add_member", "World", "seed", "auth", "db_settings", "app", "client", "world",
@@ -110,16 +112,7 @@ def image_id_of(archive: bytes) -> str:
 # ---------------------------------------------------------------------------------------------
 def add_member(session, *, team=None, name: str = "member", role: str = "participant") -> tuple[object, str]:
     """A member (of ``team``, or none) with a fresh API token; returns (member, token)."""
-    from api.deps import hash_token, new_token
-    from api.models import ApiToken, Member, Role
-
-    member = Member(name=name, email=f"{name}@example.org", role=Role(role), team_id=team.id if team else None)
-    session.add(member)
-    session.flush()
-    token = new_token()
-    session.add(ApiToken(member_id=member.id, token_hash=hash_token(token), prefix=token[:8], label="test"))
-    session.flush()
-    return member, token
+    return factories.member(session, team=team, name=name, role=role)
 
 
 @dataclass
@@ -142,29 +135,25 @@ class World:
 def seed(database_url: str, *, quota: int = 5, open_now: bool = True, **track_kw) -> World:
     """A challenge 'cvpr24' (tracks main, booster, repro, closed), teams A and B, an organizer, tokens."""
     from api.db import session_scope
-    from api.models import Challenge, Team, Track, TrackKind
 
     w = World()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with session_scope(database_url) as s:
-        ch = Challenge(slug=w.challenge, title="CVPR 2024 MedSAM on Laptop", description="test", demo=True)  # uses tiny
-        s.add(ch)
-        s.flush()
+        ch = factories.challenge(s, slug=w.challenge, title="CVPR 2024 MedSAM on Laptop", description="test",
+                                 demo=True)  # demo: uses the public tiny set
         common = dict(quota_per_day=quota, testset="tiny", **track_kw)
         if open_now:
             common.setdefault("opens_at", now - timedelta(days=1))
             common.setdefault("closes_at", now + timedelta(days=30))
         tracks = [
-            Track(challenge_id=ch.id, slug="main", title="Main", kind=TrackKind.main, **common),
-            Track(challenge_id=ch.id, slug="booster", title="Booster", kind=TrackKind.booster, **common),
-            Track(challenge_id=ch.id, slug="repro", title="Reproducibility", kind=TrackKind.reproducibility, **common),
-            Track(challenge_id=ch.id, slug="closed", title="Closed", kind=TrackKind.main, quota_per_day=quota,
-                  opens_at=now - timedelta(days=10), closes_at=now - timedelta(days=1)),
+            factories.track(s, challenge=ch, slug="main", title="Main", kind="main", **common),
+            factories.track(s, challenge=ch, slug="booster", title="Booster", kind="booster", **common),
+            factories.track(s, challenge=ch, slug="repro", title="Reproducibility", kind="reproducibility", **common),
+            factories.track(s, challenge=ch, slug="closed", title="Closed", kind="main", quota_per_day=quota,
+                            opens_at=now - timedelta(days=10), closes_at=now - timedelta(days=1)),
         ]
-        s.add_all(tracks)
-        team_a, team_b = Team(name="Team A", affiliation="A univ"), Team(name="Team B", affiliation="B univ")
-        s.add_all([team_a, team_b])
-        s.flush()
+        team_a = factories.team(s, "Team A", affiliation="A univ")
+        team_b = factories.team(s, "Team B", affiliation="B univ")
         w.tracks = {t.slug: t.id for t in tracks}
         w.team_a, w.team_b = team_a.id, team_b.id
         ma, w.token_a = add_member(s, team=team_a, name="alice")

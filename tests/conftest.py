@@ -55,7 +55,7 @@ def docker_client():
 
         client = docker.from_env(timeout=120)
         client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         require(False, f"the Docker engine ({exc.__class__.__name__})")
     yield client
     client.close()
@@ -80,7 +80,7 @@ def redis_url() -> str:
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
         client.ping()
         client.close()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         require(False, f"Redis at {REDIS_URL} ({exc.__class__.__name__})")
     return REDIS_URL
 
@@ -96,7 +96,7 @@ def postgres_server() -> str:
 
         with psycopg.connect(f"host=127.0.0.1 port={PG_PORT} user=segarena password=segarena dbname=postgres", connect_timeout=3):
             pass
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         require(False, f"PostgreSQL on 127.0.0.1:{PG_PORT} ({exc.__class__.__name__})")
     return _pg_admin_url()
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, UTC
 import numpy as np
 
 from api.db import session_scope
-from api.deps import hash_token
-from api.models import ApiToken, Challenge, Member, Role, Team, Track, TrackKind
+from api.models import Role, Team, Track, TrackKind
+from tests import factories
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -24,31 +24,20 @@ def make_app(settings):
 
 def add_member(url: str, *, role: Role, token: str, team_id: int | None = None, name: str = "") -> None:
     with session_scope(url) as s:
-        m = Member(name=name or role.value, role=role, team_id=team_id)
-        s.add(m)
-        s.flush()
-        s.add(ApiToken(member_id=m.id, token_hash=hash_token(token), prefix=token[:8], label="test"))
+        factories.member(s, team_id=team_id, name=name or role.value, role=role, token=token, email=None)
 
 
 def make_challenge(session, *, slug: str = "c1", tracks: dict[str, dict] | None = None) -> dict[str, Track]:
-    ch = Challenge(slug=slug, title=f"Challenge {slug}", description="test challenge", demo=True)  # tracks default to tiny
-    session.add(ch)
-    session.flush()
+    ch = factories.challenge(session, slug=slug)  # demo: tracks default to the public tiny set
     out = {}
     for tslug, given in (tracks or {"main": {}}).items():
         kw = {"kind": TrackKind.main, "case_timeout_s": 60, **given}
-        t = Track(challenge_id=ch.id, slug=tslug, title=tslug.title(), **kw)
-        session.add(t)
-        session.flush()
-        out[tslug] = t
+        out[tslug] = factories.track(session, challenge=ch, slug=tslug, **kw)
     return out
 
 
 def make_team(session, name: str) -> Team:
-    t = Team(name=name)
-    session.add(t)
-    session.flush()
-    return t
+    return factories.team(session, name)
 
 
 def cases(n: int, mods=("CT", "US")) -> list[tuple[str, str, str]]:

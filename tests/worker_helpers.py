@@ -82,42 +82,23 @@ def make_testset(dest: Path, *, n2d: int = 2, n3d: int = 1) -> Path:
 
 def seed_track(session, *, testset: str, slug: str = "main", **track_fields):
     """A challenge with one track; returns the track."""
-    from api.models import Challenge, Track
+    from tests import factories
 
-    ch = Challenge(slug=f"ch-{slug}", title="Worker test challenge")
-    session.add(ch)
-    session.flush()
+    ch = factories.challenge(session, slug=f"ch-{slug}", title="Worker test challenge", description="", demo=False)
     values = dict(memory_mb=256, cpus=1.0, case_timeout_s=30, total_timeout_s=600, pids_limit=64, tmpfs_mb=64,
                   metric_profile="default")
     values.update(track_fields)
-    track = Track(challenge_id=ch.id, slug=slug, title=slug, testset=testset, **values)
-    session.add(track)
-    session.flush()
-    return track
+    return factories.track(session, challenge=ch, slug=slug, title=slug, testset=testset, **values)
 
 
 def seed_submission(session, *, track, team_name: str, image_id: str, archive: Path, attempt: int = 1,
                     created_at=None):
     """A team (reused by name), a queued submission and its queued Run; returns (submission, run)."""
-    from sqlalchemy import select
+    from tests import factories
 
-    from api.models import Run, RunState, Submission, SubmissionState, Team, utcnow
-
-    team = session.execute(select(Team).where(Team.name == team_name)).scalar_one_or_none()
-    if team is None:
-        team = Team(name=team_name)
-        session.add(team)
-        session.flush()
-    now = created_at or utcnow()
-    sub = Submission(track_id=track.id, team_id=team.id, state=SubmissionState.queued, archive_path=str(archive),
-                     archive_sha256="0" * 64, archive_bytes=archive.stat().st_size if archive.exists() else 0,
-                     image_id=image_id, created_at=now)
-    session.add(sub)
-    session.flush()
-    run = Run(submission_id=sub.id, attempt=attempt, state=RunState.queued, queue=track.queue, created_at=now)
-    session.add(run)
-    session.flush()
-    return sub, run
+    team = factories.team(session, team_name, reuse=True)
+    return factories.submission(session, track=track, team=team, image_id=image_id, archive=archive,
+                                attempt=attempt, created_at=created_at)
 
 
 def segarena_containers(client) -> list:
