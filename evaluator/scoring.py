@@ -65,6 +65,7 @@ class CaseScore:
             "tolerance": self.tolerance,
             "dsc": num(self.dsc),
             "nsd": num(self.nsd),
+            "undefined": self.undefined,
             "per_class": {
                 str(k): {"dsc": num(c.dsc), "nsd": num(c.nsd), "gt_voxels": c.gt_voxels, "pred_voxels": c.pred_voxels}
                 for k, c in self.per_class.items()

@@ -185,7 +185,7 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
                                  labels=[lab.value for lab in case.labels],
                                  stored_spacing=getattr(spacing, "stored", None))
                 values = dict(status=CaseStatus.ok, dsc=_num(score.dsc), nsd=_num(score.nsd),
-                              per_class=_jsonable(score.to_dict()))
+                              per_class=_jsonable(score.to_dict()), **_undefined_reason(score, case_id, profile, limit))
     finally:
         if copied:
             scratch.unlink(missing_ok=True)
@@ -199,6 +199,15 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
     if won:
         after_case(settings, run_id)
     return values["status"].value
+
+
+def _undefined_reason(score: Any, case_id: str, profile: str, limit: int) -> dict[str, Any]:
+    """``{"reason": …}`` for a case whose DSC is undefined (NaN: cvpr24's label absent from both masks), else ``{}``.
+    ``per_class["undefined"]`` marks it; the DSC column holds 0 for it (docs/interactive.md, "Undefined cases")."""
+    if not getattr(score, "undefined", False):
+        return {}
+    notes = "; ".join(n for n in score.notes if "undefined" in n)
+    return {"reason": bound_text(f"case {case_id}: DSC undefined under {profile} ({notes})", limit)}
 
 
 def _delete_output(storage: Any, key: str) -> None:
