@@ -239,6 +239,11 @@ class Settings(BaseSettings):
         default=10, ge=1,
         description="Sharded execution: cases per shard of a track with shard_size 0 and no recent case times.",
     )
+    shard_balance: bool = Field(
+        default=True,
+        description="Sharded execution: round a run's shard count up to a multiple of the workers online on its queue "
+        "(sizes at most the shard size, differing by at most one, larger first), so they finish the run together.",
+    )
     shard_heartbeat_s: float = Field(
         default=2.0, gt=0,
         description="Sharded execution: how often an execution host heartbeats a shard it holds while a container "

@@ -97,10 +97,30 @@ def _versions(client, stack) -> str:
     redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2:3]
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    return (f"stack: Python {platform.python_version()}, Docker engine {client.version().get('Version')}, "
+    return (f"stack: Python {platform.python_version()} ({platform.python_implementation()}), "
+            f"uvicorn {v('uvicorn')} ({_server_stack()}), fastapi {v('fastapi')}, starlette {v('starlette')}, "
+            f"Docker engine {client.version().get('Version')}, "
             f"{' '.join(redis_v) and 'Redis ' + redis_v[0].removeprefix('v=')}, {db.split(' on ')[0][:60]}, "
-            f"celery {v('celery')}, uvicorn {v('uvicorn')}, fastapi {v('fastapi')}, sqlalchemy {v('sqlalchemy')}; "
+            f"celery {v('celery')}, kombu {v('kombu')}, sqlalchemy {v('sqlalchemy')}, httpx {v('httpx')}; "
             f"{os.cpu_count()} cores ({cpu}), base image {BASE_IMAGE}")
+
+
+def _server_stack() -> str:
+    """The event loop and HTTP parser the API's uvicorn runs with (``--loop auto --http auto``: uvloop and
+    httptools when importable, else asyncio and h11), with their versions."""
+    import importlib.metadata as md
+    import importlib.util
+
+    def v(pkg: str) -> str:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return "-"
+
+    loop = f"loop uvloop {v('uvloop')}" if importlib.util.find_spec("uvloop") else "loop asyncio (no uvloop)"
+    http = (f"http httptools {v('httptools')}" if importlib.util.find_spec("httptools")
+            else f"http h11 {v('h11')} (no httptools)")
+    return f"{loop}, {http}"
 
 
 def _image(client, tmp: Path, mode: str, delay_s: float = 0) -> dict:

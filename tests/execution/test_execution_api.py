@@ -41,8 +41,10 @@ def _hello(client, token: str, name: str, **extra):
 
 
 def _world(client, db_settings, **track):
-    """Sharded execution on; a seeded challenge; two worker identities that said hello."""
+    """Sharded execution on; a seeded challenge; two worker identities that said hello. Shards keep the track's
+    size (``shard_balance`` off: the split over the workers online is tests/execution/test_execution_split.py's)."""
     db_settings.execution = "sharded"
+    db_settings.shard_balance = False
     track.setdefault("shard_size", 9)
     w = seed(db_settings.database_url, quota=20, **track)
     w.wt1, w.wt2 = _worker(db_settings, "w1"), _worker(db_settings, "w2")
@@ -479,7 +481,6 @@ def test_segarena_scorer_process_scores_uploaded_outputs(client, db_settings, re
     """`segarena scorer` (the trusted Celery worker on queue `score`) scores what the upload route enqueued."""
     import os
     import subprocess
-    import sys
     import time
 
     from tests.cli_helpers import ROOT, segarena_cmd
