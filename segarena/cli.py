@@ -102,12 +102,16 @@ def _root(url: str | None = typer.Option(None, "--url", help="Server address (de
 def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           port: int = typer.Option(8000, help="Port to listen on."),
           workers: int = typer.Option(1, help="Uvicorn worker processes."),
-          access_log: bool = typer.Option(True, help="Log every request.")) -> None:
+          access_log: bool = typer.Option(True, help="Log every request."),
+          http: str = typer.Option("auto", help="HTTP parser: auto (httptools when installed), httptools or h11.")
+          ) -> None:
     """Run the API and the leaderboard pages (request-head timeout SEGARENA_HEADER_TIMEOUT_S, at most
     SEGARENA_MAX_CONNECTIONS concurrent connections per process)."""
-    from segarena.serve import run
+    from segarena.serve import PARSERS, run
 
-    run(host=host, port=port, workers=workers, access_log=access_log)
+    if http not in PARSERS:
+        raise CliError(f"--http {http!r}: choose one of {', '.join(PARSERS)}")
+    run(host=host, port=port, workers=workers, access_log=access_log, http=http)
 
 
 @app.command()

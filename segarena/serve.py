@@ -12,11 +12,16 @@ uvicorn's ``auto``), so everything else is uvicorn's behaviour.
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["HeaderTimeoutMixin", "HeaderTimeoutH11Protocol", "protocol_class", "uvicorn_limits", "run"]
+__all__ = ["HeaderTimeoutMixin", "HeaderTimeoutH11Protocol", "PARSERS", "protocol_class", "loop_name", "stack_line",
+           "uvicorn_limits", "run"]
+
+logger = logging.getLogger(__name__)
 
 
 class HeaderTimeoutMixin:
@@ -111,24 +116,59 @@ if HttpToolsProtocol is not None:
     __all__.append("HeaderTimeoutHttpToolsProtocol")
 
 
-def protocol_class() -> type[asyncio.Protocol]:
-    """The protocol uvicorn's ``auto`` would pick (httptools when installed, else h11), with the head timeout."""
-    if HttpToolsProtocol is not None:
+PARSERS = ("auto", "httptools", "h11")
+
+
+def protocol_class(parser: str = "auto") -> type[asyncio.Protocol]:
+    """The HTTP protocol with the head timeout for ``parser``: ``auto`` is uvicorn's choice (httptools when
+    installed, else h11)."""
+    if parser not in PARSERS:
+        raise ValueError(f"unknown HTTP parser {parser!r}: choose one of {', '.join(PARSERS)}")
+    if parser in ("auto", "httptools") and HttpToolsProtocol is not None:
         return HeaderTimeoutHttpToolsProtocol  # type: ignore[return-value]
+    if parser == "httptools":
+        raise RuntimeError("httptools is not installed; install the server stack: pip install 'segarena[server]'")
     return HeaderTimeoutH11Protocol
 
 
-def uvicorn_limits(settings: Any) -> dict[str, Any]:
+def loop_name() -> str:
+    """The event loop uvicorn's ``auto`` runs on: uvloop when installed, else asyncio."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def stack_line(parser: str = "auto") -> str:
+    """One line naming the server stack: uvicorn, loop and HTTP parser with their versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    loop = loop_name()
+    http = "httptools" if protocol_class(parser) is not HeaderTimeoutH11Protocol else "h11"
+    return f"uvicorn {v('uvicorn')}, loop {loop} {v(loop) if loop == 'uvloop' else ''}".rstrip() + \
+        f", http {http} {v(http)}"
+
+
+def uvicorn_limits(settings: Any, parser: str = "auto") -> dict[str, Any]:
     """The uvicorn keyword arguments of the limits in ``settings``."""
-    return {"http": protocol_class(), "limit_concurrency": settings.max_connections,
+    return {"http": protocol_class(parser), "limit_concurrency": settings.max_connections,
             "timeout_keep_alive": max(1, min(5, int(settings.header_timeout_s)))}
 
 
-def run(*, host: str, port: int, workers: int = 1, access_log: bool = True) -> None:
-    """Serve the platform (the API and the leaderboard pages, ``server.app``) with the limits of the process settings (see :func:`uvicorn_limits`)."""
+def run(*, host: str, port: int, workers: int = 1, access_log: bool = True, http: str = "auto") -> None:
+    """Serve the platform (the API and the leaderboard pages, ``server.app``) with the limits of the process
+    settings (see :func:`uvicorn_limits`), on uvloop and httptools when installed (``segarena[server]``)."""
     import uvicorn
 
     from api.settings import get_settings
 
+    print(f"segarena serve: {stack_line(http)}", file=sys.stderr, flush=True)  # before uvicorn's own log lines
     uvicorn.run("server.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
-                access_log=access_log, **uvicorn_limits(get_settings()))
+                access_log=access_log, **uvicorn_limits(get_settings(), http))

@@ -1,6 +1,7 @@
 """``segarena serve`` under a slowloris: request heads that never finish are closed after
 SEGARENA_HEADER_TIMEOUT_S, the process accepts at most SEGARENA_MAX_CONNECTIONS at once, and normal
-requests keep working during the attack. A real ``segarena serve`` subprocess, raw sockets on 127.0.0.1."""
+requests keep working during the attack. A real ``segarena serve`` subprocess, raw sockets on 127.0.0.1, on both
+HTTP parsers (httptools, the installed default, and h11)."""
 
 from __future__ import annotations
 
@@ -19,25 +20,30 @@ import pytest
 from tests.cli_helpers import ROOT, free_port, segarena_cmd, wait_http
 
 
+PARSERS = ["httptools", "h11"]  # the head timeout is implemented per parser: both are served for real
+
+
 @contextlib.contextmanager
-def served(tmp_path: Path, **env: str):
+def served(tmp_path: Path, parser: str = "auto", **env: str):
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_") or k == "SEGARENA_BASE_IMAGE"}
     full.update({"SEGARENA_DATA_DIR": str(tmp_path / "data"), **env})
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen(segarena_cmd("serve", "--port", str(port), "--no-access-log"), env=full, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", 90, proc=proc)
-        yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen(segarena_cmd("serve", "--port", str(port), "--no-access-log", "--http", parser),
+                                env=full, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+            wait_http(f"http://127.0.0.1:{port}/health", 90, proc=proc)
+            if parser != "auto":  # the server says which stack it runs on; it must be the one asked for
+                stack = (tmp_path / "serve.log").read_text(errors="replace")
+                assert f", http {parser} " in stack, stack
+            yield port
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
 
 
 def _half_sent(port: int, n: int) -> list[socket.socket]:
@@ -85,9 +91,10 @@ def _wait_closed(socks: list[socket.socket], deadline_s: float, trickle: list[so
 
 
 @pytest.mark.slow
-def test_half_sent_requests_are_closed_after_the_header_timeout_and_normal_requests_still_work(tmp_path):
+@pytest.mark.parametrize("parser", PARSERS)
+def test_half_sent_requests_are_closed_after_the_header_timeout_and_normal_requests_still_work(tmp_path, parser):
     timeout_s, n = 2.0, 200
-    with served(tmp_path, SEGARENA_HEADER_TIMEOUT_S=str(timeout_s), SEGARENA_MAX_CONNECTIONS="1000") as port:
+    with served(tmp_path, parser, SEGARENA_HEADER_TIMEOUT_S=str(timeout_s), SEGARENA_MAX_CONNECTIONS="1000") as port:
         started = time.monotonic()
         socks = _half_sent(port, n)
         trickle = socks[:20]
@@ -114,8 +121,9 @@ def test_half_sent_requests_are_closed_after_the_header_timeout_and_normal_reque
 
 
 @pytest.mark.slow
-def test_the_connection_limit_answers_503_beyond_it_and_recovers_when_the_heads_time_out(tmp_path):
-    with served(tmp_path, SEGARENA_HEADER_TIMEOUT_S="2", SEGARENA_MAX_CONNECTIONS="20") as port:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_the_connection_limit_answers_503_beyond_it_and_recovers_when_the_heads_time_out(tmp_path, parser):
+    with served(tmp_path, parser, SEGARENA_HEADER_TIMEOUT_S="2", SEGARENA_MAX_CONNECTIONS="20") as port:
         socks = _half_sent(port, 25)
         try:
             time.sleep(0.3)
