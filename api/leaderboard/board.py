@@ -67,7 +67,7 @@ class MetricSpec:
     per_size: bool = True
 
 
-#: the metric columns every scored board shows, in order (failed cases charged, see evaluator.aggregate)
+#: the metric columns every scored board shows, in order (failed cases charged, see evaluator.failures)
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("dsc", "DSC", "score", "mean Dice over all cases (failed = 0)"),
     MetricSpec("nsd", "NSD", "score", "mean normalized surface Dice (failed = 0)"),
