@@ -31,7 +31,7 @@ def _offenders(pattern: re.Pattern[str], allowed: set[str]) -> list[str]:
 
 
 def test_as_utc() -> None:
-    naive = datetime(2026, 5, 1, 12, 0)
+    naive = datetime(2026, 5, 1, 12, 0)  # noqa: DTZ001 - a naive value as SQLite returns it
     assert as_utc(naive) == datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     other = datetime(2026, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
     assert as_utc(other).tzinfo is UTC and as_utc(other) == as_utc(naive)
