@@ -16,13 +16,14 @@ import hashlib
 import io
 import json
 import tarfile
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 
 import pytest
 
 from tests import factories
+from tests.servers import LiveServer
+from tests.waiting import wait_until
 
 __all__ = [
     "make_image_tar", "add_member", "World", "seed", "auth", "db_settings", "app", "client", "world",
@@ -169,13 +170,8 @@ def auth(token: str | None) -> dict[str, str]:
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    """tests.waiting.wait_until under the API tests' name."""
+    return wait_until(predicate, timeout, "the condition", interval=interval)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,32 +215,6 @@ def client(app):
 @pytest.fixture
 def world(app, db_settings) -> World:
     return seed(db_settings.database_url)
-
-
-class LiveServer:
-    """The API served by uvicorn on 127.0.0.1 in a background thread (real sockets, real streaming)."""
-
-    def __init__(self, app) -> None:
-        import socket
-        import threading
-
-        import uvicorn
-
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                timeout_keep_alive=30, limit_concurrency=200)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        wait_for(lambda: self.server.started, timeout=20)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
 
 
 @pytest.fixture

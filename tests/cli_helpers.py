@@ -1,5 +1,5 @@
-"""Helpers of the CLI and end-to-end tests: a uvicorn server in a thread, a TCP proxy that can drop a
-connection mid-transfer, free ports, and subprocess service runners."""
+"""Helpers of the CLI and end-to-end tests: the CLI run in-process (or in a subprocess), a TCP proxy that can drop a
+connection mid-transfer; servers, ports and waiting come from tests/servers.py and tests/waiting.py."""
 
 from __future__ import annotations
 
@@ -9,47 +9,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-import httpx
+from tests.servers import ThreadServer, free_port  # noqa: F401 (re-exported: the one server helper)
+from tests.waiting import wait_http  # noqa: F401 (re-exported: the one waiting helper)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ThreadServer:
-    """Serve an ASGI app with uvicorn in a background thread on 127.0.0.1."""
-
-    def __init__(self, app, port: int | None = None):
-        import uvicorn
-
-        self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on", timeout_graceful_shutdown=1))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "ThreadServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 class DroppingProxy:
@@ -77,7 +42,7 @@ class DroppingProxy:
         with self._lock:
             self._drop_at = n
 
-    def __enter__(self) -> "DroppingProxy":
+    def __enter__(self) -> DroppingProxy:
         self._thread.start()
         return self
 
@@ -137,22 +102,6 @@ class DroppingProxy:
                     s.close()
 
 
-def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    """Wait until ``url`` answers 200 (failing early when ``proc`` died)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} did not answer within {timeout}s ({last})")
-
-
 def segarena_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "segarena.cli", *args]
 
@@ -167,7 +116,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
     ``timeout`` applies to the subprocess only."""
     full_env = {**os.environ, **(env or {}), "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
     if subprocess_:
-        proc = subprocess.run(segarena_cmd(*args), env=full_env, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run(segarena_cmd(*args), check=False, env=full_env, capture_output=True, text=True, timeout=timeout,
                               cwd=cwd or ROOT)
     else:
         proc = _run_cli_in_process(list(args), full_env, cwd or ROOT)

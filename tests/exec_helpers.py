@@ -359,7 +359,7 @@ def exec_image(docker_client, base_image, tmp_path_factory):
     yield {"image_id": image_id, "path": path, "sha256": sha, "bytes": size}
     try:
         docker_client.images.remove(image_id, force=True)
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
 
 

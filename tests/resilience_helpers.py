@@ -18,7 +18,11 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
+
+from tests.servers import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE_DIR = ROOT / "tests" / "images" / "hostile"
@@ -390,22 +394,8 @@ def gunzip_if(data: bytes) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # faults during a run: private services, a worker process, one scenario = a fresh queue
 # ---------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+    return wait_until(predicate, timeout, what, interval=interval)
 
 
 class PrivateRedis:
@@ -435,7 +425,7 @@ class PrivateRedis:
     def ping(self) -> bool:
         import subprocess
 
-        r = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
+        r = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], check=False, capture_output=True, text=True)
         return r.stdout.strip() == "PONG"
 
     def restart(self, down_s: float = 1.0) -> None:
@@ -443,7 +433,7 @@ class PrivateRedis:
         import subprocess
         import time
 
-        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True)
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], check=False, capture_output=True)
         if self.proc is not None:
             self.proc.wait(timeout=20)
         time.sleep(down_s)
@@ -453,7 +443,7 @@ class PrivateRedis:
         import subprocess
 
         if self.proc is not None and self.proc.poll() is None:
-            subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True)
+            subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], check=False, capture_output=True)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -466,7 +456,6 @@ class PrivatePostgres:
 
     def __init__(self, workdir: Path) -> None:
         import pwd
-        import subprocess
 
         self.port = free_port()
         # directly under /tmp: pytest's own temporary directories are not traversable by postgres
@@ -516,7 +505,7 @@ class PrivatePostgres:
     def destroy(self) -> None:
         try:
             self.stop("immediate")
-        except Exception:  # noqa: BLE001 - already stopped
+        except Exception:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -671,7 +660,7 @@ class FaultRig:
             for c in self.client.api.containers(all=True, filters={"label": [f"segarena.deployment={stack.deployment}"]}):
                 try:
                     self.client.api.remove_container(c["Id"], force=True)
-                except Exception:  # noqa: BLE001 - removed meanwhile
+                except Exception:
                     pass
             dispose_engines()
 
@@ -753,7 +742,7 @@ HOSTILE_TRACK = dict(memory_mb=256, cpus=1.0, case_timeout_s=5, total_timeout_s=
 
 
 def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: dict[str, Any] | None = None,
-                      kinds: list[str] | None = None) -> dict[str, "Observed"]:
+                      kinds: list[str] | None = None) -> dict[str, Observed]:
     """Build the hostile images and run every kind through the real execution path (the sharded path: the real
     API app, an execution host ``ShardExecutor`` with the real sandbox, the trusted scorer inline; SQLite, a 2-case
     test set; tests/run_helpers.py), each followed by another team's well-behaved control run; returns
@@ -789,7 +778,7 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
         dep = sb.deployment_id(host.config)  # the execution host's containers
         scratch = host.work_dir  # its per-case scratch files
 
-        def control(_obs: "Observed | None") -> tuple[str, float | None]:
+        def control(_obs: Observed | None) -> tuple[str, float | None]:
             sub_id, run_id, _ = _run_one(host, track_id=track_id, team="team-b-control",
                                          image_id=ids["well_behaved"], archive=archive)
             ctl = Observed("control")
@@ -811,7 +800,7 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
                                                 image_id=ids[kind], archive=archive)
                 obs.sent = list(sent)
                 _observe(settings, sub_id, run_id, obs)
-            except Exception as exc:  # noqa: BLE001 - recorded, asserted by the kind's test
+            except Exception as exc:
                 obs.error = f"{exc.__class__.__name__}: {exc}"
             obs.seconds = time.monotonic() - started
             obs.leftover_containers = [c["Id"][:12] for c in segarena_containers(docker_client, f"{sb.LABEL_DEPLOYMENT}={dep}")]

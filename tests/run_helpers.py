@@ -25,7 +25,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 __all__ = ["InlineSender", "inline_sender", "RunResult", "ShardedHost", "run_sharded", "create_run"]
 
@@ -49,7 +50,7 @@ class InlineSender:
         if name == SCORE_TASK:
             try:
                 score_case(self.settings, int(args[0]))
-            except Exception as exc:  # noqa: BLE001 - recorded; a real scorer would retry (the reaper re-sends)
+            except Exception as exc:
                 self.score_errors.append(f"{exc.__class__.__name__}: {exc}")
                 raise
         return SimpleNamespace(id=uuid.uuid4().hex)
@@ -128,7 +129,7 @@ class ShardedHost:
         # the hello of ``segarena worker`` (host facts: docker version, CPU model; no calibration run)
         try:
             engine = self.executor.docker()
-        except Exception:  # noqa: BLE001 - an unreachable engine (infrastructure-failure tests)
+        except Exception:
             engine = None
         self.client.hello(hello_payload(self.config, engine, queues=list(queues), calibration_s=0.6))
 
@@ -141,7 +142,7 @@ class ShardedHost:
         self.client.close()
         self.server.stop()
 
-    def __enter__(self) -> "ShardedHost":
+    def __enter__(self) -> ShardedHost:
         return self
 
     def __exit__(self, *_exc: Any) -> None:

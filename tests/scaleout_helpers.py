@@ -23,7 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.cli_helpers import ROOT, free_port, segarena_cmd, wait_http
+from tests import processes
+from tests.cli_helpers import ROOT, segarena_cmd
+from tests.servers import free_port
+from tests.waiting import wait_http
 from tests.resilience_helpers import PrivateRedis
 
 __all__ = ["ScaleStack", "build_delay_image", "run_state", "wait_run", "case_rows", "stack_containers"]
@@ -96,13 +99,11 @@ class ScaleStack:
 
     # -- processes ---------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        with open(self.logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
-                                    start_new_session=True)
+        proc = processes.spawn(argv, env=env, log=self.logs / f"{name}.log", cwd=self.tmp)
         self.procs[name] = proc
         return proc
 
-    def start_trusted(self) -> "ScaleStack":
+    def start_trusted(self) -> ScaleStack:
         api = self._spawn("api", [sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app", "--host",
                                   "127.0.0.1", "--port", str(self.port), "--log-level", "warning"], self.trusted_env)
         self._spawn("scorer", segarena_cmd("scorer"), self.trusted_env)
@@ -144,22 +145,10 @@ class ScaleStack:
         raise TimeoutError("workers not ready:\n" + self.log_tail())
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[name]
-        if proc.poll() is None:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=30)
+        processes.kill(self.procs[name], sig)
 
     def stop(self) -> None:
-        for name in reversed(list(self.procs)):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        processes.stop(*reversed(list(self.procs.values())))
         self.redis.stop()
 
     def log_tail(self, chars: int = 3000) -> str:

@@ -1,0 +1,43 @@
+"""The one way tests run real processes: each in its own session (so its whole process group can be signalled),
+its output in a log file, stopped with SIGTERM, then SIGKILL if it does not exit in time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+__all__ = ["spawn", "stop", "kill"]
+
+
+def spawn(argv: list[str], *, env: dict[str, str] | None = None, log: Path | None = None,
+          cwd: Path | str | None = None) -> subprocess.Popen:
+    """Start ``argv`` in a new session, stdout and stderr appended to ``log`` (or discarded)."""
+    if log is None:
+        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    with open(log, "ab") as fh:
+        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 30) -> None:
+    """Send ``sig`` to the process's group and wait for it."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+
+
+def stop(*procs: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM every running one (in the order given), wait up to ``timeout`` s each, then SIGKILL what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill(proc, timeout=10)
