@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _stack import print_stack  # noqa: E402 (bench/ is the script directory, first on sys.path)
+
 from tests.evaluator.cvpr25_cases import ITERATIONS, cases, predictions, sha256  # noqa: E402
 
 COMMIT = "748e862d162e3e3ee8197bd4085b19bbbe0bb8a0"
@@ -98,6 +100,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/cvpr25ref")
     ap.add_argument("--out", default=str(FIXTURE))
     a = ap.parse_args()
+    print_stack("numpy", "scipy")  # the stack this figure comes from (bench/_stack.py)
     work = Path(a.work)
     if work.exists():
         shutil.rmtree(work)

@@ -27,8 +27,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import evaluator  # noqa: E402
-from evaluator.scoring import label_stats  # noqa: E402
+from _stack import print_stack  # bench/ is the script directory, first on sys.path
+
+import evaluator
+from evaluator.scoring import label_stats
 
 try:
     import surface_distance as sd
@@ -87,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one repetition of the reference")
     args = ap.parse_args()
+    print_stack("numpy", "scipy", "edt")  # the stack this figure comes from (bench/_stack.py)
     n_ref = 1 if args.quick else 2
     n_ours = 5
     tol = 2.0
@@ -112,9 +115,9 @@ def main() -> None:
         a = ball(shape, spacing, r, center)
         b = ball(shape, spacing, r, center + np.array([3.0, 2.0, 1.5]))
         evaluator.nsd(a, b, spacing, tol)  # warm-up (area table, imports)
-        t_ours, ours = best_time(lambda: evaluator.nsd(a, b, spacing, tol), n_ours)
-        t_ref, ref = best_time(lambda: ref_nsd(a, b, spacing, tol), n_ref)
-        mem = peak_extra(lambda: evaluator.nsd(a, b, spacing, tol)) / (a.nbytes + b.nbytes)
+        t_ours, ours = best_time(lambda a=a, b=b: evaluator.nsd(a, b, spacing, tol), n_ours)
+        t_ref, ref = best_time(lambda a=a, b=b: ref_nsd(a, b, spacing, tol), n_ref)
+        mem = peak_extra(lambda a=a, b=b: evaluator.nsd(a, b, spacing, tol)) / (a.nbytes + b.nbytes)
         report(tag, t_ref, t_ours, abs(ours - ref), mem, target)
         del a, b
 

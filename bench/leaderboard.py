@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _stack import print_stack  # noqa: E402 (bench/ is the script directory, first on sys.path)
+
 TARGET_RPS = 1500.0
 TARGET_P99_MS = 50.0
 
@@ -75,6 +77,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--wrk-threads", type=int, default=2)
     args = ap.parse_args()
+    print_stack("fastapi", "starlette", "sqlalchemy", "jinja2")  # the stack this figure comes from (bench/_stack.py)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
@@ -138,7 +141,7 @@ def main() -> None:
                 break
             except OSError:
                 if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit("uvicorn did not come up")
+                    raise SystemExit("uvicorn did not come up") from None
                 time.sleep(0.3)
         for _ in range(4 * args.workers):  # warm every worker's cache
             urllib.request.urlopen(page, timeout=10).read()

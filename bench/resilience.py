@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from _stack import print_stack  # bench/ is the script directory, first on sys.path
+
 BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
 
 
@@ -37,6 +39,7 @@ def main() -> int:
     parser.add_argument("--submissions", type=int, default=3, help="submissions in each fault scenario's queue")
     parser.add_argument("--restart-docker", action="store_true", help="also restart the shared Docker engine")
     args = parser.parse_args()
+    print_stack("docker", "celery", "redis", "sqlalchemy")  # the stack this figure comes from (bench/_stack.py)
 
     import docker
 
@@ -46,8 +49,8 @@ def main() -> int:
     )
 
     client = docker.from_env(timeout=300)
-    with tempfile.TemporaryDirectory(prefix="segarena-bench-resilience-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="segarena-bench-resilience-") as tmp_name:
+        tmp = Path(tmp_name)
         if not args.skip_hostile:
             results = run_hostile_suite(client, BASE_IMAGE, tmp / "hostile")
             rows = [hostile_row(kind, results[kind]) for kind in HOSTILE_KINDS]

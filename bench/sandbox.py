@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _stack import print_stack  # noqa: E402 (bench/ is the script directory, first on sys.path)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--cpuset", default="", help="cores for the containers (default: the last online core; the "
                                                  "benchmark process itself then keeps off it, as a worker host should)")
     args = ap.parse_args()
+    print_stack("docker")  # the stack this figure comes from (bench/_stack.py)
 
     import docker
 
@@ -48,8 +51,8 @@ def main() -> None:
         os.sched_setaffinity(0, rest)
     profile = sb.SandboxProfile(memory_bytes=8 * 1024**3, cpus=1.0, timeout_s=120, cpuset=cpuset,
                                 cgroup_parent=sb.CgroupMeter.usable_parent("segarena-bench"))
-    with tempfile.TemporaryDirectory(prefix="segarena-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="segarena-bench-") as tmp_name:
+        tmp = Path(tmp_name)
         make_testset(tmp / "set", n2d=1, n3d=0)
         case = tmp / "set" / "inputs" / "2DBox_US_0000.npz"
         labels = {sb.LABEL_RUN: "bench", sb.LABEL_CASE: case.stem}

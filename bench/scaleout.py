@@ -18,8 +18,8 @@ URL, a private Redis broker, PostgreSQL when one answers on 127.0.0.1 (else SQLi
    tiny set's cases; a no-op image that writes nothing), on the two workers. Prints sustained cases per
    minute per core, the teams' completion times (min / median / max) and their spread ((max - min) / total:
    about 0 when the teams share the workers shard by shard, (teams - 1) / teams in first-come order), and the
-   longest wait for a team's first shard against the last team's wait in first-come order. The default is scaled down (20 × 44 = 880
-   container runs); ``--full`` runs the challenge's size (20 × 2,200 = 44,000; many hours on 2 cores).
+   longest wait for a team's first shard against the last team's wait in first-come order. The default is scaled
+   down (20 × 44 = 880 container runs); ``--full`` runs the challenge's size (20 × 2,200 = 44,000; many hours on 2 cores).
 
 The last line is the wall-time ratio of part 1. Needs the Docker engine, redis-server and the base image
 (scripts/build-base-image.sh); talks to 127.0.0.1 only.
@@ -28,6 +28,7 @@ The last line is the wall-time ratio of part 1. Needs the Docker engine, redis-s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -38,11 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _stack import server_stack  # noqa: E402 (bench/ is the script directory, first on sys.path)
 
 BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
 PG_PORT = int(os.environ.get("SEGARENA_PG_PORT", "5432"))
@@ -61,7 +64,7 @@ def _postgres() -> tuple[str | None, str]:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://segarena:segarena@127.0.0.1:{PG_PORT}/{name}", name
-    except Exception:  # noqa: BLE001 - no PostgreSQL here: SQLite
+    except Exception:
         return None, ""
 
 
@@ -94,33 +97,15 @@ def _versions(client, stack) -> str:
     with session_scope(stack.settings.database_url) as s:
         db = s.execute(text("select version()" if "postgres" in stack.settings.database_url
                             else "select 'SQLite ' || sqlite_version()")).scalar_one()
-    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2:3]
+    redis_v = subprocess.run(["redis-server", "--version"], check=False, capture_output=True, text=True).stdout.split()[2:3]
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return (f"stack: Python {platform.python_version()} ({platform.python_implementation()}), "
-            f"uvicorn {v('uvicorn')} ({_server_stack()}), fastapi {v('fastapi')}, starlette {v('starlette')}, "
+            f"{server_stack()}, fastapi {v('fastapi')}, starlette {v('starlette')}, "
             f"Docker engine {client.version().get('Version')}, "
             f"{' '.join(redis_v) and 'Redis ' + redis_v[0].removeprefix('v=')}, {db.split(' on ')[0][:60]}, "
             f"celery {v('celery')}, kombu {v('kombu')}, sqlalchemy {v('sqlalchemy')}, httpx {v('httpx')}; "
             f"{os.cpu_count()} cores ({cpu}), base image {BASE_IMAGE}")
-
-
-def _server_stack() -> str:
-    """The event loop and HTTP parser the API's uvicorn runs with (``--loop auto --http auto``: uvloop and
-    httptools when importable, else asyncio and h11), with their versions."""
-    import importlib.metadata as md
-    import importlib.util
-
-    def v(pkg: str) -> str:
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return "-"
-
-    loop = f"loop uvloop {v('uvloop')}" if importlib.util.find_spec("uvloop") else "loop asyncio (no uvloop)"
-    http = (f"http httptools {v('httptools')}" if importlib.util.find_spec("httptools")
-            else f"http h11 {v('h11')} (no httptools)")
-    return f"{loop}, {http}"
 
 
 def _image(client, tmp: Path, mode: str, delay_s: float = 0) -> dict:
@@ -164,7 +149,7 @@ def _overheads(stack, run_id: int, score_times: list[float]) -> dict[str, float]
         by_shard.setdefault(r["shard"], []).append(r)
     for shard_rows in by_shard.values():
         shard_rows.sort(key=lambda r: r["created_at"])
-        for prev, cur in zip(shard_rows, shard_rows[1:]):
+        for prev, cur in itertools.pairwise(shard_rows):
             gap = (_aware(cur["created_at"]) - _aware(prev["created_at"])).total_seconds()
             uploads.append(max(0.0, gap - (cur["wall_s"] or 0.0)))
     up = statistics.median(uploads) if uploads else 0.0
@@ -217,8 +202,8 @@ def main() -> int:
 
     client = docker.from_env(timeout=300)
     pg_url, pg_name = _postgres()
-    with tempfile.TemporaryDirectory(prefix="segarena-bench-scaleout-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="segarena-bench-scaleout-") as tmp_name:
+        tmp = Path(tmp_name)
         stack = ScaleStack(tmp, database_url=pg_url)
         images = []
         try:
@@ -264,7 +249,7 @@ def main() -> int:
                 with session_scope(stack.settings.database_url) as s:
                     s.execute(update(Track).where(Track.id == main_track)
                               .values(testset=testset, shard_size=shard_size, fail_fast_cases=0))
-                t0 = datetime.now(timezone.utc)
+                t0 = datetime.now(UTC)
                 m0 = time.monotonic()
                 runs = [stack.submit(main_track, f"Team {i:02d}", noop)[1] for i in range(args.teams)]
                 for run_id in runs:
@@ -297,12 +282,12 @@ def main() -> int:
             for c in stack_containers(client, stack):
                 try:
                     client.api.remove_container(c["Id"], force=True)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             for img in images:
                 try:
                     client.images.remove(img["image_id"], force=True)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             _drop_postgres(pg_name)
     return 0

@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _stack import print_stack  # noqa: E402 (bench/ is the script directory, first on sys.path)
+
 MB = 10**6
 
 
@@ -146,6 +148,7 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=2.0, help="archive size in GiB (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
+    print_stack("fastapi", "starlette", "httpx", "sqlalchemy")  # the stack this figure comes from (bench/_stack.py)
     work = Path(tempfile.mkdtemp(prefix="segarena-bench-upload-"))
     proc = None
     try:
@@ -177,7 +180,7 @@ def main() -> None:
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise SystemExit("the API did not start")
+                    raise SystemExit("the API did not start") from None
                 time.sleep(0.2)
         api(port, "POST", "/api/challenges", org, {"slug": "bench", "title": "Bench", "demo": True,
                                                   "tracks": [{"slug": "main", "quota_per_day": 100}]})
