@@ -75,6 +75,11 @@ def check_transition(current: RunState, new: RunState, run_id: int | None = None
         raise IllegalTransition(run_id, current, new)
 
 
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE changed (SQLAlchemy types ``execute``'s result as a plain Result)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def _submission_state(state: RunState) -> SubmissionState:
     # infrastructure failures are retried as new attempts; to the team the submission failed meanwhile
     return SubmissionState.failed if state == RunState.infra_failed else SubmissionState(state.value)
@@ -95,7 +100,8 @@ def latest_attempts(session: Session, submission_ids: Iterable[int]) -> dict[int
     if not ids:
         return {}
     latest = latest_attempt_subquery(ids)
-    return {sid: int(n) for sid, n in session.execute(select(latest.c.submission_id, latest.c.attempt)).all()}
+    rows = session.execute(select(latest.c.submission_id, latest.c.attempt)).tuples()
+    return {int(sid): int(n) for sid, n in rows}
 
 
 def latest_runs(session: Session, submission_ids: Iterable[int]) -> dict[int, Run]:
@@ -138,6 +144,8 @@ def transition(session: Session, run: Run | int, new: RunState, *, reason: str =
         for state in allowed_from:  # the caller's expectation itself must be legal
             check_transition(state, new, row.id)
     current = session.scalar(select(Run.state).where(Run.id == row.id))  # as committed now, not as cached
+    if current is None:
+        raise LookupError(f"run {row.id} does not exist")
     if allowed_from is not None and current not in allowed_from:
         return False
     check_transition(current, new, row.id)
@@ -150,8 +158,8 @@ def transition(session: Session, run: Run | int, new: RunState, *, reason: str =
         values.setdefault("heartbeat_at", now)
     if new in FINAL_RUN_STATES:
         values.setdefault("finished_at", now)
-    won = session.execute(update(Run).where(Run.id == row.id, Run.state == current).values(**values)
-                          .execution_options(synchronize_session=False)).rowcount
+    won = _rowcount(session.execute(update(Run).where(Run.id == row.id, Run.state == current).values(**values)
+                                    .execution_options(synchronize_session=False)))
     if won != 1:
         return False
     session.refresh(row)
@@ -197,10 +205,10 @@ def cancel_submission_runs(session: Session, sub: Submission, *, reason: str, ac
     """Cancel ``sub`` (if it is queued, loading, running or scoring) and every active run of it; False when it
     had already finished (the caller answers 409). The caller commits and stops the runs' shards."""
     now = now or utcnow()
-    done = session.execute(update(Submission).where(Submission.id == sub.id,
-                                                    Submission.state.in_(CANCELLABLE_SUBMISSION_STATES))
-                           .values(state=SubmissionState.cancelled, reason=reason, finished_at=now, cancelled_at=now,
-                                   updated_at=now).execution_options(synchronize_session=False)).rowcount
+    done = _rowcount(session.execute(
+        update(Submission).where(Submission.id == sub.id, Submission.state.in_(CANCELLABLE_SUBMISSION_STATES))
+        .values(state=SubmissionState.cancelled, reason=reason, finished_at=now, cancelled_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)))
     if not done:
         return False
     runs = session.scalars(select(Run).where(Run.submission_id == sub.id, Run.state.in_(ACTIVE_RUN_STATES))
@@ -221,11 +229,12 @@ def new_attempt(session: Session, sub: Submission, *, requested_by: str, now: da
         return None
     attempt = latest_attempts(session, [sub.id]).get(sub.id, 0) + 1
     track = sub.track
-    flipped = session.execute(update(Submission).where(Submission.id == sub.id, Submission.state == sub.state,
-                                                       Submission.archive_deleted_at.is_(None))
-                              .values(state=SubmissionState.queued, reason="", finished_at=None, updated_at=now,
-                                      dsc=None, nsd=None, runtime_s=None, summary={})
-                              .execution_options(synchronize_session=False)).rowcount
+    flipped = _rowcount(session.execute(
+        update(Submission).where(Submission.id == sub.id, Submission.state == sub.state,
+                                 Submission.archive_deleted_at.is_(None))
+        .values(state=SubmissionState.queued, reason="", finished_at=None, updated_at=now, dsc=None, nsd=None,
+                runtime_s=None, summary={})
+        .execution_options(synchronize_session=False)))
     if not flipped:
         return None
     run = Run(submission_id=sub.id, attempt=attempt, state=RunState.queued, queue=track.queue,

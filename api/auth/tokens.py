@@ -148,8 +148,7 @@ def resolve_caller(session: Session, *, token: str | None = None, session_id: st
         return Caller(member=member, token_id=row.id)
     if session_id and audience == "user":
         ws = web_session(session, session_id)
-        if ws is not None:
-            member = session.get(Member, ws.member_id)
-            if member is not None and member.role != Role.worker:
-                return Caller(member=member, token_id=ws.token_id, web_session=ws)
+        holder = session.get(Member, ws.member_id) if ws is not None else None
+        if holder is not None and holder.role != Role.worker:
+            return Caller(member=holder, token_id=ws.token_id if ws else None, web_session=ws)
     return Caller()
