@@ -84,8 +84,8 @@ def make_exec_celery(config: WorkerConfig, executor: ShardExecutor | None = None
     if config.broker_url.startswith("redis"):
         # an unacked message is redelivered after this long; the API's reaper requeues lost shards sooner
         app.conf.broker_transport_options = {"visibility_timeout": 6 * 3600}
-    app.segarena_config = config  # type: ignore[attr-defined]
-    app.segarena_executor = executor  # type: ignore[attr-defined]
+    app.segarena_config = config
+    app.segarena_executor = executor
 
     @app.task(name=SHARD_TASK, bind=True, acks_late=True, ignore_result=True)
     def run_shard(self, shard_id: int) -> dict[str, Any] | None:
@@ -99,13 +99,13 @@ def make_exec_celery(config: WorkerConfig, executor: ShardExecutor | None = None
 def _executor(app: Celery) -> ShardExecutor:
     ex = getattr(app, "segarena_executor", None)
     if ex is None:
-        ex = app.segarena_executor = ShardExecutor(app.segarena_config)  # type: ignore[attr-defined]
+        ex = app.segarena_executor = ShardExecutor(app.segarena_config)
     return ex
 
 
 def handle_shard(app: Celery, shard_id: int, queue: str | None) -> dict[str, Any] | None:
     """The body of ``segarena.run_shard``: claim the fairest shard of ``queue`` and execute it."""
-    config: WorkerConfig = app.segarena_config  # type: ignore[attr-defined]
+    config: WorkerConfig = app.segarena_config
     executor = _executor(app)
     if not queue or queue not in config.declared_queues:
         queue = config.queues[0] if config.queues else next(iter(config.declared_queues))
