@@ -36,7 +36,7 @@ __all__ = [
     "Base", "utcnow", "TrackKind", "Visibility", "RowPolicy", "Role", "SubmissionState", "RunState",
     "CaseStatus", "UploadState", "CaseIteration", "Challenge", "Track", "Team", "Member", "ApiToken", "Upload",
     "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES", "ShardState", "Shard", "Feedback", "WebSession", "WorkerNode",
-    "Webhook", "NotificationEvent", "NotificationDelivery",
+    "Webhook", "NotificationEvent", "NotificationDelivery", "Signup", "SignupState", "TermsAcceptance",
 ]
 
 
@@ -141,6 +141,11 @@ class Challenge(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # a demo challenge may use the built-in synthetic sets, whose ground truth is public (public seed)
     demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    # participants (api/participants): anonymous sign-up requests, terms to accept before the first submission
+    # ("" = none), and the most members a team may have (None = no limit), checked on join and approval
+    signup_open: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    terms: Mapped[str] = mapped_column(Text, default="", server_default="")
+    max_team_size: Mapped[int | None] = mapped_column(Integer, default=None, nullable=True)
 
     tracks: Mapped[list[Track]] = relationship(back_populates="challenge", order_by="Track.id")
 
@@ -206,6 +211,9 @@ class Team(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     affiliation: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # lets a newcomer ask to join this team when signing up (an organizer still approves); its members see and
+    # rotate it (api/participants). Not a credential: it grants nothing by itself
+    join_code: Mapped[str | None] = mapped_column(String(32), default=None, nullable=True, unique=True)
 
     members: Mapped[list[Member]] = relationship(back_populates="team")
 
@@ -549,3 +557,54 @@ class NotificationDelivery(Base):
     log: Mapped[list[Any]] = mapped_column(default=list)  # one entry per attempt: at, status, error, duration
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SignupState(str, enum.Enum):
+    pending = "pending"
+    approved = "approved"
+    refused = "refused"
+
+
+class Signup(Base):
+    """An anonymous request to take part in a challenge (api/participants): a new team, or joining a team by its
+    join code. An organizer approves (the member, and the team if new, are created then) or refuses it. The
+    requester holds a claim code, shown once at registration; only its SHA-256 is stored. After approval the claim
+    code is exchanged, once, for the member's first API token (minted then, shown once, stored as a hash)."""
+
+    __tablename__ = "signups"
+    __table_args__ = (Index("ix_signups_client_created", "client", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    challenge_id: Mapped[int] = mapped_column(ForeignKey("challenges.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(200))
+    affiliation: Mapped[str] = mapped_column(String(200), default="")
+    team_name: Mapped[str] = mapped_column(String(100), default="")  # a new team (empty when joining one)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), default=None, nullable=True)
+    state: Mapped[SignupState] = mapped_column(_enum(SignupState), default=SignupState.pending, index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")  # the organizer's reason for a refusal
+    claim_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client: Mapped[str] = mapped_column(String(64), default="")  # the requesting address (rate limit)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None, nullable=True)
+    decided_by: Mapped[str] = mapped_column(String(200), default="")
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id", ondelete="SET NULL"), default=None,
+                                                  nullable=True)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(default=None, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None, nullable=True)
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id", ondelete="SET NULL"), default=None,
+                                                 nullable=True)
+
+
+class TermsAcceptance(Base):
+    """A member accepted a challenge's terms, as they read when accepted (their SHA-256): changed terms need a new
+    acceptance before the next submission."""
+
+    __tablename__ = "terms_acceptances"
+    __table_args__ = (UniqueConstraint("member_id", "challenge_id", "terms_sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    challenge_id: Mapped[int] = mapped_column(ForeignKey("challenges.id", ondelete="CASCADE"), index=True)
+    terms_sha256: Mapped[str] = mapped_column(String(64))
+    accepted_at: Mapped[datetime] = mapped_column(default=utcnow)

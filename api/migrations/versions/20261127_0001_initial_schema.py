@@ -2,7 +2,7 @@
 
 Revision ID: 20261127_0001
 Revises: 
-Create Date: 2026-11-30 19:58:20.574774
+Create Date: 2026-11-30 20:17:06.444604
 """
 from alembic import op
 import sqlalchemy as sa
@@ -23,6 +23,9 @@ def upgrade() -> None:
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('demo', sa.Boolean(), nullable=False),
+    sa.Column('signup_open', sa.Boolean(), server_default=sa.text('(true)'), nullable=False),
+    sa.Column('terms', sa.Text(), server_default='', nullable=False),
+    sa.Column('max_team_size', sa.Integer(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('slug')
     )
@@ -31,7 +34,9 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=100), nullable=False),
     sa.Column('affiliation', sa.String(length=200), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('join_code', sa.String(length=32), nullable=True),
     sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('join_code'),
     sa.UniqueConstraint('name')
     )
     op.create_table('members',
@@ -185,6 +190,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_submissions_track_id'), ['track_id'], unique=False)
         batch_op.create_index('ix_submissions_track_team', ['track_id', 'team_id'], unique=False)
 
+    op.create_table('terms_acceptances',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('challenge_id', sa.Integer(), nullable=False),
+    sa.Column('terms_sha256', sa.String(length=64), nullable=False),
+    sa.Column('accepted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('member_id', 'challenge_id', 'terms_sha256')
+    )
+    with op.batch_alter_table('terms_acceptances', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_terms_acceptances_challenge_id'), ['challenge_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_terms_acceptances_member_id'), ['member_id'], unique=False)
+
     op.create_table('uploads',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('team_id', sa.Integer(), nullable=False),
@@ -303,6 +323,37 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_runs_heartbeat_at'), ['heartbeat_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_runs_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_runs_submission_id'), ['submission_id'], unique=False)
+
+    op.create_table('signups',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('challenge_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('email', sa.String(length=200), nullable=False),
+    sa.Column('affiliation', sa.String(length=200), nullable=False),
+    sa.Column('team_name', sa.String(length=100), nullable=False),
+    sa.Column('team_id', sa.Integer(), nullable=True),
+    sa.Column('state', sa.Enum('pending', 'approved', 'refused', name='signupstate', native_enum=False, length=32), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('claim_hash', sa.String(length=64), nullable=False),
+    sa.Column('client', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('decided_by', sa.String(length=200), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=True),
+    sa.Column('claim_expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('token_id', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['team_id'], ['teams.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['token_id'], ['api_tokens.id'], ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('claim_hash')
+    )
+    with op.batch_alter_table('signups', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_signups_challenge_id'), ['challenge_id'], unique=False)
+        batch_op.create_index('ix_signups_client_created', ['client', 'created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_signups_state'), ['state'], unique=False)
 
     op.create_table('web_sessions',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -430,6 +481,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_web_sessions_member_id'))
 
     op.drop_table('web_sessions')
+    with op.batch_alter_table('signups', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_signups_state'))
+        batch_op.drop_index('ix_signups_client_created')
+        batch_op.drop_index(batch_op.f('ix_signups_challenge_id'))
+
+    op.drop_table('signups')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_runs_submission_id'))
         batch_op.drop_index(batch_op.f('ix_runs_state'))
@@ -452,6 +509,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_uploads_team_id'))
 
     op.drop_table('uploads')
+    with op.batch_alter_table('terms_acceptances', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_terms_acceptances_member_id'))
+        batch_op.drop_index(batch_op.f('ix_terms_acceptances_challenge_id'))
+
+    op.drop_table('terms_acceptances')
     with op.batch_alter_table('submissions', schema=None) as batch_op:
         batch_op.drop_index('ix_submissions_track_team')
         batch_op.drop_index(batch_op.f('ix_submissions_track_id'))
