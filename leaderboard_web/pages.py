@@ -2,7 +2,7 @@
 (``api.leaderboard``), never the models.
 
 Mounted by the composed app (``server.app.create_app``, see :func:`mount`). Pages: ``/`` (challenges),
-``/challenges/{c}`` (overview), ``/challenges/{c}/tracks/{t}`` (leaderboard), ``/submissions/{id}`` (public
+``/challenges/{challenge}`` (overview), ``/challenges/{challenge}/tracks/{track}`` (leaderboard), ``/submissions/{id}`` (public
 fields), ``/admin/runs/{run_id}`` (organizers), ``/status`` (queues), ``/login`` (a server-side web session: the
 ``segarena_session`` cookie holds a random session id, never the API token; every form carries a CSRF token;
 ``POST /logout`` ends the session), and ``/assets/{name}``.
@@ -73,7 +73,7 @@ def _dt(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return as_utc(value).strftime("%Y-%m-%d %H:%M UTC")  # type: ignore[union-attr]  # not None here
+        return as_utc(value).strftime("%Y-%m-%d %H:%M UTC")
     return str(value).replace("T", " ").replace("Z", " UTC")
 
 
@@ -180,7 +180,7 @@ def _page_not_found(request: Request) -> cache.NotFound:
 
 async def leaderboard_page(request: Request) -> Response:
     """The leaderboard page: the hottest route, so a plain Starlette endpoint (no dependency solving)."""
-    c, t = request.path_params["c"], request.path_params["t"]
+    challenge, track_slug = request.path_params["challenge"], request.path_params["track"]
 
     def render(session: Session, track: Track, board: Board) -> cache.Rendered:
         stab = sig = None
@@ -200,10 +200,10 @@ async def leaderboard_page(request: Request) -> Response:
             groups=_groups(board),
         )
         return cache.Rendered(200, html.encode(), "text/html; charset=utf-8", {})
-    return await cache.board_response(request, "page", c, t, render, _page_not_found(request))
+    return await cache.board_response(request, "page", challenge, track_slug, render, _page_not_found(request))
 
 
-router.add_route("/challenges/{c}/tracks/{t}", leaderboard_page, methods=["GET"], include_in_schema=False)
+router.add_route("/challenges/{challenge}/tracks/{track}", leaderboard_page, methods=["GET"], include_in_schema=False)
 
 
 # --------------------------------------------------------------------------- other pages
@@ -218,8 +218,8 @@ def index_page(request: Request) -> HTMLResponse:
         return _page(_render("index.html", request, items=items, viewer=viewer))
 
 
-@router.get("/challenges/{c}", response_class=HTMLResponse, include_in_schema=False)
-async def challenge_page(c: str, request: Request) -> Response:
+@router.get("/challenges/{challenge}", response_class=HTMLResponse, include_in_schema=False)
+async def challenge_page(challenge: str, request: Request) -> Response:
     """The challenge overview. For the public (no token) it is cached like a track page: rendered once per
     version of its tracks' boards, revalidated after ``CACHE_TTL_S`` or at once after
     :func:`api.leaderboard.invalidate`; signed-in viewers get it fresh."""
@@ -228,21 +228,21 @@ async def challenge_page(c: str, request: Request) -> Response:
     except ApiError:
         token = "malformed"
     if token:
-        return await run_in_threadpool(_challenge_page_fresh, c, request)
+        return await run_in_threadpool(_challenge_page_fresh, challenge, request)
 
     def render() -> cache.Rendered:
-        resp = _challenge_page_fresh(c, request)
+        resp = _challenge_page_fresh(challenge, request)
         return cache.Rendered(resp.status_code, bytes(resp.body), "text/html; charset=utf-8", {})
-    key: cache.CacheKey = ("overview", c, "", "public", request_settings(request).database_url)
-    return await cache.cached_response(request, key, lambda s: service.overview_version(s, c), render)
+    key: cache.CacheKey = ("overview", challenge, "", "public", request_settings(request).database_url)
+    return await cache.cached_response(request, key, lambda s: service.overview_version(s, challenge), render)
 
 
-def _challenge_page_fresh(c: str, request: Request) -> HTMLResponse:
+def _challenge_page_fresh(challenge: str, request: Request) -> HTMLResponse:
     with request_session(request) as session:
         viewer = _viewer(request, session)
-        ch = service.find_challenge(session, c)
+        ch = service.find_challenge(session, challenge)
         if ch is None:
-            return _error_page(request, 404, "Not found", f"no challenge {c!r}", viewer)
+            return _error_page(request, 404, "Not found", f"no challenge {challenge!r}", viewer)
         cards = service.challenge_cards(session, ch, organizer=is_organizer(viewer))
         return _page(_render("challenge.html", request, challenge=ch, cards=cards, viewer=viewer))
 

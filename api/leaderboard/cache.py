@@ -175,19 +175,19 @@ NotFound = Callable[[str], Rendered]
 def _build_board_entry(request: Request, key: CacheKey, organizer: bool, render: BoardRenderer,
                        not_found: NotFound) -> _Entry:
     """Revalidate (or build) the cache entry ``key`` of a board — runs in a worker thread."""
-    _kind, c, t, _audience, _db = key
+    _kind, challenge, track_slug, audience, db = key
     gen = generation()
     with request_session(request) as session:
-        track = service.find_track(session, c, t)
+        track = service.find_track(session, challenge, track_slug)
         version = ("missing",) if track is None else _version(session, track)
         old = entries.get(key)
         if old is not None and old.version == version:
             old.checked, old.gen = time.monotonic(), gen
             return old
         if track is None or (track.visibility == Visibility.hidden and not organizer):
-            rendered = not_found(f"no track {t!r} in challenge {c!r}")
+            rendered = not_found(f"no track {track_slug!r} in challenge {challenge!r}")
         else:
-            bkey = (c, t, _audience, _db)
+            bkey = (challenge, track_slug, audience, db)
             cached = boards.get(bkey)
             if cached is not None and cached[0] == version:
                 board = cached[1]
@@ -215,9 +215,9 @@ async def _serve(request: Request, key: CacheKey, build: Callable[[], _Entry]) -
     return _respond(request, e)
 
 
-async def board_response(request: Request, kind: str, c: str, t: str, render: BoardRenderer,
+async def board_response(request: Request, kind: str, challenge: str, track: str, render: BoardRenderer,
                          not_found: NotFound = json_not_found) -> Response:
-    """The cached response ``kind`` (page, json, csv …) of track ``t`` of challenge ``c`` for this viewer:
+    """The cached response ``kind`` (page, json, csv …) of track ``track`` of challenge ``challenge`` for this viewer:
     organizers (Bearer token or web session) get the organizer board, everyone else the public one."""
     token, source = request_credentials(request)
     organizer = False
@@ -226,7 +226,7 @@ async def board_response(request: Request, kind: str, c: str, t: str, render: Bo
             with request_session(request) as s:
                 return is_organizer(member_of(s, token, source))
         organizer = await run_in_threadpool(_who)
-    key: CacheKey = (kind, c, t, "organizer" if organizer else "public", request_settings(request).database_url)
+    key: CacheKey = (kind, challenge, track, "organizer" if organizer else "public", request_settings(request).database_url)
     return await _serve(request, key, lambda: _build_board_entry(request, key, organizer, render, not_found))
 
 

@@ -1,6 +1,6 @@
 """The leaderboard's JSON and CSV routes (part of the API; the HTML pages are ``leaderboard_web``).
 
-* ``GET /api/challenges/{c}/tracks/{t}/leaderboard`` — every column the page shows, plus the scheme, metric
+* ``GET /api/challenges/{challenge}/tracks/{track}/leaderboard`` — every column the page shows, plus the scheme, metric
   profile and frozen/hidden flags (:meth:`api.leaderboard.board.Board.to_dict`);
 * ``GET …/leaderboard.csv`` — exactly the page's columns and cell text;
 * ``GET …/stability`` — organizers: bootstrap ranking stability and the significance map.
@@ -25,29 +25,29 @@ __all__ = ["router"]
 router = APIRouter(tags=["leaderboard"])
 
 
-@router.get("/api/challenges/{c}/tracks/{t}/leaderboard", summary="Leaderboard of a track (JSON)")
-async def leaderboard_json(c: str, t: str, request: Request) -> Response:
+@router.get("/api/challenges/{challenge}/tracks/{track}/leaderboard", summary="Leaderboard of a track (JSON)")
+async def leaderboard_json(challenge: str, track: str, request: Request) -> Response:
     """Every column and row of the track's leaderboard page, plus scheme, profile and flags."""
     def render(_s: Session, _track: Track, board: Board) -> cache.Rendered:
         return cache.Rendered(200, to_json_bytes(board.to_dict()), "application/json", {})
-    return await cache.board_response(request, "json", c, t, render)
+    return await cache.board_response(request, "json", challenge, track, render)
 
 
-@router.get("/api/challenges/{c}/tracks/{t}/leaderboard.csv", summary="Leaderboard of a track (CSV)",
+@router.get("/api/challenges/{challenge}/tracks/{track}/leaderboard.csv", summary="Leaderboard of a track (CSV)",
             response_class=Response,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                              "description": "The page's table as CSV, every column"}})
-async def leaderboard_csv(c: str, t: str, request: Request) -> Response:
+async def leaderboard_csv(challenge: str, track: str, request: Request) -> Response:
     """The leaderboard table exactly as the page shows it, as CSV."""
     def render(_s: Session, _track: Track, board: Board) -> cache.Rendered:
         name = f"{board.info.challenge}-{board.info.track}-leaderboard.csv"
         return cache.Rendered(200, board_csv(board), "text/csv; charset=utf-8",
                               {"Content-Disposition": f'attachment; filename="{name}"'})
-    return await cache.board_response(request, "csv", c, t, render)
+    return await cache.board_response(request, "csv", challenge, track, render)
 
 
-@router.get("/api/challenges/{c}/tracks/{t}/stability", summary="Ranking stability (organizers)")
-def stability_json(c: str, t: str, request: Request, n_boot: int = 1000, metric: str = "dsc",
+@router.get("/api/challenges/{challenge}/tracks/{track}/stability", summary="Ranking stability (organizers)")
+def stability_json(challenge: str, track: str, request: Request, n_boot: int = 1000, metric: str = "dsc",
                    alpha: float = 0.05) -> Response:
     """Bootstrap ranking stability (Kendall's τ) and the Holm-corrected Wilcoxon significance map."""
     if not 10 <= n_boot <= 10000:
@@ -61,11 +61,11 @@ def stability_json(c: str, t: str, request: Request, n_boot: int = 1000, metric:
             raise ApiError(401, "unauthorized", "this needs an organizer's API token: send 'Authorization: Bearer <token>'")
         if not is_organizer(member):
             raise ApiError(403, "forbidden", "only organizers may see ranking stability")
-        track = service.find_track(session, c, t)
-        if track is None:
-            raise ApiError(404, "not_found", f"no track {t!r} in challenge {c!r}")
+        row = service.find_track(session, challenge, track)
+        if row is None:
+            raise ApiError(404, "not_found", f"no track {track!r} in challenge {challenge!r}")
         try:
-            out = service.stability(session, track, n_boot=n_boot, metric=metric, alpha=alpha)
+            out = service.stability(session, row, n_boot=n_boot, metric=metric, alpha=alpha)
         except ValueError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
     return Response(to_json_bytes(out), media_type="application/json")
