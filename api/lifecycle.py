@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -100,7 +100,7 @@ def latest_attempts(session: Session, submission_ids: Iterable[int]) -> dict[int
     if not ids:
         return {}
     latest = latest_attempt_subquery(ids)
-    rows = session.execute(select(latest.c.submission_id, latest.c.attempt)).tuples()
+    rows = cast("list[tuple[int, int]]", session.execute(select(latest.c.submission_id, latest.c.attempt)).all())
     return {int(sid): int(n) for sid, n in rows}
 
 
