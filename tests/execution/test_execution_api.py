@@ -180,7 +180,7 @@ def test_bootstrap_worker_token(db_settings):
 def test_split_and_fair_claims_across_teams(client, db_settings):
     w = _world(client, db_settings)
     sub_a1, sub_a2 = _submit(client, w.token_a), _submit(client, w.token_a)
-    sub_b = _submit(client, w.token_b)
+    _submit(client, w.token_b)
     with session_scope(db_settings.database_url) as s:
         shards = s.scalars(select(Shard).order_by(Shard.id)).all()
         assert len(shards) == 9 and all(sh.task_id for sh in shards)  # 27 cases / 9 per shard, 3 runs; sent

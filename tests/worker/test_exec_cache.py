@@ -33,17 +33,15 @@ def test_digest_mismatch_is_refused_and_deleted(worker_config, fake_api, tmp_pat
     spec = _tiny(tmp_path, fake_api, "mismatch")
     fake_api.corrupt_images.add(spec["sha256"])  # more bytes than announced
     cache = new_cache(worker_config)
-    with pytest.raises(DigestMismatch, match="announced"):
-        with cache.archive(spec):
-            pass
+    with pytest.raises(DigestMismatch, match="announced"), cache.archive(spec):
+        pass
     # same length, other bytes: the sha256 check (not the size check) refuses it
     fake_api.corrupt_images.clear()
     other = make_image_tar(tag=None, salt="mismatcx")
     assert len(other) == spec["bytes"]
     fake_api.images[spec["sha256"]].write_bytes(other)
-    with pytest.raises(DigestMismatch, match="sha256"):
-        with cache.archive(spec):
-            pass
+    with pytest.raises(DigestMismatch, match="sha256"), cache.archive(spec):
+        pass
     assert sorted(p.name for p in cache.root.iterdir() if not p.name.endswith(".lock")) == []
     assert cache.downloads == 0
 

@@ -290,7 +290,7 @@ def test_the_execution_host_removes_orphan_containers_of_dead_workers(wsettings,
         for c in (orphan, keep, other):
             try:
                 c.remove(force=True)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from api.db import migrate, session_scope
 from api.models import CaseResult, CaseStatus, Run, RunState, Submission, SubmissionState
 from tests.resilience_helpers import HOSTILE_KINDS, HOSTILE_TRACK, files_under, run_hostile_suite
-from tests.worker_helpers import build_test_image, make_testset, seed_submission, seed_track
+from tests.worker_helpers import build_test_image, make_testset
 
 pytestmark = pytest.mark.docker
 
