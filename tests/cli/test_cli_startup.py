@@ -30,10 +30,11 @@ print("\n" + json.dumps({"code": code, "heavy": heavy}))
 """
 
 
-def _run(*args: str) -> tuple[dict, str]:
+def _run(*args: str, env: dict[str, str] | None = None) -> tuple[dict, str]:
     probe = _PROBE.replace("sys.argv_heavy", repr(json.dumps(HEAVY)))
     proc = subprocess.run([sys.executable, "-c", probe, json.dumps(list(args))], capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": "/nonexistent"})
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": "/nonexistent",
+                                            **(env or {})}, check=False)
     assert proc.stdout.strip(), proc.stderr
     *text, last = proc.stdout.rstrip("\n").split("\n")
     return json.loads(last), "\n".join(text)
@@ -61,3 +62,13 @@ def test_lazy_commands_load_when_asked(args, expected):
     result, text = _run(*args)
     assert result["code"] in (0, None), text
     assert expected in text, text
+
+
+def test_a_participant_command_that_runs_imports_no_server_code(tmp_path):
+    """Really run: `segarena status` against an address where nothing listens fails cleanly, having loaded only the
+    client (httpx) and none of the server, worker or numeric code."""
+    result, text = _run("status", env={"SEGARENA_URL": "http://127.0.0.1:9", "SEGARENA_TOKEN": "sa_x",
+                                       "SEGARENA_CONFIG": str(tmp_path / "none.toml")})
+    assert result["code"] not in (0, None), text
+    assert set(result["heavy"]) <= {"httpx"}, f"`segarena status` imported {result['heavy']}"
+    assert "httpx" in result["heavy"], "the probe did not see the command run"

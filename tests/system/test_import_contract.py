@@ -1,5 +1,6 @@
-"""Import contract: the execution host (all of ``worker/``) reaches nothing of the trusted side, and the CLI's
-client commands reach nothing of the platform.
+"""Import contract: the execution host (all of ``worker/``) reaches nothing of the trusted side, the CLI's
+client commands reach nothing of the platform, ``evaluator`` and ``data_manifests`` import no other project
+package, and ``api`` imports neither ``worker``, ``leaderboard_web``, ``segarena`` nor the app factory (``server``).
 
 Walks the imports (``ast``, every ``import``/``from`` anywhere in a module, including those inside
 functions) transitively within the project, starting from :data:`EXECUTION_HOST_MODULES` (every module under
@@ -156,3 +157,78 @@ def test_the_contract_covers_the_whole_execution_host():
         EXECUTION_HOST_MODULES)
     for gone in ("worker.runner", "worker.reaper", "worker.registry", "worker.tasks", "worker.celery_app"):
         assert module_file(gone) is None, f"{gone} still exists"
+
+
+# Layers (docs/architecture.md): the pure packages stand alone; the API is below the pages, the CLI and the workers.
+PURE_PACKAGES = ("evaluator", "data_manifests")
+API_FORBIDDEN = ("worker", "leaderboard_web", "segarena", "server")
+
+
+@pytest.mark.parametrize("package", PURE_PACKAGES)
+def test_pure_packages_import_no_other_project_package(package):
+    others = tuple(sorted(p for p in PROJECT_PACKAGES if p not in (package, "tests")))
+    assert {"api", "worker", "segarena"} <= set(others), others
+    bad = forbidden_paths(all_modules_under(package), forbidden=others)
+    assert not bad, f"{package} imports other project packages:\n" + "\n".join(" -> ".join(c) for c in bad.values())
+
+
+def test_api_imports_neither_worker_nor_pages_nor_cli_nor_the_app_factory():
+    modules = all_modules_under("api")
+    assert "api.settings" in modules, modules
+    bad = forbidden_paths(modules, forbidden=API_FORBIDDEN)
+    assert not bad, "api imports a layer above it:\n" + "\n".join(" -> ".join(c) for c in bad.values())
+
+
+def module_level_imports(name: str, path: Path) -> set[str]:
+    """What importing ``name`` runs: the imports of its module body (also inside top-level ``if``/``try``/class
+    bodies), not those inside functions, which run only when that function is called."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                found.add(base)
+                found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+            elif isinstance(node, (ast.If, ast.Try, ast.With, ast.ClassDef)):
+                for field in ("body", "orelse", "finalbody"):
+                    visit(getattr(node, field, []) or [])
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+    visit(tree.body)
+    return {f for f in found if f}
+
+
+# The participant commands run through segarena.cli: what `segarena configure|submit|status|logs|results|leaderboard|
+# cancel|whoami` imports is segarena.cli's module body plus, transitively and fully, the modules it names.
+PARTICIPANT_COMMANDS = ("configure", "submit", "status", "logs", "results", "leaderboard", "cancel", "whoami")
+SERVER_CODE = ("api", "worker", "leaderboard_web", "server", "evaluator", "data_manifests")
+
+
+def test_participant_commands_reach_no_server_code():
+    cli = module_file("segarena.cli")
+    top = sorted(m for m in module_level_imports("segarena.cli", cli) if m.split(".")[0] in PROJECT_PACKAGES)
+    assert "segarena.participant" in top, top
+    direct = [m for m in top if m.split(".")[0] in SERVER_CODE]
+    assert not direct, f"segarena.cli imports server code at module level: {direct}"
+    bad = forbidden_paths(tuple(m for m in top if module_file(m) is not None), forbidden=SERVER_CODE)
+    assert not bad, "a participant command reaches server code:\n" + "\n".join(" -> ".join(c) for c in bad.values())
+    # the participant commands are the functions of segarena.participant registered on the root app
+    source = module_file("segarena.participant").read_text()
+    for command in PARTICIPANT_COMMANDS:
+        assert f"def {command}(" in source, command
+
+
+def test_module_level_walk_skips_function_bodies(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import os\nif True:\n    import json\ntry:\n    import a.b\nexcept ImportError:\n"
+                    "    import c\ndef f():\n    import api.settings\nclass K:\n    import d\n")
+    assert module_level_imports("m", path) == {"os", "json", "a.b", "c", "d"}
