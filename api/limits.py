@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping
 
 from starlette.exceptions import HTTPException
 

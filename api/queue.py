@@ -25,7 +25,7 @@ def enqueue_run_sharded(settings, run_id: int, queue: str | None = None) -> str:
         return _sharded(settings, run_id, queue)
     except EnqueueError:
         raise
-    except Exception as exc:  # noqa: BLE001 - e.g. the storage could not serve the test set: the run stays queued,
+    except Exception as exc:
         # and the trusted reaper splits and sends it later (api.execution.reaper.resend_unsplit_runs)
         raise EnqueueError(f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
 

@@ -49,7 +49,7 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 _S3_LOCK = threading.Lock()
-_S3_STORES: dict[tuple, "S3Storage"] = {}
+_S3_STORES: dict[tuple, S3Storage] = {}
 
 
 class StorageError(RuntimeError):
@@ -191,7 +191,7 @@ class ObjectStore:
         raise NotImplementedError
 
     @classmethod
-    def from_settings(cls, settings=None, *, probe: bool = False) -> "Storage | S3Storage":
+    def from_settings(cls, settings=None, *, probe: bool = False) -> Storage | S3Storage:
         """The backend ``settings`` name: S3-compatible storage for ``storage_url=s3://…``, else the local
         directory ``storage_dir`` (the embedded default). ``probe``: short timeouts, no retries (health checks)."""
         if settings is None:
@@ -222,7 +222,7 @@ class ObjectStore:
         return Storage(settings.storage_dir)
 
 
-def object_response(store: "ObjectStore", key: str, *, filename: str | None = None, headers: dict | None = None,
+def object_response(store: ObjectStore, key: str, *, filename: str | None = None, headers: dict | None = None,
                     media_type: str = "application/octet-stream", chunk: int = DEFAULT_CHUNK):
     """A streamed HTTP response of the object ``key``: the file itself (``FileResponse``, ranges included) from
     the local directory, the object streamed in ``chunk``-byte pieces (with its Content-Length) from S3.
@@ -251,7 +251,7 @@ class Storage(ObjectStore):
         self.root = Path(root)
 
     @property
-    def staging(self) -> "Storage":
+    def staging(self) -> Storage:
         """Where local working files go (the directory itself)."""
         return self
 
@@ -490,7 +490,7 @@ class S3Storage(ObjectStore):
         response = getattr(exc, "response", None) or {}
         code = str((response.get("Error") or {}).get("Code", ""))
         status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        if code in ("404", "NoSuchKey", "NotFound") or status == 404 and code != "NoSuchBucket":
+        if code in ("404", "NoSuchKey", "NotFound") or (status == 404 and code != "NoSuchBucket"):
             return ObjectNotFound(f"no object {key!r} in {self.url}")
         text = redact_text(str(exc).splitlines()[0][:300] if str(exc) else exc.__class__.__name__)
         return StorageError(f"object storage {self.url} ({redact_text(self.endpoint_url or 'AWS')}): cannot {what}: {text}")
@@ -553,7 +553,7 @@ class S3Storage(ObjectStore):
         except BaseException as exc:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=k, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - the first error is the one to report
+            except Exception:
                 pass
             if isinstance(exc, (BotoCoreError, ClientError)):
                 raise self._fail(exc, f"write {key!r}", key) from None
@@ -692,7 +692,7 @@ class S3Storage(ObjectStore):
                 info.update(ok=True, version=server[:100] or "unknown")
             except (BotoCoreError, ClientError) as exc:
                 info.update(ok=False, error=str(self._fail(exc, "reach the bucket")))
-        except Exception as exc:  # noqa: BLE001 - reported, never raised
+        except Exception as exc:
             from api.health import redact_text
 
             info.update(ok=False, error=redact_text(str(exc)[:300]))

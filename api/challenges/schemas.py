@@ -172,7 +172,7 @@ class TrackCreate(_TrackFields):
     slug: str = Field(pattern=SLUG_PATTERN)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrackCreate":
+    def _consistent(self) -> TrackCreate:
         _check_track(self.model_dump())
         return self
 
@@ -231,7 +231,7 @@ class ChallengeCreate(BaseModel):
     tracks: list[TrackCreate] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
-    def _unique_tracks(self) -> "ChallengeCreate":
+    def _unique_tracks(self) -> ChallengeCreate:
         slugs = [t.slug for t in self.tracks]
         if len(slugs) != len(set(slugs)):
             raise ValueError("track slugs must be unique within a challenge")

@@ -68,7 +68,7 @@ def resend_unsplit_runs(settings: Any, *, now: datetime | None = None, send: boo
     for rid, queue in stale:
         try:
             enqueue_run_sharded(settings, rid, queue)
-        except Exception as exc:  # noqa: BLE001 - storage or broker still down: next pass
+        except Exception as exc:
             log.warning("could not split and send run %s: %s", rid, str(exc).splitlines()[0][:200] if str(exc) else exc)
             continue
         with session_scope(settings.database_url) as s:
@@ -84,22 +84,22 @@ def reap(settings: Any, *, now: datetime | None = None, send: bool = True) -> Re
     report = ReapReport()
     try:
         report.shards = reap_shards(settings, now=now, send=send)
-    except Exception as exc:  # noqa: BLE001 - next pass
+    except Exception as exc:
         log.warning("shard reaper failed: %s", exc)
     try:
         report.resent = resend_unsplit_runs(settings, now=now, send=send)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log.warning("re-sending queued runs failed: %s", exc)
     from api.submissions.service import delete_expired_archives
     from api.submissions.uploads import expire_stale_uploads
 
     try:
         report.uploads_expired = expire_stale_uploads(settings=settings, now=now)
-    except Exception as exc:  # noqa: BLE001 - next pass
+    except Exception as exc:
         log.warning("expiring stale uploads failed: %s", exc)
     try:
         report.archives_deleted = delete_expired_archives(settings=settings, now=now)
-    except Exception as exc:  # noqa: BLE001 - next pass
+    except Exception as exc:
         log.warning("deleting expired archives failed: %s", exc)
     if report.busy():
         log.info("reaper (%s): %s", ACTOR, report)

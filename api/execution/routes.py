@@ -443,12 +443,12 @@ def _store_case(settings, ident: WorkerIdentity, shard_id: int, case_id: str, ra
         if key and not recorded:
             try:
                 storage.delete(key)
-            except Exception as exc:  # noqa: BLE001 - an orphaned object is only wasted space
+            except Exception as exc:
                 log.warning("could not delete the unrecorded output %s: %s", key, exc)
     if not scored:
         try:
             shards.send_score(settings, row_id)
-        except Exception as exc:  # noqa: BLE001 - the reaper re-sends unscored cases
+        except Exception as exc:
             log.warning("could not send the score task of case result %s: %s", row_id, exc)
     else:
         after_case(settings, run_id)

@@ -64,7 +64,7 @@ class ArchiveLimits:
     inflate_ratio_after: int = 1 << 30  # the ratio is judged once this much was decompressed
 
     @classmethod
-    def from_settings(cls, settings) -> "ArchiveLimits":
+    def from_settings(cls, settings) -> ArchiveLimits:
         return cls(max_members=settings.archive_max_members, max_metadata_bytes=settings.archive_max_metadata_bytes,
                    max_json_bytes=settings.archive_max_json_bytes, max_inflate_ratio=settings.archive_max_inflate_ratio)
 

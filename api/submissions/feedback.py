@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from api.models import CaseStatus, Feedback, Member, Role, Track, Visibility
 from api.submissions import schemas

@@ -128,7 +128,7 @@ async def pump(stream: AsyncIterator[bytes], sink: ArchiveSink, *, limit: int, c
         if pending is not None:
             try:
                 await pending
-            except Exception:  # noqa: BLE001 - the first error is the one reported
+            except Exception:
                 pass
         raise
     return received

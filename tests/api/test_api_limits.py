@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.api_helpers import add_member, auth, make_image_tar, seed, submit, wait_for  # noqa: F401
+from tests.api_helpers import add_member, auth, make_image_tar, seed, submit, wait_for
 
 from api.settings import Settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from tests.api_helpers import (  # noqa: F401 (fixtures)
@@ -102,7 +102,7 @@ def test_wrong_content_type_and_no_team(client, world):
 def test_closed_and_not_yet_open_tracks_refuse(client, world):
     r = submit(client, world.token_a, track="closed")
     assert r.status_code == 403 and r.json()["code"] == "track_closed" and "closed" in r.json()["message"]
-    later = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     client.patch("/api/challenges/cvpr24/tracks/booster", json={"opens_at": later}, headers=auth(world.token_org))
     r = submit(client, world.token_a, track="booster")
     assert r.status_code == 403 and "opens for submissions" in r.json()["message"]
@@ -128,7 +128,7 @@ def test_quota_per_rolling_day(client, world, db_settings):
     b = submit(client, world.token_a2).json()  # the quota is per team, not per member
     r = submit(client, world.token_a)
     assert r.status_code == 429 and r.json()["code"] == "quota_exceeded" and "quota of 2" in r.json()["message"]
-    assert datetime.fromisoformat(r.json()["retry_at"]) > datetime.now(timezone.utc) + timedelta(hours=23)
+    assert datetime.fromisoformat(r.json()["retry_at"]) > datetime.now(UTC) + timedelta(hours=23)
     assert submit(client, world.token_b).status_code == 201  # other teams are not affected
     # a cancelled submission does not count
     client.post(f"/api/submissions/{a['id']}/cancel", headers=auth(world.token_a))
@@ -143,7 +143,7 @@ def test_quota_per_rolling_day(client, world, db_settings):
     assert submit(client, world.token_a).status_code == 429
     # older than a day: no longer counts
     with session_scope(db_settings.database_url) as s:
-        s.get(Submission, c.json()["id"]).created_at = datetime.now(timezone.utc) - timedelta(hours=25)
+        s.get(Submission, c.json()["id"]).created_at = datetime.now(UTC) - timedelta(hours=25)
     assert submit(client, world.token_a).status_code == 201
     # quota 0 pauses the track
     client.patch("/api/challenges/cvpr24/tracks/booster", json={"quota_per_day": 0}, headers=auth(world.token_org))

@@ -9,7 +9,7 @@ import io
 import tarfile
 import time
 import tracemalloc
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import httpx
 import pytest
@@ -145,7 +145,7 @@ def test_reaper_expires_a_stale_session_deletes_its_file_and_frees_its_slot(clie
     assert submit(client, world.token_a).status_code == 429  # the open session holds the only slot
     assert _reap(db_settings).uploads_expired == 0  # not stale yet
     with session_scope(db_settings.database_url) as s:
-        s.get(Upload, uid).updated_at = datetime.now(timezone.utc) - timedelta(seconds=db_settings.upload_stale_after_s + 5)
+        s.get(Upload, uid).updated_at = datetime.now(UTC) - timedelta(seconds=db_settings.upload_stale_after_s + 5)
     report = _reap(db_settings)
     assert report.uploads_expired == 1
     assert not part.exists()
@@ -190,7 +190,7 @@ def test_upload_cancel_loop_is_refused_after_the_free_cancellations(client, worl
     sid = submit(client, world.token_b, track="booster").json()["id"]
     with session_scope(db_settings.database_url) as s:
         run = s.scalar(select(Run).where(Run.submission_id == sid))
-        run.state, run.started_at = RunState.loading, datetime.now(timezone.utc)
+        run.state, run.started_at = RunState.loading, datetime.now(UTC)
         s.get(Submission, sid).state = SubmissionState.loading
     assert "its run had started" in _cancel(client, world.token_b, sid)["reason"]
     _quota(client, world, 1, track="booster")
@@ -219,7 +219,7 @@ def test_archives_of_cancelled_and_failed_submissions_are_deleted_after_retentio
     assert db_settings.archive_retention_h == 24
     assert _reap(db_settings).archives_deleted == []  # within the retention
     with session_scope(db_settings.database_url) as s:
-        s.get(Submission, failed).finished_at = datetime.now(timezone.utc) - timedelta(hours=25)
+        s.get(Submission, failed).finished_at = datetime.now(UTC) - timedelta(hours=25)
     assert _reap(db_settings).archives_deleted == [failed]
     db_settings.archive_retention_h = 0  # at once
     assert _reap(db_settings).archives_deleted == [cancelled]
@@ -238,7 +238,7 @@ def test_archives_of_cancelled_and_failed_submissions_are_deleted_after_retentio
 # 5. the close time is checked again at completion, with a bounded grace
 # ---------------------------------------------------------------------------------------------
 def test_resumable_upload_completes_within_the_grace_and_not_after(client, world, db_settings):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     a, b, late = (make_image_tar(salt=f"deadline{i}") for i in range(3))
     ua = _open(client, world.token_a, a).json()["upload_id"]
     ub = _open(client, world.token_a, b).json()["upload_id"]
@@ -272,7 +272,7 @@ def test_one_shot_upload_that_crosses_the_close_time(live, world, db_settings, g
     def body():
         yield data[:1000]
         time.sleep(1.0)  # the request was accepted and the body is streaming: now the track closes
-        _track(db_settings, closes_at=datetime.now(timezone.utc) - timedelta(seconds=0.3), upload_grace_s=grace)
+        _track(db_settings, closes_at=datetime.now(UTC) - timedelta(seconds=0.3), upload_grace_s=grace)
         yield data[1000:]
 
     with httpx.Client(base_url=live.url, timeout=30) as http:

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from api.db import session_scope
 from api.models import Submission
 from api.submissions import uploads as uploads_mod
+from datetime import UTC
 
 
 def _open(client, token, data: bytes, track: str = "main", **extra):
@@ -188,7 +189,7 @@ def test_dropped_connection_keeps_what_arrived(live, world, db_settings):
 
 
 def test_stale_upload_sessions_expire(client, world, db_settings):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from api.models import Upload
 
@@ -197,7 +198,7 @@ def test_stale_upload_sessions_expire(client, world, db_settings):
     fresh = _open(client, world.token_a, data).json()["upload_id"]
     _put(client, world.token_a, old, data, 0, 99)
     with session_scope(db_settings.database_url) as s:
-        s.get(Upload, old).updated_at = datetime.now(timezone.utc) - timedelta(days=8)
+        s.get(Upload, old).updated_at = datetime.now(UTC) - timedelta(days=8)
     assert uploads_mod.expire_stale_uploads(settings=db_settings) == 1
     assert client.get(f"/api/uploads/{old}", headers=auth(world.token_a)).json()["state"] == "aborted"
     assert client.get(f"/api/uploads/{fresh}", headers=auth(world.token_a)).json()["state"] == "open"

@@ -5,7 +5,7 @@ Organizers always see everything. On f13a824 every participant view was ``full``
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from fastapi.testclient import TestClient
@@ -43,7 +43,7 @@ def _world(settings, policy: str, *, published: bool = True):
         track = s.get(Track, w.tracks["main"])
         track.feedback = Feedback(policy)
         if not published:
-            track.visibility, track.frozen_at = Visibility.frozen, datetime.now(timezone.utc) + timedelta(days=1)
+            track.visibility, track.frozen_at = Visibility.frozen, datetime.now(UTC) + timedelta(days=1)
     with TestClient(app) as c:
         good = submit(c, w.token_a, label="good").json()["id"]
         bad = submit(c, w.token_a, label="bad").json()["id"]
@@ -178,7 +178,7 @@ def test_level_and_published(settings):
     assert fb.board_published(track) and fb.level(track, None) == Feedback.summary
     for vis in (Visibility.hidden, Visibility.frozen):
         assert fb.level(Track(feedback=Feedback.none, visibility=vis, frozen_at=None, closes_at=None), None) == Feedback.none
-    frozen_public = Track(feedback=Feedback.none, visibility=Visibility.public, frozen_at=datetime.now(timezone.utc))
+    frozen_public = Track(feedback=Feedback.none, visibility=Visibility.public, frozen_at=datetime.now(UTC))
     assert not fb.board_published(frozen_public) and fb.level(frozen_public, None) == Feedback.none
     assert fb.level(Track(feedback=Feedback.summary, visibility=Visibility.public), None) == Feedback.summary
 
@@ -188,7 +188,7 @@ def test_cli_prints_a_one_line_note_instead_of_what_is_withheld(settings, tmp_pa
     with session_scope(settings.database_url) as s:
         s.get(Track, w.tracks["booster"]).feedback = Feedback.none
         s.get(Track, w.tracks["booster"]).visibility = Visibility.frozen
-        s.get(Track, w.tracks["booster"]).frozen_at = datetime.now(timezone.utc) + timedelta(days=1)
+        s.get(Track, w.tracks["booster"]).frozen_at = datetime.now(UTC) + timedelta(days=1)
     with TestClient(app) as c:
         hidden = submit(c, w.token_a, track="booster").json()["id"]
     finish_run(settings.database_url, hidden, state="succeeded", cases=[OK_CASE], dsc=0.9137, nsd=0.9311,
@@ -234,8 +234,8 @@ LEAKY_BODY = "no output file outputs/3DBox_CT_0002.npz (found: LEAKED-test-image
      f"stopped after the first 2 cases failed: no output file was written for this case | predict.sh exited with "
      f"code 3 — {FIX}"),
     # cut short by the reason bound, with a fake separator and fix inside the container's text
-    (f"stopped after the first 2 cases failed: no output file (found: x — LEAKED (1 remaining cases were not run)"
-     f".npz)… (900 chars cut)",
+    ("stopped after the first 2 cases failed: no output file (found: x — LEAKED (1 remaining cases were not run)"
+     ".npz)… (900 chars cut)",
      "stopped after the first 2 cases failed: no output file was written for this case | predict.sh exited with "
      "code 3 — debug with `segarena check` on the public sample cases"),
     # a case reason quoted in some other way

@@ -98,7 +98,7 @@ def _exec_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 def test_worker_refuses_an_undeclared_queue_or_the_wrong_kind(tmp_path):
     def start(*args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "segarena.cli", "worker", *args], cwd=ROOT, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "segarena.cli", "worker", *args], check=False, cwd=ROOT, capture_output=True,
                               text=True, timeout=120, env=_exec_env(tmp_path / "data", **env))
 
     undeclared = start("--queues", "cpu,bigmem")
@@ -114,7 +114,7 @@ def test_worker_refuses_an_undeclared_queue_or_the_wrong_kind(tmp_path):
     assert no_kind.returncode == 2 and "declares no cpu-kind queue" in no_kind.stderr
 
     # started as the execution host's module (not `segarena worker`): the start-up check stops it too, status 2
-    direct = subprocess.run([sys.executable, "-m", "worker.exec_tasks"], cwd=ROOT, capture_output=True, text=True,
+    direct = subprocess.run([sys.executable, "-m", "worker.exec_tasks"], check=False, cwd=ROOT, capture_output=True, text=True,
                             timeout=120, env=_exec_env(tmp_path / "data2", SEGARENA_WORKER_QUEUES="bigmem"))
     assert direct.returncode == 2 and "bigmem" in direct.stderr and "not declared" in direct.stderr, \
         direct.stdout + direct.stderr

@@ -9,7 +9,7 @@ import os
 import time
 
 import pytest
-from tests.api_helpers import auth, make_image_tar, seed, submit  # noqa: F401
+from tests.api_helpers import auth, make_image_tar, seed, submit
 from tests.s3_helpers import S3_SECRET, s3_server, s3_settings, s3_store  # noqa: F401
 
 from api.storage import BadKey, ObjectNotFound, S3Storage, Storage, check_key, parse_storage_url

@@ -9,7 +9,6 @@ import hashlib
 import os
 import uuid
 
-import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse

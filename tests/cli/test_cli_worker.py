@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _worker(*args: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_")}
-    return subprocess.run([sys.executable, "-m", "segarena.cli", "worker", *args], cwd=ROOT, env={**base, **env},
+    return subprocess.run([sys.executable, "-m", "segarena.cli", "worker", *args], check=False, cwd=ROOT, env={**base, **env},
                           capture_output=True, text=True, timeout=60)
 
 

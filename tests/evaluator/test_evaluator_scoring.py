@@ -21,7 +21,7 @@ import evaluator
 from evaluator.io import Spacing
 from evaluator.scoring import label_stats
 
-import surface_distance as sd  # noqa: E402  (the outside oracle; a test dependency)
+import surface_distance as sd
 
 
 # ---------------------------------------------------------------- reference transcription

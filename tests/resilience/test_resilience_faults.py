@@ -87,7 +87,7 @@ def _restart_dockerd() -> None:
     subprocess.run("setsid dockerd >>/var/log/segarena-dockerd.log 2>&1 &", shell=True, check=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        if subprocess.run(["docker", "info"], check=False, capture_output=True).returncode == 0:
             return
         time.sleep(0.5)
     raise RuntimeError("dockerd did not come back; see /var/log/segarena-dockerd.log")

@@ -36,7 +36,7 @@ def _image(docker_client, base_image, tmp, mode: str, delay_s: float) -> dict:
 
 
 @pytest.fixture(scope="module")
-def scale(docker_client, base_image, redis_url, tmp_path_factory, s3_server):  # noqa: F811
+def scale(docker_client, base_image, redis_url, tmp_path_factory, s3_server):
     """The stack (API, scorer, worker w1 on core 0; w2 on core 1 is started by the tests), a challenge on the tiny
     set with shards of 3 cases, and two images: 0.6 s per case ("correct") and one that sleeps an hour."""
     tmp = tmp_path_factory.mktemp("scaleout")
@@ -65,12 +65,12 @@ def scale(docker_client, base_image, redis_url, tmp_path_factory, s3_server):  #
         for c in stack_containers(docker_client, stack):
             try:
                 docker_client.api.remove_container(c["Id"], force=True)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         for img in images.values():
             try:
                 docker_client.images.remove(img["image_id"], force=True)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 

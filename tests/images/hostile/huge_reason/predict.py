@@ -1,7 +1,6 @@
 """Writes an output .npz without 'segs' but with 40,000 members of 250-character names: a loader that
 lists the arrays present in its error message makes a 10 MB failure reason (served publicly). The
 stored reason must stay bounded."""
-import os
 import zipfile
 
 import hostile

@@ -1,7 +1,6 @@
 """Build time: an npz whose segs.npy claims (32768, 32768) uint8 and inflates to 1 GiB of zeros."""
 import sys
 import zipfile
-import zlib
 
 import numpy as np
 
