@@ -48,12 +48,17 @@ class InteractiveOutcome:
     statuses: list[str] = field(default_factory=list)
     runtimes: list[float] = field(default_factory=list)
     platform_s: list[float] = field(default_factory=list)  # per iteration: wall time minus container runtime
+    prepare_s: list[float] = field(default_factory=list)  # per iteration: building its input npz
+    sandbox_s: list[float] = field(default_factory=list)  # per iteration: the sandbox call minus container runtime
+    round_trip_s: list[float] = field(default_factory=list)  # per iteration: the POST …/iterations/{i} call
 
     def to_meta(self) -> dict[str, Any]:
         return {"iterations_run": self.iterations_run, "budget_exceeded": self.budget_exceeded,
                 "valid": list(self.valid), "statuses": list(self.statuses),
                 "runtimes_s": [round(r, 6) for r in self.runtimes],
-                "platform_s": [round(p, 6) for p in self.platform_s]}
+                "platform_s": [round(p, 6) for p in self.platform_s],
+                "prepare_s": [round(p, 6) for p in self.prepare_s], "sandbox_s": [round(p, 6) for p in self.sandbox_s],
+                "round_trip_s": [round(p, 6) for p in self.round_trip_s]}
 
 
 def timed_run(docker: Any, *, timing: str, **kwargs: Any) -> sb.CaseRun:
@@ -83,11 +88,13 @@ def prompted_input(original: Path, dest: Path, *, iteration: int, prompt: str, p
 
 
 def write_portable_npz(path: Path, arrays: dict[str, Any]) -> None:
-    """``np.savez_compressed(path, **arrays)`` as the reference writes an iteration's input (lists of dicts become
-    pickled object arrays, ``clicks`` holds ``numpy.int64``), except that the pickles name ``numpy.core`` where
-    numpy 2 writes ``numpy._core``: numpy 1.x (what most model images ship) cannot import ``numpy._core`` and would
-    fail on ``np.load(..., allow_pickle=True)``; numpy 2 still reads ``numpy.core``. Other arrays are written as
-    ``np.savez_compressed`` writes them."""
+    """The arrays ``np.savez_compressed(path, **arrays)`` writes as the reference writes an iteration's input (lists
+    of dicts become pickled object arrays, ``clicks`` holds ``numpy.int64``; ``np.load`` gives the same arrays), with
+    two differences a model cannot see: the members are stored, not deflated (the input is rewritten at every
+    iteration on the execution host's local disk: compressing the image each time cost more than the container's
+    start), and the pickles name ``numpy.core`` where numpy 2 writes ``numpy._core``: numpy 1.x (what most model
+    images ship) cannot import ``numpy._core`` and would fail on ``np.load(..., allow_pickle=True)``; numpy 2 still
+    reads ``numpy.core``."""
     import io
     import pickle
     import zipfile
@@ -103,7 +110,7 @@ def write_portable_npz(path: Path, arrays: dict[str, Any]) -> None:
             return arr
         return np.asanyarray(v)
 
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key, value in arrays.items():
             arr = saved(value)
             with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
@@ -174,12 +181,14 @@ def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict
             prev = load_prediction(prev_pred_file, expected_shape=tuple(case["shape"])) if prev_pred_file is not None else None
             model_input = prompted_input(original, it_dir / "in" / name, iteration=i, prompt=prompt,
                                          points=case.get("points"), clicks=prompts, prev_pred=prev)
+        t_run = time.monotonic()
         by_budget = remaining < profile.timeout_s
         it_profile = sb.with_overrides(profile, timeout_s=min(profile.timeout_s, remaining))
         case_run = timed_run(docker, timing=timing, image_id=image_id, input_file=model_input,
                              out_dir=it_dir / "outputs", profile=it_profile,
                              labels={**labels, sb.LABEL_CASE: case_id, "segarena.iteration": str(i)},
                              scratch_dir=work, run_user=run_user)
+        t_ran = time.monotonic()
         if stopped():
             raise _Stop()
         first_params = first_params or case_run.container_params
@@ -194,6 +203,7 @@ def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict
             answer = executor.client.upload_iteration(shard_id, case_id, i, meta, output)
         except LeaseLost:
             raise _Stop() from None
+        t_answer = time.monotonic()
         outcome.iterations_run = i + 1
         outcome.statuses.append(str(answer.get("status") or case_run.status))
         outcome.runtimes.append(float(case_run.runtime_s))
@@ -209,6 +219,9 @@ def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict
         shutil.rmtree(it_dir, ignore_errors=True)
         last = case_run
         outcome.platform_s.append(max(0.0, (time.monotonic() - t_iter) - case_run.runtime_s))
+        outcome.prepare_s.append(t_run - t_iter)
+        outcome.sandbox_s.append(max(0.0, (t_ran - t_run) - case_run.runtime_s))
+        outcome.round_trip_s.append(t_answer - t_upload)
         log.debug("case %s iteration %d: %s in %.3f s (upload %.3f s)", case_id, i, case_run.status,
                   case_run.runtime_s, time.monotonic() - t_upload)
         if answer.get("budget_exceeded"):
