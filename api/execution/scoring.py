@@ -70,7 +70,7 @@ def run_time_limit(run: Run, track: Track) -> float:
     return float(run.case_timeout_s) if run.case_timeout_s is not None else float(track.case_timeout_s)
 
 
-def _case_reason(case_id: str, reason: str, runtime_s: float, limit: int) -> str:
+def _case_reason(case_id: str, reason: str, runtime_s: float | None, limit: int) -> str:
     return bound_text(f"case {case_id}: {reason} (after {float(runtime_s or 0):.2f} s)", limit)
 
 
@@ -146,48 +146,11 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
         return None
     _manifest, root, index = load_testset(testset, storage)
     case = index.get(case_id)
-    values: dict[str, Any]
-    from evaluator import score_case as evaluate
-    from evaluator.io import CaseFormatError, load_ground_truth, load_prediction
-
-    scratch: Path | None = None  # the output as a host-local file
-    copied = False
-    if case is not None and key:
-        try:
-            if storage.local:  # the object is a file of this host already: read in place, no copy
-                scratch = storage.path_of(key)
-                if not scratch.is_file():
-                    scratch = None
-            else:  # object storage: the object to a scratch file of this host, then validated there
-                scratch = storage.staging.scratch_dir() / f"score-{case_result_id}-{secrets.token_hex(6)}.npz"
-                storage.get_to_file(key, scratch)
-                copied = True
-        except (ObjectNotFound, BadKey):
-            scratch = None  # StorageError (storage down) propagates: the row stays unscored, the reaper re-sends it
+    scratch, copied = _output_file(storage, key, case_result_id) if case is not None and key else (None, False)
     try:
-        if case is None:
-            values = dict(status=CaseStatus.invalid_output,
-                          reason=bound_text(f"case {case_id}: not in the test set", limit))
-        elif scratch is None:
-            values = dict(status=CaseStatus.no_output,
-                          reason=_case_reason(case_id, "the uploaded output is missing from storage", runtime, limit))
-        else:
-            try:
-                segs = load_prediction(scratch, expected_shape=tuple(case.shape), profile=profile)
-            except CaseFormatError as exc:
-                values = dict(status=CaseStatus.invalid_output,
-                              reason=_case_reason(case_id, f"invalid prediction: {exc}", runtime, limit))
-            else:
-                gts, spacing = load_ground_truth(Path(root) / case.gt.path)
-                if spacing is None:
-                    spacing = tuple(case.spacing)
-                score = evaluate(gts, segs, spacing=spacing, profile=profile,
-                                 labels=[lab.value for lab in case.labels],
-                                 stored_spacing=getattr(spacing, "stored", None))
-                values = dict(status=CaseStatus.ok, dsc=_num(score.dsc), nsd=_num(score.nsd),
-                              per_class=_jsonable(score.to_dict()), **_undefined_reason(score, case_id, profile, limit))
+        values = _evaluate(case, case_id, scratch, root=Path(root), profile=profile, runtime=runtime, limit=limit)
     finally:
-        if copied:
+        if copied and scratch is not None:
             scratch.unlink(missing_ok=True)
     if values["status"] != CaseStatus.ok:
         values.update(dsc=0.0, nsd=0.0, runtime_s=timeout_s)
@@ -199,6 +162,47 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
     if won:
         after_case(settings, run_id)
     return values["status"].value
+
+
+def _output_file(storage: Any, key: str, case_result_id: int) -> tuple[Path | None, bool]:
+    """(the uploaded output as a host-local file or None when it is gone, whether it is a scratch copy to delete).
+    Locally the object is read in place; from object storage it is fetched to a scratch file. StorageError (storage
+    down) propagates: the row stays unscored and the reaper re-sends it."""
+    try:
+        if storage.local:  # the object is a file of this host already: read in place, no copy
+            path = storage.path_of(key)
+            return (path if path.is_file() else None), False
+        scratch = storage.staging.scratch_dir() / f"score-{case_result_id}-{secrets.token_hex(6)}.npz"
+        storage.get_to_file(key, scratch)
+        return scratch, True
+    except (ObjectNotFound, BadKey):
+        return None, False
+
+
+def _evaluate(case: Any, case_id: str, output: Path | None, *, root: Path, profile: str, runtime: float | None,
+              limit: int) -> dict[str, Any]:
+    """The case result's values: the output validated (npz safety, key, shape, dtype, size), then scored with
+    ``evaluator`` and the profile against the ground truth."""
+    from evaluator import score_case as evaluate
+    from evaluator.io import CaseFormatError, load_ground_truth, load_prediction
+
+    if case is None:
+        return dict(status=CaseStatus.invalid_output, reason=bound_text(f"case {case_id}: not in the test set", limit))
+    if output is None:
+        return dict(status=CaseStatus.no_output,
+                    reason=_case_reason(case_id, "the uploaded output is missing from storage", runtime, limit))
+    try:
+        segs = load_prediction(output, expected_shape=tuple(case.shape), profile=profile)
+    except CaseFormatError as exc:
+        return dict(status=CaseStatus.invalid_output,
+                    reason=_case_reason(case_id, f"invalid prediction: {exc}", runtime, limit))
+    gts, spacing = load_ground_truth(root / case.gt.path)
+    if spacing is None:
+        spacing = tuple(case.spacing)
+    score = evaluate(gts, segs, spacing=spacing, profile=profile, labels=[lab.value for lab in case.labels],
+                     stored_spacing=getattr(spacing, "stored", None))
+    return dict(status=CaseStatus.ok, dsc=_num(score.dsc), nsd=_num(score.nsd), per_class=_jsonable(score.to_dict()),
+                **_undefined_reason(score, case_id, profile, limit))
 
 
 def _undefined_reason(score: Any, case_id: str, profile: str, limit: int) -> dict[str, Any]:
@@ -216,7 +220,7 @@ def _delete_output(storage: Any, key: str) -> None:
         storage.delete(key)
     except BadKey:
         return
-    except Exception as exc:  # noqa: BLE001 - a left-over object is wasted space, not a wrong score
+    except Exception as exc:
         log.warning("could not delete the case output %s: %s", key, exc)
         return
     if storage.local:
@@ -335,5 +339,5 @@ def _refresh_board() -> None:
         from api.leaderboard import invalidate
 
         invalidate()
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.warning("leaderboard invalidation failed", exc_info=True)
