@@ -34,7 +34,6 @@ SIZE_CLASSES = _SIZE_CLASSES  # the one definition: data_manifests.schema
 
 #: how a cell is written: ``score`` 3 decimals, ``runtime`` and ``ratio`` 2, ``delta`` signed 3, ``int``, ``text``
 ColumnType = Literal["score", "runtime", "delta", "ratio", "int", "text"]
-Value = float | int | str | None
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, null, select
 from sqlalchemy.orm import Session
 
 from api.challenges.track_settings import TIMING_LABELS
@@ -54,6 +54,7 @@ from api.leaderboard.board import (
     metric_columns,
     r,
 )
+from api.lifecycle import latest_attempt_subquery
 from api.models import (
     CaseResult,
     CaseStatus,
@@ -184,15 +185,16 @@ def _chunks(ids: list[int], n: int = 500) -> Iterator[list[int]]:
 
 
 def _latest_runs(session: Session, sub_ids: list[int]) -> dict[int, tuple[int, float | None]]:
-    """``submission id → (id, case time limit) of its latest run (highest attempt)``."""
-    out: dict[int, tuple[int, int, float | None]] = {}
+    """``submission id → (id, case time limit) of its latest run`` (:func:`api.lifecycle.latest_attempt_subquery`)."""
+    out: dict[int, tuple[int, float | None]] = {}
     for chunk in _chunks(sub_ids):
-        for sid, rid, attempt, limit in session.execute(
-            select(Run.submission_id, Run.id, Run.attempt, Run.case_timeout_s).where(Run.submission_id.in_(chunk))
+        latest = latest_attempt_subquery(chunk)
+        for sid, rid, limit in session.execute(
+            select(Run.submission_id, Run.id, Run.case_timeout_s)
+            .join(latest, (Run.submission_id == latest.c.submission_id) & (Run.attempt == latest.c.attempt))
         ):
-            if sid not in out or attempt > out[sid][1]:
-                out[sid] = (rid, attempt, limit)
-    return {sid: (v[0], v[2]) for sid, v in out.items()}
+            out[sid] = (rid, limit)
+    return out
 
 
 def _num(x: Any) -> float:
@@ -215,16 +217,22 @@ def _label_scores(per_class: dict[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else per_class
 
 
-def _load_cases(session: Session, subs: list[Submission], track_of: dict[int, Track]) -> dict[int, RunCases]:
-    """``submission id → its latest run's cases and time limit`` (``track_of``: track id → track)."""
+def _load_cases(session: Session, subs: list[Submission], track_of: dict[int, Track], *,
+                with_per_class: bool = False) -> dict[int, RunCases]:
+    """``submission id → its latest run's cases and time limit`` (``track_of``: track id → track). The JSON columns
+    are read only where they are used (decoding them is most of a board's build time): ``per_class`` with
+    ``with_per_class`` (structure-size columns from manifest labels), the iterations on interactive tracks."""
+    interactive = any(t.kind == TrackKind.interactive for t in track_of.values())
     runs = _latest_runs(session, [s.id for s in subs])
     out = {s.id: RunCases(run_time_limit(runs.get(s.id, (0, None))[1], track_of[s.track_id])) for s in subs}
     by_run = {rid: sid for sid, (rid, _) in runs.items()}
     for chunk in _chunks(list(by_run)):
         rows: Iterable[tuple[Any, ...]] = session.execute(
             select(CaseResult.run_id, CaseResult.case_id, CaseResult.modality, CaseResult.size_class,
-                   CaseResult.status, CaseResult.dsc, CaseResult.nsd, CaseResult.runtime_s, CaseResult.per_class,
-                   CaseResult.dsc_auc, CaseResult.nsd_auc, CaseResult.iterations, CaseResult.budget_exceeded)
+                   CaseResult.status, CaseResult.dsc, CaseResult.nsd, CaseResult.runtime_s,
+                   CaseResult.per_class if with_per_class else null(),
+                   *((CaseResult.dsc_auc, CaseResult.nsd_auc, CaseResult.iterations, CaseResult.budget_exceeded)
+                     if interactive else (null(), null(), null(), null())))
             .where(CaseResult.run_id.in_(chunk))
         )
         for rid, cid, mod, size, status, dsc, nsd, rt, per_class, dauc, nauc, stored_its, over in rows:
@@ -320,7 +328,8 @@ def _mod_from_id(cid: str) -> str:
 def _load(session: Session, track: Track, *, organizer: bool) -> _Loaded:
     candidates = _candidates(session, track, organizer=organizer)
     entries = _pick(candidates, track.row_policy)
-    cases = _load_cases(session, [s for s, _ in entries], {track.id: track})
+    cases = _load_cases(session, [s for s, _ in entries], {track.id: track},
+                        with_per_class=_manifest_labels(track.testset or "") is not None)
     case_mod: dict[str, str] = {}
     case_size: dict[str, str] = {}
     for per in cases.values():
