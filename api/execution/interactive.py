@@ -49,7 +49,7 @@ from .testsets import load_testset
 __all__ = ["record_iteration", "fold_case", "is_interactive", "interactive_spec", "case_prompt_spec",
            "cumulative_clicks", "budget_s"]
 
-log = logging.getLogger("segarena.execution")
+log = logging.getLogger(__name__)
 
 _GT_CACHE: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
 _GT_LOCK = threading.Lock()
