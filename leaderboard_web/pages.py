@@ -244,7 +244,8 @@ def _challenge_page_fresh(challenge: str, request: Request) -> HTMLResponse:
         if ch is None:
             return _error_page(request, 404, "Not found", f"no challenge {challenge!r}", viewer)
         cards = service.challenge_cards(session, ch, organizer=is_organizer(viewer))
-        return _page(_render("challenge.html", request, challenge=ch, cards=cards, viewer=viewer))
+        return _page(_render("challenge.html", request, challenge=ch, cards=cards, viewer=viewer,
+                             comparison=service.prompt_comparison(cards)))
 
 
 @router.get("/submissions/{submission_id}", response_class=HTMLResponse, include_in_schema=False)

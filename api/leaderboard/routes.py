@@ -3,7 +3,9 @@
 * ``GET /api/challenges/{challenge}/tracks/{track}/leaderboard`` — every column the page shows, plus the scheme, metric
   profile and frozen/hidden flags (:meth:`api.leaderboard.board.Board.to_dict`);
 * ``GET …/leaderboard.csv`` — exactly the page's columns and cell text;
-* ``GET …/stability`` — organizers: bootstrap ranking stability and the significance map.
+* ``GET …/stability`` — organizers: bootstrap ranking stability and the significance map;
+* ``GET /api/challenges/{challenge}/prompt-comparison`` — tracks on one test set under different prompt modes, side
+  by side.
 
 The first two are served from the response cache (``api.leaderboard.cache``).
 """
@@ -44,6 +46,22 @@ async def leaderboard_csv(challenge: str, track: str, request: Request) -> Respo
         return cache.Rendered(200, board_csv(board), "text/csv; charset=utf-8",
                               {"Content-Disposition": f'attachment; filename="{name}"'})
     return await cache.board_response(request, "csv", challenge, track, render)
+
+
+@router.get("/api/challenges/{challenge}/prompt-comparison",
+            summary="Tracks running the same test set under different prompt modes, side by side")
+def prompt_comparison_json(challenge: str, request: Request) -> Response:
+    """Per group of tracks sharing a test set with different ``prompt`` modes (box / point / box+point): the tracks
+    and, per team, its rank, DSC and NSD (and AUCs on interactive tracks) on each. Hidden tracks for organizers only."""
+    token, source = request_credentials(request)
+    with request_session(request) as session:
+        member = member_of(session, token, source) if token else None
+        ch = service.find_challenge(session, challenge)
+        if ch is None:
+            raise ApiError(404, "not_found", f"challenge {challenge!r} does not exist; GET /api/challenges lists them")
+        cards = service.challenge_cards(session, ch, organizer=is_organizer(member))
+        out = {"challenge": ch.slug, "groups": service.prompt_comparison(cards)}
+    return Response(to_json_bytes(out), media_type="application/json")
 
 
 @router.get("/api/challenges/{challenge}/tracks/{track}/stability", summary="Ranking stability (organizers)")

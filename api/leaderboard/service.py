@@ -81,7 +81,7 @@ __all__ = [
     "public_submission_ids", "publicly_visible", "may_see_submission", "run_time_limit",
     "challenge_cards", "track_tabs", "submission_modalities", "ChallengeCard", "ModalityTotals",
     "visible_challenges", "find_challenge", "overview_version", "SubmissionDetail", "submission_detail",
-    "RunDetail", "run_detail",
+    "RunDetail", "run_detail", "prompt_comparison",
 ]
 
 log = logging.getLogger(__name__)
@@ -687,6 +687,38 @@ def challenge_cards(session: Session, challenge: Challenge, *, organizer: bool) 
         # n_submissions: what the public board counted (no queued, failed or post-freeze ones)
         cards.append(ChallengeCard(tr, board, top, board.n_submissions, sum(1 for row in board.rows if not row.baseline)))
     return cards
+
+
+def prompt_comparison(cards: list[ChallengeCard]) -> list[dict[str, Any]]:
+    """Tracks that run the same test set under different prompt modes (SAMRI's box / point / box+point comparison),
+    side by side: per group, the tracks (slug, title, prompt, kind) and per team its row on each (rank, DSC, NSD;
+    interactive tracks also DSC AUC and NSD AUC). Built from the cards' public boards; test-set paths are not
+    shown (groups are named by their tracks)."""
+    by_set: dict[str, list[ChallengeCard]] = {}
+    for card in cards:
+        if card.board.ranked:
+            by_set.setdefault(card.track.testset or "", []).append(card)
+    groups = []
+    order = {"box": 0, "point": 1, "box+point": 2}
+    for same_set in by_set.values():
+        if len({c.track.prompt or "box" for c in same_set}) < 2:
+            continue
+        members = sorted(same_set, key=lambda c: (order.get(c.track.prompt or "box", 9), c.track.id))
+        teams: dict[str, dict[str, Any]] = {}
+        for c in members:
+            for row in c.board.rows:
+                if row.baseline or row.excluded:
+                    continue
+                vals = {"rank": row.rank, "dsc": row.dsc, "nsd": row.nsd}
+                if c.board.info.iterations is not None:
+                    vals.update(dsc_auc=row.overall.get("dsc_auc"), nsd_auc=row.overall.get("nsd_auc"))
+                teams.setdefault(row.team, {})[c.track.slug] = vals
+        rows = [{"team": team, "tracks": vals} for team, vals in teams.items()]
+        first = members[0].track.slug
+        rows.sort(key=lambda x: (-(x["tracks"].get(first, {}).get("dsc") or -1.0), x["team"]))
+        groups.append({"tracks": [{"slug": c.track.slug, "title": c.track.title, "prompt": c.track.prompt or "box",
+                                   "kind": c.board.info.kind} for c in members], "rows": rows})
+    return groups
 
 
 def track_tabs(session: Session, track: Track, *, organizer: bool) -> list[tuple[str, str]]:

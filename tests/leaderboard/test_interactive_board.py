@@ -94,3 +94,31 @@ def test_main_track_board_names_its_timing_and_has_no_curve(client, settings):
     assert "dsc_auc" not in [c["key"] for c in board["columns"]] and "curve" not in board["rows"][0]
     page = client.get("/challenges/c1/tracks/main").text
     assert 'data-timing="container"' in page and "vs iteration" not in page
+
+
+def test_prompt_modes_side_by_side(client, settings):
+    """SAMRI's comparison: the same test set under box, point and box+point prompts, one row per team."""
+    cs = cases(2, mods=("MR",))
+    scores = {"box": {"A": 0.8, "B": 0.7}, "point": {"A": 0.6, "B": 0.65}, "boxpoint": {"A": 0.85, "B": 0.75}}
+    with session_scope(settings.database_url) as s:
+        tracks = make_challenge(s, tracks={
+            "boxpoint": {"prompt": "box+point"}, "box": {}, "point": {"prompt": "point"},
+            "other": {"testset": "small", "prompt": "point"},  # another test set: not compared
+        })
+        teams = {n: make_team(s, n) for n in ("A", "B")}
+        for slug, by_team in scores.items():
+            for i, (name, v) in enumerate(by_team.items()):
+                add_submission(s, track=tracks[slug], team=teams[name], cases=cs, dsc=np.full(2, v),
+                               nsd=np.full(2, v - 0.1), runtime=np.ones(2), label=slug, created_at=at(i))
+    out = client.get("/api/challenges/c1/prompt-comparison").json()
+    assert len(out["groups"]) == 1
+    group = out["groups"][0]
+    assert [(t["slug"], t["prompt"]) for t in group["tracks"]] == [("box", "box"), ("point", "point"),
+                                                                   ("boxpoint", "box+point")]
+    rows = {row["team"]: row["tracks"] for row in group["rows"]}
+    assert rows["A"]["point"]["dsc"] == pytest.approx(0.6) and rows["B"]["point"]["rank"] == 1
+    assert rows["B"]["boxpoint"]["nsd"] == pytest.approx(0.65) and rows["A"]["box"]["rank"] == 1
+    assert [row["team"] for row in group["rows"]] == ["A", "B"]  # by the first track's DSC
+    page = client.get("/challenges/c1").text
+    assert "Prompt modes side by side" in page and "box, point, box+point" in page
+    assert client.get("/api/challenges/nope/prompt-comparison").status_code == 404
