@@ -52,3 +52,12 @@ def test_one_definition_of_the_run_state_sets() -> None:
 def test_one_latest_attempt_query() -> None:
     pattern = re.compile(r"func\.max\(Run\.attempt\)|attempt\s*>\s*out\[")
     assert _offenders(pattern, {"api/lifecycle.py"}) == []
+
+
+def test_the_wire_case_statuses_are_the_database_ones() -> None:
+    """api.execution.contract.CASE_STATUSES (pure, what a worker may upload) is a copy kept import-light on purpose;
+    it must name exactly the CaseStatus values the database stores."""
+    from api.execution.contract import CASE_STATUSES
+    from api.models import CaseStatus
+
+    assert tuple(s.value for s in CaseStatus) == CASE_STATUSES
