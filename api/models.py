@@ -35,7 +35,8 @@ from api.challenges.track_settings import TRACK_DEFAULTS as _TD
 __all__ = [
     "Base", "utcnow", "TrackKind", "Visibility", "RowPolicy", "Role", "SubmissionState", "RunState",
     "CaseStatus", "UploadState", "CaseIteration", "Challenge", "Track", "Team", "Member", "ApiToken", "Upload",
-    "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES", "ShardState", "Shard", "Feedback", "WebSession", "WorkerNode",
+    "Submission", "Run", "CaseResult", "AuditEvent", "FINAL_STATES", "ShardState", "Shard", "Feedback", "WebSession",
+    "WorkerNode",
     "Webhook", "NotificationEvent", "NotificationDelivery", "Signup", "SignupState", "TermsAcceptance",
 ]
 

@@ -48,7 +48,8 @@ def baseline(submission_id: IdPath, body: schemas.BaselineRequest, organizer: Or
 
 
 @router.get("/export.csv", response_class=StreamingResponse,
-            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV, one row per submission x run x case"}},
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "CSV, one row per submission x run x case"}},
             summary="Every submission x case result with all columns, as CSV")
 def export_csv(organizer: OrganizerDep, settings: SettingsDep,
                challenge: Annotated[str | None, Query(max_length=64)] = None,

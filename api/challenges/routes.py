@@ -20,7 +20,8 @@ def list_challenges(session: SessionDep, member: OptionalMember):
             for c in service.list_challenges(session=session)]
 
 
-@router.post("", status_code=201, response_model=schemas.ChallengePublic, summary="Create a challenge with its tracks (organizers)")
+@router.post("", status_code=201, response_model=schemas.ChallengePublic,
+             summary="Create a challenge with its tracks (organizers)")
 def create_challenge(body: schemas.ChallengeCreate, organizer: OrganizerDep, session: SessionDep, settings: SettingsDep):
     for t in body.tracks:
         check_track_queue(settings, t.queue, t.gpus)
@@ -44,11 +45,13 @@ def update_track(challenge: SlugPath, track: SlugPath, body: schemas.TrackUpdate
     if body.queue is not None:
         gpus = body.gpus if body.gpus is not None else service.get_track(session=session, challenge=challenge, track=track).gpus
         check_track_queue(settings, body.queue, gpus)
-    return service.track_public(service.update_track(session=session, actor=organizer, challenge=challenge, track=track, body=body), organizer)
+    return service.track_public(service.update_track(session=session, actor=organizer, challenge=challenge,
+                                                     track=track, body=body), organizer)
 
 
 @router.post("/{challenge}/tracks/{track}/visibility", response_model=schemas.TrackPublic,
              summary="Publish, hide or freeze a track's leaderboard (organizers)")
-def set_visibility(challenge: SlugPath, track: SlugPath, body: schemas.VisibilityChange, organizer: OrganizerDep, session: SessionDep):
+def set_visibility(challenge: SlugPath, track: SlugPath, body: schemas.VisibilityChange, organizer: OrganizerDep,
+                   session: SessionDep):
     return service.track_public(service.set_visibility(session=session, actor=organizer, challenge=challenge, track=track,
                                                        visibility=body.visibility), organizer)

@@ -64,14 +64,17 @@ def challenge_public(challenge: Challenge, member: Member | None = None, *,
     tracks = [t for t in challenge.tracks if org or t.visibility != Visibility.hidden]
     return schemas.ChallengePublic(id=challenge.id, slug=challenge.slug, title=challenge.title,
                                    description=challenge.description, created_at=as_utc(challenge.created_at),
-                                   demo=bool(challenge.demo), tracks=[track_public(t, organizer=org) for t in tracks])
+                                   demo=bool(challenge.demo), signup_open=bool(challenge.signup_open),
+                                   terms=challenge.terms or "", max_team_size=challenge.max_team_size,
+                                   tracks=[track_public(t, organizer=org) for t in tracks])
 
 
 def create_challenge(*, session: Session, actor: Member, body: schemas.ChallengeCreate) -> Challenge:
     """Create a challenge with its tracks (organizers)."""
     if session.scalar(select(Challenge.id).where(Challenge.slug == body.slug)) is not None:
         raise ApiError(409, "conflict", f"a challenge with slug {body.slug!r} already exists; choose another slug")
-    challenge = Challenge(slug=body.slug, title=body.title, description=body.description, demo=body.demo)
+    challenge = Challenge(slug=body.slug, title=body.title, description=body.description, demo=body.demo,
+                          signup_open=body.signup_open, terms=body.terms.strip(), max_team_size=body.max_team_size)
     session.add(challenge)
     try:
         session.flush()
@@ -113,7 +116,8 @@ def get_track(*, session: Session, challenge: str, track: str, for_update: bool 
         row = None
     if row is None:
         get_challenge(session=session, slug=challenge)
-        raise ApiError(404, "not_found", f"challenge {challenge!r} has no track {track!r}; GET /api/challenges/{challenge} lists them")
+        raise ApiError(404, "not_found",
+                       f"challenge {challenge!r} has no track {track!r}; GET /api/challenges/{challenge} lists them")
     return row
 
 

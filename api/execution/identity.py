@@ -53,7 +53,8 @@ def check_queues(settings: Any, queues: list[str], *, status: int = 422) -> list
                            f"{', '.join(declared)}")
         if q not in declared:
             raise ApiError(status, "invalid_request" if status == 422 else "forbidden",
-                           f"queue {q!r} is not declared; declared queues: {', '.join(f'{n} ({k})' for n, k in declared.items())} "
+                           f"queue {q!r} is not declared; declared queues: "
+                           f"{', '.join(f'{n} ({k})' for n, k in declared.items())} "
                            "(the server's SEGARENA_QUEUES setting)")
         if q not in out:
             out.append(q)

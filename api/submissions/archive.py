@@ -210,7 +210,8 @@ class ArchiveInspector:
             try:
                 out = self._inflater.decompress(buf, _INFLATE_STEP)
             except zlib.error as exc:
-                raise ArchiveError(f"the gzip stream is corrupt ({exc}); re-create it with docker save NAME | gzip > NAME.tar.gz") from None
+                raise ArchiveError(f"the gzip stream is corrupt ({exc}); "
+                                   "re-create it with docker save NAME | gzip > NAME.tar.gz") from None
             if out:
                 self._feed_tar(memoryview(out))
             buf = self._inflater.unconsumed_tail
@@ -423,7 +424,8 @@ class ArchiveInspector:
             raise ArchiveError("the tar archive is empty")
         manifest = members.get("manifest.json")
         if manifest is None or manifest.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
-            raise ArchiveError("manifest.json is missing: this is not a docker save archive (docker save NAME | gzip > NAME.tar.gz)")
+            raise ArchiveError("manifest.json is missing: this is not a docker save archive "
+                               "(docker save NAME | gzip > NAME.tar.gz)")
         manifest_max = min(_KEEP_MAX_MEMBER, self.limits.max_json_bytes)
         if manifest.data is None or len(manifest.data) > manifest_max:
             raise ArchiveError(f"manifest.json is larger than {manifest_max} bytes; a docker save manifest is a few kilobytes")
@@ -468,7 +470,8 @@ class ArchiveInspector:
         arch = str(cfg.get("architecture") or "")
         os_ = str(cfg.get("os") or "")
         if arch != "amd64":
-            raise ArchiveError(f"the image is built for {arch or 'an unknown architecture'}; build it for linux/amd64 (docker build --platform linux/amd64)")
+            raise ArchiveError(f"the image is built for {arch or 'an unknown architecture'}; "
+                               "build it for linux/amd64 (docker build --platform linux/amd64)")
         if os_ and os_ != "linux":
             raise ArchiveError(f"the image is built for {os_}; build it for linux/amd64")
         inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}

@@ -39,7 +39,8 @@ async def upload_submission(
     challenge: SlugPath, track: SlugPath, request: Request, member: CurrentMember, session: SessionDep,
     settings: SettingsDep,
     label: Annotated[str, Query(max_length=200)] = "",
-    reproduces: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Reproducibility tracks: the submission reproduced.")] = None,
+    reproduces: Annotated[int | None, Query(ge=1, le=MAX_ID,
+                                            description="Reproducibility tracks: the submission reproduced.")] = None,
     filename: Annotated[str, Query(max_length=255)] = "",
 ):
     ticket = await run_in_threadpool(lambda: service.prepare_submission(
@@ -119,7 +120,8 @@ def get_submission(submission_id: IdPath, member: CurrentMember, session: Sessio
 
 
 @router.post("/submissions/{submission_id}/cancel", response_model=schemas.SubmissionPublic,
-             summary="Cancel a submission that has not finished: queued shards stop at once, running containers within a heartbeat (refunded from the quota only before it started, up to a daily limit)")
+             summary="Cancel a submission that has not finished: queued shards stop at once, running containers "
+                     "within a heartbeat (refunded from the quota only before it started, up to a daily limit)")
 def cancel_submission(submission_id: IdPath, member: CurrentMember, session: SessionDep, settings: SettingsDep):
     sub = service.cancel_submission(session=session, member=member, submission_id=submission_id, settings=settings)
     return service.submission_public(session, [sub], viewer=member)[0]

@@ -49,7 +49,8 @@ class SubmissionPublic(BaseModel):
     created_at: UtcOut
     updated_at: UtcOut
     finished_at: UtcOut | None
-    note: str | None = Field(default=None, description="Set when something needs the participant's attention, e.g. a delayed queue.")
+    note: str | None = Field(default=None,
+                             description="Set when something needs the participant's attention, e.g. a delayed queue.")
     queue: QueuePosition | None = Field(default=None, description="While queued (GET /api/submissions/{id} only): its "
                                         "position in its queue and an estimate of the wait.")
     feedback: str = Field(default="full", description="What this view includes: full, summary or none (the track's "
@@ -72,6 +73,14 @@ class CaseResultPublic(BaseModel):
     dsc: float | None = Field(description="None where the track's feedback policy withholds per-case scores.")
     nsd: float | None
     per_class: dict[str, Any]
+    # interactive tracks (None elsewhere, and where the feedback policy withholds per-case scores)
+    dsc_auc: float | None = Field(default=None, description="Interactive tracks: DSC_AUC over the refinement "
+                                  "iterations (CVPR25_iter_eval.py); dsc/nsd are then the final scores.")
+    nsd_auc: float | None = None
+    budget_exceeded: bool = Field(default=False, description="Interactive tracks: the class time budget stopped the "
+                                  "case; it keeps its last valid prediction.")
+    iterations: list[dict[str, Any]] | None = Field(default=None, description="Interactive tracks: per iteration "
+                                                    "{iteration, status, valid, dsc, nsd, runtime_s, budget_exceeded}.")
 
 
 class SubmissionResults(BaseModel):
@@ -157,6 +166,10 @@ class CaseResultAudit(BaseModel):
     stdout_tail: str
     stderr_tail: str
     created_at: UtcOut
+    dsc_auc: float | None = None
+    nsd_auc: float | None = None
+    budget_exceeded: bool = False
+    iterations: list[dict[str, Any]] | None = None  # interactive tracks: with the clicks each prediction produced
 
 
 class AuditEventPublic(BaseModel):

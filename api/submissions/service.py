@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -251,6 +252,9 @@ def prepare_submission(*, session: Session, member: Member, challenge: str, trac
                        "(organizers: add yourself to a team, e.g. for baselines)")
     row = get_track(session=session, challenge=challenge, track=track)
     ensure_open(row)
+    from api.participants.service import require_terms
+
+    require_terms(session, member, row.challenge)  # 403 terms_not_accepted, naming how to accept
     _check_reproduces(session, row, reproduces, organizer=member.role == Role.organizer)
     _check_quota(session, row, member.team_id, settings=settings)
     return Ticket(team_id=member.team_id, member_id=member.id, track_id=row.id, reproduces_id=reproduces,
@@ -475,7 +479,8 @@ def submission_logs(*, session: Session, sub: Submission, viewer: Member | None 
 
 
 def submission_results(*, session: Session, sub: Submission, viewer: Member | None = None) -> schemas.SubmissionResults:
-    """The latest attempt's per-case results, with the submission's aggregates, as the feedback policy lets ``viewer`` see them."""
+    """The latest attempt's per-case results, with the submission's aggregates, as the feedback policy lets
+    ``viewer`` see them."""
     run = latest_runs(session, [sub.id]).get(sub.id)
     return feedback.redact(schemas.SubmissionResults(
         submission_id=sub.id, state=sub.state, attempt=run.attempt if run else 0, metric_profile=sub.metric_profile,
@@ -483,11 +488,21 @@ def submission_results(*, session: Session, sub: Submission, viewer: Member | No
         cases=_case_rows(session, run) if run else []), track=sub.track, viewer=viewer)
 
 
+def _iterations_public(c: CaseResult) -> list[dict[str, Any]] | None:
+    """An interactive case's iterations as participants see them: scores, status, runtime (no clicks)."""
+    if not isinstance(c.iterations, list):
+        return None
+    keys = ("iteration", "status", "valid", "dsc", "nsd", "runtime_s", "budget_exceeded")
+    return [{k: e.get(k) for k in keys} for e in c.iterations if isinstance(e, dict)]
+
+
 def _case_rows(session: Session, run: Run) -> list[schemas.CaseResultPublic]:
-    return [schemas.CaseResultPublic(case=c.case_id, case_id=c.case_id, attempt=run.attempt, modality=c.modality, size_class=c.size_class,
+    return [schemas.CaseResultPublic(case=c.case_id, case_id=c.case_id, attempt=run.attempt, modality=c.modality,
+                                     size_class=c.size_class,
                                      status=c.status, reason=c.reason, runtime_s=c.runtime_s,
                                      peak_memory_bytes=c.peak_memory_bytes, exit_code=c.exit_code, dsc=c.dsc, nsd=c.nsd,
-                                     per_class=c.per_class or {})
+                                     per_class=c.per_class or {}, dsc_auc=c.dsc_auc, nsd_auc=c.nsd_auc,
+                                     budget_exceeded=bool(c.budget_exceeded), iterations=_iterations_public(c))
             for c in session.scalars(select(CaseResult).where(CaseResult.run_id == run.id).order_by(CaseResult.case_id))]
 
 

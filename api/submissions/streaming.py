@@ -135,4 +135,5 @@ async def pump(stream: AsyncIterator[bytes], sink: ArchiveSink, *, limit: int, c
 
 
 def storage_error(exc: OSError) -> ApiError:
-    return ApiError(507, "storage_full", f"the server could not store the upload ({exc.strerror}); try again later or tell the organizers")
+    return ApiError(507, "storage_full",
+                    f"the server could not store the upload ({exc.strerror}); try again later or tell the organizers")

@@ -49,7 +49,8 @@ def test_validation(client, world):
     bad({"slug": "ok", "title": "x", "tracks": [track, track]}, "unique")
     bad({"slug": "ok", "title": "x", "tracks": [{**track, "kind": "lottery"}]}, "kind")
     bad({"slug": "ok", "title": "x", "tracks": [{**track, "gpus": 1}]}, "GPU queue")
-    bad({"slug": "ok", "title": "x", "tracks": [{**track, "opens_at": "2030-02-01T00:00:00Z", "closes_at": "2030-01-01T00:00:00Z"}]}, "closes_at")
+    bad({"slug": "ok", "title": "x", "tracks": [{**track, "opens_at": "2030-02-01T00:00:00Z",
+                                                 "closes_at": "2030-01-01T00:00:00Z"}]}, "closes_at")
     bad({"slug": "ok", "title": "x", "tracks": [{**track, "opens_at": "0001-01-01T00:00:00+05:00"}]}, "opens_at")
     bad({"slug": "ok", "title": "x", "tracks": [{**track, "case_timeout_s": 100, "total_timeout_s": 10}]}, "total_timeout_s")
     bad({"slug": "ok", "title": "x", "tracks": [{**track, "memory_mb": -1}]}, "memory_mb")
@@ -60,7 +61,8 @@ def test_validation(client, world):
 
 def test_patch_track_and_visibility(client, world, db_settings):
     h = auth(world.token_org)
-    r = client.patch("/api/challenges/cvpr24/tracks/main", json={"quota_per_day": 1, "memory_mb": 4096, "closes_at": None}, headers=h)
+    r = client.patch("/api/challenges/cvpr24/tracks/main", json={"quota_per_day": 1, "memory_mb": 4096,
+                                                                 "closes_at": None}, headers=h)
     assert r.status_code == 200, r.text
     assert r.json()["quota_per_day"] == 1 and r.json()["memory_mb"] == 4096 and r.json()["closes_at"] is None
     r = client.patch("/api/challenges/cvpr24/tracks/main", json={"title": None}, headers=h)
@@ -70,7 +72,8 @@ def test_patch_track_and_visibility(client, world, db_settings):
     r = client.patch("/api/challenges/cvpr24/tracks/main", json={"opens_at": "2100-01-01T00:00:00Z"}, headers=h)
     assert r.status_code == 200 and r.json()["is_open"] is False
     assert client.patch("/api/challenges/cvpr24/tracks/main", json={"bogus": 1}, headers=h).status_code == 422
-    assert client.patch("/api/challenges/cvpr24/tracks/main", json={"quota_per_day": 9}, headers=auth(world.token_a)).status_code == 403
+    assert client.patch("/api/challenges/cvpr24/tracks/main", json={"quota_per_day": 9},
+                        headers=auth(world.token_a)).status_code == 403
 
     r = client.post("/api/challenges/cvpr24/tracks/main/visibility", json={"visibility": "frozen"}, headers=h)
     assert r.status_code == 200 and r.json()["visibility"] == "frozen"
@@ -81,7 +84,8 @@ def test_patch_track_and_visibility(client, world, db_settings):
     assert again["frozen_at"] == frozen_at
     r = client.post("/api/challenges/cvpr24/tracks/main/visibility", json={"visibility": "public"}, headers=h)
     assert r.json()["visibility"] == "public" and r.json()["frozen_at"] is None
-    assert client.post("/api/challenges/cvpr24/tracks/main/visibility", json={"visibility": "secret"}, headers=h).status_code == 422
+    assert client.post("/api/challenges/cvpr24/tracks/main/visibility", json={"visibility": "secret"},
+                       headers=h).status_code == 422
     audit = client.get("/api/admin/audit", params={"target_type": "track"}, headers=h).json()
     assert [e["action"] for e in audit][:3] == ["track.visibility"] * 3
     assert any(e["action"] == "track.update" and e["details"]["changes"].get("quota_per_day") == 1 for e in audit)

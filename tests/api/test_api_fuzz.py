@@ -51,7 +51,8 @@ def test_no_server_errors(fuzz_env, mode, known_objects):
             ctype = response.headers.get("content-type") or ""
             ctype = ctype[0] if isinstance(ctype, list) else ctype
             if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path} {case.query} -> {response.status_code} {response.text[:300]}")
+                failures.append(f"{case.method} {case.formatted_path} {case.query} -> {response.status_code} "
+                                f"{response.text[:300]}")
             elif response.status_code >= 400 and ctype.startswith("application/json"):
                 body = response.json()
                 if not (isinstance(body, dict) and {"code", "message"} <= set(body)):

@@ -54,7 +54,8 @@ def test_one_shot_upload_queues_a_submission(client, world, db_settings):
     assert len(payloads) == 3 and all("segarena.run_shard" in p for p in payloads) and run.task_id in payloads[0]
     # plain tar, and no content type at all, are fine too
     assert submit(client, world.token_a, content_type="application/octet-stream").status_code == 201
-    r = client.post("/api/challenges/cvpr24/tracks/main/submissions", content=make_image_tar(salt="n"), headers=auth(world.token_a))
+    r = client.post("/api/challenges/cvpr24/tracks/main/submissions", content=make_image_tar(salt="n"),
+                    headers=auth(world.token_a))
     assert r.status_code == 201
 
 
@@ -181,7 +182,8 @@ def test_teams_see_only_their_own_submissions(client, world, db_settings):
     # a missing id answers exactly like another team's
     missing = client.get("/api/submissions/999999", headers=auth(world.token_a)).json()
     other = client.get(f"/api/submissions/{b['id']}", headers=auth(world.token_a)).json()
-    assert missing["code"] == other["code"] and missing["message"].replace("999999", "N") == other["message"].replace(str(b["id"]), "N")
+    assert missing["code"] == other["code"] and missing["message"].replace("999999",
+                                                                           "N") == other["message"].replace(str(b["id"]), "N")
     assert client.post(f"/api/submissions/{b['id']}/cancel", headers=auth(world.token_a)).status_code == 404
     assert [s["id"] for s in client.get("/api/submissions", headers=auth(world.token_a)).json()] == [a["id"]]
     assert {s["id"] for s in client.get("/api/submissions", headers=auth(world.token_org)).json()} == {a["id"], b["id"]}

@@ -95,7 +95,8 @@ def test_bad_ranges_and_bodies(client, world, db_settings):
     r = client.put(f"/api/uploads/{uid}", content=data[:10], headers=h)
     assert r.status_code == 422  # Content-Range is required
     # a body longer than its range: refused, nothing kept
-    r = client.put(f"/api/uploads/{uid}", content=(x for x in [data[:20]]), headers={**h, "Content-Range": "bytes 0-9/%d" % len(data)})
+    r = client.put(f"/api/uploads/{uid}", content=(x for x in [data[:20]]),
+                   headers={**h, "Content-Range": "bytes 0-9/%d" % len(data)})
     assert r.status_code == 400 and "longer" in r.json()["message"]
     assert client.get(f"/api/uploads/{uid}", headers=auth(world.token_a)).json()["received_bytes"] == 0
     # complete before all bytes arrived
@@ -123,8 +124,10 @@ def test_session_rules(client, world, db_settings):
     r = client.post("/api/challenges/cvpr24/tracks/main/uploads", json={"total_bytes": 1001}, headers=auth(world.token_a))
     assert r.status_code == 413
     for body in ({}, {"total_bytes": 0}, {"total_bytes": -5}, {"total_bytes": 10, "surprise": 1}):
-        assert client.post("/api/challenges/cvpr24/tracks/main/uploads", json=body, headers=auth(world.token_a)).status_code == 422
-    assert client.post("/api/challenges/cvpr24/tracks/main/uploads", json={"total_bytes": 10}, headers=auth(world.token_org)).status_code == 403
+        assert client.post("/api/challenges/cvpr24/tracks/main/uploads", json=body,
+                           headers=auth(world.token_a)).status_code == 422
+    assert client.post("/api/challenges/cvpr24/tracks/main/uploads", json={"total_bytes": 10},
+                       headers=auth(world.token_org)).status_code == 403
     client.patch("/api/challenges/cvpr24/tracks/main", json={"quota_per_day": 0}, headers=auth(world.token_org))
     r = client.post("/api/challenges/cvpr24/tracks/main/uploads", json={"total_bytes": 10}, headers=auth(world.token_a))
     assert r.status_code == 429

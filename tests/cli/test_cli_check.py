@@ -30,7 +30,8 @@ VARIANTS = {
     "good": "for p, n, imgs, segs in cases(): np.savez_compressed(os.path.join(OUTPUTS, n), segs=segs)",
     "wrong_name": "for p, n, imgs, segs in cases(): np.savez_compressed(os.path.join(OUTPUTS, 'prediction.npz'), segs=segs)",
     "missing_segs": "for p, n, imgs, segs in cases(): np.savez_compressed(os.path.join(OUTPUTS, n), mask=segs)",
-    "wrong_shape": "for p, n, imgs, segs in cases(): np.savez_compressed(os.path.join(OUTPUTS, n), segs=np.zeros(imgs.shape, np.uint8)[..., :1])",
+    "wrong_shape": "for p, n, imgs, segs in cases(): "
+                   "np.savez_compressed(os.path.join(OUTPUTS, n), segs=np.zeros(imgs.shape, np.uint8)[..., :1])",
     "writes_outside": ("np.save('/workspace/cache.npy', np.zeros(3))\n"
                        "for p, n, imgs, segs in cases(): np.savez_compressed(os.path.join(OUTPUTS, n), segs=segs)"),
     "needs_network": ("import urllib.request\n"

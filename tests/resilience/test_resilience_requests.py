@@ -96,7 +96,8 @@ def test_malformed_uploads_are_refused_clearly_and_leave_nothing(client, world, 
         message = r.json().get("message", "") if r.headers.get("content-type", "").startswith("application/json") else ""
         rows.append(ReportRow(kind=name, expected="4xx", observed=str(r.status_code), lost=0,
                               duplicated=0, note=message))
-    print_report(request, format_table(rows, title=f"resilience: malformed uploads ({path}, {db_settings.database_url.split(':')[0]})"))
+    print_report(request,
+                 format_table(rows, title=f"resilience: malformed uploads ({path}, {db_settings.database_url.split(':')[0]})"))
     assert not problems, "\n".join(problems)
     for escaped in ("/tmp/segarena-escape", "/tmp/segarena-escape-abs"):
         assert not os.path.exists(escaped), f"an archive member was written outside storage: {escaped}"

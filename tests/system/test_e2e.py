@@ -5,8 +5,9 @@ SQLAlchemy broker). The worker's identity comes from SEGARENA_BOOTSTRAP_WORKER_T
 
 The flow: an organizer creates a challenge on the ``tiny`` set and a team; the participant uploads the
 classic baseline archive with ``segarena submit`` over HTTP (resumable uploads) and follows it with
-``segarena status --watch``; the execution worker runs its shards case by case, the scorer scores each upload; the leaderboard JSON and page show its
-per-modality scores, and those equal a direct ``segarena score`` of the outputs the container wrote.
+``segarena status --watch``; the execution worker runs its shards case by case, the scorer scores each upload;
+the leaderboard JSON and page show its per-modality scores, and those equal a direct ``segarena score`` of the
+outputs the container wrote.
 A last test runs ``segarena demo`` twice in embedded mode: the first run sets everything up, the second
 finds it all and does nothing.
 """

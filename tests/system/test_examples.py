@@ -41,7 +41,8 @@ def _run_all(docker_client, tag: str, inputs, out):
     docker_client.containers.run(
         tag, ["/bin/sh", "-c", "sh predict.sh"], remove=True, network_mode="none", read_only=True,
         tmpfs={"/tmp": "size=256m"}, user="1000:1000", cap_drop=["ALL"], mem_limit="2g", working_dir="/workspace",
-        volumes={str(inputs): {"bind": "/workspace/inputs", "mode": "ro"}, str(out): {"bind": "/workspace/outputs", "mode": "rw"}})
+        volumes={str(inputs): {"bind": "/workspace/inputs", "mode": "ro"}, str(out): {"bind": "/workspace/outputs",
+                                                                                      "mode": "rw"}})
 
 
 def test_baselines_follow_the_interface_in_the_sandbox(docker_client, baselines, tiny, tmp_path, settings):
@@ -76,7 +77,8 @@ def test_box_fill_fills_every_box_with_its_label(docker_client, baselines, tiny,
             boxes = d["boxes"]
         segs = np.load(out / f"{case.id}.npz")["segs"]
         expected = np.zeros(tuple(case.shape), np.uint8)
-        order = sorted(range(len(boxes)), key=lambda i: -np.prod(boxes[i][len(boxes[i]) // 2:] - boxes[i][:len(boxes[i]) // 2] + 1))
+        order = sorted(range(len(boxes)),
+                       key=lambda i: -np.prod(boxes[i][len(boxes[i]) // 2:] - boxes[i][:len(boxes[i]) // 2] + 1))
         for i in order:
             b = boxes[i]
             if case.dim == 2:
