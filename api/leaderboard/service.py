@@ -5,7 +5,7 @@
 everything else they show through this module too (:func:`challenge_cards`, :func:`submission_modalities`,
 :func:`track_tabs`), never the models directly.
 
-Rules (docs and ../shared/CHALLENGE_FACTS.md):
+Rules (docs/leaderboard.md):
 
 * Only succeeded submissions are listed; a track's ``row_policy`` picks one row per team
   (``best``: highest mean DSC, then NSD, then fastest; ``latest``: newest). Baselines get their own
