@@ -53,8 +53,9 @@ def _world(client, db_settings, **track):
     spec = client.post("/api/worker/claim", json={"name": "w1", "queue": "cpu"}, headers=auth(w.wt1))
     assert spec.status_code == 200, spec.text
     w.spec = spec.json()
+    w.sub_id = r.json()["id"]
     with session_scope(db_settings.database_url) as s:
-        w.run_id = s.scalar(select(Run.id).where(Run.submission_id == r.json()["id"]))
+        w.run_id = s.scalar(select(Run.id).where(Run.submission_id == w.sub_id))
     return w
 
 
@@ -173,11 +174,23 @@ def test_round_trip_clicks_from_the_trusted_side_and_folded_case(client, db_sett
         assert row.dsc == pytest.approx(expected[-1]) and row.runtime_s == pytest.approx(4 * 0.5)
         # the reference: cumulative_trapezoid(dscs[-n_clicks:], np.arange(n_clicks))[-1]
         assert row.dsc_auc == pytest.approx(cumulative_trapezoid(np.array(got[-3:]), np.arange(3))[-1])
+        row_auc = row.dsc_auc
         assert row.nsd_auc is not None
         assert s.scalar(select(CaseIteration.id).where(CaseIteration.run_id == w.run_id)) is None
     # after the case upload nothing more is accepted for it
     late = _post(client, w.wt1, spec, case_id, 0, output=_npz(segs))
     assert late.status_code == 409 and late.json()["code"] == "case_recorded"
+    # the team sees the iterations and AUCs under full feedback (no clicks), not under summary
+    res = client.get(f"/api/submissions/{w.sub_id}/results", headers=auth(w.token_a)).json()
+    case = next(c for c in res["cases"] if c["case_id"] == case_id)
+    assert case["dsc_auc"] is None and case["iterations"] is None
+    with session_scope(db_settings.database_url) as s:
+        s.execute(update(Track).where(Track.id == w.tracks["main"]).values(feedback="full"))
+        s.commit()
+    res = client.get(f"/api/submissions/{w.sub_id}/results", headers=auth(w.token_a)).json()
+    case = next(c for c in res["cases"] if c["case_id"] == case_id)
+    assert case["dsc_auc"] == pytest.approx(row_auc) and not case["budget_exceeded"]
+    assert [e["dsc"] for e in case["iterations"]] == pytest.approx(expected) and "clicks" not in case["iterations"][0]
 
 
 def test_failed_iteration_keeps_the_last_valid_prediction_and_budget(client, db_settings):
