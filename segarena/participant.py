@@ -328,15 +328,18 @@ def leaderboard(
     rows = data.get("rows") or []
     modalities: list[str] = list(data.get("modalities") or [])
     title = f"{data.get('challenge_title') or data.get('challenge') or ''} — {data.get('title') or track}"
-    table = Table("rank", "team", "submission", "DSC", "NSD", "runtime (s)", *[f"{m} DSC/NSD" for m in modalities],
-                  title=title, caption=_caption(data), box=None)
+    interactive = data.get("iterations") is not None
+    extra = ("DSC AUC", "NSD AUC") if interactive else ()  # interactive: DSC/NSD are the final scores
+    table = Table("rank", "team", "submission", *extra, "DSC", "NSD", "runtime (s)",
+                  *[f"{m} DSC/NSD" for m in modalities], title=title, caption=_caption(data), box=None)
     for r in rows:
         team = str(r.get("team"))
         if r.get("baseline"):
             team += " (baseline)"
         if r.get("excluded"):
             team += " (excluded)"
-        table.add_row(_fmt(r.get("rank")), team, r.get("label") or f"#{r.get('submission_id')}", _fmt(r.get("dsc")),
+        table.add_row(_fmt(r.get("rank")), team, r.get("label") or f"#{r.get('submission_id')}",
+                      *([_fmt(r.get("dsc_auc")), _fmt(r.get("nsd_auc"))] if interactive else []), _fmt(r.get("dsc")),
                       _fmt(r.get("nsd")), _fmt(r.get("runtime_s"), 2),
                       *[f"{_fmt(r.get(f'{m}:dsc'), 3)}/{_fmt(r.get(f'{m}:nsd'), 3)}" for m in modalities])
     out.print(table if rows else f"no entries on {track} yet")
@@ -349,6 +352,13 @@ def _caption(data: dict[str, Any]) -> str:
     for k in ("metric_profile", "row_policy", "visibility"):
         if data.get(k):
             bits.append(f"{k.replace('_', ' ')}: {data[k]}")
+    if data.get("iterations") is not None:
+        bits.append(f"interactive: {data.get('prompt') or 'box'} prompt, then {data['iterations']} clicks "
+                    "(DSC/NSD final)")
+    elif data.get("prompt") and data["prompt"] != "box":
+        bits.append(f"prompt: {data['prompt']}")
+    if data.get("timing"):
+        bits.append(f"timing: {data.get('timing_label') or data['timing']}")
     if data.get("frozen"):
         bits.append(f"frozen at {data.get('frozen_at')}")
     return "; ".join(bits)
