@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FAILED_DSC", "FAILED_NSD", "Charged", "charge_failures"]
+__all__ = ["FAILED_DSC", "FAILED_NSD", "Charged", "charge_failures", "run_time_limit"]
 
 #: what a failed case scores
 FAILED_DSC = 0.0
@@ -29,6 +29,17 @@ FAILED_NSD = 0.0
 
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
+
+
+def run_time_limit(run_limit_s: float | None, track_limit_s: float) -> float:
+    """The per-case time limit a run's failed cases are charged: the run's own (``Run.case_timeout_s``, recorded when
+    the run was created: the limit its cases ran against); the track's current limit only for a run that recorded
+    none (made before the column existed).
+
+    >>> run_time_limit(60, 600), run_time_limit(None, 600)
+    (60.0, 600.0)
+    """
+    return float(run_limit_s) if run_limit_s is not None else float(track_limit_s)
 
 
 class Charged(NamedTuple):

@@ -30,6 +30,7 @@ from api.models import (
 )
 from api.storage import BadKey, ObjectNotFound, Storage
 from data_manifests.schema import SIZE_CLASSES
+from evaluator.failures import run_time_limit
 from evaluator.io import bound_text
 from evaluator.runs import fail_fast_reason, summarize
 
@@ -62,12 +63,6 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return _jsonable(obj.item())
     return obj
-
-
-def run_time_limit(run: Run, track: Track) -> float:
-    """The case time limit ``run`` was executed under (its own; the track's for runs that recorded none): what its
-    failed cases are charged (evaluator.failures)."""
-    return float(run.case_timeout_s) if run.case_timeout_s is not None else float(track.case_timeout_s)
 
 
 def _case_reason(case_id: str, reason: str, runtime_s: float | None, limit: int) -> str:
@@ -104,7 +99,7 @@ def record_case(settings: Any, *, shard: Shard, case: Any, meta: dict[str, Any],
     elif status == CaseStatus.ok:
         row.runtime_s, row.output_key, row.scored = runtime, output_key, False
     else:
-        row.runtime_s, row.dsc, row.nsd, row.scored = run_time_limit(run, track), 0.0, 0.0, True
+        row.runtime_s, row.dsc, row.nsd, row.scored = run_time_limit(run.case_timeout_s, track.case_timeout_s), 0.0, 0.0, True
         row.reason = _case_reason(case.id, reason or status.value, runtime, limit)
     try:
         with session.begin_nested():
@@ -139,7 +134,7 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
             track = s.get(Track, sub.track_id)
             testset = run.testset or track.testset
             profile = run.metric_profile or track.metric_profile or "default"
-            timeout_s = run_time_limit(run, track)
+            timeout_s = run_time_limit(run.case_timeout_s, track.case_timeout_s)
     if cancelled:
         if key and not keep:
             _delete_output(storage, key)
@@ -300,7 +295,8 @@ def stop_run(s: Session, settings: Any, run_id: int, *, stopped: str = "", infra
     sub = s.get(Submission, run.submission_id)
     cases = list(s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.scored.is_(True))
                            .order_by(CaseResult.id)))
-    summary = summarize(cases, time_limit_s=run_time_limit(run, s.get(Track, sub.track_id)), size_classes=SIZE_CLASSES)
+    summary = summarize(cases, time_limit_s=run_time_limit(run.case_timeout_s, s.get(Track, sub.track_id).case_timeout_s),
+                        size_classes=SIZE_CLASSES)
     summary["not_run"] = max(0, int(run.cases_total or 0) - len(cases))
     summary["stopped_early"] = bool(stopped)
     failed = [c for c in cases if c.status != CaseStatus.ok]

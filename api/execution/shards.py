@@ -29,6 +29,7 @@ from api.models import (
 )
 from api.params import as_utc
 from api.storage import Storage
+from evaluator.failures import run_time_limit
 from evaluator.io import bound_text
 
 from .contract import RUN_SHARD_TASK, SCORE_QUEUE, SCORE_TASK
@@ -220,7 +221,7 @@ def _spec(session: Session, settings: Any, shard: Shard, cases: list[dict[str, A
         "image": {"sha256": sub.archive_sha256, "bytes": int(sub.archive_bytes), "image_id": sub.image_id,
                   "url": f"/api/worker/images/{sub.archive_sha256}"},
         "caps": {"cpus": float(track.cpus), "memory_mb": int(track.memory_mb), "gpus": int(track.gpus),
-                 "case_timeout_s": float(run.case_timeout_s if run.case_timeout_s is not None else track.case_timeout_s),
+                 "case_timeout_s": run_time_limit(run.case_timeout_s, track.case_timeout_s),
                  "pids_limit": int(track.pids_limit),
                  "tmpfs_mb": int(track.tmpfs_mb), "allow_root": bool(track.allow_root),
                  "output_max_bytes": int(settings.output_max_bytes), "output_max_files": int(settings.output_max_files)},

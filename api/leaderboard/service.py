@@ -73,12 +73,12 @@ from api.models import (
 from api.params import as_utc
 from data_manifests.schema import modality_order
 from evaluator import ranking as rk
-from evaluator.failures import charge_failures
+from evaluator.failures import charge_failures, run_time_limit
 from evaluator.reproducibility import compare as repro_compare
 
 __all__ = [
     "find_track", "freeze_cutoff", "board_version", "build_board", "stability", "modality_order",
-    "public_submission_ids", "publicly_visible", "may_see_submission", "run_time_limit",
+    "public_submission_ids", "publicly_visible", "may_see_submission",
     "challenge_cards", "track_tabs", "submission_modalities", "ChallengeCard", "ModalityTotals",
     "visible_challenges", "find_challenge", "overview_version", "SubmissionDetail", "submission_detail",
     "RunDetail", "run_detail", "prompt_comparison",
@@ -106,12 +106,6 @@ def freeze_cutoff(track: Track) -> datetime | None:
     if track.visibility == Visibility.frozen and track.closes_at is not None:
         return as_utc(track.closes_at)
     return None
-
-
-def run_time_limit(run_limit: float | None, track: Track) -> float:
-    """The per-case time limit a run's failed cases are charged: the run's own (the limit it was executed
-    under), the track's current one only for a run that has none recorded."""
-    return float(run_limit) if run_limit is not None else float(track.case_timeout_s)
 
 
 def board_version(session: Session, track: Track) -> tuple[Any, ...]:
@@ -224,7 +218,8 @@ def _load_cases(session: Session, subs: list[Submission], track_of: dict[int, Tr
     ``with_per_class`` (structure-size columns from manifest labels), the iterations on interactive tracks."""
     interactive = any(t.kind == TrackKind.interactive for t in track_of.values())
     runs = _latest_runs(session, [s.id for s in subs])
-    out = {s.id: RunCases(run_time_limit(runs.get(s.id, (0, None))[1], track_of[s.track_id])) for s in subs}
+    out = {s.id: RunCases(run_time_limit(runs.get(s.id, (0, None))[1], track_of[s.track_id].case_timeout_s))
+           for s in subs}
     by_run = {rid: sid for sid, (rid, _) in runs.items()}
     for chunk in _chunks(list(by_run)):
         rows: Iterable[tuple[Any, ...]] = session.execute(
@@ -744,7 +739,7 @@ def submission_modalities(session: Session, run: Run, track: Track) -> list[Moda
     """Per-modality means of ``run`` (the submission page), charged like the board charges them."""
     rows = session.execute(select(CaseResult.modality, CaseResult.status, CaseResult.dsc, CaseResult.nsd,
                                   CaseResult.runtime_s).where(CaseResult.run_id == run.id)).all()
-    limit = run_time_limit(run.case_timeout_s, track)
+    limit = run_time_limit(run.case_timeout_s, track.case_timeout_s)
     by_mod: dict[str, list[tuple[bool, float, float, float]]] = {}
     for mod, status, dsc, nsd, rt in rows:
         by_mod.setdefault(mod or "other", []).append((status == CaseStatus.ok, _num(dsc), _num(nsd), _num(rt)))

@@ -85,10 +85,11 @@ def test_board_and_stored_totals_agree_after_the_track_limit_is_edited(client, w
     assert "now 600 s per case" in client.get("/challenges/cvpr24/tracks/main").text
     # a run created after the edit (a re-run) is executed under, and charged, the new limit
     with session_scope(db_settings.database_url) as s:
-        from api.leaderboard.service import run_time_limit
+        from evaluator.failures import run_time_limit
 
-        assert run_time_limit(s.get(Submission, sid).runs[0].case_timeout_s, s.get(Track, tid)) == 60.0
-        assert run_time_limit(None, s.get(Track, tid)) == 600.0  # only a run without a recorded limit: the track's
+        track_limit = s.get(Track, tid).case_timeout_s
+        assert run_time_limit(s.get(Submission, sid).runs[0].case_timeout_s, track_limit) == 60.0
+        assert run_time_limit(None, track_limit) == 600.0  # only a run without a recorded limit: the track's
 
 
 def test_entries_run_under_different_limits_are_each_charged_their_own(client, world, db_settings):
