@@ -1,6 +1,6 @@
 """SegArena's schema: SQLAlchemy 2 typed models. Alembic migrations are generated from these.
 
-States and reasons follow ../shared/DESIGN.md: a Submission moves
+States and reasons (docs/architecture.md, "States"; transitions in docs/lifecycle.md): a Submission moves
 ``queued → loading → running → scoring → succeeded | failed | cancelled``; every attempt at running it
 is a Run; every case of a Run is one CaseResult, unique per (run, case), so a redelivered task never
 double-counts.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, UTC
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -46,7 +46,8 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True), dict[str, Any]: JSON,
+                                                     list[Any]: JSON}
 
 
 def _enum(cls: type[enum.Enum]) -> SAEnum:

@@ -207,7 +207,7 @@ def _sphere(shape, spacing, r, center):
 @pytest.mark.parametrize(
     "r, shift, nsd_expected, dsc_expected",
     [
-        # CHALLENGE_FACTS.md, "NSD definitions in the wild", DeepMind column, spacing (1.0, 0.8, 2.5)
+        # DeepMind surface-distance (= MONAI use_subvoxels) on a sphere r=30 mm, spacing (1.0, 0.8, 2.5), tau 2 mm
         (30.0, (3.0, 0.0, 0.0), 0.846799, 0.924965),
         (30.0, (0.0, 0.0, 2.5), 0.851048, 0.937624),
     ],

@@ -35,7 +35,7 @@ def org(client: TestClient) -> dict:
 
 
 def _fixture_track(url, **track_kw):
-    """The CHALLENGE_FACTS fixture on a real track: 3 teams × 4 cases, C fails case 4 (see test_ranking)."""
+    """The ranking-scheme fixture on a real track: 3 teams × 4 cases, C fails case 4 (see test_ranking)."""
     cs = cases(4)
     with session_scope(url) as s:
         tr = make_challenge(s, tracks={"main": track_kw})["main"]
@@ -195,7 +195,7 @@ def test_booster_deltas_against_main(client, settings):
                        runtime=np.full(4, 2.0), created_at=at(1))
     body = client.get("/api/challenges/c1/tracks/boost/leaderboard").json()
     r = next(r for r in body["rows"] if r["team"] == "daft")
-    # the DAFT numbers from CHALLENGE_FACTS: 78.64 → 83.29, 80.58 → 85.59, 14.69 s → 2.25 s
+    # the DAFT numbers of the CVPR 2024 performance-booster track: 78.64 → 83.29, 80.58 → 85.59, 14.69 s → 2.25 s
     assert r["delta_dsc"] == pytest.approx(0.047, abs=1e-3) and r["delta_nsd"] == pytest.approx(0.050, abs=1e-3)
     assert r["speedup"] == pytest.approx(6.53, abs=0.01)
     solo = next(r for r in body["rows"] if r["team"] == "solo")

@@ -25,7 +25,8 @@ from evaluator.reproducibility import NOT_REPRODUCED, REPRODUCED, bootstrap_mean
 DSC = (Metric("dsc", True, 0.0, "DSC"),)
 NAN = float("nan")
 
-# The CHALLENGE_FACTS fixture: 3 teams (A, B, C) × 4 cases, DSC only, C misses case 4.
+# The ranking-scheme fixture (FLARE22-style rules, as in the CVPR 2024 challenge): 3 teams (A, B, C) × 4 cases, DSC
+# only, C misses case 4.
 #
 #            case1  case2  case3  case4   mean (missing→0)
 #   A        0.60   0.62   0.58   0.50    2.30/4 = 0.575

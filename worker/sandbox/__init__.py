@@ -10,7 +10,7 @@ A package along its seams; every public name is importable from ``worker.sandbox
 * :mod:`.output` — logs (head/tail), the bounded outputs/ directory, :func:`check_output`;
 * :mod:`.verdict` — the exit verdict, a pure function (:func:`exit_verdict`): exit/OOM/timeout/output -> status + reason.
 
-The submission contract is the CVPR 2024 one (../shared/DESIGN.md): a fresh input directory holding
+The submission contract is the CVPR 2024 one (docs/architecture.md): a fresh input directory holding
 only the case's file, mounted read-only at ``/workspace/inputs``; an empty output directory at
 ``/workspace/outputs``; the command ``/bin/sh -c "sh predict.sh"`` in the image's working directory.
 Ground truth never enters the container.
