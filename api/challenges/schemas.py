@@ -27,6 +27,11 @@ _TIMING_HELP = ("What a case's runtime measures: container (start to exit) or do
                 "the span the 2024 script timed); named on the leaderboard.")
 
 
+#: a run records the test set it ran on (``runs.testset``, 200 characters): a longer name would be cut there and
+#: the scorer would look up another path
+TESTSET_MAX_CHARS = 200
+
+
 def check_testset(value: str | None) -> str | None:
     """A built-in set name, or the path of a readable manifest JSON (checked now, not at the first run), by the
     lookup rule runs and scoring use (:func:`data_manifests.check_testset`)."""
@@ -91,7 +96,7 @@ class _TrackFields(BaseModel):
     title: str = Field(default="", max_length=200)
     kind: TrackKind = TrackKind(_TD["kind"])
     description: str = Field(default=_TD["description"], max_length=20000)
-    testset: str = Field(default=_TD["testset"], min_length=1, max_length=500,
+    testset: str = Field(default=_TD["testset"], min_length=1, max_length=TESTSET_MAX_CHARS,
                          description="A built-in test set ('tiny', 'small') or the path of a manifest JSON.")
     metric_profile: str = Field(default=_TD["metric_profile"], pattern=r"^[a-z0-9_.-]{1,32}$")
     ranking_scheme: RankingScheme = _TD["ranking_scheme"]
@@ -140,6 +145,8 @@ def check_prompt_testset(prompt: str | None, testset: str | None) -> None:
         manifest = check(testset)
     except ManifestError:
         return  # check_testset says why
+    if int(getattr(manifest, "schema_version", 2) or 2) < 2:
+        return  # a version-1 manifest gets its points from the ground truth when a run opens it
     for case in manifest.cases:
         try:
             manifest_points(case)
@@ -186,7 +193,7 @@ class TrackUpdate(BaseModel):
     title: str | None = Field(default=None, max_length=200)
     kind: TrackKind | None = None
     description: str | None = Field(default=None, max_length=20000)
-    testset: str | None = Field(default=None, min_length=1, max_length=500)
+    testset: str | None = Field(default=None, min_length=1, max_length=TESTSET_MAX_CHARS)
     metric_profile: str | None = Field(default=None, pattern=r"^[a-z0-9_.-]{1,32}$")
     ranking_scheme: RankingScheme | None = None
     row_policy: RowPolicy | None = None
@@ -228,6 +235,11 @@ class ChallengeCreate(BaseModel):
     description: str = Field(default="", max_length=50000)
     demo: bool = Field(default=False, description="A demo challenge may use the built-in synthetic sets "
                                                    "(tiny, small), whose ground truth is public.")
+    # participants (api/participants): anonymous sign-up, terms to accept before the first submission, team size
+    signup_open: bool = Field(default=True, description="Whether anyone may ask to take part (an organizer approves).")
+    terms: str = Field(default="", max_length=50000, description="Terms participants accept before their first "
+                                                                  "submission (empty: none).")
+    max_team_size: int | None = Field(default=None, ge=1, le=1000, description="Most members per team (null: no limit).")
     tracks: list[TrackCreate] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
@@ -295,4 +307,7 @@ class ChallengePublic(BaseModel):
     description: str
     created_at: UtcOut
     demo: bool = False
+    signup_open: bool = True
+    terms: str = ""
+    max_team_size: int | None = None
     tracks: list[TrackPublic]

@@ -54,7 +54,8 @@ def test_validation_names_the_fix(client, world, tmp_path):
     bad({"kind": "interactive", "class_budget_s": 0}, "class_budget_s")
     bad({"iterations": 3}, "apply to interactive tracks only (kind: interactive)")
     bad({"class_budget_s": 10}, "apply to interactive tracks only")
-    # point prompts come from the manifest: a set without them is refused with the fix
+    # point prompts come from the manifest: a set without them is refused with the fix; a version-1 manifest is
+    # accepted (a run upgrades it from the ground truth)
     from tests.worker_helpers import make_testset
 
     manifest = make_testset(tmp_path / "set")
@@ -63,8 +64,14 @@ def test_validation_names_the_fix(client, world, tmp_path):
         for label in case.get("labels", []):
             label.pop("point", None)
     Path(manifest).write_text(json.dumps(data))
-    bad({"prompt": "point", "testset": str(manifest)}, "lacks them")
+    bad({"prompt": "point", "testset": str(manifest)}, "point prompt")
     bad({"prompt": "box+point", "testset": str(manifest)}, "point prompt")
+    Path(manifest).write_text(json.dumps({**data, "schema_version": 1}))
+    r = _post(client, world, {"slug": "t", "prompt": "point", "testset": str(manifest)}, slug="v1")
+    assert r.status_code == 201, r.text
+    # a point track on a set whose manifest has points (the built-in sets)
+    r = _post(client, world, {"slug": "p", "prompt": "point"}, {"slug": "bp", "prompt": "box+point"}, slug="pts")
+    assert r.status_code == 201 and [t["prompt"] for t in r.json()["tracks"]] == ["point", "box+point"], r.text
 
 
 def test_admin_apply_yaml_accepts_the_settings(tmp_path):
