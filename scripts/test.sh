@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: installs and starts everything the tests need, then runs pytest.
+# The README's test command: installs and starts everything the tests need, lints (ruff) and type-checks (mypy) the
+# tree, then runs pytest.
 #   ./segarena.sh test [PYTEST ARGS...]          the whole suite (Docker, Redis, PostgreSQL, Chromium)
 #   ./segarena.sh test --fast [PYTEST ARGS...]   what needs no Docker, PostgreSQL or browser (about a minute)
 # Under CI=true a missing service fails the tests that need it (never a silent skip); --fast does not start
@@ -25,6 +26,14 @@ else
   ensure_postgres
   ensure_base_image
   marker=()
+fi
+# Lint and types before the tests (ruff and mypy: configured in pyproject.toml, installed from the test extras by
+# ensure_venv). Whole-suite runs only (no pytest arguments besides --fast); SEGARENA_SKIP_LINT=1 skips them.
+if [ ${#args[@]} -eq 0 ] && [ "${SEGARENA_SKIP_LINT:-0}" != "1" ]; then
+  say "lint: ruff check . (rules in pyproject.toml [tool.ruff])"
+  "$PY" -m ruff check --no-cache "$ROOT" || die "ruff found the problems above; fix them (do not reformat the tree)"
+  say "types: mypy (strict for evaluator/ and data_manifests/, basic elsewhere)"
+  "$PY" -m mypy || die "mypy found the type errors above"
 fi
 export SEGARENA_BASE_IMAGE="$BASE_IMAGE"
 export SEGARENA_TEST_REDIS_URL="redis://127.0.0.1:${SEGARENA_REDIS_PORT:-6379}/15"
