@@ -182,6 +182,19 @@ class Settings(BaseSettings):
         description="Trust X-Forwarded-Proto/X-Forwarded-Host from the reverse proxy in front of the API: the "
         "session cookie is then marked Secure when the proxy says https. Turn on only behind a proxy that sets them.",
     )
+    # ---- participants (api/participants): anonymous sign-up requests and their one-time claim codes
+    signup_per_hour: int = Field(
+        default=5, ge=0, le=10000,
+        description="Sign-up requests one client address may send per rolling hour (0: no anonymous sign-up); "
+        "claim-code look-ups are limited to 120 per hour per address.")
+    signup_max_pending: int = Field(
+        default=500, ge=1, le=1_000_000,
+        description="Pending sign-up requests a challenge holds at most; beyond, new requests wait (429) until an "
+        "organizer decides some.")
+    signup_claim_days: float = Field(
+        default=14.0, gt=0, le=365,
+        description="How long after approval the requester's one-time claim code can fetch the first API token; "
+        "afterwards an organizer issues one (segarena admin token new MEMBER_ID).")
 
     # ---- notifications (api/notifications): webhooks and e-mail on run finished / failed / stuck, submission excluded
     smtp_host: str = Field(
