@@ -151,7 +151,7 @@ def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict
                  timing: str, prompt: str, stopped: Callable[[], bool]) -> tuple[sb.CaseRun, InteractiveOutcome]:
     from evaluator.io import load_prediction
 
-    from .client import LeaseLost
+    from .client import InfraError, LeaseLost
     from .shard import _Stop
 
     inter = spec["interactive"]
@@ -201,7 +201,9 @@ def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict
         t_upload = time.monotonic()
         try:
             answer = executor.client.upload_iteration(shard_id, case_id, i, meta, output)
-        except LeaseLost:
+        except LeaseLost as exc:
+            if exc.code != "lease_lost":  # a 409 about the case (out of order, already done): start the shard again
+                raise InfraError(f"case {case_id} iteration {i}: {exc}") from exc
             raise _Stop() from None
         t_answer = time.monotonic()
         outcome.iterations_run = i + 1
