@@ -114,3 +114,64 @@ def test_entries_run_under_different_limits_are_each_charged_their_own(client, w
         assert rows[sid]["runtime_s"] == pytest.approx(mean) == pytest.approx(stored[sid])
     # equal DSC and NSD; the run charged 10 s is faster on average, so it ranks first
     assert rows[b.id]["rank"] == 1 and rows[a.id]["rank"] == 2
+
+
+def test_a_limit_edited_mid_run_changes_neither_its_execution_nor_its_charge(client, db_settings):
+    """The real path: an upload creates the run under the track's 60 s limit; the organizer raises the limit to
+    600 s while it is queued; the worker still gets 60 s in its shard spec, a case that times out is recorded at
+    60 s, and the stored totals and the board both charge 60 s."""
+    import json
+
+    from sqlalchemy import select
+
+    from api.execution.identity import create_worker
+    from api.execution.scoring import score_case
+    from api.models import CaseResult
+    from tests.api_helpers import seed, submit
+    from tests.execution.test_execution_api import _gt, _npz
+
+    db_settings.execution, db_settings.shard_balance = "sharded", False
+    w = seed(db_settings.database_url, quota=20, shard_size=27)
+    with session_scope(db_settings.database_url) as s:
+        _, wt = create_worker(s, db_settings, actor=None, name="w1", queues=["cpu"])
+    hello = {"name": "w1", "queues": ["cpu"], "host": "h", "pid": 1, "cpu_model": "CPU", "cores": 2,
+             "docker_version": "27.0", "calibration_s": 1.0}
+    assert client.post("/api/worker/hello", json=hello, headers=auth(wt)).status_code == 200
+    r = submit(client, w.token_a)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    with session_scope(db_settings.database_url) as s:
+        assert s.get(Submission, sid).runs[0].case_timeout_s == 60.0  # recorded when the run was created
+    r = client.patch("/api/challenges/cvpr24/tracks/main", json={"case_timeout_s": 600, "total_timeout_s": 7200},
+                     headers=auth(w.token_org))
+    assert r.status_code == 200, r.text
+    spec = client.post("/api/worker/claim", json={"name": "w1", "queue": "cpu"}, headers=auth(wt)).json()
+    assert spec["caps"]["case_timeout_s"] == 60.0  # executed under the run's limit, not the edited one
+    timed_out = spec["cases"][0]["id"]
+    for case in spec["cases"]:
+        status = "timeout" if case["id"] == timed_out else "ok"
+        meta = {"lease": spec["lease"], "status": status, "reason": "time limit" if status != "ok" else "",
+                "runtime_s": 60.4 if status != "ok" else 0.5, "exit_code": 137 if status != "ok" else 0}
+        files = {"meta": (None, json.dumps(meta))}
+        if status == "ok":
+            files["output"] = (f"{case['id']}.npz", _npz(_gt(db_settings, case["id"])), "application/octet-stream")
+        up = client.post(f"/api/worker/shards/{spec['shard_id']}/cases/{case['id']}", files=files, headers=auth(wt))
+        assert up.status_code == 200, up.text
+    done = client.post(f"/api/worker/shards/{spec['shard_id']}/finish", json={"lease": spec["lease"], "outcome": "done"},
+                       headers=auth(wt))
+    assert done.status_code == 200
+    with session_scope(db_settings.database_url) as s:
+        ids = list(s.scalars(select(CaseResult.id).where(CaseResult.scored.is_(False))))
+    for cid in ids:
+        score_case(db_settings, cid)
+    n = len(spec["cases"])
+    expected = ((n - 1) * 0.5 + 60.0) / n
+    with session_scope(db_settings.database_url) as s:
+        sub = s.get(Submission, sid)
+        assert sub.state == SubmissionState.succeeded, sub.reason
+        row = next(c for c in sub.runs[0].cases if c.case_id == timed_out)
+        assert row.runtime_s == 60.0 and row.dsc == 0.0
+        assert sub.runtime_s == pytest.approx(expected)
+    board = client.get("/api/challenges/cvpr24/tracks/main/leaderboard").json()
+    entry = next(r for r in board["rows"] if r["submission_id"] == sid)
+    assert entry["runtime_s"] == pytest.approx(expected, abs=0.01) and entry["dsc"] == pytest.approx((n - 1) / n, abs=1e-3)
