@@ -3,14 +3,14 @@ re-run, exclude, baseline rows, publish/hide/freeze, CSV export. They need an or
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 import yaml
 
 from segarena.client import CliError
+from segarena.dates import when
 from segarena.output import write
 from segarena.participant import OPTIONS, _print_submission, open_client, out
 
@@ -30,6 +30,11 @@ TRACK_FIELDS = {
     "total_timeout_s", "pids_limit", "tmpfs_mb", "allow_root", "repro_margin_dsc", "repro_margin_nsd",
     "prompt", "iterations", "class_budget_s", "timing",
 }
+
+
+PARTICIPATION_FIELDS: dict[str, type] = {"signup_open": bool, "terms": str, "max_team_size": int}
+PARTICIPATION_HELP = {"signup_open": "true or false", "terms": "text (the terms participants accept)",
+                      "max_team_size": "a whole number of members (or null: no limit)"}
 
 
 def load_challenge_yaml(path: Path) -> dict[str, Any]:
@@ -59,6 +64,12 @@ def load_challenge_yaml(path: Path) -> dict[str, Any]:
         if not isinstance(data["demo"], bool):
             raise CliError(f"{path}: 'demo' must be true or false")
         spec["demo"] = data["demo"]
+    for key, kind in PARTICIPATION_FIELDS.items():  # participants: sign-up, terms, team size (docs/participants.md)
+        if key in data:
+            value = data[key]
+            if (value is not None and not isinstance(value, kind)) or (isinstance(value, bool) and kind is int):
+                raise CliError(f"{path}: '{key}' must be {PARTICIPATION_HELP[key]}")
+            spec[key] = value.strip() if isinstance(value, str) else value
     return spec
 
 
@@ -72,6 +83,9 @@ def apply_challenge(client, spec: dict[str, Any]) -> tuple[dict[str, Any], str]:
         existing = None
     if existing is None:
         return client.post("/api/challenges", json=spec), "created"
+    participation = {k: spec[k] for k in PARTICIPATION_FIELDS if k in spec}
+    if participation:
+        client.patch(f"/api/challenges/{spec['slug']}/participation", json=participation)
     have = {t.get("slug") for t in existing.get("tracks", [])}
     for t in spec["tracks"]:
         if t["slug"] in have:
@@ -157,7 +171,7 @@ def show(submission_id: int = typer.Argument(...)) -> None:
 
 
 @app.command("export")
-def export(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout.")) -> None:
+def export(output: Path | None = typer.Option(None, "--output", "-o", help="Write here instead of stdout.")) -> None:
     """Every submission with every column, as CSV."""
     with open_client() as client:
         text = client.get("/api/admin/export.csv", expect_json=False)
@@ -215,8 +229,8 @@ def token_list(member_id: int = typer.Argument(..., help="A member id.")) -> Non
     table = Table("id", "prefix", "label", "created", "last used", "revoked", "parent", box=None)
     for t in rows if isinstance(rows, list) else []:
         table.add_row(str(t.get("id")), f"{t.get('prefix', '')}…", str(t.get("label") or ""),
-                      str(t.get("created_at") or "")[:19], str(t.get("last_used_at") or "never")[:19],
-                      str(t.get("revoked_at") or "")[:19] or "active", str(t.get("parent_id") or ""))
+                      when(t.get("created_at")), when(t.get("last_used_at"), empty="never"),
+                      when(t.get("revoked_at"), empty="active"), str(t.get("parent_id") or ""))
     out.print(table)
 
 
@@ -257,7 +271,7 @@ def worker_list() -> None:
                           str(n.get("host") or n.get("name") or "-"),
                           " / ".join(x for x in (n.get("cpu_model"), n.get("gpu_model")) if x) or "-",
                           f"{cal:.3f} s" if isinstance(cal, (int, float)) else "-",
-                          str(n.get("last_seen_at") or "never")[:19], str(n.get("cases_run", 0) if n else 0))
+                          when(n.get("last_seen_at"), empty="never"), str(n.get("cases_run", 0) if n else 0))
     out.print(table)
 
 

@@ -12,12 +12,18 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import click
 import typer
+import typer.core
 from typer.core import TyperGroup
 
 from segarena.client import CliError
+
+if TYPE_CHECKING:
+    from typer import _click as click
+else:  # typer >= 0.2x vendors click as typer._click (and no longer installs click); older typer uses click itself
+    click = getattr(typer.core, "_click", None) or importlib.import_module("click")
 
 
 def _score_command() -> click.Command:
@@ -40,46 +46,40 @@ LAZY_COMMANDS: dict[str, tuple[Callable[[], click.Command], str]] = {
 }
 
 
-class _LazyPlaceholder(click.Command):
+class _LazyPlaceholder(typer.core.TyperCommand):
     """Stands for a lazy sub-command in the root's help; replaced by the real one before it runs."""
 
 
 class LazyGroup(TyperGroup):
     """The root group: eager commands as usual, plus :data:`LAZY_COMMANDS` imported on first use."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    _listing = False  # True while the root formats its own help (lazy commands listed without importing them)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name, (_, short_help) in LAZY_COMMANDS.items():
             self.commands.setdefault(name, _LazyPlaceholder(name, help=short_help, short_help=short_help))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         cmd = super().get_command(ctx, cmd_name)
-        if isinstance(cmd, _LazyPlaceholder) and not _listing_help(ctx):
+        if isinstance(cmd, _LazyPlaceholder) and not self._listing:
             try:
                 real = LAZY_COMMANDS[cmd_name][0]()
             except ImportError as exc:  # that part of the platform is not installed in this build
                 raise CliError(f"'segarena {cmd_name}' is not available in this installation ({exc}); "
-                               "install segarena with its full dependencies (pip install segarena)") from None
+                               "install it with: pip install 'segarena[check]'") from None
             real.name = cmd_name
             real.help = real.help or cmd.help
             self.commands[cmd_name] = cmd = real
         return cmd
 
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
-def _listing_help(ctx: click.Context) -> bool:
-    """True while the root formats its own help (the lazy commands' one-line help is known without importing)."""
-    return bool(getattr(ctx, "_segarena_listing", False))
-
-
-def _format_help(self: LazyGroup, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-    ctx._segarena_listing = True  # type: ignore[attr-defined]
-    try:
-        TyperGroup.format_help(self, ctx, formatter)
-    finally:
-        ctx._segarena_listing = False  # type: ignore[attr-defined]
-
-
-LazyGroup.format_help = _format_help  # type: ignore[method-assign]
 
 app = typer.Typer(help="SegArena: challenge evaluation platform for promptable medical image segmentation.",
                   cls=LazyGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -172,9 +172,11 @@ def check(archive: str = typer.Argument(..., help="The image archive you are abo
 
 
 @app.command()
-def demo(timeout: float = typer.Option(900, help="Give up waiting for the baselines after this many seconds."),
-         wait: bool = typer.Option(True, help="Follow the baseline runs until they finish.")) -> None:
-    """Set up the demo challenge with two baseline submissions on a running SegArena (embedded mode)."""
+def demo(timeout: float = typer.Option(1800, help="Give up waiting for the demo's runs after this many seconds."),
+         wait: bool = typer.Option(True, help="Follow the runs until they finish (the reproduction is submitted once "
+                                   "the entry it reproduces has succeeded).")) -> None:
+    """Set up the demo challenge on a running SegArena (embedded mode): baselines and three ranked teams on main,
+    two booster entries and a reproduction."""
     from segarena.demo import run_demo
 
     raise typer.Exit(run_demo(timeout=timeout, wait=wait))
@@ -186,6 +188,9 @@ app.add_typer(_admin_app, name="admin")
 from segarena.notifications import register as _register_notifications  # noqa: E402
 
 _register_notifications(app, _admin_app)  # segarena notifications; segarena admin webhook ...
+from segarena.signup import register as _register_signup  # noqa: E402
+
+_register_signup(app, _admin_app)  # segarena signup ..., accept-terms; segarena admin signups ...
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from segarena.dates import when
+
 __all__ = ["register", "webhook_app"]
 
 KINDS = ("run.finished", "run.failed", "run.stuck", "submission.excluded")
@@ -108,7 +110,7 @@ def webhook_list(removed: bool = typer.Option(False, help="Also removed webhooks
     if not hooks:
         out.print(f"challenge {challenge} has no webhook (segarena admin webhook add URL)")
     for h in hooks:
-        gone = f"  removed {h['removed_at']}" if h.get("removed_at") else ""
+        gone = f"  removed {when(h['removed_at'])}" if h.get("removed_at") else ""
         out.print(f"{h['id']:>4}  {h['url']}  [{', '.join(h['events'])}]  {h.get('description', '')}{gone}")
 
 
@@ -143,9 +145,9 @@ def webhook_deliveries(webhook: int | None = typer.Option(None, "--webhook", hel
         out.print("no deliveries")
     for d in rows:
         last = f"  last: {d['last_status'] or ''} {d['last_error']}".rstrip() if d["last_error"] or d["last_status"] else ""
-        when = d.get("delivered_at") or (d.get("next_attempt_at") if d["state"] == "pending" else "")
+        at = when(d.get("delivered_at") or (d.get("next_attempt_at") if d["state"] == "pending" else ""))
         out.print(f"{d['id']:>5}  {d['kind']:<19} {d['channel']:<7} {d['recipient']}  {d['state']} after "
-                  f"{d['attempts']} attempt(s) {when or ''}{last}")
+                  f"{d['attempts']} attempt(s) {at}{last}")
 
 
 def register(app: typer.Typer, admin_app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from segarena.client import CliError, SegArenaClient, config_path, load_config, save_config
+from segarena.dates import now, when
 from segarena.output import SafeConsole, write
 from segarena.upload import DEFAULT_CHUNK_BYTES, upload_archive
 
@@ -159,7 +160,7 @@ def _list_submissions(client: SegArenaClient) -> None:
             track = track.get("slug")
         table.add_row(str(s.get("id")), str(track), s.get("label") or "", str(s.get("state")),
                       _fmt(s.get("dsc")), _fmt(s.get("nsd")), _fmt(s.get("runtime_s"), 2),
-                      str(s.get("created_at", ""))[:19])
+                      when(s.get("created_at")))
     out.print(table if subs else "no submissions yet")
 
 
@@ -176,7 +177,7 @@ def _watch(client: SegArenaClient, sub_id: int, interval: float) -> dict[str, An
             state = sub.get("state")
             done, total = progress_of(sub)
             if state != last_state:
-                bar.console.print(f"{time.strftime('%H:%M:%S')} {state}"
+                bar.console.print(f"{now()} {state}"
                                   + (f" — {sub['reason']}" if sub.get("reason") else ""))
                 last_state = state
             if done > len(seen_cases):  # new case results: fetch them for the per-case lines
