@@ -61,7 +61,7 @@ class HeaderTimeoutMixin:
     def _head_complete(self) -> bool:  # pragma: no cover - each protocol says
         raise NotImplementedError
 
-    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._arm_head_timer()
 
@@ -96,7 +96,7 @@ except ImportError:  # httptools is not installed: uvicorn's auto picks h11 too
 
 if HttpToolsProtocol is not None:
 
-    class HeaderTimeoutHttpToolsProtocol(HeaderTimeoutMixin, HttpToolsProtocol):  # type: ignore[misc,valid-type]
+    class HeaderTimeoutHttpToolsProtocol(HeaderTimeoutMixin, HttpToolsProtocol):
         """uvicorn's httptools protocol with a request-head timeout."""
 
         _in_head = False
@@ -125,7 +125,7 @@ def protocol_class(parser: str = "auto") -> type[asyncio.Protocol]:
     if parser not in PARSERS:
         raise ValueError(f"unknown HTTP parser {parser!r}: choose one of {', '.join(PARSERS)}")
     if parser in ("auto", "httptools") and HttpToolsProtocol is not None:
-        return HeaderTimeoutHttpToolsProtocol  # type: ignore[return-value]
+        return HeaderTimeoutHttpToolsProtocol
     if parser == "httptools":
         raise RuntimeError("httptools is not installed; install the server stack: pip install 'segarena[server]'")
     return HeaderTimeoutH11Protocol

@@ -91,8 +91,6 @@ def upload_archive(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Upload ``archive`` to ``track`` resumably and return the new submission (the API's JSON)."""
-    import httpx  # here, not at import: `segarena --help` stays fast
-
     archive = Path(archive)
     if not archive.is_file():
         raise CliError(f"{archive}: no such file; give the path of your 'docker save' archive (.tar.gz or .tar)")
@@ -103,59 +101,20 @@ def upload_archive(
     track_path = client.track_path(track, challenge)
     key = UploadState.key(client.config.url, track_path, archive, label, reproduces)
     say = on_event or (lambda _m: None)
+    progress = on_progress or (lambda _done, _total: None)
 
-    upload_id = state.get(key)
-    offset = 0
-    if upload_id:
-        info = _received(client, upload_id)
-        if info and info.get("state", "open") == "open" and int(info.get("total_bytes", total)) == total:
-            offset = int(info.get("received_bytes", 0))
-            say(f"resuming upload {upload_id} at {offset / 2**20:.1f} of {total / 2**20:.1f} MiB")
-        else:
-            state.drop(key)
-            upload_id = None
-    if not upload_id:
-        body: dict[str, Any] = {"filename": archive.name, "total_bytes": total, "label": label}
-        if reproduces is not None:
-            body["reproduces"] = reproduces
-        created = client.post(f"{track_path}/uploads", json=body)
-        upload_id = str(created["upload_id"])
-        offset = int(created.get("received_bytes", 0))
-        state.put(key, upload_id)
-    if on_progress:
-        on_progress(offset, total)
+    upload_id, offset = _open_upload(client, state, key, track_path, archive, total, label, reproduces, say)
+    progress(offset, total)
 
     failures = 0
     with archive.open("rb") as fh:
         while offset < total:
             fh.seek(offset)
             chunk = fh.read(min(chunk_bytes, total - offset))
-            end = offset + len(chunk) - 1
-            try:
-                resp = client.http.put(f"/api/uploads/{upload_id}", content=chunk,
-                                       headers={"Content-Range": f"bytes {offset}-{end}/{total}",
-                                                "Content-Type": "application/octet-stream"})
-            except httpx.TransportError as exc:
-                resp, error = None, f"{exc.__class__.__name__}: {exc}"
-            else:
-                error = None
-                if resp.status_code >= 400:
-                    problem = error_from_response(resp)
-                    if resp.status_code not in RETRYABLE_STATUS and problem.api_code not in RESYNC_CODES \
-                            and resp.status_code != 416:
-                        if problem.api_code in {"upload_gone", "upload_closed", "not_found"}:
-                            state.drop(key)
-                        raise problem
-                    error = problem.message
-            if error is None and resp is not None:
-                failures = 0
-                try:
-                    got = int(resp.json().get("received_bytes", end + 1))
-                except (ValueError, AttributeError, TypeError):
-                    got = end + 1
-                offset = got
-                if on_progress:
-                    on_progress(offset, total)
+            got, error = _send_chunk(client, state, key, upload_id, chunk, offset, total)
+            if got is not None:
+                failures, offset = 0, got
+                progress(offset, total)
                 continue
             # connection dropped, server busy or out of sync: ask the server where it stands, then go on
             failures += 1
@@ -173,23 +132,75 @@ def upload_archive(
                 state.drop(key)
                 raise CliError(f"the server no longer knows upload {upload_id}; run 'segarena submit' again to start over")
             offset = int(info.get("received_bytes", offset))
-            if on_progress:
-                on_progress(offset, total)
+            progress(offset, total)
 
+    submission = _complete(client, state, key, upload_id, max_retries, sleep)
+    state.drop(key)
+    return submission
+
+
+def _open_upload(client: SegArenaClient, state: UploadState, key: str, track_path: str, archive: Path, total: int,
+                 label: str, reproduces: int | None, say: Callable[[str], None]) -> tuple[str, int]:
+    """The upload to send to and where to start: the one this command left open before (resumed at the server's
+    offset) or a new one."""
+    upload_id = state.get(key)
+    if upload_id:
+        info = _received(client, upload_id)
+        if info and info.get("state", "open") == "open" and int(info.get("total_bytes", total)) == total:
+            offset = int(info.get("received_bytes", 0))
+            say(f"resuming upload {upload_id} at {offset / 2**20:.1f} of {total / 2**20:.1f} MiB")
+            return upload_id, offset
+        state.drop(key)
+    body: dict[str, Any] = {"filename": archive.name, "total_bytes": total, "label": label}
+    if reproduces is not None:
+        body["reproduces"] = reproduces
+    created = client.post(f"{track_path}/uploads", json=body)
+    upload_id = str(created["upload_id"])
+    state.put(key, upload_id)
+    return upload_id, int(created.get("received_bytes", 0))
+
+
+def _send_chunk(client: SegArenaClient, state: UploadState, key: str, upload_id: str, chunk: bytes, offset: int,
+                total: int) -> tuple[int | None, str | None]:
+    """PUT one chunk: ``(the server's new offset, None)``, or ``(None, what went wrong)`` when it is worth retrying
+    from the server's offset; raises the API's error when it is not."""
+    import httpx  # here, not at import: `segarena --help` stays fast
+
+    end = offset + len(chunk) - 1
+    try:
+        resp = client.http.put(f"/api/uploads/{upload_id}", content=chunk,
+                               headers={"Content-Range": f"bytes {offset}-{end}/{total}",
+                                        "Content-Type": "application/octet-stream"})
+    except httpx.TransportError as exc:
+        return None, f"{exc.__class__.__name__}: {exc}"
+    if resp.status_code >= 400:
+        problem = error_from_response(resp)
+        if resp.status_code not in RETRYABLE_STATUS and problem.api_code not in RESYNC_CODES \
+                and resp.status_code != 416:
+            if problem.api_code in {"upload_gone", "upload_closed", "not_found"}:
+                state.drop(key)
+            raise problem
+        return None, problem.message
+    try:
+        return int(resp.json().get("received_bytes", end + 1)), None
+    except (ValueError, AttributeError, TypeError):
+        return end + 1, None
+
+
+def _complete(client: SegArenaClient, state: UploadState, key: str, upload_id: str, max_retries: int,
+              sleep: Callable[[float], None]) -> dict[str, Any]:
+    """Close the upload and return the submission it created (also when an earlier answer was lost)."""
     for attempt in range(max_retries + 1):
         try:
-            submission = client.post(f"/api/uploads/{upload_id}/complete")
-            break
+            return client.post(f"/api/uploads/{upload_id}/complete")
         except CliError as exc:
             sid = exc.body.get("submission_id")
             if exc.api_code == "upload_closed" and sid:
                 # an earlier 'complete' went through but its answer was lost: that is our submission
-                submission = client.get(f"/api/submissions/{sid}")
-                break
+                return client.get(f"/api/submissions/{sid}")
             if (exc.status is not None and exc.status not in RETRYABLE_STATUS) or attempt == max_retries:
                 if exc.status is not None and exc.status < 500:
                     state.drop(key)  # the server refused it for good (quota, bad archive): start over next time
                 raise
             sleep(min(2 ** attempt, 30) * 0.5)
-    state.drop(key)
-    return submission
+    raise AssertionError("unreachable: the last attempt returns or raises")
