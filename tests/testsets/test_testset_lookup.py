@@ -60,3 +60,11 @@ def test_data_missing_next_to_a_valid_manifest_fails_with_the_file_named(extensi
     assert check_testset(str(lonely)) == str(lonely)
     with pytest.raises(ManifestError, match="missing|does not exist"):
         open_testset(str(lonely), lambda name: pytest.fail(f"{name} is not a built-in set"))
+
+
+def test_a_name_longer_than_a_run_can_record_is_refused(tmp_path) -> None:
+    """runs.testset holds 200 characters: a longer manifest path was accepted (tracks hold 500), then cut when the
+    run recorded it, and the scorer looked up a path that does not exist."""
+    deep = tmp_path / ("d" * 120) / ("e" * 120) / "manifest.json"
+    with pytest.raises(ValidationError, match="at most 200 characters"):
+        TrackCreate(slug="main", testset=str(deep))
