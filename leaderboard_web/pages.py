@@ -195,8 +195,8 @@ async def leaderboard_page(request: Request) -> Response:
             bars=plots.modality_bars(ranked_rows, board.modalities),
             stability=plots.stability_plot(stab) if stab else None,
             significance=plots.significance_plot(sig) if sig else None,
-            curves=([plots.iteration_curves(ranked_rows, board.iterations, metric=m) for m in ("dsc", "nsd")]
-                    if board.iterations is not None else None),
+            curves=([plots.iteration_curves(ranked_rows, board.info.iterations, metric=m) for m in ("dsc", "nsd")]
+                    if board.info.iterations is not None else None),
             groups=_groups(board),
         )
         return cache.Rendered(200, html.encode(), "text/html; charset=utf-8", {})

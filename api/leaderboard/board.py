@@ -307,11 +307,6 @@ class Board:
     def organizer(self) -> bool:
         return self.audience == "organizer"
 
-    def __getattr__(self, name: str) -> Any:  # board.title, board.scheme ... (the track's settings)
-        if name.startswith("__") or name == "info":
-            raise AttributeError(name)
-        return getattr(self.info, name)
-
     def to_dict(self) -> dict[str, Any]:
         """The board's JSON (``GET …/leaderboard``)."""
         repro = self.info.kind == "reproducibility"
