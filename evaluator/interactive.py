@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -294,9 +296,9 @@ def accumulate_clicks(
 # --------------------------------------------------------------------------------------------- inputs
 
 
-def _ref_clicks(clicks: Mapping[str, Any]) -> tuple[list[dict[str, list[list[np.int64]]]], list[list[str | None]]]:
-    """The reference's Python objects: click coordinates as ``numpy.int64`` (``list(tuple(np.argwhere row))``)."""
-    cl = [{"fg": [[np.int64(v) for v in pt] for pt in d["fg"]], "bg": [[np.int64(v) for v in pt] for pt in d["bg"]]}
+def _ref_clicks(clicks: Mapping[str, Any]) -> tuple[list[dict[str, list[list[int]]]], list[list[str | None]]]:
+    """The reference's Python objects (click coordinates as plain ints: see :func:`write_iteration_npz`)."""
+    cl = [{"fg": [[int(v) for v in pt] for pt in d["fg"]], "bg": [[int(v) for v in pt] for pt in d["bg"]]}
           for d in clicks["clicks"]]
     order = [list(o) for o in clicks["clicks_order"]]
     return cl, order
@@ -390,20 +392,44 @@ def iteration_inputs(
 
 
 def write_iteration_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> None:
-    """``np.savez_compressed(path, **arrays)``, as the reference writes each iteration's input (lists become
-    arrays exactly as numpy converts them; lists of dicts become pickled object arrays)."""
+    """Write an iteration's input npz: what ``np.savez_compressed(path, **arrays)`` writes in the reference (lists
+    become arrays as numpy converts them; the list of click dicts a pickled object array), with one difference
+    that keeps it loadable everywhere: object arrays are pickled as ``numpy.array(<plain Python list>, "O")`` and
+    hold plain ints, so a container with numpy 1.x reads them (numpy 2's own pickles name ``numpy._core``, which
+    numpy < 1.26 lacks: the Debian base image's numpy 1.24 failed on them). Readers still need
+    ``allow_pickle=True``, as with the reference."""
     p = Path(path)
-    with open(p, "wb") as f:
-        np.savez_compressed(f, **{k: _as_saved(v) for k, v in arrays.items()})
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            arr = _as_saved(value)
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                if arr.dtype.hasobject:
+                    header = {"descr": "|O", "fortran_order": False, "shape": arr.shape}
+                    np.lib.format.write_array_header_1_0(f, header)
+                    _PortablePickler(f, protocol=3).dump(arr)
+                else:
+                    np.lib.format.write_array(f, arr, allow_pickle=False)
 
 
-def _as_saved(v: Any) -> Any:
+class _PortablePickler(pickle.Pickler):
+    """Pickles ndarrays as ``numpy.array(list, dtype)`` and numpy scalars as Python numbers: no module path that
+    differs between numpy 1.x and 2.x."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            return np.array, (obj.tolist(), obj.dtype.str if not obj.dtype.hasobject else "O")
+        if isinstance(obj, np.generic):
+            return type(obj.item()), (obj.item(),)
+        return NotImplemented
+
+
+def _as_saved(v: Any) -> npt.NDArray[Any]:
     if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
         arr = np.empty(len(v), dtype=object)  # what np.array(list of dicts) gives, without numpy guessing
         for i, x in enumerate(v):
             arr[i] = x
         return arr
-    return v
+    return np.asanyarray(v)
 
 
 # --------------------------------------------------------------------------------------------- scores

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ._refsurface import reference_surface_dice
 from ._surface import surface_overlap
@@ -54,10 +56,10 @@ class CaseScore:
         never as 0; ranking rule in ``docs/interactive.md`` ("Undefined cases")."""
         return math.isnan(self.dsc)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; NaN (skipped / undefined) becomes ``None``."""
 
-        def num(v: float):
+        def num(v: float | None) -> float | None:
             return None if v is None or math.isnan(v) else float(v)
 
         return {
@@ -87,8 +89,8 @@ class LabelStats:
     pred_box: dict[int, tuple[tuple[int, ...], tuple[int, ...]]]
 
 
-def _check_labels(name: str, a) -> np.ndarray:
-    a = np.asarray(a)
+def _check_labels(name: str, labels: npt.ArrayLike) -> npt.NDArray[Any]:
+    a = np.asarray(labels)
     if not (a.dtype == bool or np.issubdtype(a.dtype, np.integer)):
         raise ValueError(f"{name} must be an integer label map, got dtype {a.dtype}")
     if a.ndim not in (2, 3):
@@ -96,7 +98,7 @@ def _check_labels(name: str, a) -> np.ndarray:
     return a
 
 
-def reference_values(pred_labels) -> np.ndarray:
+def reference_values(pred_labels: npt.ArrayLike) -> npt.NDArray[Any]:
     """A prediction as the reference scripts scored it (``seg == i`` per class): integers kept, any value that no
     class can equal (negative, non-integer, NaN, infinite, beyond int32) mapped to -1, which matches no class.
     Used by the profiles of :data:`REFERENCE_VALUE_PROFILES` instead of refusing float or negative labels."""
@@ -113,7 +115,8 @@ def reference_values(pred_labels) -> np.ndarray:
         a = np.where(a.imag == 0, a.real, np.nan)
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(a) & (a == np.floor(a)) & (a >= 0) & (a < 2**31)
-    return np.where(ok, np.where(ok, a, 0).astype(np.int64), -1)
+    out: npt.NDArray[np.int64] = np.where(ok, np.where(ok, a, 0).astype(np.int64), -1)
+    return out
 
 
 def _nonzero_positions(f: np.ndarray) -> np.ndarray:
@@ -126,7 +129,8 @@ def _nonzero_positions(f: np.ndarray) -> np.ndarray:
     if per_word == 1:
         return nzw
     cand = (nzw[:, None] * per_word + np.arange(per_word)).ravel()
-    return cand[f[cand] != 0]
+    found: npt.NDArray[np.intp] = cand[f[cand] != 0]
+    return found
 
 
 def label_stats(gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> LabelStats:
@@ -186,12 +190,13 @@ def label_stats(gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> Lab
             pres_g[ax] |= np.bincount(cg * n + coords[ax], minlength=k * n).reshape(k, n) > 0
             pres_p[ax] |= np.bincount(cp * n + coords[ax], minlength=k * n).reshape(k, n) > 0
 
-    conf = conf.reshape(k, k)
-    conf[0, 0] = 0  # background-background voxels are never visited
-    cnt_g, cnt_p, inter = conf.sum(axis=1), conf.sum(axis=0), np.diagonal(conf)
+    conf2 = conf.reshape(k, k)
+    conf2[0, 0] = 0  # background-background voxels are never visited
+    cnt_g, cnt_p, inter = conf2.sum(axis=1), conf2.sum(axis=0), np.diagonal(conf2)
 
-    def boxes(pres, cnt):
-        out = {}
+    def boxes(pres: list[npt.NDArray[np.bool_]], cnt: npt.NDArray[np.int64]
+              ) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+        out: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         for j, c in enumerate(classes, start=1):
             if cnt[j] == 0:
                 continue
@@ -205,7 +210,7 @@ def label_stats(gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> Lab
 
     return LabelStats(
         classes=classes,
-        confusion=conf,
+        confusion=conf2,
         gt_count={c: int(cnt_g[j]) for j, c in enumerate(classes, start=1)},
         pred_count={c: int(cnt_p[j]) for j, c in enumerate(classes, start=1)},
         intersection={c: int(inter[j]) for j, c in enumerate(classes, start=1)},
@@ -214,7 +219,8 @@ def label_stats(gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> Lab
     )
 
 
-def _class_nsd(gt, pred, c, stats: LabelStats, spacing, tol, expand_2d: bool, reference: bool = False) -> float:
+def _class_nsd(gt: npt.NDArray[Any], pred: npt.NDArray[Any], c: int, stats: LabelStats, spacing: tuple[float, ...],
+               tol: float, expand_2d: bool, reference: bool = False) -> float:
     boxes = [b for b in (stats.gt_box.get(c), stats.pred_box.get(c)) if b is not None]
     lo = [min(b[0][a] for b in boxes) for a in range(gt.ndim)]
     hi = [max(b[1][a] for b in boxes) for a in range(gt.ndim)]
@@ -234,8 +240,8 @@ def _mean_skipping_nan(values: Iterable[float]) -> float:
 
 
 def score_case(
-    gt_labels,
-    pred_labels,
+    gt_labels: npt.ArrayLike,
+    pred_labels: npt.ArrayLike,
     *,
     spacing: Sequence[float],
     profile: str | Profile = "default",
@@ -293,8 +299,10 @@ def score_case(
     return _score_default(gt, pred, prof, tol, spacing_t, labels)
 
 
-def _score_default(gt, pred, prof, tol, spacing, labels) -> CaseScore:
+def _score_default(gt: npt.NDArray[Any], pred: npt.NDArray[Any], prof: Profile, tol: float,
+                   spacing: tuple[float, ...], labels: Iterable[int] | None) -> CaseScore:
     notes = []
+    candidates: Iterable[int]
     if labels is None:
         gmax = int(gt.max()) if gt.size else 0
         if gmax < (1 << 16):
@@ -330,7 +338,9 @@ def _score_default(gt, pred, prof, tol, spacing, labels) -> CaseScore:
     )
 
 
-def _score_reference(gt, pred, prof, tol, spacing, stored_spacing, classes, round4: bool) -> CaseScore:
+def _score_reference(gt: npt.NDArray[Any], pred: npt.NDArray[Any], prof: Profile, tol: float,
+                     spacing: Sequence[float], stored_spacing: Sequence[float] | None, classes: list[int],
+                     round4: bool) -> CaseScore:
     """The 2024 (``round4``) and 2025 reference scripts: ``compute_multi_class_dsc`` / ``_nsd`` over ``classes``."""
     stats = label_stats(gt, pred, classes)
     dscs = []
@@ -340,6 +350,7 @@ def _score_reference(gt, pred, prof, tol, spacing, stored_spacing, classes, roun
     # np.mean as the reference: NaN propagates; an empty class list gives NaN.
     case_dsc = float(np.mean(np.asarray(dscs, dtype=np.float64))) if dscs else math.nan
     undefined = [c for c, d in zip(classes, dscs) if math.isnan(d)]
+    nsd_spacing: tuple[float, ...]
     if gt.ndim == 2:
         nsd_spacing = (1.0, 1.0, 1.0)
     else:
