@@ -2,10 +2,13 @@
 
 Steps, each skipped when its result already exists (so a second run finishes in seconds):
 wait for ``/health``; generate the ``small`` synthetic test set into storage; create the ``demo``
-challenge with its tracks main / booster / reproducibility; build the two baseline images
-(``examples/box-fill``, ``examples/classic``) from ``settings.base_image`` and save them as archives
-under the data dir; create two demo teams; submit both baselines to the main track through the HTTP
-API (resumable uploads) and mark them as baselines; follow their runs, printing progress.
+challenge with its tracks main / booster / reproducibility; build the baseline images
+(``examples/box-fill``, ``examples/classic`` and variants of classic with other parameters) from
+``settings.base_image`` and save them as archives under the data dir; create the demo teams; submit
+through the HTTP API (resumable uploads), as :data:`ENTRIES` says: two unranked baselines and three
+ranked teams on main, two booster entries (their ΔDSC/ΔNSD and speed-up against the team's main entry),
+and once the original has succeeded, a reproduction of one main entry by another team (its verdict);
+follow the runs, printing progress.
 
 Needs the organizer token the API was started with (``SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN``). What it
 made is remembered in ``<data dir>/demo/state.json``.
@@ -21,6 +24,8 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +35,60 @@ from segarena.client import ClientConfig, CliError, SegArenaClient
 from segarena.output import clean
 from segarena.upload import UploadState, upload_archive
 
-__all__ = ["run_demo", "DEMO_CHALLENGE", "BASELINES", "build_baseline", "save_archive", "example_dir"]
+__all__ = ["run_demo", "DEMO_CHALLENGE", "BASELINES", "ENTRIES", "Entry", "build_baseline", "save_archive",
+           "example_dir"]
 
 DEMO_CHALLENGE = "demo"
 BASELINES = {  # example name → demo team
     "box-fill": "Baseline: box fill",
     "classic": "Baseline: classic (Otsu + LCC)",
 }
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One demo submission: ``example`` built with ``params`` (build args of its Dockerfile), submitted by
+    ``team`` to ``track``; ``reproduces`` names the key of the entry a reproduction reproduces."""
+
+    key: str
+    team: str
+    example: str
+    track: str = "main"
+    label: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    baseline: bool = False
+    reproduces: str | None = None
+
+
+# Scores and runtimes differ between the variants (small set, seed of the built-in set): strong smoothing
+# loses detail, a two-level Otsu is quicker but coarser, a strict box fit falls back to the ellipse more often.
+ENTRIES: tuple[Entry, ...] = (
+    Entry("box-fill", BASELINES["box-fill"], "box-fill", label="box-fill baseline", baseline=True),
+    Entry("classic", BASELINES["classic"], "classic", label="classic baseline", baseline=True),
+    Entry("aurora-main", "Aurora Lab", "classic", label="Otsu + LCC, strong smoothing (sigma 2.5)",
+          params={"CLASSIC_SIGMA": "2.5"}),
+    Entry("birch-main", "Birch Imaging", "classic", label="Otsu + LCC, two-level threshold",
+          params={"CLASSIC_THREE_LEVEL": "0"}),
+    Entry("cedar-main", "Cedar AI", "classic", label="Otsu + LCC, strict box fit (0.95)",
+          params={"CLASSIC_MIN_FIT": "0.95"}),
+    Entry("aurora-booster", "Aurora Lab", "classic", track="booster", label="booster: lighter smoothing (sigma 1)",
+          params={"CLASSIC_SIGMA": "1.0"}),
+    Entry("birch-booster", "Birch Imaging", "classic", track="booster", label="booster: three-level threshold, no smoothing",
+          params={"CLASSIC_SIGMA": "0", "CLASSIC_THREE_LEVEL": "1"}),
+    Entry("cedar-repro", "Cedar AI", "classic", track="reproducibility",
+          label="reproduction of Birch Imaging's two-level Otsu (own build)",
+          params={"CLASSIC_THREE_LEVEL": "0", "CLASSIC_SIGMA": "1"},
+          reproduces="birch-main"),
+)
 TESTSET = os.environ.get("SEGARENA_DEMO_TESTSET", "small")  # tests use "tiny"
 FINAL = {"succeeded", "failed", "cancelled"}
 
 
 def _track(slug: str, kind: str, title: str, description: str, **extra: Any) -> dict[str, Any]:
+    """A demo track: only what the demo changes; every other setting is the server's default
+    (``api.challenges.track_settings.TRACK_DEFAULTS``)."""
     return {"slug": slug, "title": title, "kind": kind, "description": description, "testset": TESTSET,
-            "metric_profile": "default", "ranking_scheme": "rank_then_aggregate", "visibility": "public",
-            "quota_per_day": 20, "cpus": 1.0, "memory_mb": 4096, "case_timeout_s": 120, "total_timeout_s": 7200,
-            **extra}
+            "quota_per_day": 20, "memory_mb": 4096, "case_timeout_s": 120, "total_timeout_s": 7200, **extra}
 
 
 DEMO_SPEC = {
@@ -72,28 +115,33 @@ def example_dir(name: str) -> Path:
     raise CliError(f"examples/{name}/Dockerfile not found; run the demo from the SegArena source tree")
 
 
-def _context_hash(d: Path, base_image: str) -> str:
+def _context_hash(d: Path, base_image: str, params: dict[str, str] | None = None) -> str:
     h = hashlib.sha256(base_image.encode())
+    for k, v in sorted((params or {}).items()):
+        h.update(f"\0{k}={v}".encode())
     for p in sorted(d.rglob("*")):
         if p.is_file() and "__pycache__" not in p.parts:
             h.update(p.relative_to(d).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:12]
 
 
-def build_baseline(docker_client, name: str, base_image: str, *, say=print) -> str:
-    """Build examples/<name> FROM ``base_image`` unless an image of this exact source exists; its tag."""
+def build_baseline(docker_client, name: str, base_image: str, *, params: dict[str, str] | None = None,
+                   say=print) -> str:
+    """Build examples/<name> FROM ``base_image`` (``params``: further build args) unless an image of this exact
+    source and parameters exists; its tag."""
     import docker
 
     d = example_dir(name)
-    tag = f"segarena/example-{name}:{_context_hash(d, base_image)}"
+    tag = f"segarena/example-{name}:{_context_hash(d, base_image, params)}"
     try:
         docker_client.images.get(tag)
         return tag
     except docker.errors.ImageNotFound:
         pass
-    say(f"building the {name} baseline image {tag} from {base_image}")
+    extra = " with " + " ".join(f"{k}={v}" for k, v in sorted(params.items())) if params else ""
+    say(f"building the {name} baseline image {tag} from {base_image}{extra}")
     try:
-        docker_client.images.build(path=str(d), tag=tag, buildargs={"BASE_IMAGE": base_image}, rm=True,
+        docker_client.images.build(path=str(d), tag=tag, buildargs={"BASE_IMAGE": base_image, **(params or {})}, rm=True,
                                    forcerm=True, pull=False)
     except docker.errors.BuildError as exc:
         raise CliError(f"building examples/{name} failed: {exc}; is the base image {base_image} built? "
@@ -113,11 +161,13 @@ def save_archive(docker_client, tag: str, dest: Path, *, say=print) -> Path:
     with open(tmp, "wb") as raw:
         if gzip_bin:  # a separate process compresses while the engine streams
             proc = subprocess.Popen([gzip_bin, "-1", "-n", "-c"], stdin=subprocess.PIPE, stdout=raw)
+            stdin = proc.stdin
+            assert stdin is not None  # stdin=PIPE
             try:
                 for chunk in image.save(named=True):
-                    proc.stdin.write(chunk)
+                    stdin.write(chunk)
             finally:
-                proc.stdin.close()
+                stdin.close()
                 if proc.wait() != 0:
                     raise CliError(f"{gzip_bin} failed while compressing {tag}")
         else:
@@ -198,8 +248,8 @@ def _team_token(org: SegArenaClient, state: _State, name: str, say) -> str:
     return created["token"]
 
 
-def _existing_submission(team: SegArenaClient) -> dict[str, Any] | None:
-    subs = team.get("/api/submissions", params={"challenge": DEMO_CHALLENGE, "track": "main"})
+def _existing_submission(team: SegArenaClient, track: str) -> dict[str, Any] | None:
+    subs = team.get("/api/submissions", params={"challenge": DEMO_CHALLENGE, "track": track})
     live = [s for s in subs if s.get("state") != "cancelled" and not s.get("excluded")]
     return live[0] if live else None
 
@@ -210,8 +260,82 @@ def _settings():
     return get_settings()
 
 
-def run_demo(*, timeout: float = 900.0, wait: bool = True, url: str | None = None, out=None) -> int:
-    """Set up the demo (idempotently) and follow the baseline runs; the exit code."""
+class _Submitter:
+    """Builds, saves and uploads the demo entries. Images are built and saved once per example and parameters, on
+    one background thread, ahead of the uploads (``prefetch``): the next archive is written while one uploads."""
+
+    def __init__(self, settings, org: SegArenaClient, state: _State, url: str, say):
+        self.settings, self.org, self.state, self.url, self.say = settings, org, state, url, say
+        self.docker_client = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-build")
+        self._archives: dict[tuple, Future[Path]] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _image_key(entry: Entry) -> tuple:
+        return entry.example, tuple(sorted(entry.params.items()))
+
+    def _build_and_save(self, entry: Entry) -> Path:
+        if self.docker_client is None:
+            from worker.sandbox import get_docker_client
+
+            self.docker_client = get_docker_client(self.settings)
+        tag = build_baseline(self.docker_client, entry.example, self.settings.base_image, params=entry.params,
+                             say=self.say)
+        return save_archive(self.docker_client, tag, self.settings.data_dir / "demo" /
+                            f"{tag.split('/')[-1].replace(':', '-')}.tar.gz", say=self.say)
+
+    def needs_submission(self, entry: Entry) -> bool:
+        team = SegArenaClient(ClientConfig(url=self.url, token=_team_token(self.org, self.state, entry.team, self.say),
+                                           challenge=DEMO_CHALLENGE), timeout=600)
+        try:
+            return _existing_submission(team, entry.track) is None
+        finally:
+            team.close()
+
+    def prefetch(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            key = self._image_key(entry)
+            if key not in self._archives:
+                self._archives[key] = self._pool.submit(self._build_and_save, entry)
+
+    def archive(self, entry: Entry) -> Path:
+        self.prefetch([entry])
+        return self._archives[self._image_key(entry)].result()
+
+    def submit(self, entry: Entry, reproduces: int | None = None) -> int:
+        """The id of ``entry``'s submission, submitted now unless the team has one on the track."""
+        team = SegArenaClient(ClientConfig(url=self.url, token=_team_token(self.org, self.state, entry.team, self.say),
+                                           challenge=DEMO_CHALLENGE), timeout=600)
+        try:
+            existing = _existing_submission(team, entry.track)
+            if existing is None:
+                archive = self.archive(entry)
+                size = archive.stat().st_size / 2**20
+                self.say(f"submitting {archive.name} ({size:.0f} MiB) to demo/{entry.track} as '{entry.team}'")
+                last = [0.0]
+
+                def progress(done: int, total: int, _last=last, _name=entry.key) -> None:
+                    if done == total or time.monotonic() - _last[0] > 2:
+                        _last[0] = time.monotonic()
+                        self.say(f"  upload {_name}: {100 * done / max(total, 1):.0f}%")
+
+                existing = upload_archive(team, archive, track=entry.track, label=entry.label or entry.key,
+                                          reproduces=reproduces, chunk_bytes=32 * 2**20, on_progress=progress,
+                                          on_event=self.say,
+                                          state=UploadState(self.settings.data_dir / "demo" / "uploads.json"))
+                self.say(f"submission {existing['id']} queued ({entry.key})")
+            if entry.baseline and not existing.get("is_baseline"):
+                self.org.post(f"/api/admin/submissions/{existing['id']}/baseline", json={"is_baseline": True})
+            return int(existing["id"])
+        finally:
+            team.close()
+
+
+def run_demo(*, timeout: float = 1800.0, wait: bool = True, url: str | None = None, out=None) -> int:
+    """Set up the demo (idempotently) and follow its runs; the exit code."""
     stream = out or sys.stdout
     t_start = time.monotonic()
 
@@ -241,54 +365,47 @@ def run_demo(*, timeout: float = 900.0, wait: bool = True, url: str | None = Non
         state.save()
 
     org = SegArenaClient(ClientConfig(url=url, token=org_token, challenge=DEMO_CHALLENGE), timeout=600)
+    deadline = time.monotonic() + timeout
+    submitter: _Submitter | None = None
     try:
         _ensure_challenge(org, say)
+        submitter = _Submitter(settings, org, state, url, say)
+        submitter.prefetch([e for e in ENTRIES if submitter.needs_submission(e)])
         sub_ids: dict[str, int] = {}
-        docker_client = None
-        for name, team_name in BASELINES.items():
-            team = SegArenaClient(ClientConfig(url=url, token=_team_token(org, state, team_name, say),
-                                               challenge=DEMO_CHALLENGE), timeout=600)
-            try:
-                existing = _existing_submission(team)
-                if existing is None:
-                    if docker_client is None:
-                        from worker.sandbox import get_docker_client
-
-                        docker_client = get_docker_client(settings)
-                    tag = build_baseline(docker_client, name, settings.base_image, say=say)
-                    archive = save_archive(docker_client, tag, settings.data_dir / "demo" /
-                                           f"{tag.split('/')[-1].replace(':', '-')}.tar.gz", say=say)
-                    size = archive.stat().st_size / 2**20
-                    say(f"submitting {archive.name} ({size:.0f} MiB) to demo/main as '{team_name}'")
-                    last = [0.0]
-
-                    def progress(done: int, total: int, _last=last, _name=name) -> None:
-                        if done == total or time.monotonic() - _last[0] > 2:
-                            _last[0] = time.monotonic()
-                            say(f"  upload {_name}: {100 * done / max(total, 1):.0f}%")
-
-                    existing = upload_archive(team, archive, track="main", label=f"{name} baseline",
-                                              chunk_bytes=32 * 2**20, on_progress=progress, on_event=say,
-                                              state=UploadState(settings.data_dir / "demo" / "uploads.json"))
-                    say(f"submission {existing['id']} queued")
-                if not existing.get("is_baseline"):
-                    org.post(f"/api/admin/submissions/{existing['id']}/baseline", json={"is_baseline": True})
-                sub_ids[name] = int(existing["id"])
-            finally:
-                team.close()
-        state.data["submissions"] = sub_ids
-        state.save()
-        board = f"{url}/challenges/{DEMO_CHALLENGE}/tracks/main"
+        for entry in ENTRIES:  # main and booster first: the runs start while the next images are built
+            if entry.reproduces is None:
+                sub_ids[entry.key] = submitter.submit(entry)
+                state.data["submissions"] = sub_ids
+                state.save()
+        for entry in ENTRIES:  # a reproduction names a succeeded submission: wait for the original
+            if entry.reproduces is None:
+                continue
+            original = sub_ids[entry.reproduces]
+            if not wait:
+                say(f"{entry.key}: not submitted (--no-wait); run the demo again once submission {original} succeeded")
+                continue
+            say(f"{entry.key} waits for the submission it reproduces ({entry.reproduces}, {original}) to succeed")
+            if _follow(org, {entry.reproduces: original}, max(deadline - time.monotonic(), 1), say) != "succeeded":
+                say(f"{entry.key}: not submitted, {entry.reproduces} did not succeed")
+                continue
+            sub_ids[entry.key] = submitter.submit(entry, reproduces=original)
+            state.data["submissions"] = sub_ids
+            state.save()
         if wait:
-            _follow(org, sub_ids, timeout, say)
-        say(f"leaderboard: {board}  (JSON: {url}/api/challenges/{DEMO_CHALLENGE}/tracks/main/leaderboard)")
+            _follow(org, sub_ids, max(deadline - time.monotonic(), 1), say)
+        for track in ("main", "booster", "reproducibility"):
+            say(f"leaderboard {track}: {url}/challenges/{DEMO_CHALLENGE}/tracks/{track}")
+        say(f"JSON: {url}/api/challenges/{DEMO_CHALLENGE}/tracks/main/leaderboard · "
+            f"took {time.monotonic() - t_start:.0f} s")
         return 0
     finally:
+        if submitter is not None:
+            submitter.close()
         org.close()
 
 
-def _follow(org: SegArenaClient, sub_ids: dict[str, int], timeout: float, say) -> None:
-    """Poll the baseline submissions, printing state changes and progress, until they finish."""
+def _follow(org: SegArenaClient, sub_ids: dict[str, int], timeout: float, say) -> str | None:
+    """Poll the submissions, printing state changes and progress, until they finish; the state of the last one."""
     deadline = time.monotonic() + timeout
     last: dict[str, tuple] = {}
     while True:
@@ -309,9 +426,9 @@ def _follow(org: SegArenaClient, sub_ids: dict[str, int], timeout: float, say) -
                 last[name] = key
             states[name] = s["state"]
         if all(v in FINAL for v in states.values()):
-            return
+            return states[name]
         if time.monotonic() > deadline:
             say(f"still running after {timeout:.0f}s; the worker goes on (watch: segarena status ID --watch)")
-            return
+            return None
         time.sleep(2)
 
