@@ -12,10 +12,10 @@ from .points import interior_point, label_points
 from .preview import preview_manifest
 from .schema import (
     MODALITIES,
+    SCHEMA_VERSION,
     SIZE_CLASSES,
     CaseEntry,
     FileRef,
-    SCHEMA_VERSION,
     GeneratorInfo,
     LabelInfo,
     TestSetManifest,

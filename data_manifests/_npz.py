@@ -21,7 +21,7 @@ __all__ = ["write_npz", "read_npz", "sha256_file", "npz_keys"]
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> int:
+def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> int:
     """Write ``arrays`` to ``path`` deterministically; return the number of bytes written.
 
     Members are written in the order given, each as ``<key>.npy`` (NPY format 1.0,
@@ -50,20 +50,20 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> int:
     return len(data)
 
 
-def read_npz(path: str | os.PathLike, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike[str], keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """Load an ``.npz`` without pickles; return the requested keys (all if ``None``)."""
     with np.load(path, allow_pickle=False) as f:
         names = list(f.files) if keys is None else list(keys)
         return {k: f[k] for k in names if k in f.files}
 
 
-def npz_keys(path: str | os.PathLike) -> list[str]:
+def npz_keys(path: str | os.PathLike[str]) -> list[str]:
     """Names of the arrays stored in an ``.npz`` without reading them."""
     with zipfile.ZipFile(path) as zf:
         return [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -16,7 +16,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """Write a ``uint8`` image ``(H, W)`` or ``(H, W, 3)`` as PNG (no filtering, zlib level 6)."""
     img = np.ascontiguousarray(image)
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
@@ -68,7 +68,8 @@ def text_width(text: str, scale: int = 1) -> int:
     return len(text) * 6 * scale
 
 
-def draw_text(canvas: np.ndarray, text: str, y: int, x: int, color=(255, 255, 255), scale: int = 1) -> None:
+def draw_text(canvas: np.ndarray, text: str, y: int, x: int, color: tuple[int, int, int] = (255, 255, 255),
+              scale: int = 1) -> None:
     """Draw ``text`` on an ``(H, W, 3)`` uint8 canvas in place (clipped at the borders)."""
     h, w = canvas.shape[:2]
     for i, ch in enumerate(text):

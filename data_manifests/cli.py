@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -15,7 +16,7 @@ app = typer.Typer(help="Test sets: synthetic generator, importer for real data, 
                   no_args_is_help=True, add_completion=False)
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code=2)
 
@@ -33,7 +34,8 @@ def generate(
     """Generate a synthetic test set in the challenge's file format."""
     import secrets
 
-    from .generator import SIZES, generate as _generate
+    from .generator import SIZES
+    from .generator import generate as _generate
     from .schema import PRIVATE_SEED_MIN, is_public_seed
 
     if size not in SIZES:

@@ -89,7 +89,7 @@ def case_id(modality: str, number: int) -> str:
     return f"{DIM[modality]}DBox_{modality}_{number:04d}"
 
 
-def generate(size: str, seed: int, out: str | os.PathLike, *, box_jitter: int = 0,
+def generate(size: str, seed: int, out: str | os.PathLike[str], *, box_jitter: int = 0,
              gray_as_rgb: bool = False) -> TestSetManifest:
     """Generate the synthetic set ``size`` with ``seed`` into ``out``; return its manifest.
 

@@ -30,6 +30,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,17 +78,23 @@ def infer_modality(name: str) -> tuple[int | None, str | None]:
     return None, None
 
 
-def to_array_order(stored, order: str = "auto") -> tuple[list[float], str]:
+def to_array_order(stored: Any, order: str = "auto") -> tuple[list[float], str]:
     """Spacing of a ``(z, y, x)`` array from a stored 3-vector; returns (spacing, what was done)."""
     s = [float(v) for v in np.asarray(stored, dtype=np.float64).ravel()]
     if len(s) != 3:
         raise ValueError(f"3D spacing must have 3 values, got {s}")
-    fmt = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
+
+    def fmt(v: list[float]) -> str:
+        return "(" + ", ".join(f"{x:g}" for x in v) + ")"
+
     if order == "zyx":
         return s, f"{fmt(s)} taken as (z, y, x) as requested"
     if order == "xyz":
         return s[::-1], f"{fmt(s)} read as (x, y, z) as requested → {fmt(s[::-1])}"
-    close = lambda a, b: abs(a - b) <= 1e-6 * max(abs(a), abs(b), 1.0)  # noqa: E731
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= 1e-6 * max(abs(a), abs(b), 1.0)
+
     if close(s[0], s[1]) and close(s[1], s[2]):
         return s, f"{fmt(s)} isotropic, kept"
     if close(s[0], s[1]):
@@ -131,8 +138,10 @@ def _nifti_pairs(files: list[Path]) -> tuple[list[tuple[str, Path, Path]], list[
     def stem(p: Path) -> str:
         return re.sub(r"\.nii(\.gz)?$", "", p.name)
 
-    is_label = lambda p: bool(re.search(r"(^|/)(labels\w*|masks?\w*|gts?\w*|segmentations?)/", p.as_posix().lower())) \
-        or bool(re.search(r"[_-](seg|label|labels|mask|gt)$", stem(p).lower()))  # noqa: E731
+    def is_label(p: Path) -> bool:
+        return bool(re.search(r"(^|/)(labels\w*|masks?\w*|gts?\w*|segmentations?)/", p.as_posix().lower())) \
+            or bool(re.search(r"[_-](seg|label|labels|mask|gt)$", stem(p).lower()))
+
     labels = {}
     for p in files:
         if is_label(p):
@@ -181,7 +190,8 @@ def _classify_npz(src: Path, data_out: Path, skipped: list[tuple[str, str]]
     return inputs, gts, combined
 
 
-def import_dir(src: str | os.PathLike, out_manifest: str | os.PathLike, *, data_out: str | os.PathLike | None = None,
+def import_dir(src: str | os.PathLike[str], out_manifest: str | os.PathLike[str], *,
+               data_out: str | os.PathLike[str] | None = None,
                spacing_order: str = "auto", modality: str | None = None, set_id: str | None = None,
                description: str | None = None) -> ImportResult:
     """Build a manifest for the cases under ``src`` and write it to ``out_manifest``."""
@@ -198,7 +208,7 @@ def import_dir(src: str | os.PathLike, out_manifest: str | os.PathLike, *, data_
     inputs, gts, combined = _classify_npz(src, data_out, skipped)
 
     # each job: (case name, loader) where loader returns (imgs, boxes|None, gts, stored spacing|None, source note)
-    jobs: list[tuple[str, dict]] = []
+    jobs: list[tuple[str, dict[str, Any]]] = []
     for name, p in inputs.items():
         if name in gts:
             jobs.append((name, {"kind": "pair", "input": p, "gt": gts[name]}))
@@ -253,12 +263,13 @@ class _Skip(Exception):
     pass
 
 
-def _import_nifti(name: str, job: dict, root: Path, modality_override, notes: list[str]):
+def _import_nifti(name: str, job: dict[str, Any], root: Path, modality_override: str | None,
+                  notes: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Convert one NIfTI image/label pair ((x, y, z) arrays) into a case in array order."""
     import nibabel as nib
 
-    im = nib.load(str(job["image"]))
-    lb = nib.load(str(job["label"]))
+    im: Any = nib.load(str(job["image"]))
+    lb: Any = nib.load(str(job["label"]))
     a = np.asanyarray(im.dataobj)
     g = np.rint(np.asanyarray(lb.dataobj)).astype(np.int64)
     if a.shape[:3] != g.shape[:3]:
@@ -295,7 +306,8 @@ def _import_nifti(name: str, job: dict, root: Path, modality_override, notes: li
     return _finish(name, mod, imgs, boxes, gts, spacing, root, job, True, notes, nifti=True)
 
 
-def _import_one(name: str, job: dict, root: Path, write_all: bool, spacing_order: str, modality_override):
+def _import_one(name: str, job: dict[str, Any], root: Path, write_all: bool, spacing_order: str,
+                modality_override: str | None) -> tuple[dict[str, Any], list[str]]:
     notes: list[str] = []
     if job["kind"] == "pair":
         inp = read_npz(job["input"])
@@ -334,7 +346,9 @@ def _import_one(name: str, job: dict, root: Path, write_all: bool, spacing_order
     return _finish(name, mod, imgs, boxes, gts, spacing, root, job, write_all, notes, nifti=False)
 
 
-def _finish(name, mod, imgs, boxes, gts, spacing, root: Path, job, write_all, notes, nifti=False):
+def _finish(name: str, mod: str, imgs: np.ndarray, boxes: Any, gts: np.ndarray, spacing: list[float], root: Path,
+            job: dict[str, Any], write_all: bool, notes: list[str],
+            nifti: bool = False) -> tuple[dict[str, Any], list[str]]:
     k = int(gts.max())
     if k < 1:
         raise _Skip("ground truth has no labelled voxels")

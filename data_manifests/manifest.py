@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -35,7 +36,7 @@ def dump_manifest(manifest: TestSetManifest) -> str:
     return json.dumps(manifest.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
 
 
-def write_manifest(manifest: TestSetManifest, path: str | os.PathLike) -> Path:
+def write_manifest(manifest: TestSetManifest, path: str | os.PathLike[str]) -> Path:
     """Write the canonical JSON of ``manifest`` to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ def write_manifest(manifest: TestSetManifest, path: str | os.PathLike) -> Path:
 
 
 def load_manifest(
-    path: str | os.PathLike, *, data_root: str | os.PathLike | None = None, verify: bool = True
+    path: str | os.PathLike[str], *, data_root: str | os.PathLike[str] | None = None, verify: bool = True
 ) -> TestSetManifest:
     """Read and validate a manifest; with ``verify`` and ``data_root``, check every file.
 
@@ -87,7 +88,7 @@ def load_manifest(
     return manifest
 
 
-def _case_at(raw: object, loc: tuple) -> str | None:
+def _case_at(raw: object, loc: tuple[int | str, ...]) -> str | None:
     if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int) and isinstance(raw, dict):
         try:
             return str(raw["cases"][loc[1]].get("id", f"#{loc[1]}"))
@@ -97,7 +98,7 @@ def _case_at(raw: object, loc: tuple) -> str | None:
 
 
 def verify_files(
-    manifest: TestSetManifest, data_root: str | os.PathLike, *, cases: Iterable[str] | None = None
+    manifest: TestSetManifest, data_root: str | os.PathLike[str], *, cases: Iterable[str] | None = None
 ) -> None:
     """Check that every (or each named) case's files exist with the recorded size and SHA-256."""
     root = Path(data_root)
@@ -125,7 +126,7 @@ def verify_files(
                 )
 
 
-def file_ref(data_root: str | os.PathLike, path: str | os.PathLike) -> FileRef:
+def file_ref(data_root: str | os.PathLike[str], path: str | os.PathLike[str]) -> FileRef:
     """A :class:`FileRef` for ``path`` (absolute or relative to ``data_root``)."""
     root = Path(data_root)
     p = Path(path)
@@ -199,7 +200,7 @@ def _tertiles(values: list[float]) -> list[str]:
     return out
 
 
-def assign_size_classes(cases: list[dict]) -> None:
+def assign_size_classes(cases: list[dict[str, Any]]) -> None:
     """Fill ``size_class`` of every label and case in place (dicts in ``CaseEntry`` form).
 
     A structure's relative size is ``voxels / prod(shape)``. Labels are split into tertiles of
@@ -221,7 +222,7 @@ def build_case(
     *, case_id: str, modality: str, data_root: Path, input_path: str, gt_path: str,
     shape: list[int], spacing: list[float], names: list[str], voxels: list[int],
     points: list[list[int] | None] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """A case in ``CaseEntry`` dict form with checksums; size classes are filled later. ``points``: the point
     prompt of each label (``data_manifests.points.label_points``, required by manifest schema version 2); computed
     from the ground-truth file when not given."""
@@ -248,7 +249,7 @@ def build_case(
     }
 
 
-def finalize_cases(cases: list[dict]) -> list[CaseEntry]:
+def finalize_cases(cases: list[dict[str, Any]]) -> list[CaseEntry]:
     """Assign size classes and validate the cases."""
     assign_size_classes(cases)
     return [CaseEntry.model_validate(c) for c in cases]

@@ -41,13 +41,14 @@ def _pick_slice(labels: np.ndarray) -> int:
         key = (len(np.unique(sl[sl > 0])), int(np.count_nonzero(sl)))
         if key > best_key:
             best, best_key = z, key
-    return best
+    return int(best)
 
 
 def _resize_nn(a: np.ndarray, h: int, w: int) -> np.ndarray:
     ys = np.minimum((np.arange(h) + 0.5) * a.shape[0] / h, a.shape[0] - 1).astype(int)
     xs = np.minimum((np.arange(w) + 0.5) * a.shape[1] / w, a.shape[1] - 1).astype(int)
-    return a[ys][:, xs]
+    out: np.ndarray = a[ys][:, xs]
+    return out
 
 
 def render_case(image: np.ndarray, labels: np.ndarray | None, boxes: np.ndarray | None, *, size: int = 256) -> np.ndarray:
@@ -98,7 +99,7 @@ def render_case(image: np.ndarray, labels: np.ndarray | None, boxes: np.ndarray 
     return tile
 
 
-def contact_sheet(items: list[PreviewItem], out: str | os.PathLike, *, size: int = 256, columns: int = 2) -> Path:
+def contact_sheet(items: list[PreviewItem], out: str | os.PathLike[str], *, size: int = 256, columns: int = 2) -> Path:
     """Render ``items`` into a grid PNG with a caption above each tile pair."""
     tiles = []
     for it in items:
@@ -121,7 +122,7 @@ def contact_sheet(items: list[PreviewItem], out: str | os.PathLike, *, size: int
     return write_png(out, sheet)
 
 
-def preview_manifest(manifest: TestSetManifest, data_root: str | os.PathLike, out: str | os.PathLike,
+def preview_manifest(manifest: TestSetManifest, data_root: str | os.PathLike[str], out: str | os.PathLike[str],
                      *, per_modality: int = 1, size: int = 256) -> Path:
     """Contact sheet of the first ``per_modality`` cases of each modality in ``manifest``."""
     root = Path(data_root)

@@ -19,7 +19,7 @@ Conventions
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -147,7 +147,7 @@ class GeneratorInfo(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _derive_public(cls, data):
+    def _derive_public(cls, data: Any) -> Any:
         # manifests written before the field existed: decide from the seed
         if isinstance(data, dict) and "public_seed" not in data and isinstance(data.get("seed"), int):
             data = {**data, "public_seed": is_public_seed(data["seed"])}

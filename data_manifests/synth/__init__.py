@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from .volumes import make_ct, make_mr, make_pet
 __all__ = ["MAKERS", "SynthCase", "synthesize", "DIM", "RegenerateCase"]
 
 #: modality → generator function ``(rng, spatial shape) -> SynthCase``
-MAKERS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], SynthCase]] = {
+MAKERS: dict[str, Callable[[np.random.Generator, Any], SynthCase]] = {
     "CT": make_ct,
     "MR": make_mr,
     "PET": make_pet,

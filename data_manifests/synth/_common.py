@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -35,7 +36,7 @@ class SynthCase:
     labels: np.ndarray         # uint8, spatial shape
     names: list[str]           # name of label i at index i-1
     spacing: tuple[float, ...]  # array-axis order
-    notes: dict = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def grid(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None, center: bool = True) -> list[np.ndarray]:
@@ -50,12 +51,13 @@ def grid(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None, cente
     return out
 
 
-def gauss(a: np.ndarray, sigma, **kw) -> np.ndarray:
+def gauss(a: np.ndarray, sigma: Any, **kw: Any) -> np.ndarray:
     """Gaussian filter in float32 with reflect borders."""
-    return ndimage.gaussian_filter(np.asarray(a, dtype=np.float32), sigma, mode=kw.pop("mode", "reflect"), **kw)
+    out: np.ndarray = ndimage.gaussian_filter(np.asarray(a, dtype=np.float32), sigma, mode=kw.pop("mode", "reflect"), **kw)
+    return out
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma, *, octaves: int = 1) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: Any, *, octaves: int = 1) -> np.ndarray:
     """Zero-mean, unit-std smooth random field (sum of ``octaves`` Gaussian-filtered white noises).
 
     Large ``sigma`` is computed on a coarse grid and upsampled, which keeps it cheap.
@@ -73,10 +75,11 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma, *, oct
         w = w[tuple(slice(0, n) for n in shape)]
         w = (w - w.mean()) / (w.std() + 1e-6)
         total += w * np.float32(0.5 ** o)
-    return (total - total.mean()) / (total.std() + 1e-6)
+    out: np.ndarray = (total - total.mean()) / (total.std() + 1e-6)
+    return out
 
 
-def ellipse_field(coords: list[np.ndarray], center, radii, angle: float = 0.0) -> np.ndarray:
+def ellipse_field(coords: list[np.ndarray], center: Any, radii: Any, angle: float = 0.0) -> np.ndarray:
     """Normalised ellipse/ellipsoid "radius" field: < 1 inside, = 1 on the surface.
 
     ``angle`` rotates in the plane of the last two axes (radians).
@@ -87,14 +90,16 @@ def ellipse_field(coords: list[np.ndarray], center, radii, angle: float = 0.0) -
         ca, sa = np.float32(np.cos(angle)), np.float32(np.sin(angle))
         a, b = d[-2], d[-1]
         d[-2], d[-1] = ca * a - sa * b, sa * a + ca * b
-    acc = None
+    acc: Any = None
     for k in range(n):
         t = (d[k] / np.float32(radii[k])) ** 2
         acc = t if acc is None else acc + t
-    return np.sqrt(acc)
+    out: np.ndarray = np.sqrt(acc)
+    return out
 
 
-def blob(coords, center, radii, *, angle: float = 0.0, wobble: np.ndarray | None = None, amount: float = 0.0) -> np.ndarray:
+def blob(coords: list[np.ndarray], center: Any, radii: Any, *, angle: float = 0.0, wobble: np.ndarray | None = None,
+         amount: float = 0.0) -> np.ndarray:
     """Boolean ellipse/ellipsoid with an optional irregular border (``wobble`` field × ``amount``)."""
     f = ellipse_field(coords, center, radii, angle)
     if wobble is not None and amount:
@@ -120,7 +125,8 @@ def stamp_polyline(shape2d: tuple[int, int], pts: np.ndarray, radii: np.ndarray,
     return out
 
 
-def random_walk(rng, start, direction, n, step, turn, *, bend=0.0) -> np.ndarray:
+def random_walk(rng: np.random.Generator, start: Any, direction: float, n: int, step: float, turn: float, *,
+                bend: float = 0.0) -> np.ndarray:
     """A smooth random curve: ``n`` points of (y, x) from ``start`` heading ``direction`` (rad)."""
     pts = np.empty((n, 2), dtype=np.float64)
     y, x = start
@@ -135,15 +141,17 @@ def random_walk(rng, start, direction, n, step, turn, *, bend=0.0) -> np.ndarray
     return pts
 
 
-def speckle(rng: np.random.Generator, shape: tuple[int, ...], sigma=(0.8, 1.6)) -> np.ndarray:
+def speckle(rng: np.random.Generator, shape: tuple[int, ...], sigma: Any = (0.8, 1.6)) -> np.ndarray:
     """Fully developed speckle: magnitude of smoothed complex Gaussian noise, mean ≈ 1 (Rayleigh)."""
     re = gauss(rng.standard_normal(shape).astype(np.float32), sigma)
     im = gauss(rng.standard_normal(shape).astype(np.float32), sigma)
     m = np.sqrt(re * re + im * im)
-    return m / (m.mean() + 1e-6)
+    out: np.ndarray = m / (m.mean() + 1e-6)
+    return out
 
 
-def to_uint8(a: np.ndarray, lo: float | None = None, hi: float | None = None, *, pct=(0.5, 99.5)) -> np.ndarray:
+def to_uint8(a: np.ndarray, lo: float | None = None, hi: float | None = None, *,
+             pct: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
     """Map ``a`` linearly so ``lo→0`` and ``hi→255`` (percentiles when not given), clip, round."""
     a = np.asarray(a, dtype=np.float32)
     if lo is None or hi is None:
@@ -151,7 +159,8 @@ def to_uint8(a: np.ndarray, lo: float | None = None, hi: float | None = None, *,
         lo = plo if lo is None else lo
         hi = phi if hi is None else hi
     scale = 255.0 / max(float(hi) - float(lo), 1e-6)
-    return np.clip(np.rint((a - np.float32(lo)) * np.float32(scale)), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(np.rint((a - np.float32(lo)) * np.float32(scale)), 0, 255).astype(np.uint8)
+    return out
 
 
 def paint(labels: np.ndarray, mask: np.ndarray, value: int) -> None:

@@ -17,19 +17,21 @@ def _rgb_u8(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
-def _pick(rng, mask: np.ndarray) -> tuple[int, int]:
+def _pick(rng: np.random.Generator, mask: np.ndarray) -> tuple[int, int]:
     idx = np.flatnonzero(mask)
     if idx.size == 0:
         raise RegenerateCase("no room to place a structure")
-    return tuple(int(v) for v in np.unravel_index(int(idx[rng.integers(idx.size)]), mask.shape))
+    y, x = (int(v) for v in np.unravel_index(int(idx[rng.integers(idx.size)]), mask.shape))
+    return y, x
 
 
-def _shade(height: np.ndarray, light=(-0.6, -0.5, 0.62)) -> np.ndarray:
+def _shade(height: np.ndarray, light: tuple[float, float, float] = (-0.6, -0.5, 0.62)) -> np.ndarray:
     """Lambertian shading of a height map (unit light vector in (y, x, z))."""
     gy, gx = np.gradient(height)
     n = np.sqrt(gx * gx + gy * gy + 1.0)
     ly, lx, lz = light
-    return np.clip((-gy * ly - gx * lx + lz) / n, 0, 1)
+    out: np.ndarray = np.clip((-gy * ly - gx * lx + lz) / n, 0, 1)
+    return out
 
 
 def make_endoscopy(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCase:
@@ -234,7 +236,7 @@ def make_microscopy(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCa
     chrom = smooth_noise(rng, shape, 0.8)
     if fluo:
         ill = 0.8 + 0.2 * smooth_noise(rng, shape, 40)
-        rgb = np.zeros((h, w, 3), dtype=np.float32)
+        rgb: np.ndarray = np.zeros((h, w, 3), dtype=np.float32)
         rgb[..., 1] = 0.55 * cyto * (0.8 + 0.2 * wob) * ill
         rgb[..., 0] = 0.12 * cyto * ill
         rgb[..., 2] = 0.85 * nuc * (0.8 + 0.2 * chrom) * ill
@@ -246,8 +248,8 @@ def make_microscopy(rng: np.random.Generator, shape: tuple[int, int]) -> SynthCa
         hema = np.array([0.32, 0.18, 0.52], dtype=np.float32)
         rgb = bg * (1 - 0.6 * stroma[..., None]) + eosin * 0.6 * stroma[..., None]
         rgb = rgb * (1 - 0.25 * cyto[..., None]) + eosin * 0.25 * cyto[..., None] * 0.9
-        a = (nuc * (0.85 + 0.15 * chrom))[..., None]
-        rgb = rgb * (1 - a) + hema * a
+        alpha = (nuc * (0.85 + 0.15 * chrom))[..., None]
+        rgb = rgb * (1 - alpha) + hema * alpha
         rgb = gauss(rgb, (0.7, 0.7, 0)) + 0.015 * rng.standard_normal((h, w, 3)).astype(np.float32)
     lab, names = finalize_labels(lab, names)
     return SynthCase(_rgb_u8(rgb), lab, names, (1.0, 1.0), {"stain": "fluorescence" if fluo else "H&E"})

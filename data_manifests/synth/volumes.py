@@ -8,6 +8,7 @@ and image column 0 is the patient's right (radiological display).
 
 from __future__ import annotations
 
+from typing import Any
 import numpy as np
 
 from ._common import SynthCase, blob, ellipse_field, finalize_labels, gauss, grid, smooth_noise, to_uint8
@@ -15,14 +16,15 @@ from ._common import SynthCase, blob, ellipse_field, finalize_labels, gauss, gri
 __all__ = ["make_ct", "make_mr", "make_pet"]
 
 
-def _spacing(rng, shape, fov_xy, coverage_z):
+def _spacing(rng: np.random.Generator, shape: tuple[int, ...], fov_xy: tuple[float, float],
+             coverage_z: tuple[float, float]) -> tuple[float, float, float]:
     d, h, w = shape
     s_xy = float(np.round(rng.uniform(*fov_xy) / w, 3))
     s_z = float(np.round(rng.uniform(*coverage_z) / d, 2))
     return (s_z, s_xy, s_xy)
 
 
-def _sample_inside(rng, mask: np.ndarray, coords) -> tuple[float, ...]:
+def _sample_inside(rng: np.random.Generator, mask: np.ndarray, coords: Any) -> tuple[float, ...]:
     idx = np.flatnonzero(mask.ravel())
     if idx.size == 0:
         from ._common import RegenerateCase
