@@ -31,6 +31,7 @@ Everything here is pure: arrays in, floats out.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,24 +83,26 @@ def bounding_box(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]] | 
         proj = sub.any(axis=0)
         for ax in range(nd - 1):
             others = tuple(k for k in range(nd - 1) if k != ax)
-            line = proj.any(axis=others) if others else proj
+            line = np.any(proj, axis=others) if others else proj
             idx = np.flatnonzero(line)
             lo.append(int(idx[0]))
             hi.append(int(idx[-1]))
     return tuple(lo), tuple(hi)
 
 
-def _squared_distance_sum(offsets: list[np.ndarray], spacing: tuple[float, ...]) -> np.ndarray:
+def _squared_distance_sum(offsets: Sequence[np.ndarray], spacing: Sequence[float]) -> np.ndarray:
     """``((d0*s0)**2 + (d1*s1)**2) + ...`` evaluated like scipy's EDT (float64, axis order)."""
-    acc = None
+    acc: np.ndarray | None = None
     for d, s in zip(offsets, spacing):
         v = d.astype(np.float64) * s
         v = v * v
         acc = v if acc is None else acc + v
+    assert acc is not None, "no axes"
     return acc
 
 
-def _ball_rows(spacing: tuple[float, ...], tol: float, extent: tuple[int, ...], perm: tuple[int, ...]):
+def _ball_rows(spacing: tuple[float, ...], tol: float, extent: tuple[int, ...], perm: tuple[int, ...]
+               ) -> list[tuple[tuple[int, ...], int]] | None:
     """Offset rows of the tolerance ball in layout order.
 
     Returns a list of ``(lead_offset_tuple, w)``: the lattice offsets ``o`` with
@@ -221,7 +224,7 @@ def _points(border: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fbyte, (pos & 7).astype(np.uint16)
 
 
-def _codes(grid: _Grid, pk: _Packed, fbyte: np.ndarray, bit: np.ndarray, perm) -> np.ndarray:
+def _codes(grid: _Grid, pk: _Packed, fbyte: np.ndarray, bit: np.ndarray, perm: Sequence[int]) -> np.ndarray:
     """Neighbour codes (surface-distance kernel convention) at the given points."""
     nd = len(grid.shape)
     nlead = nd - 1
@@ -244,7 +247,7 @@ def _codes(grid: _Grid, pk: _Packed, fbyte: np.ndarray, bit: np.ndarray, perm) -
     return code
 
 
-def _dilate(grid: _Grid, border: np.ndarray, rows) -> np.ndarray:
+def _dilate(grid: _Grid, border: np.ndarray, rows: list[tuple[tuple[int, ...], int]]) -> np.ndarray:
     """OR of ``border`` shifted by every offset of the ball (rows from :func:`_ball_rows`)."""
     by_w: dict[int, np.ndarray] = {}
     maxw = max(w for _, w in rows)
@@ -265,7 +268,8 @@ def _dilate(grid: _Grid, border: np.ndarray, rows) -> np.ndarray:
     return out
 
 
-def _side(grid, pk_a, dil_b, perm, table) -> tuple[float, float]:
+def _side(grid: _Grid, pk_a: _Packed, dil_b: np.ndarray, perm: Sequence[int], table: np.ndarray
+          ) -> tuple[float, float]:
     """(area within tolerance, total area) of the surface of ``pk_a``."""
     fbyte, bit = _points(pk_a.border)
     if fbyte.size == 0:
@@ -340,7 +344,8 @@ def _codes_dense(m: np.ndarray) -> np.ndarray:
     return code
 
 
-def _surface_overlap_edt(a, b, spacing, tol, table) -> SurfaceOverlap:
+def _surface_overlap_edt(a: np.ndarray, b: np.ndarray, spacing: Sequence[float], tol: float, table: np.ndarray
+                         ) -> SurfaceOverlap:
     """Fallback for huge tolerance balls: distance transforms, as the reference does."""
     full = (1 << (1 << a.ndim)) - 1
     out = []

@@ -31,13 +31,13 @@ def _table_3d(spacing: tuple[float, float, float]) -> np.ndarray:
     table = np.zeros([256])
     for code in range(256):
         normals = np.array(NEIGHBOUR_CODE_TO_NORMALS[code])
-        sum_area = 0
+        sum_area = 0.0
         for k in range(normals.shape[0]):
             n = np.zeros([3])
             n[0] = normals[k, 0] * spacing[1] * spacing[2]
             n[1] = normals[k, 1] * spacing[0] * spacing[2]
             n[2] = normals[k, 2] * spacing[0] * spacing[1]
-            sum_area += np.linalg.norm(n)
+            sum_area += float(np.linalg.norm(n))
         table[code] = sum_area
     table.flags.writeable = False
     return table

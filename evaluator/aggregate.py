@@ -9,6 +9,7 @@ expected but absent from the frame can be added as ``missing`` with :func:`compl
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,8 +86,8 @@ def normalize(df: pd.DataFrame, *, time_limit_s: float | None = None) -> pd.Data
     return df
 
 
-def _stats(g: pd.DataFrame) -> dict:
-    out = {"n_cases": len(g), "n_failed": int((g["status"].astype(str) != OK).sum())}
+def _stats(g: pd.DataFrame) -> dict[str, float]:
+    out: dict[str, float] = {"n_cases": len(g), "n_failed": int((g["status"].astype(str) != OK).sum())}
     for col in _METRICS:
         vals = g[col].dropna()
         out[f"{col}_mean"] = float(vals.mean()) if len(vals) else np.nan
@@ -105,7 +106,7 @@ def by_modality(df: pd.DataFrame, *, time_limit_s: float | None = None) -> pd.Da
     return pd.DataFrame(rows, columns=_columns())
 
 
-def overall(df: pd.DataFrame, *, time_limit_s: float | None = None, per_modality_first: bool = False) -> dict:
+def overall(df: pd.DataFrame, *, time_limit_s: float | None = None, per_modality_first: bool = False) -> dict[str, Any]:
     """Overall statistics over all cases (or, with ``per_modality_first``, the mean of modality means)."""
     df = normalize(df, time_limit_s=time_limit_s)
     if not per_modality_first:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import zipfile
 from pathlib import Path
 
@@ -106,7 +105,7 @@ def _format_table(summary: pd.DataFrame) -> str:
     head = f"{'modality':<14}{'cases':>6}{'failed':>7}{'DSC mean':>10}{'DSC med':>9}{'NSD mean':>10}{'NSD med':>9}"
     lines = [head, "-" * len(head)]
     for _, r in summary.iterrows():
-        def f(v):
+        def f(v: object) -> str:
             return "     nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:8.4f}"
         lines.append(f"{r['modality']!s:<14}{int(r['n_cases']):>6}{int(r['n_failed']):>7}"
                      f"  {f(r['dsc_mean'])} {f(r['dsc_median'])}  {f(r['nsd_mean'])} {f(r['nsd_median'])}")
@@ -163,4 +162,4 @@ def main() -> None:  # pragma: no cover - python -m evaluator.cli
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -20,10 +20,13 @@ from __future__ import annotations
 import math
 import re
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "CaseFormatError",
@@ -71,19 +74,20 @@ class CaseFormatError(ValueError):
     """A case file is unreadable or not in the expected format; the message says how to fix it."""
 
 
-class Spacing(tuple):
+class Spacing(tuple[float, ...]):
     """Spacing in array-axis order (a tuple of floats) that remembers the value as stored."""
 
     stored: tuple[float, ...]
     note: str
 
-    def __new__(cls, values, stored=None, note: str = ""):
+    def __new__(cls, values: Iterable[Any], stored: Iterable[Any] | None = None, note: str = "") -> Spacing:
+        values = list(values)
         obj = super().__new__(cls, (float(v) for v in values))
         obj.stored = tuple(float(v) for v in (values if stored is None else stored))
         obj.note = note
         return obj
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Spacing], tuple[tuple[float, ...], tuple[float, ...], str]]:
         return (Spacing, (tuple(self), self.stored, self.note))
 
 
@@ -110,7 +114,7 @@ def parse_case_name(name: str | Path) -> tuple[int, str, str]:
     return int(m.group("dim")), m.group("mod"), m.group("id")
 
 
-def spacing_to_array_order(stored, order: str = "auto") -> tuple[tuple[float, ...], str]:
+def spacing_to_array_order(stored: ArrayLike, order: str = "auto") -> tuple[tuple[float, ...], str]:
     """Array-axis-order spacing of a 3D case from its stored 3-vector, and what was done."""
     s = [float(v) for v in np.asarray(stored, dtype=np.float64).ravel()]
     if len(s) != 3:
@@ -122,7 +126,7 @@ def spacing_to_array_order(stored, order: str = "auto") -> tuple[tuple[float, ..
     if order != "auto":
         raise ValueError("spacing order must be 'auto', 'xyz' or 'zyx'")
 
-    def close(a, b):
+    def close(a: float, b: float) -> bool:
         return abs(a - b) <= 1e-6 * max(abs(a), abs(b), 1.0)
 
     if close(s[0], s[1]) and close(s[1], s[2]):
@@ -137,7 +141,7 @@ def spacing_to_array_order(stored, order: str = "auto") -> tuple[tuple[float, ..
 # ----------------------------------------------------------------------------- npz
 
 
-def _read_header(f, label: str):
+def _read_header(f: IO[bytes], label: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -168,7 +172,7 @@ def load_npz(
     required_keys: tuple[str, ...] | list[str],
     optional_keys: tuple[str, ...] | list[str] = (),
     max_bytes: int = DEFAULT_MAX_BYTES,
-    shape_check=None,
+    shape_check: Callable[[str, tuple[int, ...], np.dtype[Any]], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Load named arrays from an ``.npz`` without pickles and within a size limit.
 
@@ -234,7 +238,7 @@ def load_npz(
                     view = memoryview(buf)
                     got = 0
                     while got < nbytes:
-                        n = f.readinto(view[got:])
+                        n = f.readinto(view[got:])  # type: ignore[attr-defined]  # ZipExtFile is a BufferedIOBase
                         if not n:
                             break
                         got += n
@@ -269,7 +273,7 @@ def load_label_map(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> t
     path = Path(path)
     name = path.name
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
     except FileNotFoundError:
         raise CaseFormatError(f"{name}: file not found") from None
     except Exception as exc:
@@ -298,7 +302,7 @@ def load_label_map(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> t
 # ----------------------------------------------------------------------------- cases
 
 
-def _spacing_from_stored(name: str, stored, dim: int, order: str) -> Spacing:
+def _spacing_from_stored(name: str, stored: ArrayLike | None, dim: int, order: str) -> Spacing:
     if dim == 2:
         if stored is None:
             return Spacing((1.0, 1.0), (1.0, 1.0), "2D: pixel units")
@@ -389,13 +393,13 @@ def load_prediction(
     if max_bytes is None:
         max_bytes = 8 * math.prod(expected) + 64 * 1024**2
 
-    def fix_shape(shape):
+    def fix_shape(shape: tuple[int, ...]) -> str:
         return (
             f"output {name}: array 'segs' has shape {_show(tuple(shape))} but the input's spatial shape is "
             f"{expected}; write a label map of the input's shape"
         )
 
-    def check(key, shape, dtype):
+    def check(key: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
         numeric = dtype == np.bool_ or np.issubdtype(dtype, np.integer)
         if lenient and np.issubdtype(dtype, np.floating):
             numeric = True

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._surface import SurfaceOverlap, bounding_box, surface_overlap
 
 __all__ = ["dice", "nsd", "surface_overlap_of", "check_spacing"]
 
 
-def _as_mask(name: str, a) -> np.ndarray:
-    a = np.asarray(a)
+def _as_mask(name: str, values: ArrayLike) -> np.ndarray:
+    a = np.asarray(values)
     if a.dtype != bool:
         if not (np.issubdtype(a.dtype, np.integer)):
             raise ValueError(f"{name} must be a boolean (or integer 0/1) array, got dtype {a.dtype}")
@@ -21,7 +23,7 @@ def _as_mask(name: str, a) -> np.ndarray:
     return a
 
 
-def _check_pair(gt, pred) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(gt: ArrayLike, pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     gt = _as_mask("gt", gt)
     pred = _as_mask("pred", pred)
     if gt.shape != pred.shape:
@@ -41,7 +43,7 @@ def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
     return tuple(float(v) for v in s)
 
 
-def _union_crop(gt: np.ndarray, pred: np.ndarray):
+def _union_crop(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[slice, ...] | None, Any, Any]:
     bg, bp = bounding_box(gt), bounding_box(pred)
     if bg is None and bp is None:
         return None, bg, bp
@@ -51,7 +53,7 @@ def _union_crop(gt: np.ndarray, pred: np.ndarray):
     return tuple(slice(a, b + 1) for a, b in zip(lo, hi)), bg, bp
 
 
-def dice(gt, pred) -> float:
+def dice(gt: ArrayLike, pred: ArrayLike) -> float:
     """Sørensen–Dice coefficient ``2|G∩P| / (|G| + |P|)`` of two boolean masks.
 
     Parameters
@@ -76,7 +78,7 @@ def dice(gt, pred) -> float:
     return 2 * inter / total
 
 
-def surface_overlap_of(gt, pred, spacing, tolerance) -> SurfaceOverlap:
+def surface_overlap_of(gt: ArrayLike, pred: ArrayLike, spacing: Sequence[float], tolerance: float) -> SurfaceOverlap:
     """Surfel-area sums behind :func:`nsd` (gt side, pred side, each within tolerance)."""
     gt, pred = _check_pair(gt, pred)
     spacing = check_spacing(spacing, gt.ndim)
@@ -89,7 +91,7 @@ def surface_overlap_of(gt, pred, spacing, tolerance) -> SurfaceOverlap:
     return surface_overlap(gt[crop], pred[crop], spacing, tol)
 
 
-def nsd(gt, pred, spacing, tolerance) -> float:
+def nsd(gt: ArrayLike, pred: ArrayLike, spacing: Sequence[float], tolerance: float) -> float:
     """Normalized surface distance: the surface Dice at ``tolerance``.
 
     Identical in definition to
