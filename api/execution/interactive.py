@@ -172,7 +172,10 @@ def _context(s: Session, ident: WorkerIdentity, shard_id: int, case_id: str, lea
     if case_id not in (shard.case_ids or []):
         raise ApiError(404, "not_found", f"case {case_id!r} is not in shard {shard_id}")
     run = s.get(Run, shard.run_id)
-    track = s.get(Track, s.get(Submission, run.submission_id).track_id)
+    sub = s.get(Submission, run.submission_id) if run is not None else None
+    track = s.get(Track, sub.track_id) if sub is not None else None
+    if run is None or track is None:
+        raise ApiError(404, "not_found", f"shard {shard_id} belongs to no run")
     if not is_interactive(track):
         raise ApiError(409, "not_interactive", f"track {track.slug!r} is not interactive: upload the case once "
                        f"(POST /api/worker/shards/{shard_id}/cases/{case_id})")

@@ -708,7 +708,7 @@ def prompt_comparison(cards: list[ChallengeCard]) -> list[dict[str, Any]]:
                 if c.board.info.iterations is not None:
                     vals.update(dsc_auc=row.overall.get("dsc_auc"), nsd_auc=row.overall.get("nsd_auc"))
                 teams.setdefault(row.team, {})[c.track.slug] = vals
-        rows = [{"team": team, "tracks": vals} for team, vals in teams.items()]
+        rows: list[dict[str, Any]] = [{"team": team, "tracks": vals} for team, vals in teams.items()]
         first = members[0].track.slug
         rows.sort(key=lambda x: (-(x["tracks"].get(first, {}).get("dsc") or -1.0), x["team"]))
         groups.append({"tracks": [{"slug": c.track.slug, "title": c.track.title, "prompt": c.track.prompt or "box",
