@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 from datetime import datetime
 
 from sqlalchemy import select
@@ -60,8 +61,11 @@ def export_rows(session: Session, *, challenge: str | None = None, track: str | 
         stmt = stmt.where(Challenge.slug == challenge)
     if track:
         stmt = stmt.where(Track.slug == track)
-    for s, t, c, team, run, case, latest_attempt in session.execute(stmt.execution_options(yield_per=500)):
-        row = [s.id, c.slug, t.slug, t.kind, s.team_id, team.name, s.member_id, s.label, s.state, s.reason,
+    # SQLAlchemy types a select of more than a few entities as a row of objects: name what this one yields
+    rows = cast(Iterable[tuple[Submission, Track, Challenge, Team, Run | None, CaseResult | None, int | None]],
+                session.execute(stmt.execution_options(yield_per=500)).tuples())
+    for s, t, c, team, run, case, latest_attempt in rows:
+        row: list[Any] = [s.id, c.slug, t.slug, t.kind, s.team_id, team.name, s.member_id, s.label, s.state, s.reason,
                s.created_at, s.finished_at, s.image_id, s.image_tag, s.image_user, s.archive_sha256, s.archive_bytes,
                s.reproduces_id, s.is_baseline, s.excluded, s.exclusion_reason, s.metric_profile, s.dsc, s.nsd,
                s.runtime_s]
