@@ -141,3 +141,16 @@ def test_docker_run_timing_measures_the_whole_span(wsettings, docker_client, ima
     assert all(r.status == CaseStatus.ok for r in container + whole)
     # create + attach + start + wait + inspect + remove: more than start to exit, for every case
     assert np.median([r.runtime_s for r in whole]) > np.median([r.runtime_s for r in container])
+
+
+def test_interactive_point_prompt_gets_points_then_clicks(wsettings, docker_client, images, small_set):
+    """Prompt point on an interactive track: iteration 0 has the manifest's points (and no boxes), each later
+    iteration the points as the first fg clicks plus the simulated ones; the model's DSC rises from its point voxels."""
+    result, _run_row, rows = _run(wsettings, docker_client, images["click-refine"], testset=small_set,
+                                  prompt="point", iterations=2)
+    assert result.state == RunState.succeeded, result.reason
+    for row in rows:
+        assert row.status == CaseStatus.ok and [e["valid"] for e in row.iterations] == [True] * 3, row.reason
+        d = _dscs(row)
+        assert 0 < d[0] < d[-1] < 1, (row.case_id, d)  # one voxel per structure, then one more per click
+        assert "'points'" in row.stdout_tail and "'boxes'" not in row.stdout_tail and "prev_pred" in row.stdout_tail
