@@ -27,6 +27,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from api.auth import service as auth_service
@@ -57,10 +58,12 @@ def mount(app: FastAPI) -> None:
     """Put the pages in front of ``app``'s routes (the leaderboard page is the hottest path: FastAPI matches
     routes in order)."""
     from leaderboard_web.notifications import router as notifications_router  # organizers: webhooks, delivery log
+    from leaderboard_web.participants import router as participants_router  # sign-up, claim, terms, /me, results
 
     n = len(app.router.routes)
     app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(notifications_router, responses=ERROR_RESPONSES)
+    app.include_router(participants_router, responses=ERROR_RESPONSES)
     added = app.router.routes[n:]
     del app.router.routes[n:]
     app.router.routes[:0] = added
@@ -69,12 +72,19 @@ def mount(app: FastAPI) -> None:
 # --------------------------------------------------------------------------- formatting
 
 
-def _dt(value: Any) -> str:
-    if value is None:
+def _dt(value: Any) -> Markup | str:
+    """A date as ``<time datetime="ISO 8601 UTC">YYYY-MM-DD HH:MM UTC</time>``: static/localtime.js shows it in the
+    viewer's time zone; the UTC text stays without JavaScript (and as the tooltip)."""
+    if value is None or value == "":
         return ""
-    if isinstance(value, datetime):
-        return as_utc(value).strftime("%Y-%m-%d %H:%M UTC")
-    return str(value).replace("T", " ").replace("Z", " UTC")
+    if not isinstance(value, datetime):
+        try:
+            value = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    utc = as_utc(value)
+    return Markup('<time datetime="{}">{}</time>').format(utc.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                                                          utc.strftime("%Y-%m-%d %H:%M UTC"))
 
 
 def _bytes(n: Any) -> str:

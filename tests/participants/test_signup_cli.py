@@ -110,7 +110,7 @@ def test_dates_are_iso_8601_with_offset(monkeypatch):
     try:
         assert when("2026-11-30T20:15:04.5Z") == "2026-12-01T01:45:04+05:30"
         assert when("2026-11-30T20:15:04+00:00") == "2026-12-01T01:45:04+05:30"
-        assert when(datetime(2026, 11, 30, 20, 15, 4)) == "2026-12-01T01:45:04+05:30"  # naive: UTC
+        assert when(datetime(2026, 11, 30, 20, 15, 4)) == "2026-12-01T01:45:04+05:30"  # noqa: DTZ001 (naive means UTC)
         assert when(None) == "" and when("", empty="never") == "never" and when("soon") == "soon"
     finally:
         monkeypatch.delenv("TZ")
