@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["get_engine", "get_sessionmaker", "session_scope", "migrate", "dispose_engines", "db_version"]
@@ -100,3 +102,9 @@ def db_version(engine: Engine) -> str:
         if engine.dialect.name == "sqlite":
             return "SQLite " + conn.execute(text("select sqlite_version()")).scalar_one()
         return conn.execute(text("select version()")).scalar_one().split(" on ")[0]
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """Rows an UPDATE/DELETE changed (``Session.execute`` is typed as returning a plain ``Result``; for DML it is a
+    ``CursorResult``)."""
+    return cast(CursorResult[Any], result).rowcount or 0

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.db import session_scope
+from api.db import affected_rows, session_scope
 from api.lifecycle import ACTIVE_RUN_STATES, transition
 from api.models import (
     CaseResult, CaseStatus, Run, RunState, Shard, ShardState, Submission, SubmissionState, Track, TrackKind, utcnow,
@@ -76,8 +76,8 @@ def record_case(settings: Any, *, shard: Shard, case: Any, meta: dict[str, Any],
                 worker_name: str, session: Session) -> CaseResult | None:
     """Add the CaseResult of an uploaded case (the caller commits); None when (run, case) is already recorded."""
     limit = _limit(settings)
-    run = session.get(Run, shard.run_id)
-    track = session.get(Track, session.get(Submission, run.submission_id).track_id)
+    run = session.get_one(Run, shard.run_id)
+    track = session.get_one(Track, session.get_one(Submission, run.submission_id).track_id)
     status = CaseStatus(meta["status"])
     reason = str(meta.get("reason") or "")
     runtime = float(meta.get("runtime_s") or 0.0)
@@ -124,14 +124,14 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
         row = s.get(CaseResult, case_result_id)
         if row is None or row.scored:
             return None
-        run = s.get(Run, row.run_id)
-        sub = s.get(Submission, run.submission_id)
+        run = s.get_one(Run, row.run_id)
+        sub = s.get_one(Submission, run.submission_id)
         key, case_id, runtime, run_id = row.output_key, row.case_id, row.runtime_s, run.id
         if run.state == RunState.cancelled or sub.state == SubmissionState.cancelled:
             cancelled = True  # nothing more is scored for it; its output goes
         else:
             cancelled = False
-            track = s.get(Track, sub.track_id)
+            track = s.get_one(Track, sub.track_id)
             testset = run.testset or track.testset
             profile = run.metric_profile or track.metric_profile or "default"
             timeout_s = run_time_limit(run.case_timeout_s, track.case_timeout_s)
@@ -150,8 +150,8 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
     if values["status"] != CaseStatus.ok:
         values.update(dsc=0.0, nsd=0.0, runtime_s=timeout_s)
     with session_scope(settings.database_url) as s:
-        won = s.execute(update(CaseResult).where(CaseResult.id == case_result_id, CaseResult.scored.is_(False))
-                        .values(scored=True, **values).execution_options(synchronize_session=False)).rowcount
+        won = affected_rows(s.execute(update(CaseResult).where(CaseResult.id == case_result_id, CaseResult.scored.is_(False))
+                        .values(scored=True, **values).execution_options(synchronize_session=False)))
     if key and not keep:
         _delete_output(storage, key)
     if won:
@@ -243,7 +243,7 @@ def check_fail_fast(settings: Any, run_id: int) -> str:
         run = s.get(Run, run_id)
         if run is None or run.state not in ACTIVE_RUN_STATES:
             return ""
-        track = s.get(Track, s.get(Submission, run.submission_id).track_id)
+        track = s.get_one(Track, s.get_one(Submission, run.submission_id).track_id)
         k = max(0, int(track.fail_fast_cases or 0))
         if k <= 0:
             return ""
@@ -291,11 +291,11 @@ def stop_run(s: Session, settings: Any, run_id: int, *, stopped: str = "", infra
     """Give the run its final state, totals and reason, mirror the submission, cancel its open shards; the caller
     commits. Conditional on the run being active: of two concurrent callers, one does it (returns True)."""
     limit = _limit(settings)
-    run = s.get(Run, run_id)
-    sub = s.get(Submission, run.submission_id)
+    run = s.get_one(Run, run_id)
+    sub = s.get_one(Submission, run.submission_id)
     cases = list(s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.scored.is_(True))
                            .order_by(CaseResult.id)))
-    summary = summarize(cases, time_limit_s=run_time_limit(run.case_timeout_s, s.get(Track, sub.track_id).case_timeout_s),
+    summary = summarize(cases, time_limit_s=run_time_limit(run.case_timeout_s, s.get_one(Track, sub.track_id).case_timeout_s),
                         size_classes=SIZE_CLASSES)
     summary["not_run"] = max(0, int(run.cases_total or 0) - len(cases))
     summary["stopped_early"] = bool(stopped)
@@ -323,6 +323,9 @@ def stop_run(s: Session, settings: Any, run_id: int, *, stopped: str = "", infra
                       totals=totals, cases=len(cases), failed=len(failed), infra=bool(infra),
                       stopped_early=bool(stopped)):
         return False  # another scorer (or the reaper) finished it first
+    from api.accounting.service import record_budget_warnings
+
+    record_budget_warnings(s, run, settings=settings)  # budget.warning events at 70/90/100 % (api/accounting)
     # open shards stop: queued ones at once, running ones at their holder's next heartbeat (cancel: true)
     s.execute(update(Shard).where(Shard.run_id == run_id, Shard.state.in_((ShardState.queued, ShardState.running)))
               .values(state=ShardState.cancelled, finished_at=now, reason=bound_text(f"the run ended: {reason}", limit))

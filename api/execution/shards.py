@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from api.audit import record
-from api.db import session_scope
+from api.db import affected_rows, session_scope
 from api.errors import ApiError
 from api.lifecycle import ACTIVE_RUN_STATES, transition
 from api.models import (
@@ -108,8 +108,8 @@ def split_run(session: Session, run: Run, settings: Any) -> list[Shard]:
     existing = session.scalars(select(Shard).where(Shard.run_id == run.id).order_by(Shard.index)).all()
     if existing:
         return list(existing)
-    sub = session.get(Submission, run.submission_id)
-    track = session.get(Track, sub.track_id)
+    sub = session.get_one(Submission, run.submission_id)
+    track = session.get_one(Track, sub.track_id)
     testset = run.testset or track.testset
     manifest, _root, _ = load_testset(testset, Storage.from_settings(settings))
     done = set(session.scalars(select(CaseResult.case_id).where(CaseResult.run_id == run.id)))
@@ -212,9 +212,9 @@ def _cases_spec(shard: Shard, index: dict[str, Any], done: set[str], track: Trac
 def _spec(session: Session, settings: Any, shard: Shard, cases: list[dict[str, Any]]) -> dict[str, Any]:
     from .interactive import interactive_spec
 
-    run = session.get(Run, shard.run_id)
-    sub = session.get(Submission, run.submission_id)
-    track = session.get(Track, sub.track_id)
+    run = session.get_one(Run, shard.run_id)
+    sub = session.get_one(Submission, run.submission_id)
+    track = session.get_one(Track, sub.track_id)
     return {
         "shard_id": shard.id, "lease": shard.lease, "run_id": run.id, "attempt": run.attempt,
         "submission_id": sub.id, "heartbeat_s": float(settings.shard_heartbeat_s),
@@ -266,20 +266,20 @@ def claim_shard(settings: Any, ident: WorkerIdentity, *, name: str, queue: str) 
             now = utcnow()
             lease = new_lease()
             with session_scope(url) as s:
-                won = s.execute(update(Shard).where(Shard.id == shard_id, Shard.state == ShardState.queued)
+                won = affected_rows(s.execute(update(Shard).where(Shard.id == shard_id, Shard.state == ShardState.queued)
                                 .values(state=ShardState.running, lease=lease, worker_name=name[:200], claimed_at=now,
                                         heartbeat_at=now, deliveries=Shard.deliveries + 1)
-                                .execution_options(synchronize_session=False)).rowcount
+                                .execution_options(synchronize_session=False)))
                 if won != 1:
                     continue
                 s.commit()
-                shard = s.get(Shard, shard_id)
+                shard = s.get_one(Shard, shard_id)
                 node = _node(s, ident, name)
                 _first_claim(s, settings, run_id, node, now)
-                index = load_testset(s.get(Run, run_id).testset or s.get(Run, run_id).submission.track.testset,
-                                     Storage.from_settings(settings))[2]
+                run = s.get_one(Run, run_id)
+                index = load_testset(run.testset or run.submission.track.testset, Storage.from_settings(settings))[2]
                 done = set(s.scalars(select(CaseResult.case_id).where(CaseResult.run_id == run_id)))
-                cases = _cases_spec(shard, index, done, s.get(Run, run_id).submission.track)
+                cases = _cases_spec(shard, index, done, run.submission.track)
                 if not cases:  # every case was recorded by an earlier holder: the shard is done
                     shard.state, shard.finished_at, shard.lease = ShardState.done, now, ""
                     s.commit()
@@ -392,9 +392,10 @@ def requeue_shard(s: Session, settings: Any, shard: Shard, *, reason: str, actor
             f"infrastructure failure on all {shard.deliveries} deliveries of shard {shard.index} (last: {reason}); "
             "this is not your fault: the organizers have been notified, re-run it later"))
         return False
-    done = s.execute(update(Shard).where(Shard.id == shard.id, Shard.lease == old, Shard.state == ShardState.running)
+    done = affected_rows(s.execute(update(Shard).where(Shard.id == shard.id, Shard.lease == old,
+                                                       Shard.state == ShardState.running)
                      .values(state=ShardState.queued, lease="", task_id="", reason=reason, heartbeat_at=None)
-                     .execution_options(synchronize_session=False)).rowcount
+                     .execution_options(synchronize_session=False)))
     if done == 1:
         record(s, actor=None, actor_label=actor, action="shard.requeued", target_type="run", target_id=shard.run_id,
                submission_id=_submission_of(s, shard.run_id), shard_id=shard.id, index=shard.index,
@@ -425,9 +426,9 @@ def cancel_submission_shards(session: Session, submission_id: int, *, now: datet
     their next heartbeat or upload. The caller commits."""
     now = now or utcnow()
     runs = select(Run.id).where(Run.submission_id == submission_id).scalar_subquery()
-    return session.execute(update(Shard).where(Shard.run_id.in_(runs), Shard.state == ShardState.queued)
+    return affected_rows(session.execute(update(Shard).where(Shard.run_id.in_(runs), Shard.state == ShardState.queued)
                            .values(state=ShardState.cancelled, finished_at=now, reason="the submission was cancelled")
-                           .execution_options(synchronize_session=False)).rowcount or 0
+                           .execution_options(synchronize_session=False)))
 
 
 def cancel_running_shards(session: Session, submission_id: int, *, now: datetime | None = None) -> int:
@@ -435,9 +436,9 @@ def cancel_running_shards(session: Session, submission_id: int, *, now: datetime
     answers ``cancel: true`` and it kills its container; its uploads are no longer recorded. The caller commits."""
     now = now or utcnow()
     runs = select(Run.id).where(Run.submission_id == submission_id).scalar_subquery()
-    return session.execute(update(Shard).where(Shard.run_id.in_(runs), Shard.state == ShardState.running)
+    return affected_rows(session.execute(update(Shard).where(Shard.run_id.in_(runs), Shard.state == ShardState.running)
                            .values(state=ShardState.cancelled, finished_at=now, reason="the submission was cancelled")
-                           .execution_options(synchronize_session=False)).rowcount or 0
+                           .execution_options(synchronize_session=False)))
 
 
 def _cancel_queued_of_cancelled(s: Session) -> list[int]:
