@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.audit import record
+from api.db import affected_rows
 from api.auth.tokens import (
     MAX_TOKEN_DEPTH,
     authenticate_token,
@@ -104,7 +105,7 @@ def issue_token(*, session: Session, actor: Member, member_id: int, label: str =
                            "this API token is unknown or revoked; ask your team or the organizers for a new one")
         depth, cur = 1, parent
         while cur.parent_id is not None and depth < MAX_TOKEN_DEPTH:
-            cur, depth = session.get(ApiToken, cur.parent_id), depth + 1
+            cur, depth = session.get_one(ApiToken, cur.parent_id), depth + 1
         if depth >= MAX_TOKEN_DEPTH - 1:
             raise ApiError(409, "conflict", f"this token descends from {depth} generations of tokens; "
                            "ask an organizer for a fresh token ('segarena admin token new MEMBER_ID') and mint from that")
@@ -141,8 +142,9 @@ def revoke_token(*, session: Session, actor: Member, token_id: int, member_id: i
     for tok in live:
         tok.revoked_at = now
     cascaded = sorted(tok.id for tok in live if tok.id != row.id)
-    ended = session.execute(update(WebSession).where(WebSession.token_id.in_(ids), WebSession.revoked_at.is_(None))
-                            .values(revoked_at=now)).rowcount or 0
+    ended = affected_rows(session.execute(update(WebSession).where(WebSession.token_id.in_(ids),
+                                                                   WebSession.revoked_at.is_(None))
+                                          .values(revoked_at=now)))
     if live:
         record(session, actor=actor, action="token.revoke", target_type="token", target_id=row.id,
                member_id=row.member_id, cascaded=cascaded, web_sessions=ended)

@@ -31,7 +31,7 @@ from api.auth.tokens import bearer_token, resolve_caller
 from api.db import session_scope
 from api.deps import OrganizerDep, SessionDep, SettingsDep
 from api.errors import ApiError
-from api.models import CaseResult, Member, Run, Shard, ShardState, Submission, WorkerNode, utcnow
+from api.models import CaseResult, Run, Shard, ShardState, Submission, WorkerNode, utcnow
 from api.params import IdPath
 from api.storage import BadKey, ObjectNotFound, Storage, StorageError, object_response
 from evaluator.io import bound_text
@@ -62,7 +62,9 @@ def _worker(request: Request, session: SessionDep) -> WorkerIdentity:
     token = bearer_token(request.headers.get("authorization"), hint=_WORKER_HINT)
     if not token:
         raise ApiError(401, "unauthorized", _WORKER_HINT)
-    member: Member = resolve_caller(session, token=token, audience="worker").member
+    member = resolve_caller(session, token=token, audience="worker").member
+    if member is None:  # resolve_caller refuses a bad token; a token always names its member
+        raise ApiError(401, "unauthorized", _WORKER_HINT)
     ident = WorkerIdentity(member.id, member.name, tuple(identity.parse_queue_list(member.worker_queues)))
     session.commit()
     return ident
@@ -260,7 +262,7 @@ def case_input(shard_id: IdPath, case_id: CaseIdPath, lease: Annotated[str, Quer
     shard = shards.held_shard(session, ident, shard_id, lease)
     if case_id not in (shard.case_ids or []):
         raise ApiError(404, "not_found", f"case {case_id!r} is not in shard {shard_id}")
-    run = session.get(Run, shard.run_id)
+    run = session.get_one(Run, shard.run_id)
     testset = run.testset or run.submission.track.testset
     # Test sets stay on the trusted host with either storage backend (materialized under storage_dir/testsets, or
     # a manifest's directory): inputs are streamed from there, never copied to object storage.
@@ -420,7 +422,7 @@ def _store_case(settings, ident: WorkerIdentity, shard_id: int, case_id: str, ra
             shard = shards.held_shard(s, ident, shard_id, meta.lease)  # the lease may have moved meanwhile
             if shards.shard_cancelled(s, shard):
                 return UploadAnswer(cancel=True)
-            run = s.get(Run, shard.run_id)
+            run = s.get_one(Run, shard.run_id)
             _m, _root, index = load_testset(run.testset or run.submission.track.testset, storage)
             case = index[case_id]
             meta_dict = meta.model_dump()
@@ -453,7 +455,7 @@ def _store_case(settings, ident: WorkerIdentity, shard_id: int, case_id: str, ra
     else:
         after_case(settings, run_id)
     with session_scope(settings.database_url) as s:
-        shard = s.get(Shard, shard_id)
+        shard = s.get_one(Shard, shard_id)
         cancel = shards.shard_cancelled(s, shard)
     return UploadAnswer(cancel=cancel, case_result_id=row_id)
 
