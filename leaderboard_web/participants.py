@@ -329,19 +329,7 @@ def _result(session: Session, settings: Any, viewer: Member, submission_id: int)
     }
 
 
-@router.get("/me/submissions/{submission_id}", response_class=HTMLResponse, include_in_schema=False)
-def my_result_page(submission_id: IdPath, request: Request) -> Response:
-    settings = request_settings(request)
-    with request_session(request) as session:
-        viewer, refused = _participant(request, session)
-        if refused is not None or viewer is None:
-            return refused or _error(request, 401, "Sign in", "sign in", None)
-        data = _result(session, settings, viewer, submission_id)
-        if data is None:  # missing or another team's: the same 404
-            return _error(request, 404, "Not found", f"no submission #{submission_id} of your team", viewer)
-        return _html(request, "my_result.html", viewer=viewer, r=data)
-
-
+# the .json route first: "{id}.json" would otherwise match the page route (and fail its integer check)
 @router.get("/me/submissions/{submission_id}.json", include_in_schema=False)
 def my_result_json(submission_id: IdPath, request: Request) -> Response:
     settings = request_settings(request)
@@ -354,6 +342,19 @@ def my_result_json(submission_id: IdPath, request: Request) -> Response:
             return JSONResponse({"code": "not_found", "message": f"no submission #{submission_id} of your team"},
                                 status_code=404)
         return JSONResponse(data, headers=_NO_STORE)
+
+
+@router.get("/me/submissions/{submission_id}", response_class=HTMLResponse, include_in_schema=False)
+def my_result_page(submission_id: IdPath, request: Request) -> Response:
+    settings = request_settings(request)
+    with request_session(request) as session:
+        viewer, refused = _participant(request, session)
+        if refused is not None or viewer is None:
+            return refused or _error(request, 401, "Sign in", "sign in", None)
+        data = _result(session, settings, viewer, submission_id)
+        if data is None:  # missing or another team's: the same 404
+            return _error(request, 404, "Not found", f"no submission #{submission_id} of your team", viewer)
+        return _html(request, "my_result.html", viewer=viewer, r=data)
 
 
 # --------------------------------------------------------------------------- organizers: sign-up decisions

@@ -152,6 +152,15 @@ def test_signup_approval_submission_result(server, settings, browser):
     b_sub = bob.post(url, content=make_image_tar(salt="team-b"), headers=headers).json()["id"]
     assert pg.goto(f"{base}/me/submissions/{b_sub}").status == 404
 
+    # the result page follows a queued submission live too (its JSON), then shows the scores
+    second = api.post(url, content=make_image_tar(salt="browser-signup-2"), headers=headers).json()["id"]
+    pg.goto(f"{base}/me/submissions/{second}")
+    assert pg.text_content("#state") == "queued" and pg.inner_text("#queue").startswith("position ")
+    finish_run(settings.database_url, second, state="succeeded", dsc=0.5, nsd=0.5, cases_total=1, runtime_s=1.0,
+               cases=[{"case_id": "2DBox_US_0004", "modality": "US", "dsc": 0.5, "nsd": 0.5}])
+    pg.wait_for_selector("#dsc", timeout=20000)
+    assert pg.text_content("#state") == "succeeded" and pg.inner_text("#dsc") == "0.500"
+
     # 7. dates in the viewer's time zone, the UTC text kept as the tooltip
     pg.goto(f"{base}/me/submissions/{sub_id}")
     pg.wait_for_selector("time[data-local]", state="attached")
