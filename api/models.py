@@ -202,6 +202,9 @@ class Track(Base):
                                                   server_default=f"{ts.DEFAULT_CLASS_BUDGET_S:g}")
     # what runtime measures: container (start to exit) or docker_run (create + start + remove, the 2024 script's span)
     timing: Mapped[str] = mapped_column(String(16), default=ts.DEFAULT_TIMING, server_default=ts.DEFAULT_TIMING)
+    # compute budget per team on this track (api/accounting): container CPU-seconds and GPU-seconds; null = none
+    budget_cpu_s: Mapped[float | None] = mapped_column(Float, default=None, nullable=True)
+    budget_gpu_s: Mapped[float | None] = mapped_column(Float, default=None, nullable=True)
 
     challenge: Mapped[Challenge] = relationship(back_populates="tracks")
 

@@ -7,6 +7,8 @@ from api.errors import ERROR_RESPONSES
 
 
 def include_routes(app: FastAPI) -> None:
+    from api.accounting.routes import router as accounting_router
+    from api.admin.bulk import router as bulk_rerun_router
     from api.admin.routes import router as admin_router
     from api.auth.routes import router as auth_router
     from api.challenges.routes import router as challenges_router
@@ -19,5 +21,6 @@ def include_routes(app: FastAPI) -> None:
     from api.submissions.routes import router as submissions_router
 
     for router in (leaderboard_router, auth_router, challenges_router, submissions_router, admin_router,
-                   status_router, workers_admin_router, worker_router, notifications_router, participants_router):
+                   status_router, workers_admin_router, worker_router, notifications_router, participants_router,
+                   accounting_router, bulk_rerun_router):
         app.include_router(router, responses=ERROR_RESPONSES)

@@ -28,7 +28,7 @@ TRACK_FIELDS = {
     "slug", "title", "kind", "description", "testset", "metric_profile", "ranking_scheme", "row_policy", "visibility",
     "opens_at", "closes_at", "quota_per_day", "queue", "cpus", "memory_mb", "gpus", "case_timeout_s",
     "total_timeout_s", "pids_limit", "tmpfs_mb", "allow_root", "repro_margin_dsc", "repro_margin_nsd",
-    "prompt", "iterations", "class_budget_s", "timing",
+    "prompt", "iterations", "class_budget_s", "timing", "budget_cpu_s", "budget_gpu_s",
 }
 
 
@@ -140,6 +140,81 @@ def rerun(submission_id: int = typer.Argument(...)) -> None:
     with open_client() as client:
         res = client.post(f"/api/admin/submissions/{submission_id}/rerun")
     _print_submission(res if isinstance(res, dict) else {"id": submission_id, "state": "queued"})
+
+
+def _plan_table(items: list[dict[str, Any]], *, title: str, skipped: bool = False) -> Any:
+    from rich.table import Table
+
+    cols = ["submission", "team", "label", "state", "attempt", "DSC"] + (["why skipped"] if skipped else ["new attempt"])
+    table = Table(*cols, title=title, box=None)
+    for p in items:
+        dsc = "-" if p.get("dsc") is None else f"{p['dsc']:.4f}"
+        last = p.get("reason") or "" if skipped else (str(p["new_attempt"]) if p.get("new_attempt")
+                                                       else f"{int(p.get('attempt') or 0) + 1} (planned)")
+        table.add_row(str(p["submission_id"]), str(p.get("team")), p.get("label") or "", str(p.get("state")),
+                      str(p.get("attempt")), dsc, last)
+    return table
+
+
+@app.command("rerun-track")
+def rerun_track(track: str = typer.Argument(..., help="Track slug."),
+                which: str = typer.Option("latest", "--which", help="latest (each team's newest submission that was "
+                                          "not cancelled) or best (each team's best-scoring succeeded one)."),
+                dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would run."),
+                yes: bool = typer.Option(False, "--yes", "-y", help="Queue without asking.")) -> None:
+    """Re-run every team's latest or best submission of a track as new attempts (e.g. after a test-set change).
+
+    Lists the plan first (dry run), asks, then queues exactly the listed submissions (the server refuses if the
+    plan changed in between)."""
+    if which not in ("latest", "best"):
+        raise CliError(f"--which: {which!r} is not latest or best")
+    with open_client() as client:
+        path = client.track_path(track) + "/rerun"
+        plan = client.post(path, json={"which": which, "dry_run": True})
+        ids = [p["submission_id"] for p in plan["queued"]]
+        out.print(_plan_table(plan["queued"], title=f"track {track}: {len(ids)} submission(s) to re-run ({which})"))
+        if plan["skipped"]:
+            out.print(_plan_table(plan["skipped"], title=f"{len(plan['skipped'])} skipped", skipped=True))
+        if dry_run:
+            out.print("dry run: nothing queued")
+            return
+        if not ids:
+            out.print("nothing to re-run")
+            return
+        if not yes and not typer.confirm(f"Queue {len(ids)} new attempt(s) on track {track}?", default=False):
+            out.print("nothing queued")
+            raise typer.Exit(1)
+        done = client.post(path, json={"which": which, "dry_run": False, "confirm": ids})
+    out.print(_plan_table(done["queued"], title=f"queued {len(done['queued'])} new attempt(s)"))
+    if done["skipped"]:
+        out.print(_plan_table(done["skipped"], title=f"{len(done['skipped'])} skipped", skipped=True))
+    notes = {p["note"] for p in done["queued"] if p.get("note")}
+    for note in notes:
+        out.print(note)
+
+
+@app.command("usage")
+def usage(track: str | None = typer.Argument(None, help="Track slug; without it, every track of the challenge."),
+          as_json: bool = typer.Option(False, "--json", help="Print the API's JSON.")) -> None:
+    """Compute used per team and track: container CPU-, GPU- and wall-seconds, budgets and warnings."""
+    from rich.table import Table
+
+    with open_client() as client:
+        if track:
+            rows = client.get(client.track_path(track) + "/usage")
+        else:
+            rows = client.get("/api/admin/usage", params={"challenge": client.config.challenge})
+    if as_json:
+        out.print_json(data=rows)
+        return
+    table = Table("track", "team", "CPU-s", "GPU-s", "wall-s", "cases", "CPU budget %", "GPU budget %",
+                  "re-runs CPU-s", "warnings", box=None)
+    for r in rows:
+        pct = {res: ("-" if r.get(f"{res}_percent") is None else f"{r[f'{res}_percent']:.1f}") for res in ("cpu", "gpu")}
+        warned = ", ".join(f"{w['resource']} {w['level']} %" for w in r.get("warnings") or [])
+        table.add_row(str(r["track"]), str(r["team"]), f"{r['cpu_s']:.1f}", f"{r['gpu_s']:.1f}", f"{r['wall_s']:.1f}",
+                      str(r["cases"]), pct["cpu"], pct["gpu"], f"{r['rerun_cpu_s']:.1f}", warned or "-")
+    out.print(table if rows else "no compute used yet")
 
 
 @app.command("exclude")

@@ -13,7 +13,7 @@ from segarena.dates import when
 
 __all__ = ["register", "webhook_app"]
 
-KINDS = ("run.finished", "run.failed", "run.stuck", "submission.excluded")
+KINDS = ("run.finished", "run.failed", "run.stuck", "submission.excluded", "budget.warning")
 webhook_app = typer.Typer(help="Webhooks of the challenge (SEGARENA_CHALLENGE / --challenge): signed POSTs on run "
                           "finished, failed, stuck (requeued) and submission excluded.", no_args_is_help=True)
 

@@ -162,6 +162,40 @@ def _list_submissions(client: SegArenaClient) -> None:
                       _fmt(s.get("dsc")), _fmt(s.get("nsd")), _fmt(s.get("runtime_s"), 2),
                       when(s.get("created_at")))
     out.print(table if subs else "no submissions yet")
+    _print_usage(_my_usage(client))
+
+
+def _my_usage(client: SegArenaClient) -> list[dict[str, Any]] | None:
+    """The team's compute per track (GET /api/me/usage); None from a server without it."""
+    try:
+        rows = client.get("/api/me/usage")
+    except CliError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return rows if isinstance(rows, list) else None
+
+
+def _budget_cell(row: dict[str, Any], resource: str) -> str:
+    budget, pct = row.get(f"budget_{resource}_s"), row.get(f"{resource}_percent")
+    if not budget:
+        return "no budget"
+    flag = " — USED UP: new submissions refused" if (pct or 0) >= 100 else (" — warning" if (pct or 0) >= 70 else "")
+    return f"{_fmt(budget, 1)} s ({_fmt(pct, 1)} % used){flag}"
+
+
+def _print_usage(rows: list[dict[str, Any]] | None) -> None:
+    """Compute used per track (container CPU-, GPU- and wall-seconds) with the budgets, when there is any."""
+    if not rows:
+        return
+    from rich.table import Table
+
+    table = Table("challenge/track", "CPU-s", "GPU-s", "wall-s", "cases", "CPU budget", "GPU budget",
+                  title="compute used by your team (organizer re-runs not counted)", box=None)
+    for r in rows:
+        table.add_row(f"{r.get('challenge')}/{r.get('track')}", _fmt(r.get("cpu_s"), 1), _fmt(r.get("gpu_s"), 1),
+                      _fmt(r.get("wall_s"), 1), str(r.get("cases")), _budget_cell(r, "cpu"), _budget_cell(r, "gpu"))
+    out.print(table)
 
 
 def _watch(client: SegArenaClient, sub_id: int, interval: float) -> dict[str, Any]:
@@ -373,9 +407,12 @@ def cancel(submission_id: int = typer.Argument(..., help="A submission id.")) ->
 
 
 def whoami() -> None:
-    """Who the configured token belongs to (GET /api/me)."""
+    """Who the configured token belongs to (GET /api/me), with the team's compute per track (GET /api/me/usage)."""
     with open_client() as client:
         me = client.get("/api/me")
+        usage = _my_usage(client) if isinstance(me, dict) else None
+    if usage is not None:
+        me["usage"] = usage  # the team's compute per track and its budgets (docs/accounting.md)
     out.print(json.dumps(me, indent=1, default=str))
 
 

@@ -89,6 +89,12 @@ def check_metric_profile(value: str | None) -> str | None:
     return value
 
 
+_BUDGET_CPU_HELP = ("Compute budget per team on this track in container CPU-seconds (all attempts of all its "
+                    "submissions); warnings at 70/90/100 %, new submissions refused past it. null: no budget.")
+_BUDGET_GPU_HELP = ("Compute budget per team on this track in GPU-seconds (case wall time on a GPU queue x GPUs "
+                    "assigned); warnings at 70/90/100 %, new submissions refused past it. null: no budget.")
+
+
 class _TrackFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
     _testset = field_validator("testset")(check_testset)
@@ -131,6 +137,8 @@ class _TrackFields(BaseModel):
     class_budget_s: float = Field(default=ts.DEFAULT_CLASS_BUDGET_S, gt=0, le=ts.MAX_CLASS_BUDGET_S,
                                   allow_inf_nan=False, description=_BUDGET_HELP)
     timing: TimingMode = Field(default=ts.DEFAULT_TIMING, description=_TIMING_HELP)  # type: ignore[assignment]
+    budget_cpu_s: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False, description=_BUDGET_CPU_HELP)
+    budget_gpu_s: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False, description=_BUDGET_GPU_HELP)
 
 
 def check_prompt_testset(prompt: str | None, testset: str | None) -> None:
@@ -221,6 +229,10 @@ class TrackUpdate(BaseModel):
     class_budget_s: float | None = Field(default=None, gt=0, le=ts.MAX_CLASS_BUDGET_S, allow_inf_nan=False,
                                          description=_BUDGET_HELP)
     timing: TimingMode | None = Field(default=None, description=_TIMING_HELP)  # type: ignore[assignment]
+    budget_cpu_s: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False,
+                                       description=_BUDGET_CPU_HELP + " null removes it.")
+    budget_gpu_s: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False,
+                                       description=_BUDGET_GPU_HELP + " null removes it.")
 
 
 class VisibilityChange(BaseModel):
@@ -289,6 +301,8 @@ class TrackPublic(BaseModel):
     iterations: int = ts.DEFAULT_ITERATIONS
     class_budget_s: float = ts.DEFAULT_CLASS_BUDGET_S
     timing: str = ts.DEFAULT_TIMING
+    budget_cpu_s: float | None = None
+    budget_gpu_s: float | None = None
 
 
 class ChallengeSummary(BaseModel):

@@ -17,7 +17,7 @@ from api.params import as_utc
 __all__ = ["create_challenge", "list_challenges", "get_challenge", "get_track", "update_track", "set_visibility",
            "track_public", "challenge_public", "is_open", "ensure_open", "is_organizer", "track_visible"]
 
-_NULLABLE = {"opens_at", "closes_at"}
+_NULLABLE = {"opens_at", "closes_at", "budget_cpu_s", "budget_gpu_s"}
 
 
 def is_open(track: Track, now: datetime | None = None) -> bool:

@@ -12,6 +12,8 @@ notification kind       audit event
 ``run.stuck``           ``shard.requeued`` by the trusted reaper (``trusted:reaper``): a worker stopped heartbeating
                         and part of the run was put back in the queue (``reason``: for how long)
 ``submission.excluded`` ``submission.exclude`` (an organizer excluded it from ranking; ``reason``: why)
+``budget.warning``      ``budget.warning`` (api/accounting: the team's compute on the track reached 70, 90 or 100 % of
+                        a budget when one of its runs ended; ``level``, ``resource``, ``used_s``, ``budget_s``)
 ======================  ==========================================================================================
 """
 
@@ -28,14 +30,15 @@ from api.models import AuditEvent, Challenge, Feedback, Member, Run, Submission,
 __all__ = ["KINDS", "ACTIONS", "REAPER_ACTOR", "SCHEMA", "Context", "kind_of", "context_of", "webhook_body",
            "email_message"]
 
-KINDS: tuple[str, ...] = ("run.finished", "run.failed", "run.stuck", "submission.excluded")
+KINDS: tuple[str, ...] = ("run.finished", "run.failed", "run.stuck", "submission.excluded", "budget.warning")
 #: audit action -> notification kind
 ACTIONS: dict[str, str] = {"run.succeeded": "run.finished", "run.failed": "run.failed",
-                           "shard.requeued": "run.stuck", "submission.exclude": "submission.excluded"}
+                           "shard.requeued": "run.stuck", "submission.exclude": "submission.excluded",
+                           "budget.warning": "budget.warning"}
 REAPER_ACTOR = "trusted:reaper"
 SCHEMA = "segarena.notification/1"
 _TITLES = {"run.finished": "run finished", "run.failed": "run failed", "run.stuck": "run delayed (requeued)",
-           "submission.excluded": "submission excluded from ranking"}
+           "submission.excluded": "submission excluded from ranking", "budget.warning": "compute budget warning"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -94,7 +97,8 @@ def context_of(session: Session, event: AuditEvent, kind: str) -> Context | None
         return None
     reason = str(details.get("reason") or "")
     keep = {"run.finished": ("cases", "failed"), "run.failed": ("cases", "failed"),
-            "run.stuck": ("index", "deliveries"), "submission.excluded": ()}[kind]
+            "run.stuck": ("index", "deliveries"), "submission.excluded": (),
+            "budget.warning": ("resource", "level", "used_s", "budget_s", "percent")}[kind]
     extra = {k: details[k] for k in keep if k in details}
     if kind == "run.stuck" and "index" in extra:
         extra = {"shard": extra["index"], **({"deliveries": extra["deliveries"]} if "deliveries" in extra else {})}
@@ -154,6 +158,9 @@ def email_message(ctx: Context, member: Member, *, base_url: str) -> tuple[str, 
     if ctx.kind == "run.stuck":
         lines += ["", "The execution host running part of your run stopped responding; that part was put back in "
                       "the queue and will run again on another host. You need to do nothing."]
+    if ctx.kind == "budget.warning":
+        lines += ["", f"Your team's compute on this track reached {ctx.details.get('level')} % of its "
+                      f"{ctx.details.get('resource')} budget; see it with: segarena whoami"]
     if ctx.reason:
         lines += ["", f"Reason: {ctx.reason}"]
     if ctx.kind == "run.finished" and ctx.track.feedback != Feedback.none and sub.dsc is not None:

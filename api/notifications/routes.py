@@ -45,7 +45,8 @@ def list_deliveries(challenge: SlugPath, organizer: OrganizerDep, session: Sessi
                     channel: Annotated[Literal["webhook", "email"] | None, Query()] = None,
                     webhook_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                     state: Annotated[Literal["pending", "delivered", "failed", "cancelled"] | None, Query()] = None,
-                    kind: Annotated[Literal["run.finished", "run.failed", "run.stuck", "submission.excluded"] | None,
+                    kind: Annotated[Literal["run.finished", "run.failed", "run.stuck", "submission.excluded",
+                                                  "budget.warning"] | None,
                                     Query()] = None,
                     before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[NotificationDelivery]:

@@ -21,7 +21,7 @@ from .transport import check_url
 __all__ = ["WebhookCreate", "WebhookPublic", "WebhookCreated", "DeliveryPublic", "Preferences", "PreferencesUpdate",
            "add_webhook", "list_webhooks", "remove_webhook", "list_deliveries", "preferences", "set_preferences"]
 
-Kind = Literal["run.finished", "run.failed", "run.stuck", "submission.excluded"]
+Kind = Literal["run.finished", "run.failed", "run.stuck", "submission.excluded", "budget.warning"]
 MAX_WEBHOOKS_PER_CHALLENGE = 20
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 

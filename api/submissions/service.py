@@ -205,6 +205,9 @@ def _check_quota(session: Session, track: Track, team_id: int, *, settings=None,
                        f"({', '.join(ids)}); an open upload holds a slot until it ends: complete it "
                        "(POST /api/uploads/{id}/complete) or delete it (DELETE /api/uploads/{id}) to free the slot",
                        open_uploads=ids)
+    from api.accounting.service import check_budget
+
+    check_budget(session, track, team_id, settings=settings)  # 403 budget_exhausted past a compute budget
 
 
 def _check_duplicate(session: Session, track: Track, team_id: int, image_id: str) -> None:

@@ -61,7 +61,8 @@ def test_webhook_signed_retried_with_backoff_and_logged(arena, receivers):
     listed = c.get("/api/admin/challenges/cvpr24/webhooks", headers=auth(w.token_org)).json()
     assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
     assert hook["secret"] not in json.dumps(listed)
-    assert listed[0]["events"] == ["run.finished", "run.failed", "run.stuck", "submission.excluded"]
+    assert listed[0]["events"] == ["run.finished", "run.failed", "run.stuck", "submission.excluded",
+                                  "budget.warning"]
 
     fail_run(s, arena.run_id, "stopped early: 3 cases in a row failed (fail-fast)")
     pump(s, lambda: len(rx.requests) >= 3 and deliveries(s, channel="webhook")[0].state == "delivered")
@@ -146,7 +147,7 @@ def test_email_content_opt_out_and_no_secrets(arena, smtp_server, receivers):
     assert r.status_code == 200 and r.json()["email_notifications"] is False and r.json()["smtp_configured"]
     assert c.get("/api/me/notifications", headers=auth(w.token_a)).json() == {
         "email": "alice@example.org", "email_notifications": False, "smtp_configured": True,
-        "kinds": ["run.finished", "run.failed", "run.stuck", "submission.excluded"]}
+        "kinds": ["run.finished", "run.failed", "run.stuck", "submission.excluded", "budget.warning"]}
 
     succeed_run(s, arena.run_id)
     pump(s, lambda: len(box.messages) >= 1 and len(rx.requests) >= 1)

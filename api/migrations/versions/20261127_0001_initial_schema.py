@@ -2,7 +2,7 @@
 
 Revision ID: 20261127_0001
 Revises: 
-Create Date: 2026-11-30 20:17:06.444604
+Create Date: 2026-11-30 20:38:12.489464
 """
 from alembic import op
 import sqlalchemy as sa
@@ -89,6 +89,8 @@ def upgrade() -> None:
     sa.Column('iterations', sa.Integer(), server_default='5', nullable=False),
     sa.Column('class_budget_s', sa.Float(), server_default='90', nullable=False),
     sa.Column('timing', sa.String(length=16), server_default='container', nullable=False),
+    sa.Column('budget_cpu_s', sa.Float(), nullable=True),
+    sa.Column('budget_gpu_s', sa.Float(), nullable=True),
     sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('challenge_id', 'slug')
