@@ -36,6 +36,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ArchiveError", "ArchiveLimits", "ImageInfo", "ArchiveInspector", "inspect_file"]
 
@@ -165,7 +166,7 @@ class ArchiveInspector:
         self.metadata_bytes = 0  # header blocks and extended-header data
         self.pax_records = 0  # over the whole archive: at most _PAX_RECORDS_PER_MEMBER x max_members
         self.compressed: bool | None = None
-        self._inflater = None
+        self._inflater: Any = None  # a zlib.decompressobj() (its class is private to zlib)
         self._gz_done = False
         self._raw_seen = 0
         self._sniff = bytearray()
@@ -175,7 +176,7 @@ class ArchiveInspector:
         self._padding = 0
         self._current: _Member | None = None
         self._collect: bytearray | None = None
-        self._hasher = None
+        self._hasher: Any = None  # a hashlib.sha256() while a kept member's data is read
         self._pending_name: str | None = None
         self._pending_link: str | None = None
         self._names: list[tuple[str, str]] = []  # (source, name) of the next member: GNU long name, pax path
@@ -422,18 +423,7 @@ class ArchiveInspector:
         members = self.state.members
         if not members:
             raise ArchiveError("the tar archive is empty")
-        manifest = members.get("manifest.json")
-        if manifest is None or manifest.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
-            raise ArchiveError("manifest.json is missing: this is not a docker save archive "
-                               "(docker save NAME | gzip > NAME.tar.gz)")
-        manifest_max = min(_KEEP_MAX_MEMBER, self.limits.max_json_bytes)
-        if manifest.data is None or len(manifest.data) > manifest_max:
-            raise ArchiveError(f"manifest.json is larger than {manifest_max} bytes; a docker save manifest is a few kilobytes")
-        entries = _loads(bytes(manifest.data), "manifest.json")
-        if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
-            count = len(entries) if isinstance(entries, list) else "no"
-            raise ArchiveError(f"manifest.json lists {count} images; save exactly one image (docker save NAME:TAG)")
-        entry = entries[0]
+        entry = self._manifest_entry(members)
         tags = entry.get("RepoTags")
         if not isinstance(tags, list) or len(tags) != 1 or not isinstance(tags[0], str) or not tags[0]:
             n = len(tags) if isinstance(tags, list) else 0
@@ -451,7 +441,41 @@ class ArchiveInspector:
         config = self._resolve(config_name)
         if config is None:
             raise ArchiveError(f"manifest.json names config {config_name!r}, which is not in the archive")
-        data, digest = config.data, config.sha256
+        digest, cfg = self._config(config, config_name, read_back)
+        arch = str(cfg.get("architecture") or "")
+        os_ = str(cfg.get("os") or "")
+        if arch != "amd64":
+            raise ArchiveError(f"the image is built for {arch or 'an unknown architecture'}; "
+                               "build it for linux/amd64 (docker build --platform linux/amd64)")
+        if os_ and os_ != "linux":
+            raise ArchiveError(f"the image is built for {os_}; build it for linux/amd64")
+        raw_inner = cfg.get("config")
+        inner = raw_inner if isinstance(raw_inner, dict) else {}
+        user = str(inner.get("User") or "")
+        return ImageInfo(
+            image_id=f"sha256:{digest}", image_tag=tags[0], user=user[:64], architecture=arch, os=os_ or "linux",
+            compressed=bool(self.compressed), layers=len(layers), uncompressed_bytes=self.tar_bytes,
+        )
+
+    def _manifest_entry(self, members: dict[str, _Member]) -> dict[str, Any]:
+        """The one image entry of manifest.json."""
+        manifest = members.get("manifest.json")
+        if manifest is None or manifest.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
+            raise ArchiveError("manifest.json is missing: this is not a docker save archive "
+                               "(docker save NAME | gzip > NAME.tar.gz)")
+        manifest_max = min(_KEEP_MAX_MEMBER, self.limits.max_json_bytes)
+        if manifest.data is None or len(manifest.data) > manifest_max:
+            raise ArchiveError(f"manifest.json is larger than {manifest_max} bytes; a docker save manifest is a few kilobytes")
+        entries = _loads(bytes(manifest.data), "manifest.json")
+        if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+            count = len(entries) if isinstance(entries, list) else "no"
+            raise ArchiveError(f"manifest.json lists {count} images; save exactly one image (docker save NAME:TAG)")
+        return entries[0]
+
+    def _config(self, config: _Member, config_name: str, read_back: Path | None) -> tuple[str, dict[str, Any]]:
+        """The image config's digest and JSON object, checked against its name and the size limit."""
+        data: bytes | bytearray | None = config.data
+        digest = config.sha256
         json_max = self.limits.max_json_bytes
         if config.size > json_max:
             raise ArchiveError(f"the image config is {config.size} bytes, over {json_max} "
@@ -467,19 +491,7 @@ class ArchiveInspector:
         cfg = _loads(bytes(data), f"the image config {config_name!r}")
         if not isinstance(cfg, dict):
             raise ArchiveError("the image config is not a JSON object")
-        arch = str(cfg.get("architecture") or "")
-        os_ = str(cfg.get("os") or "")
-        if arch != "amd64":
-            raise ArchiveError(f"the image is built for {arch or 'an unknown architecture'}; "
-                               "build it for linux/amd64 (docker build --platform linux/amd64)")
-        if os_ and os_ != "linux":
-            raise ArchiveError(f"the image is built for {os_}; build it for linux/amd64")
-        inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
-        user = str(inner.get("User") or "")
-        return ImageInfo(
-            image_id=f"sha256:{digest}", image_tag=tags[0], user=user[:64], architecture=arch, os=os_ or "linux",
-            compressed=bool(self.compressed), layers=len(layers), uncompressed_bytes=self.tar_bytes,
-        )
+        return str(digest), cfg
 
     def _resolve(self, name: str, depth: int = 0) -> _Member | None:
         member = self.state.members.get(name)
