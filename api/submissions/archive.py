@@ -271,37 +271,58 @@ class ArchiveInspector:
                 block, self._hdr = bytes(self._hdr), bytearray()
                 self._header(block)
 
-    def _header(self, block: bytes) -> None:
+    def _start_extension(self, kind: bytes, size: int) -> None:
+        """A pax or GNU long-name/link header: bounded, its data collected for the member after it."""
+        lim = self.limits
+        if size > _EXT_MAX:
+            raise ArchiveError(f"archive has an extended (pax or GNU long-name) header of {size} bytes, over "
+                               f"{_EXT_MAX // 1024} KiB; a docker save archive has only short names")
+        self.metadata_bytes += size
+        if self.metadata_bytes > lim.max_metadata_bytes:
+            raise ArchiveError(f"the archive's headers take more than {lim.max_metadata_bytes} bytes; a docker save "
+                               "archive has a few hundred short headers (setting SEGARENA_ARCHIVE_MAX_METADATA_BYTES)")
+        self._pending_kind = kind
+        self._start_data(size, collect=True, hasher=False)
+        self._current = None
+
+    def _check_one_name(self) -> None:
+        """A member named (or linked) two different ways by its headers is refused: readers would disagree."""
+        names, links = self._names, self._links
+        self._names, self._links = [], []
+        for what, sources in (("name", names), ("link target", links)):
+            if len({value for _, value in sources}) > 1:
+                said = ", ".join(f"{source} {value!r}" for source, value in sources)
+                raise ArchiveError(f"an archive member has two different {what}s ({said}); Docker and this check "
+                                   "would read different files, re-create the archive with docker save")
+
+    def _tarinfo(self, block: bytes) -> tarfile.TarInfo | None:
+        """The header in ``block``, or None for an end-of-archive (zero) block."""
         if block == b"\0" * BLOCK:
             self._zero_blocks += 1
             if self._zero_blocks >= 2:
                 self._ended = True
-            return
+            return None
         if self._zero_blocks:
             raise ArchiveError("the tar archive has data after an end-of-archive marker")
         try:
-            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
         except tarfile.HeaderError as exc:
             if not self.state.members and self._pending_kind is None:
                 raise ArchiveError(
                     "this is not a tar archive; upload the output of docker save NAME | gzip > NAME.tar.gz"
                 ) from None
             raise ArchiveError(f"the tar archive is damaged at byte {self.tar_bytes} ({exc})") from None
+
+    def _header(self, block: bytes) -> None:
+        info = self._tarinfo(block)
+        if info is None:
+            return
         kind = info.type
         size = info.size
         lim = self.limits
         self.metadata_bytes += BLOCK
         if kind in (b"x", b"g", b"L", b"K"):
-            if size > _EXT_MAX:
-                raise ArchiveError(f"archive has an extended (pax or GNU long-name) header of {size} bytes, over "
-                                   f"{_EXT_MAX // 1024} KiB; a docker save archive has only short names")
-            self.metadata_bytes += size
-            if self.metadata_bytes > lim.max_metadata_bytes:
-                raise ArchiveError(f"the archive's headers take more than {lim.max_metadata_bytes} bytes; a docker save "
-                                   "archive has a few hundred short headers (setting SEGARENA_ARCHIVE_MAX_METADATA_BYTES)")
-            self._pending_kind = kind
-            self._start_data(size, collect=True, hasher=False)
-            self._current = None
+            self._start_extension(kind, size)
             return
         self.entries += 1
         if self.entries > lim.max_members:
@@ -310,13 +331,7 @@ class ArchiveInspector:
         if self.metadata_bytes > lim.max_metadata_bytes:
             raise ArchiveError(f"the archive's headers take more than {lim.max_metadata_bytes} bytes; a docker save "
                                "archive has a few hundred short headers (setting SEGARENA_ARCHIVE_MAX_METADATA_BYTES)")
-        names, links = self._names, self._links
-        self._names, self._links = [], []
-        for what, sources in (("name", names), ("link target", links)):
-            if len({value for _, value in sources}) > 1:
-                said = ", ".join(f"{source} {value!r}" for source, value in sources)
-                raise ArchiveError(f"an archive member has two different {what}s ({said}); Docker and this check "
-                                   "would read different files, re-create the archive with docker save")
+        self._check_one_name()
         if block[257:265] != _POSIX_MAGIC and block[345:500].strip(b"\0") and kind != tarfile.GNUTYPE_SPARSE:
             raise ArchiveError(f"archive member {info.name!r} is not a ustar header but carries a name prefix; "
                                "Docker and this check would read different names, re-create the archive with docker save")
@@ -363,43 +378,47 @@ class ArchiveInspector:
         if size == 0:
             self._member_done()
 
+    def _extension_done(self, kind: bytes, data: bytearray) -> None:
+        """A pax or GNU long-name/link header's data is complete: note what it sets for the next member."""
+        budget = _PAX_RECORDS_PER_MEMBER * self.limits.max_members - self.pax_records
+        if kind in (b"g", b"x"):
+            pax, records = _parse_pax(bytes(data), budget)
+            self.pax_records += records
+        if kind == b"g":
+            named = sorted(k for k in pax if k in ("path", "linkpath", "size") or k.startswith("GNU.sparse."))
+            if named:
+                raise ArchiveError(f"archive has a global pax header setting {', '.join(named)}; tar readers "
+                                   "disagree on it, re-create the archive with docker save")
+        if kind == b"x":
+            sparse = sorted(k for k in pax if k.startswith("GNU.sparse."))
+            if sparse:
+                raise ArchiveError(f"archive has a sparse-file pax header ({sparse[0]}); Docker reads a name and size "
+                                   "from it that this check would not, and docker save writes none")
+            if "path" in pax:
+                self._pending_name = pax["path"]
+                self._names.append(("pax path", pax["path"]))
+            if "linkpath" in pax:
+                self._pending_link = pax["linkpath"]
+                self._links.append(("pax linkpath", pax["linkpath"]))
+            if "size" in pax:
+                try:
+                    self._pending_size = int(pax["size"])
+                except ValueError:
+                    raise ArchiveError("archive has a malformed pax size") from None
+        elif kind == b"L":
+            self._pending_name = bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            self._names.append(("GNU long name", self._pending_name))
+        elif kind == b"K":
+            self._pending_link = bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            self._links.append(("GNU long link", self._pending_link))
+
     def _member_done(self) -> None:
         data, self._collect = self._collect, None
         hasher, self._hasher = self._hasher, None
         if self._pending_kind is not None and self._current is None:
             kind, self._pending_kind = self._pending_kind, None
             assert data is not None
-            budget = _PAX_RECORDS_PER_MEMBER * self.limits.max_members - self.pax_records
-            if kind in (b"g", b"x"):
-                pax, records = _parse_pax(bytes(data), budget)
-                self.pax_records += records
-            if kind == b"g":
-                named = sorted(k for k in pax if k in ("path", "linkpath", "size") or k.startswith("GNU.sparse."))
-                if named:
-                    raise ArchiveError(f"archive has a global pax header setting {', '.join(named)}; tar readers "
-                                       "disagree on it, re-create the archive with docker save")
-            if kind == b"x":
-                sparse = sorted(k for k in pax if k.startswith("GNU.sparse."))
-                if sparse:
-                    raise ArchiveError(f"archive has a sparse-file pax header ({sparse[0]}); Docker reads a name and size "
-                                       "from it that this check would not, and docker save writes none")
-                if "path" in pax:
-                    self._pending_name = pax["path"]
-                    self._names.append(("pax path", pax["path"]))
-                if "linkpath" in pax:
-                    self._pending_link = pax["linkpath"]
-                    self._links.append(("pax linkpath", pax["linkpath"]))
-                if "size" in pax:
-                    try:
-                        self._pending_size = int(pax["size"])
-                    except ValueError:
-                        raise ArchiveError("archive has a malformed pax size") from None
-            elif kind == b"L":
-                self._pending_name = bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                self._names.append(("GNU long name", self._pending_name))
-            elif kind == b"K":
-                self._pending_link = bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                self._links.append(("GNU long link", self._pending_link))
+            self._extension_done(kind, data)
             return
         if self._current is not None:
             if data is not None:
