@@ -2,9 +2,9 @@
 # The README's test command: installs and starts everything the tests need, lints (ruff) and type-checks (mypy) the
 # tree, then runs pytest.
 #   ./segarena.sh test [PYTEST ARGS...]          the whole suite (Docker, Redis, PostgreSQL, Chromium)
-#   ./segarena.sh test --fast [PYTEST ARGS...]   what needs no Docker, PostgreSQL or browser (about a minute)
+#   ./segarena.sh test --fast [PYTEST ARGS...]   what needs no Docker, PostgreSQL or browser and is not slow
 # Under CI=true a missing service fails the tests that need it (never a silent skip); --fast does not start
-# Docker or PostgreSQL and deselects the tests marked docker/postgres/browser (tests/conftest.py marks them).
+# Docker or PostgreSQL and deselects the tests marked docker/postgres/browser/slow (tests/conftest.py marks them).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 fast=0
@@ -17,7 +17,7 @@ if [ $fast -eq 1 ]; then
   ensure_venv
   ensure_redis
   export SEGARENA_TEST_FAST=1
-  marker=(-m "not docker and not postgres and not browser")
+  marker=(-m "not docker and not postgres and not browser and not slow")
 else
   need_apt docker.io redis-server postgresql debootstrap chromium chromium-driver
   ensure_venv

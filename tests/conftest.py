@@ -2,7 +2,8 @@
 
 A missing service skips its tests on a developer machine but FAILS them under ``CI=true``:
 CI must never pass by skipping what it is meant to check. ``./segarena.sh test`` starts them all;
-``./segarena.sh test --fast`` runs what needs none of Docker, PostgreSQL and a browser (SEGARENA_TEST_FAST=1).
+``./segarena.sh test --fast`` runs what needs none of Docker, PostgreSQL and a browser and is not ``slow``
+(SEGARENA_TEST_FAST=1).
 
 Markers follow what a test really uses (:func:`pytest_collection_modifyitems`): ``docker`` for tests of the
 Docker engine's fixtures and of tests/worker, tests/resilience, tests/system; ``postgres`` for the PostgreSQL
@@ -210,6 +211,8 @@ DIRECTORY_MARKERS = {
     "tests/resilience/": ("resilience", "docker", "slow"),
     "tests/system/test_e2e.py": ("docker", "slow"),
     "tests/system/test_scaleout.py": ("docker", "slow"),
+    "tests/api/test_api_fuzz.py": ("slow",),  # generated requests over the whole schema: minutes
+    "tests/api/test_api_concurrency.py": ("slow",),  # 20 simultaneous uploads, twice
 }
 
 
