@@ -12,16 +12,30 @@ IMAGE_NAMES = ("correct", "outflood", "memory", "sleep", "crash", "nothing", "wr
                "forkbomb", "stdout", "cpuburn", "slow", "noop")
 
 
+_BUILT: dict[tuple[str, str], str] = {}  # (name, base image) -> image id, built once per test session
+
+
 def build_test_image(client, base_image: str, name: str) -> str:
     """Build tests/images/<name> as segarena-test/<name>:latest from the local base; returns its id.
 
-    The engine's build cache makes a rebuild of an unchanged image a no-op (well under a second), and a
-    changed Dockerfile or script is never served stale.
+    Built once per session (several modules use the same images); a later call only checks that the tag still
+    names that image (a test may have removed it) and rebuilds otherwise. The engine's build cache makes a rebuild
+    of an unchanged image cheap, and a changed Dockerfile or script is never served stale across sessions.
     """
+    import docker
+
     tag = f"segarena-test/{name}:latest"
+    known = _BUILT.get((name, base_image))
+    if known is not None:
+        try:
+            if client.images.get(tag).id == known:
+                return known
+        except docker.errors.ImageNotFound:
+            pass
     img, _ = client.images.build(path=str(IMAGES_DIR), dockerfile=f"{name}/Dockerfile", tag=tag, rm=True,
                                  buildargs={"BASE_IMAGE": base_image}, labels={"segarena.base": base_image},
                                  network_mode="none")
+    _BUILT[(name, base_image)] = img.id
     return img.id
 
 
