@@ -1,5 +1,5 @@
-"""Joining a challenge from the command line: ``segarena signup request|claim|join-code``, ``segarena accept-terms``
-and the organizers' ``segarena admin signups list|approve|refuse`` (docs/participants.md).
+"""Joining a challenge from the command line: ``segarena signup request|claim|join-code``, ``segarena accept-terms``,
+``segarena quota`` and the organizers' ``segarena admin signups list|approve|refuse`` (docs/participants.md).
 
 The HTTP client only: no server code is imported. Registered on the root and ``admin`` apps by :mod:`segarena.cli`.
 """
@@ -93,6 +93,29 @@ def accept_terms(yes: bool = typer.Option(False, "--yes", "-y", help="Accept wit
     out.print(f"{res['message']} ({when(res['accepted_at'])})", markup=False)
 
 
+def quota(every: bool = typer.Option(False, "--all-challenges", help="Every challenge, not only the current one.")
+          ) -> None:
+    """Your team's quota per track: used in the last 24 h, open uploads, left, and when the next slot frees."""
+    from rich.table import Table
+
+    with open_client() as client:
+        params = {} if every else {"challenge": client.config.challenge}
+        me = client.get("/api/me/participation", params=params)
+    if not me.get("team"):
+        out.print("you are not a member of a team: no quota", markup=False)
+        return
+    table = Table("challenge", "track", "per 24 h", "used", "uploading", "left", "next slot frees", title=f"team {me['team']}",
+                  box=None)
+    for q in me.get("quotas") or []:
+        table.add_row(q["challenge"], q["track"] + ("" if q.get("is_open") else " (closed)"), str(q["quota_per_day"]),
+                      str(q["used"]), str(q["open_uploads"]), str(q["left"]), when(q.get("next_slot_at"), empty="-"))
+    out.print(table)
+    for c in me.get("challenges") or []:
+        if c.get("terms_required") and not c.get("terms_accepted_at"):
+            out.print(f"challenge {c['challenge']}: accept its terms before submitting (segarena accept-terms)",
+                      markup=False)
+
+
 def _signup_row(s: dict[str, Any]) -> list[str]:
     team = s.get("team") or ""
     team += " (new)" if s.get("team_name") and s.get("state") == "pending" else f" ({s.get('team_members', 0)} members)"
@@ -147,7 +170,8 @@ def signups_refuse(signup_id: int = typer.Argument(..., help="A sign-up request 
 
 
 def register(app: typer.Typer, admin_app: typer.Typer) -> None:
-    """``segarena signup ...``, ``segarena accept-terms`` and ``segarena admin signups ...``."""
+    """``segarena signup ...``, ``segarena accept-terms``, ``segarena quota`` and ``segarena admin signups ...``."""
     app.add_typer(signup_app, name="signup")
     app.command("accept-terms")(accept_terms)
+    app.command("quota")(quota)
     admin_app.add_typer(signups_admin_app, name="signups")

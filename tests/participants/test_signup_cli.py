@@ -100,6 +100,9 @@ def test_signup_from_the_command_line(server, tmp_path):
     sub = cli(anon, "submit", str(archive)).stdout
     assert re.search(r"submission \d+: queued", sub)
     assert re.search(ISO, cli(anon, "status").stdout)
+    q = cli(anon, "quota").stdout
+    row = re.search(r"joinme\s+main\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\S+)", q)
+    assert row and row.groups()[:4] == ("5", "1", "0", "4") and re.fullmatch(ISO, row.group(5)), q
 
 
 def test_dates_are_iso_8601_with_offset(monkeypatch):
