@@ -61,6 +61,11 @@ MATRIX = [
     ("POST", "/api/admin/submissions/{done_a}/exclude", {"json": {"excluded": True, "reason": "r"}}, (401, 403, 403, 200)),
     ("POST", "/api/admin/submissions/{done_a}/baseline", {"json": {"is_baseline": True}}, (401, 403, 403, 200)),
     ("GET", "/api/admin/export.csv", None, (401, 403, 403, 200)),
+    # bulk re-run (a dry run: nothing queued) and compute accounting (tests/organizers)
+    ("POST", "/api/challenges/cvpr24/tracks/main/rerun", {"json": {"which": "latest"}}, (401, 403, 403, 200)),
+    ("GET", "/api/challenges/cvpr24/tracks/main/usage", None, (401, 200, 200, 200)),
+    ("GET", "/api/me/usage", None, (401, 200, 200, 200)),
+    ("GET", "/api/admin/usage", None, (401, 403, 403, 200)),
     ("GET", "/api/admin/audit", None, (401, 403, 403, 200)),
     ("GET", "/api/admin/runs/{shard}/workers", None, (401, 403, 403, 200)),
     ("GET", "/api/admin/members/{member_a}/tokens", None, (401, 403, 403, 200)),
@@ -83,6 +88,8 @@ MATRIX = [
 
 
 def _our_routes() -> set[tuple[str, str]]:
+    from api.accounting.routes import router as accounting
+    from api.admin.bulk import router as bulk_rerun
     from api.admin.routes import router as admin
     from api.auth.routes import router as auth_router
     from api.challenges.routes import router as challenges
@@ -92,7 +99,8 @@ def _our_routes() -> set[tuple[str, str]]:
     from api.submissions.routes import router as submissions
 
     out = set()
-    for router in (health, auth_router, challenges, submissions, admin, workers_admin, worker_routes):
+    for router in (health, auth_router, challenges, submissions, admin, workers_admin, worker_routes, accounting,
+                   bulk_rerun):
         for route in router.routes:
             for method in route.methods - {"HEAD"}:
                 out.add((method, route.path))
