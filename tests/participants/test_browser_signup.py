@@ -169,5 +169,19 @@ def test_signup_approval_submission_result(server, settings, browser):
     assert shown and all(dt.endswith("Z") and title.endswith("UTC") and text != title for dt, title, text in shown)
     assert any("GMT+5:30" in text for _, _, text in shown)
     assert errors == []
+
+    # 8. the participant pages pass the accessibility audit (axe-core, WCAG 2.x A/AA: no serious or critical issue)
+    from tests.accessibility.test_axe_pages import audit, serious
+
+    found = {}
+    for who, tab, path in [("participant", pg, "/me"), ("participant", pg, f"/me/submissions/{sub_id}"),
+                           ("participant", pg, "/challenges/cvpr24/terms"), ("participant", pg, "/signup/claim"),
+                           ("participant", pg, "/challenges/cvpr24/signup"),
+                           ("organizer", opg, "/admin/challenges/cvpr24/signups?state=all")]:
+        assert tab.goto(base + path).status == 200, path
+        bad = serious(audit(tab))
+        if bad:
+            found[f"{who} {path}"] = bad
+    assert found == {}, found
     part.close()
     org.close()
