@@ -17,10 +17,11 @@ def include_routes(app: FastAPI) -> None:
     from api.leaderboard.routes import router as leaderboard_router
     from api.notifications.routes import router as notifications_router
     from api.participants.routes import router as participants_router
+    from api.reports.routes import router as reports_router
     from api.status.routes import router as status_router
     from api.submissions.routes import router as submissions_router
 
     for router in (leaderboard_router, auth_router, challenges_router, submissions_router, admin_router,
                    status_router, workers_admin_router, worker_router, notifications_router, participants_router,
-                   accounting_router, bulk_rerun_router):
+                   accounting_router, bulk_rerun_router, reports_router):
         app.include_router(router, responses=ERROR_RESPONSES)

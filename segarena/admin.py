@@ -257,6 +257,33 @@ def export(output: Path | None = typer.Option(None, "--output", "-o", help="Writ
         write(text)
 
 
+@app.command("report")
+def report(track: str = typer.Argument(..., help="Track slug."),
+           output: Path = typer.Option(Path("report.html"), "--output", "-o", help="The HTML file to write."),
+           n_boot: int = typer.Option(1000, "--bootstrap", help="Bootstrap samples for ranking stability (≥ 1000)."),
+           alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the Wilcoxon tests (Holm)."),
+           seed: int = typer.Option(0, "--seed", help="Seed of the case bootstrap."),
+           json_out: Path | None = typer.Option(None, "--json", help="Also write the report's data (JSON) here.")) -> None:
+    """The challenge report of a track as one offline HTML file (print it to PDF from the browser): ranking with its
+    scheme, bootstrap stability (blob plot), significance maps, per-modality and per-size tables, runtime and memory,
+    failures by reason, submissions over time and the test set (docs/report.md)."""
+    import json
+    import time
+
+    from segarena.report_html import render_report
+
+    t0 = time.perf_counter()
+    with open_client(timeout=600.0) as client:
+        data = client.get(client.track_path(track).replace("/api/challenges/", "/api/admin/challenges/", 1)
+                          + "/report.json", params={"n_boot": n_boot, "alpha": alpha, "seed": seed})
+    html = render_report(data)
+    output.write_text(html, encoding="utf-8")
+    if json_out is not None:
+        json_out.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    out.print(f"wrote {output} ({len(html) // 1024} KiB; {len(data['ranking'])} rows, {data['n_cases']} cases; "
+              f"built in {data.get('build_s', 0):.1f} s on the server, {time.perf_counter() - t0:.1f} s in all)")
+
+
 @team_app.command("create")
 def team_create(name: str = typer.Argument(...), affiliation: str = typer.Option("", help="Institution.")) -> None:
     """Create a team."""
