@@ -59,11 +59,13 @@ def mount(app: FastAPI) -> None:
     routes in order)."""
     from leaderboard_web.notifications import router as notifications_router  # organizers: webhooks, delivery log
     from leaderboard_web.participants import router as participants_router  # sign-up, claim, terms, /me, results
+    from leaderboard_web.usage import router as usage_router  # organizers: compute per team and track
 
     n = len(app.router.routes)
     app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(notifications_router, responses=ERROR_RESPONSES)
     app.include_router(participants_router, responses=ERROR_RESPONSES)
+    app.include_router(usage_router, responses=ERROR_RESPONSES)
     added = app.router.routes[n:]
     del app.router.routes[n:]
     app.router.routes[:0] = added

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -144,7 +144,9 @@ def usage(session: Session, track: Track, *, settings: Any, team_ids: Iterable[i
                                   budget_cpu_s=track.budget_cpu_s, budget_gpu_s=track.budget_gpu_s)
         return rows[team_id]
 
-    for team_id, _run_id, queue, params, requested_by, cpu, wall_s, cases in session.execute(q).all():
+    result = cast("list[tuple[int, int, str, dict[str, Any] | None, str | None, float, float, int]]",
+                  session.execute(q).all())
+    for team_id, _run_id, queue, params, requested_by, cpu, wall_s, cases in result:
         u = row_of(int(team_id))
         gpu = float(wall_s) * gpus_of(queue, params, track.gpus, gpu_q)
         if (requested_by or "").startswith(RERUN_PREFIX):

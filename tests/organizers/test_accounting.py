@@ -172,3 +172,19 @@ def test_budget_setting_is_validated(client, db_settings):
     for bad in (0, -5, "lots"):
         r = client.patch("/api/challenges/cvpr24/tracks/main", json={"budget_gpu_s": bad}, headers=auth(w.token_org))
         assert r.status_code == 422 and "budget_gpu_s" in r.text, r.text
+
+
+def test_organizer_usage_page(client, db_settings):
+    w = seed(db_settings.database_url)
+    with session_scope(db_settings.database_url) as s:
+        s.get(Track, w.tracks["main"]).budget_cpu_s = 8.0
+    _run_with_cases(db_settings, team_id=w.team_a, member_id=w.member_a, track_id=w.tracks["main"],
+                    cases=[(1.5, 2.0, 1.0), (0.5, 1.0, 1.0)])
+    page = client.get("/admin/challenges/cvpr24/usage", headers=auth(w.token_org))
+    assert page.status_code == 200, page.text
+    html = page.text
+    assert 'id="usage-main"' in html and "Team A" in html and "<td class=\"num\">2.0</td>" in html
+    assert "25.0 %" in html and "Budget per team: CPU 8.0 s" in html  # 2.0 of 8.0 CPU-seconds
+    assert client.get("/admin/challenges/cvpr24/usage", headers=auth(w.token_a)).status_code == 403
+    assert client.get("/admin/challenges/nope/usage", headers=auth(w.token_org)).status_code == 404
+    assert 'id="usage-link"' in client.get("/challenges/cvpr24", headers=auth(w.token_org)).text
