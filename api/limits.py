@@ -81,14 +81,11 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
-        declared: int | None = None
-        for key, value in scope.get("headers") or ():
-            if key == b"content-length":
-                text = value.decode("latin-1").strip()
-                if not text.isdigit():
-                    await self._refuse(send, 400, "bad_request", "the Content-Length header is not a number of bytes")
-                    return
-                declared = int(text)
+        try:
+            declared = _content_length(scope)
+        except ValueError:
+            await self._refuse(send, 400, "bad_request", "the Content-Length header is not a number of bytes")
+            return
         if declared is not None and declared > limit:
             await self._refuse(send, 413, "too_large", self._message())
             return
@@ -121,10 +118,19 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLarge:
-            if not refused:
-                raise
-        except Exception:
+        except Exception:  # _BodyTooLarge included
             if not refused:
                 raise
             # the application failed after the client was answered 413 (it lost its body): nothing to add
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The request's declared Content-Length (the last header wins), None without one; ValueError if not a number."""
+    declared: int | None = None
+    for key, value in scope.get("headers") or ():
+        if key == b"content-length":
+            text = value.decode("latin-1").strip()
+            if not text.isdigit():
+                raise ValueError(text)
+            declared = int(text)
+    return declared

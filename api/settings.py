@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         "48-95 MiB at 8-16 MiB); at most 10,000 parts per object, so objects up to 10,000 x this (80 GiB at 8 MiB).",
     )
     docker_host: str | None = Field(
-        default=None, description="Docker engine socket, e.g. unix:///var/run/docker.sock; default: DOCKER_HOST or the local socket."
+        default=None,
+        description="Docker engine socket, e.g. unix:///var/run/docker.sock; default: DOCKER_HOST or the local socket.",
     )
     max_upload_bytes: int = Field(default=10 * 1024**3, description="Largest image archive accepted (bytes).")
     upload_chunk_bytes: int = Field(default=8 * 1024**2, description="Write size when streaming uploads to storage.")
@@ -120,7 +121,8 @@ class Settings(BaseSettings):
         description="Longest failure reason (case, run, submission) and run log summary the worker stores; longer "
         "text is cut with a note of how much was cut.",
     )
-    heartbeat_timeout_s: int = Field(default=120, description="A run whose heartbeat is older than this is requeued by the reaper.")
+    heartbeat_timeout_s: int = Field(default=120,
+                                     description="A run whose heartbeat is older than this is requeued by the reaper.")
     reaper_interval_s: int = Field(default=30, description="How often the reaper looks for lost runs.")
     max_attempts: int = Field(default=3, description="Attempts for infrastructure failures before a run fails for good.")
     retry_backoff_s: float = Field(default=5.0, description="Backoff before attempt n: retry_backoff_s * 2**(n-2) seconds.")
@@ -273,7 +275,7 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _defaults(self) -> "Settings":
+    def _defaults(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'segarena.db'}"
@@ -283,7 +285,8 @@ class Settings(BaseSettings):
 
         kind, where, _ = parse_storage_url(self.storage_url)
         if kind == "local" and where:
-            if self.storage_dir is not None and Path(self.storage_dir).expanduser().resolve() != Path(where).expanduser().resolve():
+            if (self.storage_dir is not None
+                    and Path(self.storage_dir).expanduser().resolve() != Path(where).expanduser().resolve()):
                 raise ValueError(f"SEGARENA_STORAGE_URL ({self.storage_url}) and SEGARENA_STORAGE_DIR ({self.storage_dir}) "
                                  "name different directories; set one of them")
             self.storage_dir = Path(where)

@@ -284,11 +284,11 @@ def _drop_member(raw: bytes, name: str) -> bytes:
 
 def _replace_member(raw: bytes, name: str, data: bytes) -> bytes:
     out = []
-    for info, old in _members(raw):
+    for info, content in _members(raw):
         if info.name == name:
             info.size = len(data)
-            old = data
-        out.append((info, old))
+            content = data  # noqa: PLW2901 (the replaced member's content)
+        out.append((info, content))
     return _rebuild(out)
 
 
@@ -365,7 +365,7 @@ def format_table(rows: list[ReportRow], *, title: str = "") -> str:
     body = [(r.kind, r.expected, r.observed, str(r.lost), str(r.duplicated), r.note) for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     widths[-1] = min(widths[-1], 110)
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [title] if title else []
     out.append(line.format(*head))
     out.append("  ".join("-" * w for w in widths))

@@ -148,7 +148,7 @@ def served(settings, tmp_path):
     """The API in its own process (uvicorn --factory server.app:create_app), default settings."""
     port = _free_port()
     env = {**os.environ, "SEGARENA_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(ROOT)}
-    log = open(tmp_path / "uvicorn.log", "wb")
+    log = open(tmp_path / "uvicorn.log", "wb")  # noqa: SIM115 (the server's log, closed when the server is stopped)
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app", "--host", "127.0.0.1",
                              "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env, stdout=log, stderr=log)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pytest
 import fcntl
 import hashlib
@@ -47,7 +48,7 @@ def test_chunked_upload_with_wrong_offsets(client, world, db_settings):
     uid = up["upload_id"]
     assert up["received_bytes"] == 0 and up["state"] == "open" and up["url"].endswith(f"/api/uploads/{uid}")
     cut = [0, 1000, 1001, 100_000, len(data)]
-    for a, b in zip(cut, cut[1:]):
+    for a, b in itertools.pairwise(cut):
         r = _put(client, world.token_a, uid, data, a, b - 1)
         assert r.status_code == 200, r.text
         assert r.json()["received_bytes"] == b
@@ -86,8 +87,9 @@ def test_bad_ranges_and_bodies(client, world, db_settings):
     data = make_image_tar(salt="ranges")
     uid = _open(client, world.token_a, data).json()["upload_id"]
     h = {**auth(world.token_a), "Content-Type": "application/octet-stream"}
-    for header in ("bytes=0-9/100", "bytes 0-9", "bytes 9-0/%d" % len(data), "bytes 0-%d/%d" % (len(data), len(data)),
-                   "items 0-9/%d" % len(data), "bytes -1-9/%d" % len(data)):
+    n = len(data)
+    for header in ("bytes=0-9/100", "bytes 0-9", f"bytes 9-0/{n}", f"bytes 0-{n}/{n}", f"items 0-9/{n}",
+                   f"bytes -1-9/{n}"):
         r = client.put(f"/api/uploads/{uid}", content=b"x" * 10, headers={**h, "Content-Range": header})
         assert r.status_code == 400 and r.json()["code"] == "bad_content_range", header
     r = client.put(f"/api/uploads/{uid}", content=data[:10], headers={**h, "Content-Range": "bytes 0-9/12345"})
@@ -96,7 +98,7 @@ def test_bad_ranges_and_bodies(client, world, db_settings):
     assert r.status_code == 422  # Content-Range is required
     # a body longer than its range: refused, nothing kept
     r = client.put(f"/api/uploads/{uid}", content=(x for x in [data[:20]]),
-                   headers={**h, "Content-Range": "bytes 0-9/%d" % len(data)})
+                   headers={**h, "Content-Range": f"bytes 0-9/{len(data)}"})
     assert r.status_code == 400 and "longer" in r.json()["message"]
     assert client.get(f"/api/uploads/{uid}", headers=auth(world.token_a)).json()["received_bytes"] == 0
     # complete before all bytes arrived

@@ -65,9 +65,9 @@ def test_undeclared_queue_is_refused_on_create_update_and_apply(client, world, d
     assert client.get(f"/api/challenges/{world.challenge}/tracks/main").json()["queue"] == "cpu"
 
     # `segarena admin apply` goes through the same routes: refused, with the same message
-    with SegArenaClient(ClientConfig(url=live.url, token=world.token_org)) as cli:
-        with pytest.raises(CliError, match="not a declared queue"):
-            apply_challenge(cli, {"slug": "big", "title": "Big", "demo": True, "tracks": [{**track, "queue": "bigmem"}]})
+    with SegArenaClient(ClientConfig(url=live.url, token=world.token_org)) as cli, \
+            pytest.raises(CliError, match="not a declared queue"):
+        apply_challenge(cli, {"slug": "big", "title": "Big", "demo": True, "tracks": [{**track, "queue": "bigmem"}]})
 
     # declared (the server's setting): accepted; GPUs need a gpu-kind queue
     db_settings.queue_spec = "cpu:cpu,gpu:gpu,bigmem:cpu,a100:gpu"

@@ -134,9 +134,9 @@ def test_stale_session_starts_over(tmp_path, archive):
 
 
 def test_unreachable_server_is_one_clear_error(tmp_path, archive):
-    with SegArenaClient(ClientConfig(url="http://127.0.0.1:9", token="t")) as client:
-        with pytest.raises(CliError, match="cannot reach SegArena at http://127.0.0.1:9"):
-            upload_archive(client, archive, track="main", state=UploadState(tmp_path / "s.json"))
+    with SegArenaClient(ClientConfig(url="http://127.0.0.1:9", token="t")) as client, \
+            pytest.raises(CliError, match="cannot reach SegArena at http://127.0.0.1:9"):
+        upload_archive(client, archive, track="main", state=UploadState(tmp_path / "s.json"))
 
 
 def test_submit_command_resumes_through_the_cli(tmp_path, archive):

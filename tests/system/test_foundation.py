@@ -63,7 +63,7 @@ def test_celery_task_round_trips_through_redis(redis_url, tmp_path):
             return a + b
     """))
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
-    log = open(tmp_path / "worker.log", "wb")
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (the worker's log, closed when the worker is stopped)
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "roundtrip_app", "worker", "--pool=solo", "--concurrency=1",
          "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
