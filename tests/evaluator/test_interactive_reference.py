@@ -12,6 +12,7 @@ exactly (``==`` on floats). No network, nothing of the reference vendored.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from evaluator.interactive import (
 )
 from tests.evaluator.cvpr25_cases import ITERATIONS, cases, predictions, sha256
 
-FIXTURE = Path(__file__).with_name("fixtures") / "cvpr25_reference.json"
+FIXTURE = Path(os.environ.get("SEGARENA_CVPR25_FIXTURE") or Path(__file__).with_name("fixtures") / "cvpr25_reference.json")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> list:
 
 def test_reference_equality(recorded: dict, generated: list, tmp_path: Path) -> None:
     refs = {c["name"]: c for c in recorded["cases"]}
-    assert len(generated) == len(refs) == 27
+    assert len(generated) == len(refs) >= 27
     n_clicks = n_none = n_values = 0
     for index, (name, arrays, gts) in enumerate(generated):
         ref = refs[name]
@@ -94,6 +95,6 @@ def test_reference_equality(recorded: dict, generated: list, tmp_path: Path) -> 
         assert auc(nsds, profile="cvpr25") == ref["metrics"]["NSD_AUC"], name
         assert dscs[-1] == ref["metrics"]["DSC_Final"] and nsds[-1] == ref["metrics"]["NSD_Final"]
     # the fixture exercises what it should: many clicks, classes already perfect (no click) and both click kinds
-    assert n_clicks > 300 and n_none > 100 and n_values == 27 * 12
+    assert n_clicks > 300 and n_none > 100 and n_values == len(refs) * 12
     kinds = {k for c in recorded["cases"] for i in c["inputs"] for o in i.get("clicks_order", []) for k in o}
     assert kinds == {"fg", "bg", None}
