@@ -137,8 +137,10 @@ class _TrackFields(BaseModel):
     class_budget_s: float = Field(default=ts.DEFAULT_CLASS_BUDGET_S, gt=0, le=ts.MAX_CLASS_BUDGET_S,
                                   allow_inf_nan=False, description=_BUDGET_HELP)
     timing: TimingMode = Field(default=ts.DEFAULT_TIMING, description=_TIMING_HELP)  # type: ignore[assignment]
-    budget_cpu_s: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False, description=_BUDGET_CPU_HELP)
-    budget_gpu_s: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False, description=_BUDGET_GPU_HELP)
+    budget_cpu_s: float | None = Field(default=_TD["budget_cpu_s"], gt=0, le=1e12, allow_inf_nan=False,
+                                       description=_BUDGET_CPU_HELP)
+    budget_gpu_s: float | None = Field(default=_TD["budget_gpu_s"], gt=0, le=1e12, allow_inf_nan=False,
+                                       description=_BUDGET_GPU_HELP)
 
 
 def check_prompt_testset(prompt: str | None, testset: str | None) -> None:

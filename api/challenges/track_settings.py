@@ -47,4 +47,6 @@ TRACK_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "fail_fast_cases": 3, "shard_size": 0,
     "prompt": DEFAULT_PROMPT, "iterations": DEFAULT_ITERATIONS, "class_budget_s": DEFAULT_CLASS_BUDGET_S,
     "timing": DEFAULT_TIMING,
+    # compute budgets per team (api/accounting, docs/accounting.md): none unless set
+    "budget_cpu_s": None, "budget_gpu_s": None,
 })
