@@ -37,7 +37,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 __all__ = ["Storage", "StorageError", "ObjectStore", "S3Storage", "BadKey", "ObjectNotFound", "check_key",
            "parse_storage_url", "archive_key", "object_response"]
@@ -230,7 +230,7 @@ def object_response(store: ObjectStore, key: str, *, filename: str | None = None
     from starlette.responses import FileResponse, StreamingResponse
 
     name = filename or key.rsplit("/", 1)[-1]
-    if store.local:
+    if isinstance(store, Storage):
         path = store.path_of(key)
         if not path.is_file():
             raise ObjectNotFound(f"no object {key!r} in the storage directory")
@@ -469,7 +469,7 @@ class S3Storage(ObjectStore):
     def scratch_dir(self) -> Path:
         return self.staging.scratch_dir()
 
-    def _no_path(self, what: str):
+    def _no_path(self, what: str) -> NoReturn:
         raise StorageError(f"{what}: with S3 storage ({self.url}) stored archives and outputs are objects, not files; "
                            "read them with iter_bytes/get_to_file and write them with put_file/move_in")
 
@@ -589,7 +589,7 @@ class S3Storage(ObjectStore):
 
         body = self.open_read(key)
         try:
-            yield from body.iter_chunks(chunk)
+            yield from body.iter_chunks(chunk)  # type: ignore[attr-defined]  # a botocore StreamingBody
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(exc, f"read {key!r}", key) from None
         finally:
@@ -681,7 +681,7 @@ class S3Storage(ObjectStore):
     def describe(self) -> dict:
         from api.health import redact_url
 
-        info = {"kind": "s3", "url": redact_url(self.url), "endpoint": redact_url(self.endpoint_url or "(AWS)"),
+        info: dict[str, Any] = {"kind": "s3", "url": redact_url(self.url), "endpoint": redact_url(self.endpoint_url or "(AWS)"),
                 "bucket": self.bucket}
         try:
             from botocore.exceptions import BotoCoreError, ClientError

@@ -72,7 +72,7 @@ def _queued_rows(session: Session, queue: str) -> list[tuple[int, datetime, int,
     """Queued shards of the queue's queued runs, and each queued run not split yet as one pseudo-shard (negative
     id: after any real shard of the same age)."""
     live = (Run.state == RunState.queued, Run.queue == queue, Submission.state != SubmissionState.cancelled)
-    shards = [tuple(r) for r in session.execute(
+    shards: list[tuple[int, datetime, int, int]] = [(r[0], r[1], r[2], r[3]) for r in session.execute(
         select(Shard.id, Shard.created_at, Submission.team_id, Run.id)
         .join(Run, Run.id == Shard.run_id).join(Submission, Submission.id == Run.submission_id)
         .where(Shard.state == ShardState.queued, *live)).all()]
@@ -93,8 +93,9 @@ def _last_claimed(session: Session) -> dict[int, datetime | None]:
     for team, ts in session.execute(
             select(Submission.team_id, func.max(Run.started_at)).join(Submission, Submission.id == Run.submission_id)
             .where(Run.started_at.is_not(None)).group_by(Submission.team_id)).all():
-        if ts is not None and (out.get(team) is None or as_utc(ts) > out[team]):
-            out[team] = as_utc(ts)
+        when, current = as_utc(ts), out.get(team)
+        if when is not None and (current is None or when > current):
+            out[team] = when
     return out
 
 
@@ -107,7 +108,7 @@ def _median_wait(session: Session, queue: str, now: datetime) -> tuple[float | N
         select(Run.created_at, Run.started_at).where(Run.queue == queue, Run.started_at.is_not(None),
                                                      Run.started_at >= now - timedelta(hours=24))
         .order_by(Run.started_at.desc()).limit(RECENT_RUNS)).all()
-    waits = [max(0.0, (as_utc(s) - as_utc(c)).total_seconds()) for c, s in rows]
+    waits = [max(0.0, (as_utc(s) - as_utc(c)).total_seconds()) for c, s in rows if c is not None and s is not None]
     return _median(waits), len(waits)
 
 
@@ -117,7 +118,8 @@ def _median_run(session: Session, queue: str) -> float | None:
             Run.queue == queue, Run.started_at.is_not(None), Run.finished_at.is_not(None),
             Run.state.in_([RunState.succeeded, RunState.failed]))
         .order_by(Run.finished_at.desc()).limit(RECENT_RUNS)).all()
-    return _median([max(0.0, (as_utc(f) - as_utc(s)).total_seconds()) for s, f in rows])
+    return _median([max(0.0, (as_utc(f) - as_utc(s)).total_seconds()) for s, f in rows
+                    if s is not None and f is not None])
 
 
 def _workers(session: Session, now: datetime, settings) -> list[tuple[WorkerNode, bool]]:
@@ -164,10 +166,10 @@ def queue_status(session: Session, settings, *, organizer: bool) -> schemas.Stat
     for track, challenge in tracks:
         if not organizer and track.visibility == Visibility.hidden:
             continue
-        waiting = queued.get(track.queue, 0) > 0 and session.scalar(
+        waiting = queued.get(track.queue, 0) > 0 and (session.scalar(
             select(func.count()).select_from(Run).join(Submission, Submission.id == Run.submission_id)
             .where(Submission.track_id == track.id, Run.state == RunState.queued,
-                   Submission.state != SubmissionState.cancelled)) > 0
+                   Submission.state != SubmissionState.cancelled)) or 0) > 0
         if not (_is_open(track, now) or waiting):
             continue
         if track.queue not in declared:
