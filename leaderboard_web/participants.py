@@ -265,7 +265,11 @@ def my_page(request: Request) -> Response:
         mine = service.my_participation(session=session, settings=settings, member=viewer)
         code = service.join_code(session=session, member=viewer) if viewer.team_id is not None else None
         subs = _submissions_json(session, settings, viewer) if viewer.team_id is not None else []
-        return _html(request, "me.html", viewer=viewer, mine=mine, code=code, subs=subs,
+        from api.accounting.service import team_tracks_usage  # compute used per track, budgets (docs/accounting.md)
+
+        usage = ([u.as_dict() for u in team_tracks_usage(session, viewer.team_id, settings=settings)]
+                 if viewer.team_id is not None else [])
+        return _html(request, "me.html", viewer=viewer, mine=mine, code=code, subs=subs, usage=usage,
                      organizer=is_organizer(viewer))
 
 

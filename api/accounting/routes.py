@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from api.accounting.service import team_usage, usage
+from api.accounting.service import team_tracks_usage, team_usage, usage
 from api.deps import CurrentMember, OrganizerDep, SessionDep, SettingsDep
 from api.errors import ApiError
-from api.models import Challenge, Role, Submission, Track
+from api.models import Challenge, Role, Track
 from api.params import SlugPath
 
 router = APIRouter(tags=["accounting"])
@@ -36,10 +36,7 @@ def track_usage(challenge: SlugPath, track: SlugPath, member: CurrentMember, ses
 def my_usage(member: CurrentMember, session: SessionDep, settings: SettingsDep) -> list[dict[str, Any]]:
     if member.team_id is None:
         return []
-    used = set(session.scalars(select(Submission.track_id).where(Submission.team_id == member.team_id)))
-    tracks = session.scalars(select(Track).join(Challenge).order_by(Challenge.slug, Track.id)).all()
-    return [team_usage(session, t, member.team_id, settings=settings).as_dict() for t in tracks
-            if t.id in used or t.budget_cpu_s or t.budget_gpu_s]
+    return [u.as_dict() for u in team_tracks_usage(session, member.team_id, settings=settings)]
 
 
 @router.get("/api/admin/usage", summary="Compute used per team and track, every track (organizers)")

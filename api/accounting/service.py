@@ -35,7 +35,7 @@ from api.errors import ApiError
 from api.models import AuditEvent, CaseResult, Challenge, Run, Submission, Team, Track
 
 __all__ = ["THRESHOLDS", "RESOURCES", "WARNING_ACTION", "Usage", "usage", "team_usage", "check_budget",
-           "record_budget_warnings", "gpu_queues", "gpus_of", "RERUN_PREFIX"]
+           "record_budget_warnings", "gpu_queues", "gpus_of", "RERUN_PREFIX", "team_tracks_usage", "budget_message"]
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,14 @@ def usage(session: Session, track: Track, *, settings: Any, team_ids: Iterable[i
 def team_usage(session: Session, track: Track, team_id: int, *, settings: Any) -> Usage:
     """One team's usage of ``track`` (a zero row when it has run nothing there)."""
     return usage(session, track, settings=settings, team_ids=[team_id], include_idle=True)[0]
+
+
+def team_tracks_usage(session: Session, team_id: int, *, settings: Any) -> list[Usage]:
+    """A team's usage on every track it ran on or that has a budget (challenge slug, then track order)."""
+    used = set(session.scalars(select(Submission.track_id).where(Submission.team_id == team_id)))
+    tracks = session.scalars(select(Track).join(Challenge).order_by(Challenge.slug, Track.id)).all()
+    return [team_usage(session, t, team_id, settings=settings) for t in tracks
+            if t.id in used or t.budget_cpu_s or t.budget_gpu_s]
 
 
 def _warnings(session: Session, track_id: int, team_ids: set[int]) -> dict[int, list[dict[str, Any]]]:

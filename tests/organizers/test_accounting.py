@@ -174,7 +174,7 @@ def test_budget_setting_is_validated(client, db_settings):
         assert r.status_code == 422 and "budget_gpu_s" in r.text, r.text
 
 
-def test_organizer_usage_page(client, db_settings):
+def test_usage_pages_for_organizers_and_the_team(client, db_settings):
     w = seed(db_settings.database_url)
     with session_scope(db_settings.database_url) as s:
         s.get(Track, w.tracks["main"]).budget_cpu_s = 8.0
@@ -188,3 +188,8 @@ def test_organizer_usage_page(client, db_settings):
     assert client.get("/admin/challenges/cvpr24/usage", headers=auth(w.token_a)).status_code == 403
     assert client.get("/admin/challenges/nope/usage", headers=auth(w.token_org)).status_code == 404
     assert 'id="usage-link"' in client.get("/challenges/cvpr24", headers=auth(w.token_org)).text
+    # the team's own page shows its compute and budget share
+    me = client.get("/me", headers=auth(w.token_a))
+    assert me.status_code == 200 and 'id="usage"' in me.text and "25.0 % of 8.0 s" in me.text, me.text[-3000:]
+    other = client.get("/me", headers=auth(w.token_b)).text  # team B ran nothing; it sees the budget, 0 used
+    assert "0.0 % of 8.0 s" in other
