@@ -132,11 +132,11 @@ class _TrackFields(BaseModel):
                                  description="Stop a run when its first K cases all fail by the participant's fault (0: never).")
     shard_size: int = Field(default=_TD["shard_size"], ge=0, le=100000,
                             description="Cases per shard (the unit one worker takes); 0 = auto, about a minute of work.")
-    prompt: PromptMode = Field(default=ts.DEFAULT_PROMPT, description=_PROMPT_HELP)  # type: ignore[assignment]
+    prompt: PromptMode = Field(default=ts.DEFAULT_PROMPT, description=_PROMPT_HELP)
     iterations: int = Field(default=ts.DEFAULT_ITERATIONS, ge=1, le=ts.MAX_ITERATIONS, description=_ITERATIONS_HELP)
     class_budget_s: float = Field(default=ts.DEFAULT_CLASS_BUDGET_S, gt=0, le=ts.MAX_CLASS_BUDGET_S,
                                   allow_inf_nan=False, description=_BUDGET_HELP)
-    timing: TimingMode = Field(default=ts.DEFAULT_TIMING, description=_TIMING_HELP)  # type: ignore[assignment]
+    timing: TimingMode = Field(default=ts.DEFAULT_TIMING, description=_TIMING_HELP)
     budget_cpu_s: float | None = Field(default=_TD["budget_cpu_s"], gt=0, le=1e12, allow_inf_nan=False,
                                        description=_BUDGET_CPU_HELP)
     budget_gpu_s: float | None = Field(default=_TD["budget_gpu_s"], gt=0, le=1e12, allow_inf_nan=False,
@@ -226,11 +226,11 @@ class TrackUpdate(BaseModel):
     upload_grace_s: int | None = Field(default=None, ge=0, le=7 * 86400)
     fail_fast_cases: int | None = Field(default=None, ge=0, le=10000)
     shard_size: int | None = Field(default=None, ge=0, le=100000)
-    prompt: PromptMode | None = Field(default=None, description=_PROMPT_HELP)  # type: ignore[assignment]
+    prompt: PromptMode | None = Field(default=None, description=_PROMPT_HELP)
     iterations: int | None = Field(default=None, ge=1, le=ts.MAX_ITERATIONS, description=_ITERATIONS_HELP)
     class_budget_s: float | None = Field(default=None, gt=0, le=ts.MAX_CLASS_BUDGET_S, allow_inf_nan=False,
                                          description=_BUDGET_HELP)
-    timing: TimingMode | None = Field(default=None, description=_TIMING_HELP)  # type: ignore[assignment]
+    timing: TimingMode | None = Field(default=None, description=_TIMING_HELP)
     budget_cpu_s: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False,
                                        description=_BUDGET_CPU_HELP + " null removes it.")
     budget_gpu_s: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False,

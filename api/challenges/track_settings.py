@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["TRACK_DEFAULTS", "PROMPT_MODES", "DEFAULT_PROMPT", "DEFAULT_ITERATIONS", "MAX_ITERATIONS", "DEFAULT_CLASS_BUDGET_S",
            "MAX_CLASS_BUDGET_S", "TIMING_MODES", "DEFAULT_TIMING", "TIMING_LABELS", "PROMPT_LABELS"]
 
 PROMPT_MODES = ("box", "point", "box+point")
-DEFAULT_PROMPT = "box"
+DEFAULT_PROMPT: Final = "box"
 PROMPT_LABELS = {"box": "box prompt", "point": "point prompt", "box+point": "box + point prompt"}
 
 DEFAULT_ITERATIONS = 5  # CVPR25_iter_eval.py: n_clicks = 5 (bbox + 5 clicks = 6 runs per case)
@@ -31,7 +31,7 @@ DEFAULT_CLASS_BUDGET_S = 90.0  # CVPR25_iter_eval.py: 90 s per class over all it
 MAX_CLASS_BUDGET_S = 86400.0
 
 TIMING_MODES = ("container", "docker_run")
-DEFAULT_TIMING = "container"
+DEFAULT_TIMING: Final = "container"
 TIMING_LABELS = {"container": "container start to exit",
                  "docker_run": "whole docker run --rm span (create + start + remove), as the 2024 reference"}
 

@@ -31,10 +31,10 @@ def run_workers(session: Session, run: Run) -> dict[str, Any]:
                                   .group_by(CaseResult.worker_name)).all())
     nodes = {n.name: n for n in session.scalars(select(WorkerNode))}
     queue = run.queue or ""
-    peers = [n.calibration_s for n in nodes.values()
-             if n.calibration_s and queue in parse_queue_list(n.queues or "")]
-    peers += [nodes[name].calibration_s for name in counts  # a host that left the queue since still counts here
-              if name in nodes and nodes[name].calibration_s and queue not in parse_queue_list(nodes[name].queues or "")]
+    peers = [c for n in nodes.values() if (c := n.calibration_s) and queue in parse_queue_list(n.queues or "")]
+    peers += [c for name in counts  # a host that left the queue since still counts here
+              if name in nodes and (c := nodes[name].calibration_s)
+              and queue not in parse_queue_list(nodes[name].queues or "")]
     median = statistics.median(peers) if peers else None
     rows = []
     for name in sorted(counts, key=lambda n: (-counts[n], n or "")):

@@ -18,7 +18,7 @@ target_metadata = Base.metadata
 
 def run_migrations_offline() -> None:
     context.configure(url=url, target_metadata=target_metadata, literal_binds=True, compare_type=True,
-                      render_as_batch=url.startswith("sqlite"))
+                      render_as_batch=str(url).startswith("sqlite"))
     with context.begin_transaction():
         context.run_migrations()
 

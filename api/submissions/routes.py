@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentMember, SessionDep, SettingsDep
+from api.errors import ApiError
 from api.lifecycle import latest_runs
 from api.models import RunState, SubmissionState
 from api.params import MAX_ID, IdPath, SlugPath
@@ -29,6 +30,8 @@ UploadIdPath = Annotated[str, Path(min_length=1, max_length=64, description="The
 
 def _view(session, sid: int, note: str | None = None, viewer=None) -> schemas.SubmissionPublic:
     sub = service.load_submission(session, sid)
+    if sub is None:
+        raise ApiError(404, "not_found", f"submission {sid} does not exist")
     return service.submission_public(session, [sub], note=note, viewer=viewer)[0]
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from api.audit import record
 from api.challenges.service import ensure_open
-from api.db import get_sessionmaker
+from api.db import affected_rows, get_sessionmaker
 from api.errors import ApiError
 from api.lifecycle import ACTIVE_RUN_STATES, cancel_submission_runs, latest_runs, new_attempt
 from api.models import (
@@ -642,9 +642,10 @@ def delete_expired_archives(*, settings, now: datetime | None = None) -> list[in
     root = Path(settings.storage_dir).resolve()
     ended = func.coalesce(Submission.finished_at, Submission.cancelled_at, Submission.updated_at)
     with _session(settings) as s:
-        due = list(s.execute(select(Submission.id, Submission.archive_path).where(
-            Submission.state.in_(RETENTION_STATES), Submission.archive_deleted_at.is_(None),
-            Submission.archive_path != "", ended <= cutoff).order_by(Submission.id)).all())
+        due: list[tuple[int, str]] = [(sid, path) for sid, path in s.execute(
+            select(Submission.id, Submission.archive_path).where(
+                Submission.state.in_(RETENTION_STATES), Submission.archive_deleted_at.is_(None),
+                Submission.archive_path != "", ended <= cutoff).order_by(Submission.id)).all()]
         if not due:
             return []
         ids = [sid for sid, _ in due]
@@ -662,9 +663,9 @@ def delete_expired_archives(*, settings, now: datetime | None = None) -> list[in
             continue  # another submission still uses this file
         if not getattr(store, "local", True):  # object storage: the archive path is the object's key
             with _session(settings) as s:
-                if s.execute(update(Submission).where(
+                if affected_rows(s.execute(update(Submission).where(
                         Submission.id == sid, Submission.state.in_(RETENTION_STATES),
-                        Submission.archive_deleted_at.is_(None)).values(archive_deleted_at=now)).rowcount:
+                        Submission.archive_deleted_at.is_(None)).values(archive_deleted_at=now))):
                     record(s, actor=None, action="submission.archive_deleted", target_type="submission",
                            target_id=sid, archive_path=rel, retention_h=settings.archive_retention_h)
                     s.commit()
@@ -678,9 +679,9 @@ def delete_expired_archives(*, settings, now: datetime | None = None) -> list[in
         if not path.resolve().is_relative_to(root):
             continue
         with _session(settings) as s:
-            marked = s.execute(update(Submission).where(
+            marked = affected_rows(s.execute(update(Submission).where(
                 Submission.id == sid, Submission.state.in_(RETENTION_STATES), Submission.archive_deleted_at.is_(None))
-                .values(archive_deleted_at=now)).rowcount
+                .values(archive_deleted_at=now)))
             if not marked:
                 s.rollback()
                 continue

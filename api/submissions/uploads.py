@@ -30,6 +30,7 @@ import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -142,7 +143,7 @@ async def receive_archive(request: Request, settings) -> service.Staged:
 @dataclass
 class _Progress:
     offset: int
-    hasher: object
+    hasher: Any  # a hashlib.sha256() in progress
     inspector: ArchiveInspector
 
 
@@ -424,10 +425,10 @@ async def complete_upload(*, settings, member: Member, upload_id: str) -> tuple[
     """Turn a fully received upload into a submission (same checks as a one-shot upload)."""
     row = await run_in_threadpool(_get_upload_fresh, settings, member, upload_id)
     if row.state != UploadState.open:
-        sid = (row.params or {}).get("submission_id")
-        extra = {"submission_id": sid} if sid else {}
+        done_sid = (row.params or {}).get("submission_id")
+        extra = {"submission_id": done_sid} if done_sid else {}
         raise ApiError(409, "upload_closed", f"upload {upload_id} is already {row.state.value}"
-                       + (f" (submission {sid})" if sid else ""), **extra)
+                       + (f" (submission {done_sid})" if done_sid else ""), **extra)
     part = Storage(settings.storage_dir).upload_part(upload_id)
     with _locked(part):
         state, received = await run_in_threadpool(_read_state, settings, upload_id)
