@@ -557,7 +557,7 @@ class FaultRig:
         self.pg.destroy()
 
     # -- one scenario ----------------------------------------------------------------------
-    def scenario(self, fault: str, *, restart_docker: Callable[[], None] | None = None,
+    def scenario(self, fault: str, *, restart_docker: Callable[[], None] | None = None,  # noqa: C901 (one branch per fault)
                  timeout: float = 240.0) -> FaultFigures:
         import signal
         import subprocess
