@@ -24,6 +24,11 @@ def _svg(w: int, h: int, body: list[str], title: str) -> str:
             + "".join(body) + "</svg>")
 
 
+def _desc(title: str, parts: list[str]) -> str:
+    """The plot's text alternative with its numbers (an SVG ``<desc>``: the accessible description of the image)."""
+    return f"<desc>{escape(title + '. ' + '; '.join(parts))}</desc>"
+
+
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if hi <= lo:
         hi = lo + 1.0
@@ -105,6 +110,8 @@ def scatter_accuracy_runtime(rows: list[Row], *, label_top: int = 5) -> str:
                     body.append(f'<text x="{x + dx:.1f}" y="{y + dy:.1f}" text-anchor="{anchor}" fill="#111827" '
                                 f'font-size="11">{escape(raw)}</text>')
                     break
+    body.insert(0, _desc(title, [f"{r.team}{' (baseline)' if r.baseline else ''}: DSC {float(r.dsc or 0.0):.3f}, "
+                                 f"runtime {float(r.runtime_s or 0.0):.2f} s" for r in pts]))
     return _svg(w, h, body, title)
 
 
@@ -153,6 +160,8 @@ def modality_bars(rows: list[Row], modalities: list[str], *, metric: str = "dsc"
         body.append(f'<rect x="{lx}" y="10" width="10" height="10" fill="{color}"{op}/>'
                     f'<text x="{lx + 14}" y="19" fill="#111827" font-size="11">{escape(name)}</text>')
         lx += 22 + 6.0 * len(name)
+    body.insert(0, _desc(title, [f"{r.team}{' (baseline)' if r.baseline else ''}: " + ", ".join(
+        f"{mod} {v:.3f}" for mod in modalities if (v := r.value(f"{mod}:{metric}")) is not None) for r in chosen]))
     return _svg(w, h, body, title)
 
 
@@ -190,6 +199,9 @@ def stability_plot(stab: dict[str, Any] | None) -> str:
                         f'font-size="10">{r}</text>')
     body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 4}" text-anchor="middle" fill="#111827">'
                 'rank (red ring: full-data rank)</text>')
+    body.insert(0, _desc(title, [f"Kendall's tau mean {stab['tau_mean']:.3f} over {stab['n_boot']} resamples"] + [
+        f"{e['name']}: rank {e['rank']}, median {float(e['rank_median']):.1f}, 95% interval "
+        f"[{float(e['rank_p2_5']):.1f}, {float(e['rank_p97_5']):.1f}]" for e in entries]))
     return _svg(w, h, body, title)
 
 
@@ -225,6 +237,10 @@ def significance_plot(sig: dict[str, Any] | None) -> str:
             body.append(f'<text x="{ml + (j + 0.5) * cell:.1f}" y="{mt + n * cell + 14:.1f}" text-anchor="middle" '
                         f'fill="#475569" font-size="10">{j + 1}</text>')
     body.append(f'<text x="{ml + n * cell / 2:.1f}" y="{h - 6}" text-anchor="middle" fill="#111827">column: entry by rank</text>')
+    wins = [f"{name} better than " + (", ".join(str(names[j]) for j in range(n) if sig["significant"][i][j]) or "none")
+            + f" (smallest adjusted p {min((p for p in sig['adjusted'][i] if p is not None), default=1.0):.4f})"
+            for i, name in enumerate(names)]
+    body.insert(0, _desc(title, [f"metric {sig['metric'].upper()}, alpha {sig['alpha']}"] + wins))
     return _svg(w, h, body, title)
 
 

@@ -202,10 +202,11 @@ def box_svg(dist: list[dict[str, Any]], key: str, unit: str, fid: str, *, log: b
     return _svg(w, h, body, title, f"{fid}-alt")
 
 
-def hbars_svg(items: list[tuple[str, float]], title: str, fid: str, *, colour: str = "#b91c1c") -> str:
+def hbars_svg(items: list[tuple[str, float]], title: str, fid: str, *, unit: str = "cases",
+              colour: str = "#b91c1c") -> str:
     w, ml, mr, mt = 720, 260, 60, 8
-    row_h = 22
-    h = mt * 2 + row_h * max(len(items), 1)
+    row_h = 26
+    h = mt * 2 + row_h * max(len(items), 1) + 24
     if not items:
         return _svg(w, 60, [f'<text x="{w / 2}" y="34" text-anchor="middle">none</text>'], title, f"{fid}-alt")
     top = max(v for _, v in items) or 1.0
@@ -216,6 +217,8 @@ def hbars_svg(items: list[tuple[str, float]], title: str, fid: str, *, colour: s
         body.append(f'<text x="{ml - 6}" y="{y + 15}" text-anchor="end" font-size="11">{_e(label[:40])}</text>'
                     f'<rect x="{ml}" y="{y + 3}" width="{bw:.1f}" height="{row_h - 6}" fill="{colour}"/>'
                     f'<text x="{ml + bw + 4:.1f}" y="{y + 15}" font-size="11">{v:g}</text>')
+    body.append(f'<line x1="{ml}" x2="{ml}" y1="{mt}" y2="{h - 24}" stroke="#374151"/>'
+                f'<text x="{ml + (w - ml - mr) / 2}" y="{h - 6}" text-anchor="middle">{_e(unit)}</text>')
     return _svg(w, h, body, title, f"{fid}-alt")
 
 
