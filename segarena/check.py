@@ -142,7 +142,8 @@ def pick_cases(manifest: Any, n: int) -> list[Any]:
     """``n`` sample cases alternating 3D and 2D, each of another modality where possible."""
     three = [c for c in manifest.cases if c.dim == 3]
     two = [c for c in manifest.cases if c.dim == 2]
-    picked, seen = [], set()
+    picked: list[Any] = []
+    seen: set[Any] = set()
     pools = [three, two]
     i = 0
     while len(picked) < n and (three or two):
