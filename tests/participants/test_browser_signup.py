@@ -44,11 +44,20 @@ def browser():
         b.close()
 
 
-def test_signup_approval_submission_result(server, settings, browser):
+@pytest.fixture
+def clients():
+    made: list[httpx.Client] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+def test_signup_approval_submission_result(server, settings, browser, clients):
     w = seed(settings.database_url)
     base = server.url
-    org_api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {w.token_org}"})
-    org_api.patch("/api/challenges/cvpr24/participation", json={"terms": "Use no external test data."}).raise_for_status()
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {w.token_org}"}) as org_api:
+        org_api.patch("/api/challenges/cvpr24/participation",
+                      json={"terms": "Use no external test data."}).raise_for_status()
 
     # 1. the participant signs up on the page
     part = browser.new_context(locale="en-US", timezone_id="Asia/Kolkata")
@@ -106,6 +115,7 @@ def test_signup_approval_submission_result(server, settings, browser):
 
     # 4. the terms: refused before, accepted with the page's button
     api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    clients.append(api)
     archive = make_image_tar(salt="browser-signup")
     url = "/api/challenges/cvpr24/tracks/main/submissions"
     headers = {"Content-Type": "application/x-tar"}
@@ -148,6 +158,7 @@ def test_signup_approval_submission_result(server, settings, browser):
     assert "per-case scores" in pg.inner_text("#feedback-note")
     # another team's submission is the same 404 as a missing one
     bob = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {w.token_b}"}, timeout=120)
+    clients.append(bob)
     bob.post("/api/challenges/cvpr24/terms/accept").raise_for_status()
     b_sub = bob.post(url, content=make_image_tar(salt="team-b"), headers=headers).json()["id"]
     assert pg.goto(f"{base}/me/submissions/{b_sub}").status == 404
