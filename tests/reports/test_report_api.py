@@ -134,3 +134,15 @@ def test_cli_writes_the_report(seeded, tmp_path, settings):
     finally:
         srv.should_exit = True
         th.join(timeout=10)
+
+
+def test_the_renderer_imports_no_server_code():
+    """The CLI's client side: rendering the report loads no server package (nor numpy)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, segarena.report_html, segarena.admin; "
+            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'api', 'leaderboard_web', 'worker', 'evaluator', "
+            "'server', 'numpy', 'sqlalchemy'}); print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
