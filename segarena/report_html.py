@@ -142,7 +142,7 @@ def significance_svg(sig: dict[str, Any], fid: str) -> str:
     n = len(names)
     cell = 28 if n <= 12 else 18
     ml, mt = 190, 150
-    w, h = ml + cell * n + 20, mt + cell * n + 20
+    w, h = ml + cell * n + 90, mt + cell * n + 20
     body = []
     for i in range(n):
         body.append(f'<text x="{ml - 6}" y="{mt + (i + 0.5) * cell + 4:.1f}" text-anchor="end" font-size="11">'
@@ -270,6 +270,7 @@ def _design(rep: dict[str, Any]) -> str:
         ("Metrics", "DSC (higher is better), NSD (higher is better), runtime per case (lower is better)"),
         ("Ranking scheme", rep["scheme"]["label"]), ("Row per team", t["row_policy"]),
         ("Failed cases", rep["failure_rule"]),
+        ("Submissions allowed per team per day", t.get("quota_per_day")),
         ("Time limit per case", f"{t['case_timeout_s']} s"),
         ("Time limit per run", t.get("total_timeout_s") and f"{t['total_timeout_s']} s"),
         ("Container resources", f"{t.get('cpus')} CPU(s), {t.get('memory_mb')} MB memory, {t.get('gpus') or 0} GPU(s)"),
@@ -441,6 +442,9 @@ def _timeline(rep: dict[str, Any]) -> str:
             + ", ".join(f"{v} {k}" for k, v in s["by_state"].items()) + ".</p>"
             + _figure("fig-timeline", timeline_svg(s["days"], states),
                       f"Submissions per day (UTC), stacked by final state, over {len(s['days'])} days.", alt)
+            + (_table("Submissions per team", ["Team", "Submissions", "Succeeded"],
+                      [[_e(t["team"]), str(t["submissions"]), str(t["succeeded"])] for t in s.get("per_team", [])])
+               if s.get("per_team") else "")
             + "</section>")
 
 

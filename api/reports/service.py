@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from api.leaderboard import service as lb
 from api.leaderboard.board import SIZE_CLASSES, Row
 from api.lifecycle import latest_attempt_subquery
-from api.models import CaseResult, CaseStatus, Run, Submission, SubmissionState, Track
+from api.models import CaseResult, CaseStatus, Run, Submission, SubmissionState, Team, Track
 from api.params import as_utc
 
 __all__ = ["build_report", "REPORT_VERSION"]
@@ -63,6 +63,7 @@ def _track(track: Track) -> dict[str, Any]:
         "prompt": getattr(track, "prompt", None) or "box", "metric_profile": track.metric_profile,
         "ranking_scheme": track.ranking_scheme, "row_policy": track.row_policy.value,
         "visibility": track.visibility.value, "case_timeout_s": track.case_timeout_s,
+        "quota_per_day": getattr(track, "quota_per_day", None),
         "total_timeout_s": getattr(track, "total_timeout_s", None), "cpus": getattr(track, "cpus", None),
         "memory_mb": getattr(track, "memory_mb", None), "gpus": getattr(track, "gpus", None),
         "opens_at": _iso(track.opens_at), "closes_at": _iso(track.closes_at), "frozen_at": _iso(track.frozen_at),
@@ -195,6 +196,11 @@ def _failures(session: Session, track: Track) -> dict[str, Any]:
 def _over_time(session: Session, track: Track) -> dict[str, Any]:
     rows = session.execute(select(Submission.created_at, Submission.state, Submission.team_id)
                            .where(Submission.track_id == track.id).order_by(Submission.created_at)).all()
+    names = dict(session.execute(select(Team.id, Team.name).where(Team.id.in_({t for _, _, t in rows}))).all()) \
+        if rows else {}
+    per_team: dict[int, Counter[str]] = {}
+    for _, state, team_id in rows:
+        per_team.setdefault(team_id, Counter())[state.value] += 1
     days: dict[str, Counter[str]] = {}
     for created, state, _ in rows:
         day = (as_utc(created) or datetime.now(UTC)).date().isoformat()
@@ -206,6 +212,9 @@ def _over_time(session: Session, track: Track) -> dict[str, Any]:
         "days": [{"day": d, "total": sum(c.values()), **{s: c.get(s, 0) for s in states}}
                  for d, c in sorted(days.items())],
         "first": _iso(rows[0][0]) if rows else None, "last": _iso(rows[-1][0]) if rows else None,
+        "per_team": sorted(({"team": names.get(t, str(t)), "submissions": sum(c.values()),
+                             "succeeded": c.get("succeeded", 0)} for t, c in per_team.items()),
+                           key=lambda x: (-x["submissions"], x["team"])),
     }
 
 

@@ -67,6 +67,7 @@ def test_report_data_matches_the_board(seeded):
     assert f["cases_recorded"] > 0 and f["cases_failed"] == sum(f["by_status"].values())
     s = rep["submissions"]
     assert s["n_submissions"] == sum(day["total"] for day in s["days"]) and s["n_teams"] >= len(ranked)
+    assert sum(t["submissions"] for t in s["per_team"]) == s["n_submissions"] and len(s["per_team"]) == s["n_teams"]
     # deterministic for a seed
     again = _get(seeded).json()
     assert again["stability"] == st
