@@ -372,8 +372,10 @@ class CaseResult(Base):
     cpu_s: Mapped[float | None] = mapped_column(Float, default=None)
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
-    dsc: Mapped[float] = mapped_column(Float, default=0.0)
-    nsd: Mapped[float] = mapped_column(Float, default=0.0)
+    # NULL on an ok case: the score is undefined (cvpr24: a label of 1..gt.max() absent from both masks, the 2024
+    # reference's empty CSV field); left out of means and per-case ranks, shown "undefined" (docs/interactive.md)
+    dsc: Mapped[float | None] = mapped_column(Float, default=0.0, nullable=True)
+    nsd: Mapped[float | None] = mapped_column(Float, default=0.0, nullable=True)
     per_class: Mapped[dict[str, Any]] = mapped_column(default=dict)
     stdout_tail: Mapped[str] = mapped_column(Text, default="")
     stderr_tail: Mapped[str] = mapped_column(Text, default="")

@@ -19,6 +19,12 @@ Two named schemes (the name is shown on every leaderboard):
 The input everywhere is ``values``: a mapping metric name → array of shape ``(n_entries, n_cases)``
 (``NaN`` = missing/failed), and ``metrics``: the :class:`Metric` specs, in order.
 
+Undefined scores (``undefined``: metric name → boolean ``(n_entries, n_cases)``, optional): a score the profile
+leaves undefined (``cvpr24``: a label of ``1..gt.max()`` absent from both masks, an empty field in the 2024
+reference's CSV) is NOT a failure. It is left out: it takes no rank in its case (the other entries are ranked
+among themselves, as if it were not there) and is not part of the entry's mean rank (rank-then-aggregate) or of
+its metric mean (aggregate-then-rank) — pandas' ``mean``, which the reference's tables used, skipped empty fields.
+
 Organizers also get :func:`bootstrap_stability` (resample cases, Kendall's τ of each resampled
 ranking to the full one) and :func:`significance_map` (one-sided paired Wilcoxon signed-rank tests
 of every ordered pair, Holm-corrected).
@@ -152,26 +158,54 @@ def _check(values: Mapping[str, np.ndarray], metrics: Sequence[Metric]) -> tuple
     return shape
 
 
-def rank_cases(values: Mapping[str, np.ndarray], metrics: Sequence[Metric] = DEFAULT_METRICS) -> np.ndarray:
-    """Per-case, per-metric ranks: array ``(n_metrics, n_entries, n_cases)``."""
-    _check(values, metrics)
-    return np.stack([rank_min(np.asarray(values[m.name], dtype=np.float64), higher_is_better=m.higher_is_better)
-                     for m in metrics])
+def _undefined_mask(undefined: Mapping[str, np.ndarray] | None, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The boolean mask of undefined cells of metric ``name`` (all False when none is given)."""
+    if undefined is None or name not in undefined:
+        return np.zeros(shape, dtype=bool)
+    mask = np.asarray(undefined[name], dtype=bool)
+    if mask.shape != shape:
+        raise ValueError(f"undefined[{name!r}] has shape {mask.shape}, expected {shape}")
+    return mask
+
+
+def rank_cases(values: Mapping[str, np.ndarray], metrics: Sequence[Metric] = DEFAULT_METRICS, *,
+               undefined: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Per-case, per-metric ranks: array ``(n_metrics, n_entries, n_cases)``; an undefined cell's rank is ``NaN``
+    and it counts as better than no other entry of its case."""
+    shape = _check(values, metrics)
+    out = []
+    for m in metrics:
+        a = np.array(values[m.name], dtype=np.float64)
+        mask = _undefined_mask(undefined, m.name, shape)
+        a[mask] = np.nan  # never strictly better than anyone: the others' ranks do not see it
+        ranks = rank_min(a, higher_is_better=m.higher_is_better)
+        ranks[mask] = np.nan
+        out.append(ranks)
+    return np.stack(out)
+
+
+def _nanmean(a: np.ndarray, axis: Any) -> np.ndarray:
+    """``np.nanmean`` without the all-NaN warning (an entry with no defined value keeps NaN: ranked last)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(np.nanmean(a, axis=axis))
 
 
 def _final_rank(score: np.ndarray) -> np.ndarray:
     return rank_min(score, higher_is_better=False).astype(np.int64)
 
 
-def rank_then_aggregate(values: Mapping[str, np.ndarray], metrics: Sequence[Metric] = DEFAULT_METRICS) -> Ranking:
-    """Rank per case and metric, average the ranks, rank the averages (see the module docstring)."""
+def rank_then_aggregate(values: Mapping[str, np.ndarray], metrics: Sequence[Metric] = DEFAULT_METRICS, *,
+                        undefined: Mapping[str, np.ndarray] | None = None) -> Ranking:
+    """Rank per case and metric, average the ranks, rank the averages (see the module docstring); undefined
+    cells are left out of the ranks and of the means."""
     n, k = _check(values, metrics)
     if k == 0:
         score = np.zeros(n)
         return Ranking("rank_then_aggregate", score, _final_rank(score))
-    ranks = rank_cases(values, metrics)
-    score = ranks.mean(axis=(0, 2))
-    detail = {m.name: ranks[i].mean(axis=1) for i, m in enumerate(metrics)}
+    ranks = rank_cases(values, metrics, undefined=undefined)
+    score = _nanmean(ranks, axis=(0, 2))
+    detail = {m.name: _nanmean(ranks[i], axis=1) for i, m in enumerate(metrics)}
     return Ranking("rank_then_aggregate", score, _final_rank(score), detail)
 
 
@@ -180,22 +214,34 @@ def _filled(values: Mapping[str, np.ndarray], m: Metric) -> np.ndarray:
     return np.where(np.isnan(a), m.worst, a)
 
 
-def aggregate_then_rank(values: Mapping[str, np.ndarray], metrics: Sequence[Metric] = DEFAULT_METRICS) -> Ranking:
-    """Average each metric (missing = worst value), rank per metric, average the metric ranks."""
+def _filled_defined(values: Mapping[str, np.ndarray], m: Metric,
+                    undefined: Mapping[str, np.ndarray] | None) -> np.ndarray:
+    """:func:`_filled` with the undefined cells NaN again (left out of the means)."""
+    a = _filled(values, m)
+    a[_undefined_mask(undefined, m.name, a.shape)] = np.nan
+    return a
+
+
+def aggregate_then_rank(values: Mapping[str, np.ndarray], metrics: Sequence[Metric] = DEFAULT_METRICS, *,
+                        undefined: Mapping[str, np.ndarray] | None = None) -> Ranking:
+    """Average each metric (missing = worst value, undefined left out), rank per metric, average the metric
+    ranks."""
     n, k = _check(values, metrics)
-    means = {m.name: (_filled(values, m).mean(axis=1) if k else np.zeros(n)) for m in metrics}
+    means = {m.name: (_nanmean(_filled_defined(values, m, undefined), axis=1) if k else np.zeros(n))
+             for m in metrics}
     metric_ranks = np.stack([rank_min(means[m.name], higher_is_better=m.higher_is_better) for m in metrics])
     score = metric_ranks.mean(axis=0)
     return Ranking("aggregate_then_rank", score, _final_rank(score), means)
 
 
 def rank_entries(values: Mapping[str, np.ndarray], *, scheme: str = DEFAULT_SCHEME,
-                 metrics: Sequence[Metric] = DEFAULT_METRICS) -> Ranking:
-    """Rank entries by the named scheme."""
+                 metrics: Sequence[Metric] = DEFAULT_METRICS,
+                 undefined: Mapping[str, np.ndarray] | None = None) -> Ranking:
+    """Rank entries by the named scheme (``undefined``: see the module docstring)."""
     scheme_label(scheme)
     if scheme == "aggregate_then_rank":
-        return aggregate_then_rank(values, metrics)
-    return rank_then_aggregate(values, metrics)
+        return aggregate_then_rank(values, metrics, undefined=undefined)
+    return rank_then_aggregate(values, metrics, undefined=undefined)
 
 
 # --------------------------------------------------------------------------- stability
@@ -276,14 +322,14 @@ class Stability:
 
 def bootstrap_stability(values: Mapping[str, np.ndarray], *, scheme: str = DEFAULT_SCHEME,
                         metrics: Sequence[Metric] = DEFAULT_METRICS, n_boot: int = 1000,
-                        seed: int = 0) -> Stability:
+                        seed: int = 0, undefined: Mapping[str, np.ndarray] | None = None) -> Stability:
     """Resample the cases with replacement ``n_boot`` times, re-rank, and compare to the full ranking.
 
     Returns Kendall's τ of every resampled ranking against the full ranking and each entry's rank
     frequencies (challengeR's ``bootstrap`` + ``kendall``).
     """
     n, k = _check(values, metrics)
-    full = rank_entries(values, scheme=scheme, metrics=metrics).rank
+    full = rank_entries(values, scheme=scheme, metrics=metrics, undefined=undefined).rank
     rng = np.random.default_rng(seed)
     taus = np.empty(n_boot)
     counts = np.zeros((n, n), dtype=np.int64)
@@ -292,13 +338,16 @@ def bootstrap_stability(values: Mapping[str, np.ndarray], *, scheme: str = DEFAU
     idx = rng.integers(0, k, size=(n_boot, k))
     if scheme == "rank_then_aggregate":
         # a case's ranks do not depend on the other cases: rank once, resample the columns
-        case_ranks = rank_cases(values, metrics).mean(axis=0)  # (n, k): mean over metrics
-        scores = np.stack([case_ranks[:, idx[b]].mean(axis=1) for b in range(n_boot)], axis=1)  # (n, n_boot)
+        case_ranks = rank_cases(values, metrics, undefined=undefined)  # (m, n, k); undefined NaN
+        defined = (~np.isnan(case_ranks)).sum(axis=0)  # (n, k): how many metric ranks each cell has
+        rank_sum = np.nan_to_num(case_ranks).sum(axis=0)
+        scores = np.stack([rank_sum[:, idx[b]].sum(axis=1) / defined[:, idx[b]].sum(axis=1).clip(min=1)
+                           for b in range(n_boot)], axis=1)  # (n, n_boot): mean over the defined ranks
     else:
-        filled = np.stack([_filled(values, m) for m in metrics])  # (m, n, k)
+        filled = np.stack([_filled_defined(values, m, undefined) for m in metrics])  # (m, n, k)
         metric_ranks = []
         for i, m in enumerate(metrics):
-            means = np.stack([filled[i][:, idx[b]].mean(axis=1) for b in range(n_boot)], axis=1)  # (n, n_boot)
+            means = np.stack([_nanmean(filled[i][:, idx[b]], axis=1) for b in range(n_boot)], axis=1)  # (n, n_boot)
             metric_ranks.append(rank_min(means, higher_is_better=m.higher_is_better))
         scores = np.mean(metric_ranks, axis=0)
     ranks = rank_min(scores, higher_is_better=False).astype(np.int64)  # (n, n_boot)

@@ -30,13 +30,14 @@ def summarize(cases: Sequence[Any], *, time_limit_s: float, size_classes: Sequen
     follows ``size_classes`` (the caller passes ``data_manifests.SIZE_CLASSES``), other classes after, sorted."""
     cases = list(cases)
     ok = [status_value(c.status) == "ok" for c in cases]
-    charged = charge_failures([_num(c.dsc) for c in cases], [_num(c.nsd) for c in cases],
+    # an ok case's NULL score is undefined (cvpr24: a label absent from both masks): NaN, left out of the means
+    charged = charge_failures([_score(c.dsc) for c in cases], [_score(c.nsd) for c in cases],
                               [_num(c.runtime_s) for c in cases], ok, time_limit_s)
 
     def agg(idx: list[int]) -> dict[str, Any]:
         if not idx:
             return {"n": 0, "dsc": None, "nsd": None, "runtime_s": None}
-        return {"n": len(idx), "dsc": float(charged.dsc[idx].mean()), "nsd": float(charged.nsd[idx].mean()),
+        return {"n": len(idx), "dsc": _defined_mean(charged.dsc[idx]), "nsd": _defined_mean(charged.nsd[idx]),
                 "runtime_s": float(charged.runtime_s[idx].mean())}
 
     out = agg(list(range(len(cases))))
@@ -53,6 +54,20 @@ def summarize(cases: Sequence[Any], *, time_limit_s: float, size_classes: Sequen
     order = [k for k in size_classes if k in present] + sorted(present - set(size_classes))
     out["by_size_class"] = {k: agg([i for i, c in enumerate(cases) if c.size_class == k]) for k in order}
     return out
+
+
+def _score(x: Any) -> float:
+    """A stored DSC/NSD as a float; NULL or NaN (an undefined score) stays NaN (failed cases are charged after)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _defined_mean(values: Any) -> float | None:
+    """The mean of the defined values (pandas' ``mean``: NaN skipped); None when none is defined."""
+    vals = [float(v) for v in values if not math.isnan(float(v))]
+    return (sum(vals) / len(vals)) if vals else None
 
 
 def _num(x: Any) -> float:

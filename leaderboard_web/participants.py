@@ -328,7 +328,8 @@ def _result(session: Session, settings: Any, viewer: Member, submission_id: int)
         "feedback_note": results.feedback_note or view.feedback_note, "modalities": mods,
         "queue": queue.model_dump() if queue is not None else None,
         "cases": [{"case_id": c.case_id, "modality": c.modality, "status": c.status.value, "reason": c.reason,
-                   "dsc": c.dsc, "nsd": c.nsd, "runtime_s": c.runtime_s} for c in results.cases],
+                   "dsc": c.dsc, "nsd": c.nsd, "runtime_s": c.runtime_s, "undefined": c.undefined}
+                  for c in results.cases],
         "final": view.state.value in ("succeeded", "failed", "cancelled"),
     }
 

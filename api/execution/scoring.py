@@ -196,13 +196,15 @@ def _evaluate(case: Any, case_id: str, output: Path | None, *, root: Path, profi
         spacing = tuple(case.spacing)
     score = evaluate(gts, segs, spacing=spacing, profile=profile, labels=[lab.value for lab in case.labels],
                      stored_spacing=getattr(spacing, "stored", None))
-    return dict(status=CaseStatus.ok, dsc=_num(score.dsc), nsd=_num(score.nsd), per_class=_jsonable(score.to_dict()),
-                **_undefined_reason(score, case_id, profile, limit))
+    undefined = bool(getattr(score, "undefined", False))  # stored NULL: left out of means and ranks, shown undefined
+    return dict(status=CaseStatus.ok, dsc=None if undefined else _num(score.dsc),
+                nsd=None if undefined and math.isnan(float(score.nsd)) else _num(score.nsd),
+                per_class=_jsonable(score.to_dict()), **_undefined_reason(score, case_id, profile, limit))
 
 
 def _undefined_reason(score: Any, case_id: str, profile: str, limit: int) -> dict[str, Any]:
     """``{"reason": …}`` for a case whose DSC is undefined (NaN: cvpr24's label absent from both masks), else ``{}``.
-    ``per_class["undefined"]`` marks it; the DSC column holds 0 for it (docs/interactive.md, "Undefined cases")."""
+    ``per_class["undefined"]`` marks it; the DSC column holds NULL for it (docs/interactive.md, "Undefined cases")."""
     if not getattr(score, "undefined", False):
         return {}
     notes = "; ".join(n for n in score.notes if "undefined" in n)

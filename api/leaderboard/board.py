@@ -68,7 +68,8 @@ class MetricSpec:
 
 #: the metric columns every scored board shows, in order (failed cases charged, see evaluator.failures)
 METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("dsc", "DSC", "score", "mean Dice over all cases (failed = 0)"),
+    MetricSpec("dsc", "DSC", "score", "mean Dice over all cases (failed = 0; undefined cases, "
+               "cvpr24's label absent from both masks, left out)"),
     MetricSpec("nsd", "NSD", "score", "mean normalized surface Dice (failed = 0)"),
     MetricSpec("runtime_s", "Runtime (s)", "runtime", "mean runtime per case in seconds (failed = time limit)",
                digits=2, group_label="Time (s)", per_size=False),

@@ -148,7 +148,8 @@ def _manifest_labels(testset: str) -> dict[str, dict[str, str]] | None:
 
 @dataclass
 class CaseRecord:
-    """One case of a run as the board reads it (NULL/NaN scores already 0, as stored)."""
+    """One case of a run as the board reads it. ``dsc``/``nsd`` NaN on an ok case: undefined (cvpr24: a label
+    absent from both masks; stored NULL), left out of means and per-case ranks (evaluator.ranking)."""
 
     modality: str
     size_class: str
@@ -200,6 +201,14 @@ def _num(x: Any) -> float:
     return 0.0 if math.isnan(v) else v
 
 
+def _score(x: Any) -> float:
+    """A stored DSC/NSD as a float: NULL or NaN is undefined and stays NaN (:class:`CaseRecord`)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _defined(x: Any) -> bool:
     return isinstance(x, (int, float)) and not math.isnan(x)
 
@@ -233,7 +242,7 @@ def _load_cases(session: Session, subs: list[Submission], track_of: dict[int, Tr
         for rid, cid, mod, size, status, dsc, nsd, rt, per_class, dauc, nauc, stored_its, over in rows:
             its = stored_its if isinstance(stored_its, list) else []
             out[by_run[rid]].cases[cid] = CaseRecord(
-                str(mod or ""), str(size or ""), status == CaseStatus.ok, _num(dsc), _num(nsd), _num(rt),
+                str(mod or ""), str(size or ""), status == CaseStatus.ok, _score(dsc), _score(nsd), _num(rt),
                 per_class if isinstance(per_class, dict) else {}, _num(dauc), _num(nauc),
                 [_num(e.get("dsc")) for e in its if isinstance(e, dict)],
                 [_num(e.get("nsd")) for e in its if isinstance(e, dict)], bool(over))
@@ -344,7 +353,8 @@ def _load(session: Session, track: Track, *, organizer: bool) -> _Loaded:
 def case_matrix(runs: list[RunCases], case_ids: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(with_nan, charged)``: ``{"dsc", "nsd", "runtime_s"} → (n_entries, n_cases)`` with failed and missing
     cases as NaN (rank-then-aggregate: the worst rank), and charged by :func:`charge_failures` with each entry's
-    run limit (means, aggregate-then-rank, significance)."""
+    run limit (means, aggregate-then-rank, significance). Undefined scores of ok cases stay NaN in both; which
+    they are is :func:`undefined_matrix` (the rankings leave them out)."""
     n, k = len(runs), len(case_ids)
     raw = {m: np.zeros((n, k)) for m in ("dsc", "nsd", "runtime_s")}
     ok = np.zeros((n, k), dtype=bool)
@@ -365,8 +375,21 @@ def case_matrix(runs: list[RunCases], case_ids: list[str]) -> tuple[dict[str, np
     return with_nan, out
 
 
+def undefined_matrix(runs: list[RunCases], case_ids: list[str]) -> dict[str, np.ndarray]:
+    """``{"dsc", "nsd"} → (n_entries, n_cases)`` booleans: the ok cases whose score is undefined (NaN), which
+    ``evaluator.ranking`` leaves out of per-case ranks and means (docs/interactive.md, "Undefined cases")."""
+    out = {}
+    for m in ("dsc", "nsd"):
+        out[m] = np.array([[bool(c is not None and c.ok and math.isnan(getattr(c, m))) for c in
+                            (run.cases.get(cid) for cid in case_ids)] for run in runs], dtype=bool
+                          ).reshape(len(runs), len(case_ids))
+    return out
+
+
 def _mean(xs: list[float]) -> float | None:
-    return (sum(xs) / len(xs)) if xs else None
+    """The mean of the defined values (pandas' ``mean``: an undefined, NaN, value is skipped)."""
+    vals = [x for x in xs if not math.isnan(x)]
+    return (sum(vals) / len(vals)) if vals else None
 
 
 def _curve(present: list[CaseRecord | None], ok: list[bool], iterations: int) -> dict[str, list[float | None]]:
@@ -519,10 +542,13 @@ def build_board(session: Session, track: Track, *, organizer: bool = False) -> B
                  n_cases=len(loaded.case_ids), n_submissions=loaded.n_submissions, columns=columns, rows=rows)
 
 
-def _ranked_matrices(loaded: _Loaded, subs: list[Submission], scheme: str) -> dict[str, np.ndarray]:
-    """The matrix the ``scheme`` ranks: failures NaN (rank-then-aggregate) or charged (aggregate-then-rank)."""
-    with_nan, charged = case_matrix([loaded.run_of(s) for s in subs], loaded.case_ids)
-    return charged if scheme == "aggregate_then_rank" else with_nan
+def _ranked_matrices(loaded: _Loaded, subs: list[Submission], scheme: str
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The matrix the ``scheme`` ranks: failures NaN (rank-then-aggregate) or charged (aggregate-then-rank),
+    and the undefined cells (left out by either scheme)."""
+    runs = [loaded.run_of(s) for s in subs]
+    with_nan, charged = case_matrix(runs, loaded.case_ids)
+    return (charged if scheme == "aggregate_then_rank" else with_nan), undefined_matrix(runs, loaded.case_ids)
 
 
 #: interactive tracks rank on CVPR25_iter_eval.py's five metrics with the track's scheme
@@ -540,8 +566,9 @@ def _rank_rows(rows: list[Row], loaded: _Loaded, scheme: str,
     ranked = [i for i, (s, _) in enumerate(loaded.entries) if not s.is_baseline and not s.excluded]
     if not ranked:
         return
-    mat = _ranked_matrices(loaded, [loaded.entries[i][0] for i in ranked], scheme)
-    res = rk.rank_entries({m.name: mat[m.name] for m in metrics}, scheme=scheme, metrics=metrics)
+    mat, undefined = _ranked_matrices(loaded, [loaded.entries[i][0] for i in ranked], scheme)
+    res = rk.rank_entries({m.name: mat[m.name] for m in metrics}, scheme=scheme, metrics=metrics,
+                          undefined=undefined)
     for pos, i in enumerate(ranked):
         rows[i].rank = int(res.rank[pos])
         rows[i].score = r(res.score[pos])
@@ -638,9 +665,11 @@ def stability(session: Session, track: Track, *, n_boot: int = 1000, metric: str
     if len(ranked) < 2 or not loaded.case_ids:
         out.update(bootstrap=None, significance=None, message="needs at least two ranked entries with cases")
         return out
-    with_nan, charged = case_matrix([loaded.run_of(s) for s, _ in ranked], loaded.case_ids)
+    runs = [loaded.run_of(s) for s, _ in ranked]
+    with_nan, charged = case_matrix(runs, loaded.case_ids)
     st = rk.bootstrap_stability(charged if scheme == "aggregate_then_rank" else with_nan, scheme=scheme,
-                                metrics=rk.DEFAULT_METRICS, n_boot=n_boot, seed=seed)
+                                metrics=rk.DEFAULT_METRICS, n_boot=n_boot, seed=seed,
+                                undefined=undefined_matrix(runs, loaded.case_ids))
     order = np.argsort(st.full_rank, kind="stable")
     b = st.to_dict(names)
     b["entries"] = [b["entries"][i] for i in order]
@@ -730,8 +759,8 @@ class ModalityTotals:
     modality: str
     cases: int
     ok: int
-    dsc: float
-    nsd: float
+    dsc: float | None  # None: every case's score undefined
+    nsd: float | None
     runtime_s: float
 
 
@@ -742,12 +771,12 @@ def submission_modalities(session: Session, run: Run, track: Track) -> list[Moda
     limit = run_time_limit(run.case_timeout_s, track.case_timeout_s)
     by_mod: dict[str, list[tuple[bool, float, float, float]]] = {}
     for mod, status, dsc, nsd, rt in rows:
-        by_mod.setdefault(mod or "other", []).append((status == CaseStatus.ok, _num(dsc), _num(nsd), _num(rt)))
+        by_mod.setdefault(mod or "other", []).append((status == CaseStatus.ok, _score(dsc), _score(nsd), _num(rt)))
     out = []
     for mod in modality_order(set(by_mod)):
         ok, d, n, t = (list(x) for x in zip(*by_mod[mod]))
-        c = charge_failures(d, n, t, ok, limit)
-        out.append(ModalityTotals(mod, len(ok), sum(ok), float(c.dsc.mean()), float(c.nsd.mean()),
+        c = charge_failures(d, n, t, ok, limit)  # undefined (NaN) scores of ok cases are skipped by _mean
+        out.append(ModalityTotals(mod, len(ok), sum(ok), _mean(c.dsc.tolist()), _mean(c.nsd.tolist()),
                                   float(c.runtime_s.mean())))
     return out
 

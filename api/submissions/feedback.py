@@ -185,6 +185,7 @@ def redact(view: Any, *, track: Track, viewer: Member | None, failed: Iterable[F
             upd.update(aggregates={k: v for k, v in view.aggregates.items() if k in SUMMARY_AGGREGATES},
                        cases=[c.model_copy(update={
                            "dsc": None, "nsd": None, "runtime_s": None, "per_class": {}, "size_class": "",
+                           "undefined": False,
                            "peak_memory_bytes": None, "dsc_auc": None, "nsd_auc": None, "iterations": None,
                            "reason": case_cap(track, c.status, c.exit_code, c.reason)}) for c in view.cases],
                        feedback_note=note_for(lvl, "per-case scores"))

@@ -73,6 +73,10 @@ class CaseResultPublic(BaseModel):
     dsc: float | None = Field(description="None where the track's feedback policy withholds per-case scores.")
     nsd: float | None
     per_class: dict[str, Any]
+    undefined: bool = Field(default=False, description="The case ran and its DSC is undefined under the track's "
+                            "profile (cvpr24: a label of 1..max(gt) absent from both the ground truth and the "
+                            "prediction; the 2024 reference's empty CSV field): dsc is null, the case is left out "
+                            "of the means and the per-case ranks; not a failure.")
     # interactive tracks (None elsewhere, and where the feedback policy withholds per-case scores)
     dsc_auc: float | None = Field(default=None, description="Interactive tracks: DSC_AUC over the refinement "
                                   "iterations (CVPR25_iter_eval.py); dsc/nsd are then the final scores.")

@@ -504,7 +504,9 @@ def _case_rows(session: Session, run: Run) -> list[schemas.CaseResultPublic]:
                                      size_class=c.size_class,
                                      status=c.status, reason=c.reason, runtime_s=c.runtime_s,
                                      peak_memory_bytes=c.peak_memory_bytes, exit_code=c.exit_code, dsc=c.dsc, nsd=c.nsd,
-                                     per_class=c.per_class or {}, dsc_auc=c.dsc_auc, nsd_auc=c.nsd_auc,
+                                     per_class=c.per_class or {},
+                                     undefined=c.status == CaseStatus.ok and c.dsc is None,
+                                     dsc_auc=c.dsc_auc, nsd_auc=c.nsd_auc,
                                      budget_exceeded=bool(c.budget_exceeded), iterations=_iterations_public(c))
             for c in session.scalars(select(CaseResult).where(CaseResult.run_id == run.id).order_by(CaseResult.case_id))]
 

@@ -2,7 +2,7 @@
 
 Revision ID: 20261127_0001
 Revises: 
-Create Date: 2026-11-30 20:38:12.489464
+Create Date: 2026-11-30 20:56:29.275805
 """
 from alembic import op
 import sqlalchemy as sa
@@ -435,8 +435,8 @@ def upgrade() -> None:
     sa.Column('cpu_s', sa.Float(), nullable=True),
     sa.Column('peak_memory_bytes', sa.BigInteger(), nullable=True),
     sa.Column('exit_code', sa.Integer(), nullable=True),
-    sa.Column('dsc', sa.Float(), nullable=False),
-    sa.Column('nsd', sa.Float(), nullable=False),
+    sa.Column('dsc', sa.Float(), nullable=True),
+    sa.Column('nsd', sa.Float(), nullable=True),
     sa.Column('per_class', sa.JSON(), nullable=False),
     sa.Column('stdout_tail', sa.Text(), nullable=False),
     sa.Column('stderr_tail', sa.Text(), nullable=False),
