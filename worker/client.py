@@ -181,6 +181,19 @@ class WorkerClient:
                     output: Path | None = None) -> dict[str, Any]:
         """``POST …/cases/{case_id}``: multipart ``meta`` (JSON) and the optional ``output`` file
         (streamed from disk; idempotent per case on the server, so it is retried)."""
+        return self._upload(f"/api/worker/shards/{int(shard_id)}/cases/{case_id}", meta, output, "case upload")
+
+    def upload_iteration(self, shard_id: int, case_id: str, iteration: int, meta: dict[str, Any],
+                         output: Path | None = None) -> dict[str, Any]:
+        """``POST …/cases/{case_id}/iterations/{iteration}`` (interactive tracks): multipart ``meta`` and the
+        optional ``output``; answers ``{valid, done, next: {clicks, clicks_order}, cancel, …}``. Idempotent per
+        (case, iteration, lease) on the server, so it is retried."""
+        return self._upload(f"/api/worker/shards/{int(shard_id)}/cases/{case_id}/iterations/{int(iteration)}",
+                            meta, output, "iteration upload")
+
+    def _upload(self, path: str, meta: dict[str, Any], output: Path | None, what: str) -> dict[str, Any]:
+        """``POST path`` as multipart: the ``meta`` part (JSON) and the optional ``output`` file, streamed from disk
+        (reopened on each retry); the answer's JSON object."""
         text = json.dumps(meta, ensure_ascii=False, default=str)
 
         def files_factory():
@@ -192,35 +205,12 @@ class WorkerClient:
             fh = open(output, "rb")  # noqa: SIM115 - closed by _request
             return [meta_part, ("output", (Path(output).name, fh, "application/octet-stream"))], [fh]
 
-        resp = self._request("POST", f"/api/worker/shards/{int(shard_id)}/cases/{case_id}",
-                             files_factory=files_factory)
+        resp = self._request("POST", path, files_factory=files_factory)
         self._raise_for(resp)
         try:
             return resp.json() if resp.content else {}
         except ValueError as exc:
-            raise InfraError("case upload: the API's answer is not JSON") from exc
-
-    def upload_iteration(self, shard_id: int, case_id: str, iteration: int, meta: dict[str, Any],
-                         output: Path | None = None) -> dict[str, Any]:
-        """``POST …/cases/{case_id}/iterations/{iteration}`` (interactive tracks): multipart ``meta`` and the
-        optional ``output``; answers ``{valid, done, next: {clicks, clicks_order}, cancel, …}``. Idempotent per
-        (case, iteration, lease) on the server, so it is retried."""
-        text = json.dumps(meta, ensure_ascii=False, default=str)
-
-        def files_factory():
-            meta_part = ("meta", (None, text.encode("utf-8"), "application/json"))
-            if output is None:
-                return [meta_part], []
-            fh = open(output, "rb")  # noqa: SIM115 - closed by _request
-            return [meta_part, ("output", (Path(output).name, fh, "application/octet-stream"))], [fh]
-
-        resp = self._request("POST", f"/api/worker/shards/{int(shard_id)}/cases/{case_id}/iterations/{int(iteration)}",
-                             files_factory=files_factory)
-        self._raise_for(resp)
-        try:
-            return resp.json() if resp.content else {}
-        except ValueError as exc:
-            raise InfraError("iteration upload: the API's answer is not JSON") from exc
+            raise InfraError(f"{what}: the API's answer is not JSON") from exc
 
     def download(self, path: str, dest: Path, *, sha256: str, size: int | None = None,
                  params: dict[str, Any] | None = None) -> Path:
