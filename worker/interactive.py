@@ -178,7 +178,11 @@ def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict
         if i == 0:
             model_input = first
         else:
-            prev = load_prediction(prev_pred_file, expected_shape=tuple(case["shape"])) if prev_pred_file is not None else None
+            # the last output the trusted side accepted, read under the run's profile (cvpr24/cvpr25 accept float and
+            # negative segs: prev_pred is then their .astype(np.uint8), as the reference)
+            prev = (load_prediction(prev_pred_file, expected_shape=tuple(case["shape"]),
+                                    profile=str(spec.get("metric_profile") or "default"))
+                    if prev_pred_file is not None else None)
             model_input = prompted_input(original, it_dir / "in" / name, iteration=i, prompt=prompt,
                                          points=case.get("points"), clicks=prompts, prev_pred=prev)
         t_run = time.monotonic()

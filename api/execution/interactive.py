@@ -245,6 +245,7 @@ def record_iteration(settings: Any, ident: WorkerIdentity, shard_id: int, case_i
     runtime = float(meta.get("runtime_s") or 0.0)
     over = bool(meta.get("budget_exceeded")) or spent + runtime > budget
     status, reason, segs, sha = _judge(meta, output, case, over=over, kept=_last_valid(mine), iteration=iteration,
+                                       profile=profile,
                                        budget=f"{budget:g} s = {classes} class(es) x {float(track.class_budget_s):g} s",
                                        used=spent + runtime)
     valid = segs is not None
@@ -286,9 +287,10 @@ def record_iteration(settings: Any, ident: WorkerIdentity, shard_id: int, case_i
 
 
 def _judge(meta: dict[str, Any], output: Path | None, case: Any, *, over: bool, kept: int | None, iteration: int,
-           budget: str, used: float) -> tuple[str, str, Any, str]:
+           budget: str, used: float, profile: str = "default") -> tuple[str, str, Any, str]:
     """(status, reason, segs or None, sha256) of one iteration's output: over the budget, missing or invalid
-    outputs are not used (the reason says which prediction the case keeps)."""
+    outputs are not used (the reason says which prediction the case keeps). Validated under the run's ``profile``
+    (cvpr24/cvpr25 accept float and negative ``segs``, as the references scored them)."""
     status = str(meta.get("status") or "crash")
     reason = str(meta.get("reason") or "")
     keeps = f"iteration {kept}" if kept is not None else "no iteration (zeros)"
@@ -301,7 +303,8 @@ def _judge(meta: dict[str, Any], output: Path | None, case: Any, *, over: bool, 
         from evaluator.io import CaseFormatError, load_prediction
 
         try:
-            return "ok", "", load_prediction(output, expected_shape=tuple(case.shape)), _sha256(output)
+            return ("ok", "", load_prediction(output, expected_shape=tuple(case.shape), profile=profile),
+                    _sha256(output))
         except CaseFormatError as exc:
             status, reason = "invalid_output", f"invalid prediction: {exc}"
     return status, f"{reason or status}; the case keeps the prediction of {keeps}", None, ""

@@ -229,6 +229,9 @@ def _spec(session: Session, settings: Any, shard: Shard, cases: list[dict[str, A
         # prompts and timing (api/challenges/track_settings.py); interactive: iterations and budget (docs/interactive.md)
         "prompt": track.prompt or "box", "timing": track.timing or "container",
         "interactive": interactive_spec(track),
+        # the run's scoring profile: every check of an output on the host follows it (cvpr24/cvpr25 accept float and
+        # negative segs, as the references scored them; default refuses them)
+        "metric_profile": run.metric_profile or track.metric_profile or "default",
     }
 
 

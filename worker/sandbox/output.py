@@ -183,10 +183,13 @@ def observe_output(out_dir: Path, name: str) -> tuple[str, int, tuple[str, ...]]
     return "file", st.st_size, ()
 
 
-def check_output(case_run: CaseRun, *, expected_shape: tuple[int, ...], max_bytes: int | None = None) -> Any:
+def check_output(case_run: CaseRun, *, expected_shape: tuple[int, ...], max_bytes: int | None = None,
+                 profile: str | None = None) -> Any:
     """Load and validate the prediction of an ``ok`` case; returns ``segs`` or None.
 
-    On a bad prediction the case becomes ``invalid_output`` with the loader's message.
+    On a bad prediction the case becomes ``invalid_output`` with the loader's message. ``profile``: the run's
+    metric profile (the shard spec's ``metric_profile``): under ``cvpr24`` / ``cvpr25`` float and negative ``segs``
+    pass, as the references scored them; ``default`` (or None) refuses them.
     """
     from evaluator.io import CaseFormatError, load_prediction
 
@@ -194,8 +197,9 @@ def check_output(case_run: CaseRun, *, expected_shape: tuple[int, ...], max_byte
         return None
     try:
         if max_bytes is None:
-            return load_prediction(case_run.output_path, expected_shape=tuple(expected_shape))
-        return load_prediction(case_run.output_path, expected_shape=tuple(expected_shape), max_bytes=max_bytes)
+            return load_prediction(case_run.output_path, expected_shape=tuple(expected_shape), profile=profile)
+        return load_prediction(case_run.output_path, expected_shape=tuple(expected_shape), max_bytes=max_bytes,
+                               profile=profile)
     except CaseFormatError as exc:
         case_run.status = "invalid_output"
         case_run.reason = f"invalid prediction: {exc}"
