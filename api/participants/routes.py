@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api", tags=["participants"])
              summary="Ask to take part (anonymous, rate-limited per address): a new team or a join code; the "
                      "answer holds the one-time claim code")
 def create_signup(challenge: SlugPath, body: schemas.SignupCreate, request: Request, session: SessionDep,
-                  settings: SettingsDep):
+                  settings: SettingsDep, _caller: OptionalMember):  # _caller: a worker token is refused (403)
     return service.register(session=session, settings=settings, challenge=challenge, body=body,
                             client=client_address(request, settings))
 
@@ -28,7 +28,8 @@ def create_signup(challenge: SlugPath, body: schemas.SignupCreate, request: Requ
 @router.post("/signups/claim", response_model=schemas.ClaimResult,
              summary="A sign-up request's state by its claim code; the first claim after approval returns the API "
                      "token, once (anonymous, rate-limited per address)")
-def claim_signup(body: schemas.ClaimRequest, request: Request, session: SessionDep, settings: SettingsDep):
+def claim_signup(body: schemas.ClaimRequest, request: Request, session: SessionDep, settings: SettingsDep,
+                 _caller: OptionalMember):  # _caller: a worker token is refused (403)
     address = client_address(request, settings)
     wait = claim_limiter(request).hit(address)
     if wait is not None:
@@ -39,7 +40,7 @@ def claim_signup(body: schemas.ClaimRequest, request: Request, session: SessionD
 
 @router.get("/challenges/{challenge}/participation", response_model=schemas.Participation,
             summary="Whether sign-up is open, whether terms must be accepted, the team-size limit")
-def get_participation(challenge: SlugPath, session: SessionDep):
+def get_participation(challenge: SlugPath, session: SessionDep, _caller: OptionalMember):  # no worker tokens
     from api.challenges.service import get_challenge
 
     return service.participation(get_challenge(session=session, slug=challenge))
