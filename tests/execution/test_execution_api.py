@@ -116,7 +116,8 @@ def test_worker_identities_and_token_separation(client, db_settings):
                        headers=auth(w.token_org)).status_code == 409
     # a worker token gets 403 on every non-worker route (API and pages)
     ctx = {"team_a": w.team_a, "member_a": w.member_a, "spare_token_a": 1, "sub_a": 1, "done_a": 1, "upload_a": "x",
-           "upload_a2": "y", "worker_name": "box-1", "sha_a": "0" * 64, "shard": 1, "case": "c"}
+           "upload_a2": "y", "worker_name": "box-1", "sha_a": "0" * 64, "shard": 1, "case": "c", "signup_1": 1,
+           "signup_2": 2, "webhook": 1}
     problems = []
     for method, path, kwargs, _ in MATRIX:
         if path.startswith("/api/worker/"):
