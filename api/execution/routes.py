@@ -13,6 +13,8 @@ import json
 import logging
 import secrets
 import statistics
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -295,12 +297,25 @@ def finish(shard_id: IdPath, body: FinishBody, ident: WorkerDep, settings: Setti
                                 "output": {"type": "string", "format": "binary"}}}}}}})
 async def upload_case(shard_id: IdPath, case_id: CaseIdPath, request: Request, ident: WorkerDep, settings: SettingsDep):
     out_max = int(settings.output_max_bytes)
+    async with _worker_upload(request, settings) as (raw, output):
+        if output is not None and output.size is not None and output.size > out_max:
+            raise ApiError(413, "too_large", f"the output file is larger than {out_max} bytes (SEGARENA_OUTPUT_MAX_BYTES)")
+        return await run_in_threadpool(_store_case, settings, ident, shard_id, case_id, raw, output,
+                                       int(settings.worker_meta_max_bytes))
+
+
+@asynccontextmanager
+async def _worker_upload(request: Request, settings) -> AsyncIterator[tuple[bytes, UploadFile | None]]:
+    """The worker's multipart upload (a case's or an iteration's): ``(meta bytes, output file part or None)``, the
+    body bounded while it streams in (output limit + meta limit + overhead: 413), the meta part by its own limit
+    (413), anything but multipart with one ``meta`` field and at most one ``output`` file refused (422). The parsed
+    form (its spooled file) is closed on exit."""
+    out_max = int(settings.output_max_bytes)
     meta_max = int(settings.worker_meta_max_bytes)
     limit = out_max + meta_max + _MULTIPART_OVERHEAD
     too_large = (f"the upload is larger than the output limit ({out_max} bytes, SEGARENA_OUTPUT_MAX_BYTES) plus "
                  f"the meta part ({meta_max} bytes, SEGARENA_WORKER_META_MAX_BYTES)")
-    ctype = request.headers.get("content-type", "")
-    if not ctype.startswith("multipart/form-data"):
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(422, "invalid_request", "send multipart/form-data with a 'meta' part (JSON) and an optional "
                        "'output' file part")
     declared = request.headers.get("content-length", "")
@@ -318,9 +333,8 @@ async def upload_case(shard_id: IdPath, case_id: CaseIdPath, request: Request, i
                 raise ApiError(413, "too_large", too_large)
         return message
 
-    bounded = Request(request.scope, bounded_receive)
     try:
-        form = await bounded.form(max_files=1, max_fields=1, max_part_size=meta_max)
+        form = await Request(request.scope, bounded_receive).form(max_files=1, max_fields=1, max_part_size=meta_max)
     except StarletteHTTPException as exc:
         detail = str(exc.detail)
         if "maximum size" in detail:
@@ -330,16 +344,11 @@ async def upload_case(shard_id: IdPath, case_id: CaseIdPath, request: Request, i
                        "field and at most one 'output' file") from None
     try:
         meta_part = form.get("meta")
-        if isinstance(meta_part, UploadFile):
-            raw = await meta_part.read(meta_max + 1)
-        else:
-            raw = (meta_part or "").encode()
+        raw = await meta_part.read(meta_max + 1) if isinstance(meta_part, UploadFile) else (meta_part or "").encode()
         output = form.get("output")
         if output is not None and not isinstance(output, UploadFile):
             raise ApiError(422, "invalid_request", "'output' must be a file part")
-        if output is not None and output.size is not None and output.size > out_max:
-            raise ApiError(413, "too_large", f"the output file is larger than {out_max} bytes (SEGARENA_OUTPUT_MAX_BYTES)")
-        return await run_in_threadpool(_store_case, settings, ident, shard_id, case_id, raw, output, meta_max)
+        yield raw, output
     finally:
         await form.close()
 
@@ -508,44 +517,9 @@ async def upload_iteration(shard_id: IdPath, case_id: CaseIdPath,
     """Lease holder only. The output (≤ the output limit) is validated and scored against the ground truth on this,
     the trusted side, the clicks of the next iteration simulated from it; nothing of it is kept. Idempotent per
     (case, iteration, lease): a repeat answers what the first got."""
-    out_max = int(settings.output_max_bytes)
-    meta_max = int(settings.worker_meta_max_bytes)
-    limit = out_max + meta_max + _MULTIPART_OVERHEAD
-    too_large = (f"the upload is larger than the output limit ({out_max} bytes, SEGARENA_OUTPUT_MAX_BYTES) plus "
-                 f"the meta part ({meta_max} bytes, SEGARENA_WORKER_META_MAX_BYTES)")
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ApiError(422, "invalid_request", "send multipart/form-data with a 'meta' part (JSON) and an optional "
-                       "'output' file part")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "too_large", too_large)
-    received = 0
-    receive = request.receive
-
-    async def bounded_receive():
-        nonlocal received
-        message = await receive()
-        if message.get("type") == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise ApiError(413, "too_large", too_large)
-        return message
-
-    try:
-        form = await Request(request.scope, bounded_receive).form(max_files=1, max_fields=1, max_part_size=meta_max)
-    except StarletteHTTPException as exc:
-        raise ApiError(422, "invalid_request", f"malformed multipart body: {bound_text(str(exc.detail), 300)}; send "
-                       "one 'meta' field and at most one 'output' file") from None
-    try:
-        meta_part = form.get("meta")
-        raw = await meta_part.read(meta_max + 1) if isinstance(meta_part, UploadFile) else (meta_part or "").encode()
-        output = form.get("output")
-        if output is not None and not isinstance(output, UploadFile):
-            raise ApiError(422, "invalid_request", "'output' must be a file part")
+    async with _worker_upload(request, settings) as (raw, output):
         return await run_in_threadpool(_store_iteration, settings, ident, shard_id, case_id, iteration, raw, output,
-                                       meta_max)
-    finally:
-        await form.close()
+                                       int(settings.worker_meta_max_bytes))
 
 
 def _store_iteration(settings, ident: WorkerIdentity, shard_id: int, case_id: str, iteration: int, raw: bytes,

@@ -255,6 +255,9 @@ def test_only_the_lease_holder_posts_iterations_in_order_and_bounded(client, db_
                        content=b"x", headers={**auth(w.wt1), "Content-Type": "multipart/form-data; boundary=b",
                                               "Content-Length": str(db_settings.output_max_bytes * 2)})
     assert huge.status_code == 413
+    # an oversized meta part: 413 naming its limit, as on the case upload (not a 422 "malformed multipart body")
+    big_meta = _post(client, w.wt1, spec, case_id, 0, stdout_tail="x" * (int(db_settings.worker_meta_max_bytes) + 10))
+    assert big_meta.status_code == 413 and "SEGARENA_WORKER_META_MAX_BYTES" in big_meta.json()["message"], big_meta.text
     with session_scope(db_settings.database_url) as s:
         assert s.scalar(select(CaseIteration.id).where(CaseIteration.run_id == w.run_id)) is None
     # the holder's own iteration 0 is accepted; a non-interactive track refuses the route
