@@ -93,9 +93,13 @@ def test_patch_track_and_visibility(client, world, db_settings):
 
 def test_unknown_test_set_profile_or_bad_queue_is_refused_when_the_track_is_made(client, world, tmp_path):
     """A typo would otherwise fail every submission at run time: refuse it with the choices."""
+    from evaluator.profiles import PROFILES
+
     base = {"slug": "typo", "title": "T", "tracks": [{"slug": "main"}]}
+    known = "known profiles: " + ", ".join(p.id for p in PROFILES.values())  # every profile, cvpr25 included
+    assert "cvpr99" not in PROFILES
     cases = [({"testset": "smal"}, "neither a built-in set (small, tiny)"),
-             ({"metric_profile": "cvpr25"}, "known profiles: default@1, cvpr24@1"),
+             ({"metric_profile": "cvpr99"}, f"unknown metric profile 'cvpr99'; {known}"),
              ({"queue": "no spaces"}, "queue: String should match pattern")]
     for fields, expected in cases:
         spec = {**base, "tracks": [{"slug": "main", **fields}]}
