@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 
 from . import sandbox as sb
 
-__all__ = ["run_case", "InteractiveOutcome", "timed_run", "prompted_input", "write_portable_npz"]
+__all__ = ["run_case", "InteractiveOutcome", "timed_run", "prompted_input"]
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,16 @@ class InteractiveOutcome:
 def timed_run(docker: Any, *, timing: str, **kwargs: Any) -> sb.CaseRun:
     """``sandbox.run_case`` with the track's timing: ``docker_run`` replaces the runtime by the whole span of the
     call (create, start, wait, inspect, remove: what ``docker run --rm`` took in the 2024 script)."""
-    t0 = time.monotonic()
-    case_run = sb.run_case(docker, **kwargs)
-    if timing == "docker_run":
+    if timing == "docker_run":  # the whole docker run --rm span: created and removed inside the call
+        prepared = kwargs.pop("prepared", None)
+        if prepared is not None:
+            prepared.discard()
+        t0 = time.monotonic()
+        case_run = sb.run_case(docker, **kwargs)
         case_run.runtime_s = time.monotonic() - t0
-    return case_run
+        return case_run
+    # timing "container" (start to exit): removal goes to the background remover, off the case's critical path
+    return sb.run_case(docker, remove="async", **kwargs)
 
 
 def prompted_input(original: Path, dest: Path, *, iteration: int, prompt: str, points: Any = None,
@@ -77,50 +83,14 @@ def prompted_input(original: Path, dest: Path, *, iteration: int, prompt: str, p
     original input (``evaluator.interactive.iteration_inputs``: the reference's keys and conventions)."""
     import numpy as np
 
-    from evaluator.interactive import iteration_inputs
+    from evaluator.interactive import iteration_inputs, write_iteration_npz
 
     with np.load(original, allow_pickle=False) as data:  # the test set's own input (trusted)
         arrays = iteration_inputs(dict(data), iteration=iteration, prompt=prompt, clicks=clicks, prev_pred=prev_pred,
                                   points=points)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_portable_npz(dest, arrays)
+    write_iteration_npz(dest, arrays)  # the one writer: numpy 1.x containers load it, members stored
     return dest
-
-
-def write_portable_npz(path: Path, arrays: dict[str, Any]) -> None:
-    """The arrays ``np.savez_compressed(path, **arrays)`` writes as the reference writes an iteration's input (lists
-    of dicts become pickled object arrays, ``clicks`` holds ``numpy.int64``; ``np.load`` gives the same arrays), with
-    two differences a model cannot see: the members are stored, not deflated (the input is rewritten at every
-    iteration on the execution host's local disk: compressing the image each time cost more than the container's
-    start), and the pickles name ``numpy.core`` where numpy 2 writes ``numpy._core``: numpy 1.x (what most model
-    images ship) cannot import ``numpy._core`` and would fail on ``np.load(..., allow_pickle=True)``; numpy 2 still
-    reads ``numpy.core``."""
-    import io
-    import pickle
-    import zipfile
-
-    import numpy as np
-    from numpy.lib import format as npformat
-
-    def saved(v: Any) -> Any:
-        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            arr = np.empty(len(v), dtype=object)  # what the reference's list of dicts becomes
-            for i, x in enumerate(v):
-                arr[i] = x
-            return arr
-        return np.asanyarray(v)
-
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for key, value in arrays.items():
-            arr = saved(value)
-            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
-                if arr.dtype.hasobject:  # the .npy header, then the pickle (protocol 3: module names are text)
-                    buf = io.BytesIO()
-                    npformat.write_array_header_1_0(buf, npformat.header_data_from_array_1_0(arr))
-                    pickle.dump(arr, buf, protocol=3)
-                    fh.write(buf.getvalue().replace(b"cnumpy._core.", b"cnumpy.core."))
-                else:
-                    npformat.write_array(fh, arr, allow_pickle=False)
 
 
 def run_case(executor: Any, *, spec: dict[str, Any], case: dict[str, Any], input_file: Path, work: Path,
@@ -146,9 +116,54 @@ def run_case(executor: Any, *, spec: dict[str, Any], case: dict[str, Any], input
                         stopped=stopped)
 
 
-def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict[str, Any], original: Path,
-                 first: Path, work: Path, profile: sb.SandboxProfile, labels: dict[str, str], run_user: Any, image_id: str,
-                 timing: str, prompt: str, stopped: Callable[[], bool]) -> tuple[sb.CaseRun, InteractiveOutcome]:
+class _Ahead:
+    """The next iteration's container, created (:func:`worker.sandbox.prepare_container`: the same parameters as an
+    on-demand create) on a thread while this iteration's output is uploaded and scored; removed when not used."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._prepared: sb.PreparedContainer | None = None
+
+    def start(self, docker: Any, *, more: bool, timing: str, **kwargs: Any) -> None:
+        """Create the next iteration's container (``more``: there is one) unless the track times ``docker_run``
+        (create and remove inside the timed span, as the reference) or the user is not resolved yet."""
+        if not more or timing == "docker_run" or kwargs.get("run_user") is None:
+            return
+
+        def create() -> None:
+            try:
+                self._prepared = sb.prepare_container(docker, **kwargs)
+            except Exception as exc:  # the on-demand create of the iteration meets (and reports) it again
+                log.debug("creating the next iteration's container ahead failed: %s", exc)
+
+        self._thread = threading.Thread(target=create, name="iteration-ahead", daemon=True)
+        self._thread.start()
+
+    def take(self) -> sb.PreparedContainer | None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        prepared, self._prepared = self._prepared, None
+        return prepared
+
+    def discard(self) -> None:
+        prepared = self.take()
+        if prepared is not None:
+            prepared.discard()
+
+
+def _interactive(executor: Any, docker: Any, **kwargs: Any) -> tuple[sb.CaseRun, InteractiveOutcome]:
+    ahead = _Ahead()
+    try:
+        return _iterations(executor, docker, ahead=ahead, **kwargs)
+    finally:
+        ahead.discard()  # stopped, cancelled, done early or out of budget: the container made ahead is removed
+
+
+def _iterations(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict[str, Any], original: Path,
+                first: Path, work: Path, profile: sb.SandboxProfile, labels: dict[str, str], run_user: Any,
+                image_id: str, timing: str, prompt: str, stopped: Callable[[], bool],
+                ahead: _Ahead) -> tuple[sb.CaseRun, InteractiveOutcome]:
     from evaluator.io import load_prediction
 
     from .client import InfraError, LeaseLost
@@ -191,10 +206,13 @@ def _interactive(executor: Any, docker: Any, *, spec: dict[str, Any], case: dict
         case_run = timed_run(docker, timing=timing, image_id=image_id, input_file=model_input,
                              out_dir=it_dir / "outputs", profile=it_profile,
                              labels={**labels, sb.LABEL_CASE: case_id, "segarena.iteration": str(i)},
-                             scratch_dir=work, run_user=run_user)
+                             scratch_dir=work, run_user=run_user, prepared=ahead.take())
         t_ran = time.monotonic()
         if stopped():
             raise _Stop()
+        ahead.start(docker, more=i < k, timing=timing, image_id=image_id, out_dir=work / f"it{i + 1}" / "outputs",
+                    profile=profile, labels={**labels, sb.LABEL_CASE: case_id, "segarena.iteration": str(i + 1)},
+                    scratch_dir=work, run_user=run_user)
         first_params = first_params or case_run.container_params
         over = case_run.status == "timeout" and by_budget
         spent += case_run.runtime_s

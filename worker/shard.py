@@ -225,6 +225,10 @@ class ShardExecutor:
             report.outcome = "infra"
             report.reason = f"worker {self.config.worker_name}: unexpected {exc.__class__.__name__}: {exc}"[:2000]
         finally:
+            # the cases' containers went to the background remover: gone before the shard is reported
+            if not sb.flush_removals(timeout=10):
+                log.warning("shard %s: containers still being removed after 10 s (the housekeeping sweep "
+                            "removes what is left)", shard_id)
             report.wall_s = time.monotonic() - t0
             self._current = None
         if hb.stop.is_set():

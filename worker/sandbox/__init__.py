@@ -29,7 +29,11 @@ whichever user runs can write ``/workspace/outputs`` (MedSAM issue #211).
 
 Measurement. Wall time is a monotonic clock from just before the container is started until the
 engine reports its exit: it includes container start-up and model loading, as the reference timed
-it; image loading, directory set-up and container creation/removal are outside the timer. CPU time
+it; image loading, directory set-up and container creation/removal are outside the timer (the span is from just
+before the engine's ``start`` call to the return of the one blocking ``wait`` call, the same for every image;
+the wait for the pinned cores' locks is before it and reported apart as ``CaseRun.lock_wait_s``). Creation can
+happen ahead (:func:`prepare_container`, identical parameters) and removal in the background
+(``run_case(remove="async")``): neither touches the timed span. CPU time
 and peak memory come from a per-worker cgroup parent (cgroup v1, cgroupfs driver: the engine
 creates ``/sys/fs/cgroup/<controller>/<parent>/<container id>``; the parent outlives the container,
 so ``memory.max_usage_in_bytes`` — reset before each case — and the ``cpuacct.usage`` difference
@@ -49,7 +53,7 @@ host engine must share :data:`CORE_LOCK_DIR` (bind-mount it) for the lock to spa
 from __future__ import annotations
 
 from .cgroups import CgroupMeter, cleanup_cgroup_parents
-from .container import container_params, run_case
+from .container import PreparedContainer, container_params, flush_removals, prepare_container, remove_later, run_case
 from .engine import (ImageLoadError, SandboxInfraError, _is_engine_error, forget_docker_client, get_docker_client,
                      image_runs_as_root, load_image, resolve_user)
 from .host import (CORE_LOCK_DIR, CoreLocks, cpu_model, deployment_id, format_cpuset, online_cpus, parse_cpuset,
@@ -66,5 +70,6 @@ __all__ = [
     "LABEL_CASE", "LABEL_WORKER", "LABEL_DEPLOYMENT", "deployment_id", "CORE_LOCK_DIR", "NONROOT_USER", "INPUTS_MOUNT",
     "OUTPUTS_MOUNT", "COMMAND", "LOG_KEEP_BYTES", "container_params", "with_overrides", "pid_alive", "CoreLocks",
     "BoundedLog", "OutputWatch", "observe_output", "human_bytes", "ExitFacts", "Verdict", "exit_verdict",
-    "_is_engine_error", "_BoundedLog", "_OutputWatch",
+    "_is_engine_error", "_BoundedLog", "_OutputWatch", "PreparedContainer", "prepare_container", "remove_later",
+    "flush_removals",
 ]

@@ -1,15 +1,28 @@
 """One case in a container: the exact ``containers.create`` parameters (isolation and caps), the case
 directories, and :func:`run_case`, which starts, times, watches, measures and removes the container and
-hands what it saw to the pure :func:`worker.sandbox.verdict.exit_verdict`."""
+hands what it saw to the pure :func:`worker.sandbox.verdict.exit_verdict`.
+
+Overhead around the container (issues 12 and 14). The engine calls outside the timed span are taken off the
+critical path without changing what runs: :func:`prepare_container` creates (and attaches to) the container of
+a case ahead of time, with the same :func:`container_params` as an on-demand create (``run_case`` compares
+them and creates afresh on any difference); its input directory is bind-mounted empty and the input file is
+copied in when the case runs. ``remove="async"`` hands the finished container to a bounded background
+remover (:func:`remove_later`; full queue: removed at once; :func:`flush_removals` waits for it; the
+periodic sweep in worker/housekeeping.py removes what a dead worker left). The timed span is unchanged:
+from just before the engine's ``start`` call to the return of the one blocking ``wait`` call.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import shutil
 import tempfile
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +32,8 @@ from .host import CoreLocks, format_cpuset, worker_identity
 from .output import BoundedLog, OutputWatch, close_attach, observe_output, pump_logs
 from .profile import COMMAND, INPUTS_MOUNT, LABEL_WORKER, OUTPUTS_MOUNT, CaseRun, SandboxProfile
 from .verdict import ExitFacts, exit_verdict
+
+log = logging.getLogger(__name__)
 
 
 def container_params(*, image_id: str, inputs_dir: Path, outputs_dir: Path, profile: SandboxProfile,
@@ -88,20 +103,168 @@ def _create(client: Any, params: dict[str, Any]) -> str:
     return str(client.api.create_container(**_create_container_args(kwargs))["Id"])
 
 
-def _prepare_dirs(input_file: Path, out_dir: Path, scratch: Path | None) -> tuple[Path, Path]:
+def _make_dirs(out_dir: Path, scratch: Path | None) -> tuple[Path, Path]:
+    """A fresh work directory with an empty inputs/ (mounted read-only) and the empty, any-uid-writable ``out_dir``."""
     work = Path(tempfile.mkdtemp(prefix="segarena-case-", dir=scratch))
     inputs = work / "inputs"
     inputs.mkdir()
-    dest = inputs / input_file.name
-    shutil.copyfile(input_file, dest)
-    os.chmod(dest, 0o644)
     os.chmod(inputs, 0o755)
     os.chmod(work, 0o755)
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(out_dir.iterdir()):
+        shutil.rmtree(work, ignore_errors=True)
         raise ValueError(f"output directory {out_dir} is not empty")
     os.chmod(out_dir, 0o777)  # writable by whatever uid the container runs as
     return work, inputs
+
+
+def _copy_input(input_file: Path, inputs: Path) -> None:
+    dest = inputs / input_file.name
+    shutil.copyfile(input_file, dest)
+    os.chmod(dest, 0o644)
+
+
+def _prepare_dirs(input_file: Path, out_dir: Path, scratch: Path | None) -> tuple[Path, Path]:
+    work, inputs = _make_dirs(out_dir, scratch)
+    _copy_input(input_file, inputs)
+    return work, inputs
+
+
+# -- removal off the critical path ---------------------------------------------------------------------------------
+_REMOVE_QUEUE_MAX = 16  # finished containers waiting for removal; more: the caller removes synchronously
+
+
+class _Remover:
+    """One daemon thread removing finished containers (``force=True``) in order; a bounded queue."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue[tuple[Any, str]] = queue.Queue(maxsize=_REMOVE_QUEUE_MAX)
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def submit(self, api: Any, container_id: str) -> bool:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="sandbox-remover", daemon=True)
+                self.thread.start()
+        try:
+            self.q.put_nowait((api, container_id))
+            return True
+        except queue.Full:
+            return False
+
+    def _run(self) -> None:
+        while True:
+            api, cid = self.q.get()
+            try:
+                api.remove_container(cid, force=True)
+            except Exception as exc:  # gone already, or the engine failed: the housekeeping sweep retries
+                log.debug("background removal of %s failed: %s", cid[:12], exc)
+            finally:
+                self.q.task_done()
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.q.all_tasks_done:
+            while self.q.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.q.all_tasks_done.wait(left)
+        return True
+
+
+_remover = _Remover()
+
+
+def remove_later(api: Any, container_id: str) -> None:
+    """Remove the (exited or created) container on the background remover; at once when its queue is full."""
+    if not _remover.submit(api, container_id):
+        try:
+            api.remove_container(container_id, force=True)
+        except Exception:
+            pass
+
+
+def flush_removals(timeout: float = 30.0) -> bool:
+    """Wait until every container handed to :func:`remove_later` is removed; False at the timeout."""
+    return _remover.flush(timeout)
+
+
+# -- creating ahead ------------------------------------------------------------------------------------------------
+@dataclass
+class PreparedContainer:
+    """A case container created (and attached to) ahead of its run by :func:`prepare_container`; never started."""
+
+    api: Any
+    container_id: str
+    params: dict[str, Any]
+    work: Path
+    inputs: Path
+    out_dir: Path
+    attach: Any
+    pump: threading.Thread
+    out_log: BoundedLog
+    err_log: BoundedLog
+    user_note: str
+    used: bool = field(default=False)
+
+    def discard(self) -> None:
+        """Not run after all (the case stopped, or its parameters differ): remove it in the background."""
+        if self.used:
+            return
+        self.used = True
+        close_attach(self.attach)
+        remove_later(self.api, self.container_id)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _create_attached(client: Any, params: dict[str, Any], keep: int) -> tuple[str, Any, threading.Thread,
+                                                                                BoundedLog, BoundedLog]:
+    """Create the container and attach to its output before it starts (a pump thread reads the stream)."""
+    api = client.api
+    container_id = _create(client, params)
+    try:
+        attach = api.attach_socket(container_id, params={"stdout": 1, "stderr": 1, "stream": 1})
+    except BaseException:
+        remove_later(api, container_id)
+        raise
+    out_log, err_log = BoundedLog(keep), BoundedLog(keep)
+    pump = threading.Thread(target=pump_logs, args=(attach, out_log, err_log), name="case-logs", daemon=True)
+    pump.start()
+    return container_id, attach, pump, out_log, err_log
+
+
+def prepare_container(client: Any, *, image_id: str, out_dir: Path, profile: SandboxProfile,
+                      labels: dict[str, str] | None = None, scratch_dir: Path | None = None,
+                      run_user: tuple[str | None, str]) -> PreparedContainer | None:
+    """Create the container of a case ahead of time (while the previous result is uploaded): the same
+    :func:`container_params` as :func:`run_case` would create, an empty input directory (the file is copied in
+    by ``run_case(prepared=...)``) and an empty ``out_dir``. None when the engine refuses (``run_case`` then
+    creates on demand and reports why); raises :class:`SandboxInfraError` when the engine fails."""
+    import docker
+
+    out_dir = Path(out_dir)
+    labels = {LABEL_WORKER: worker_identity(), **(labels or {})}
+    user, user_note = run_user
+    work, inputs = _make_dirs(out_dir, scratch_dir)
+    params = container_params(image_id=image_id, inputs_dir=inputs, outputs_dir=out_dir, profile=profile,
+                              user=user, labels=labels)
+    try:
+        cid, attach, pump, out_log, err_log = _create_attached(client, params, profile.log_keep_bytes)
+    except docker.errors.APIError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if _is_engine_error(exc):
+            raise SandboxInfraError(f"Docker engine error creating the container: {exc}") from exc
+        return None
+    except BaseException as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if _is_engine_error(exc):
+            raise SandboxInfraError(f"Docker engine error creating the container: {exc}") from exc
+        raise
+    return PreparedContainer(api=client.api, container_id=cid, params=params, work=work, inputs=inputs,
+                             out_dir=out_dir, attach=attach, pump=pump, out_log=out_log, err_log=err_log,
+                             user_note=user_note)
 
 
 def _resolve_user(client: Any, image_id: str, profile: SandboxProfile,
@@ -140,48 +303,91 @@ def _wait(api: Any, container_id: str, timeout_s: float, t0: float) -> tuple[flo
         return elapsed, True
 
 
+def _take_prepared(prepared: PreparedContainer | None, *, image_id: str, input_file: Path, out_dir: Path,
+                   profile: SandboxProfile, user: str | None, labels: dict[str, str]) -> PreparedContainer | None:
+    """``prepared`` with the case's input copied in when its parameters are exactly those an on-demand create
+    would use (same image, user, caps, mounts, labels) and its output directory is still empty; else discarded."""
+    if prepared is None:
+        return None
+    params = None
+    if not prepared.used and prepared.out_dir == out_dir:
+        params = container_params(image_id=image_id, inputs_dir=prepared.inputs, outputs_dir=out_dir,
+                                  profile=profile, user=user, labels=labels)
+    if params is None or params != prepared.params or any(out_dir.iterdir()):
+        log.warning("a pre-created container does not match its case (%s): created afresh", input_file.name)
+        prepared.discard()
+        return None
+    prepared.used = True
+    _copy_input(input_file, prepared.inputs)  # the bind-mounted, still empty input directory
+    return prepared
+
+
 def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, profile: SandboxProfile,
              labels: dict[str, str] | None = None, image_user_is_root: bool | None = None,
-             scratch_dir: Path | None = None, run_user: tuple[str | None, str] | None = None) -> CaseRun:
+             scratch_dir: Path | None = None, run_user: tuple[str | None, str] | None = None,
+             prepared: PreparedContainer | None = None, remove: str = "sync") -> CaseRun:
     """Run ``image_id`` on one case file; the prediction is expected at ``out_dir/<input name>``.
 
     Returns a :class:`CaseRun` (status ok, timeout, oom, crash or no_output; the output's content
     is checked by :func:`check_output`). Raises :class:`SandboxInfraError` when the engine fails.
-    The container is always removed.
+    The container is always removed: before returning (``remove="sync"``) or by the background remover
+    (``remove="async"``: :func:`remove_later`).
 
     ``run_user`` is :func:`resolve_user`'s answer for the image (a runner resolves it once per run);
     without it, it is resolved here. ``image_user_is_root`` is accepted for older callers and ignored:
-    the numeric resolution decides.
+    the numeric resolution decides. ``prepared``: a container :func:`prepare_container` created ahead for this
+    case; used when its parameters equal the ones this call would create (else discarded, and created here).
     """
     import docker
 
     del image_user_is_root  # superseded by resolve_user (a name or "00" can be uid 0)
+    if remove not in ("sync", "async"):
+        raise ValueError(f"remove must be 'sync' or 'async', not {remove!r}")
     input_file, out_dir = Path(input_file), Path(out_dir)
     labels = {LABEL_WORKER: worker_identity(), **(labels or {})}
+    if run_user is None and prepared is not None:
+        prepared.discard()  # prepared for a user this call has not resolved yet
+        prepared = None
     user, user_note = run_user if run_user is not None else _resolve_user(client, image_id, profile, labels)
-    work, inputs = _prepare_dirs(input_file, out_dir, scratch_dir)
-    params = container_params(image_id=image_id, inputs_dir=inputs, outputs_dir=out_dir, profile=profile,
+    prepared = _take_prepared(prepared, image_id=image_id, input_file=input_file, out_dir=out_dir, profile=profile,
                               user=user, labels=labels)
-    result = CaseRun(status="crash", container_params=params, user=user_note)
+    if prepared is not None:
+        work, params = prepared.work, prepared.params
+    else:
+        work, inputs = _prepare_dirs(input_file, out_dir, scratch_dir)
+        params = container_params(image_id=image_id, inputs_dir=inputs, outputs_dir=out_dir, profile=profile,
+                                  user=user, labels=labels)
+    result = CaseRun(status="crash", container_params=params, user=user_note, precreated=prepared is not None)
     api = client.api
     container_id: str | None = None
-    out_log, err_log = BoundedLog(profile.log_keep_bytes), BoundedLog(profile.log_keep_bytes)
+    attach: Any = None
+    if prepared is not None:
+        container_id, attach = prepared.container_id, prepared.attach
+        pump, out_log, err_log = prepared.pump, prepared.out_log, prepared.err_log
+    else:
+        out_log, err_log = BoundedLog(profile.log_keep_bytes), BoundedLog(profile.log_keep_bytes)
     meter = CgroupMeter(profile.cgroup_parent)
     try:
         with ExitStack() as stack:
+            if attach is not None:
+                stack.callback(close_attach, attach)
+            else:
+                try:
+                    # created before the core locks are taken: creation overlaps another run's wait for the cores
+                    container_id, attach, pump, out_log, err_log = _create_attached(client, params,
+                                                                                    profile.log_keep_bytes)
+                except docker.errors.APIError as exc:
+                    if _is_engine_error(exc):
+                        raise SandboxInfraError(f"Docker engine error creating the container: {exc}") from exc
+                    result.reason = f"the container could not be created: {exc.explanation or exc}"
+                    return result
+                stack.callback(close_attach, attach)
+            assert container_id is not None
+            t_lock = time.monotonic()
             stack.enter_context(CoreLocks(profile.pinned_cores()))
-            try:
-                container_id = _create(client, params)
-                attach = api.attach_socket(container_id, params={"stdout": 1, "stderr": 1, "stream": 1})
-            except docker.errors.APIError as exc:
-                if _is_engine_error(exc):
-                    raise SandboxInfraError(f"Docker engine error creating the container: {exc}") from exc
-                result.reason = f"the container could not be created: {exc.explanation or exc}"
-                return result
-            stack.callback(close_attach, attach)
-            pump = threading.Thread(target=pump_logs, args=(attach, out_log, err_log), name="case-logs", daemon=True)
-            pump.start()
+            result.lock_wait_s = time.monotonic() - t_lock
             meter.before_start()
+            # the timed span: from just before the engine's start call to the return of the blocking wait
             t0 = time.monotonic()
             try:
                 api.start(container_id)
@@ -224,8 +430,15 @@ def run_case(client: Any, *, image_id: str, input_file: Path, out_dir: Path, pro
         result.stderr_head, result.stderr_tail = err_log.texts()
         result.stdout_bytes, result.stderr_bytes = out_log.total, err_log.total
         if container_id is not None:
-            try:
-                api.remove_container(container_id, force=True)
-            except Exception:
-                pass
+            _remove(api, container_id, remove)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _remove(api: Any, container_id: str, how: str) -> None:
+    if how == "async":
+        remove_later(api, container_id)
+        return
+    try:
+        api.remove_container(container_id, force=True)
+    except Exception:
+        pass

@@ -125,6 +125,8 @@ class CaseRun:
     output_path: Path | None = None
     container_params: dict[str, Any] = field(default_factory=dict)
     user: str = ""
+    lock_wait_s: float = 0.0  # waited for the pinned cores' host-wide locks (another timed run held them)
+    precreated: bool = False  # the container was created ahead (prepare_container), not in this call
 
     @property
     def ok(self) -> bool:
