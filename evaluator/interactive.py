@@ -392,14 +392,18 @@ def iteration_inputs(
 
 
 def write_iteration_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> None:
-    """Write an iteration's input npz: what ``np.savez_compressed(path, **arrays)`` writes in the reference (lists
-    become arrays as numpy converts them; the list of click dicts a pickled object array), with one difference
-    that keeps it loadable everywhere: object arrays are pickled as ``numpy.array(<plain Python list>, "O")`` and
-    hold plain ints, so a container with numpy 1.x reads them (numpy 2's own pickles name ``numpy._core``, which
-    numpy < 1.26 lacks: the Debian base image's numpy 1.24 failed on them). Readers still need
-    ``allow_pickle=True``, as with the reference."""
+    """Write an iteration's input npz — THE writer of iteration inputs (the execution host's
+    ``worker.interactive.prompted_input`` and ``segarena check`` use it). ``np.load`` gives what the reference's
+    ``np.savez_compressed(path, **arrays)`` gives (lists become arrays as numpy converts them; the list of click
+    dicts a pickled object array), with two differences a model cannot see:
+
+    * object arrays are pickled as ``numpy.array(<plain Python list>, "O")`` and hold plain ints, so a container
+      with numpy 1.x reads them (numpy 2's own pickles name ``numpy._core``, which numpy < 1.26 lacks: the Debian
+      base image's numpy 1.24 failed on them); readers still need ``allow_pickle=True``, as with the reference;
+    * the zip members are stored, not deflated: the input is rewritten at every iteration on the execution host's
+      local disk, and deflating the image each time cost more than the container's start."""
     p = Path(path)
-    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key, value in arrays.items():
             arr = _as_saved(value)
             with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
