@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.errors import ApiError
-from api.leaderboard.viewer import is_organizer, request_session
+from api.leaderboard.viewer import request_session
 from api.params import SlugPath
 
 __all__ = ["router"]
@@ -21,15 +21,12 @@ def notifications_page(challenge: SlugPath, request: Request,
                        state: str | None = Query(None, pattern="^(pending|delivered|failed|cancelled)$")) -> Response:
     from api.notifications import service
     from api.notifications.events import KINDS
-    from leaderboard_web.pages import _error_page, _login_page, _page, _render, _safe_next, _viewer
+    from leaderboard_web.pages import _error_page, _organizer_viewer, _page, _render
 
     with request_session(request) as session:
-        viewer = _viewer(request, session)
-        if viewer is None:
-            return _login_page(request, _safe_next(str(request.url.path)), status=401,
-                               message="Organizer pages need you to sign in with an organizer API token.")
-        if not is_organizer(viewer):
-            return _error_page(request, 403, "Forbidden", "only organizers may see a challenge's notifications", viewer)
+        viewer = _organizer_viewer(request, session, "only organizers may see a challenge's notifications")
+        if isinstance(viewer, Response):
+            return viewer
         try:
             hooks = service.list_webhooks(session=session, challenge=challenge, removed=True)
             rows = service.list_deliveries(session=session, challenge=challenge, state=state, limit=200)

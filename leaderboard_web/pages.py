@@ -146,6 +146,18 @@ def _error_page(request: Request, status: int, title: str, message: str, viewer:
     return _page(_render("error.html", request, status=status, title=title, message=message, viewer=viewer), status)
 
 
+def _organizer_viewer(request: Request, session: Session, refused: str) -> Member | HTMLResponse:
+    """The signed-in organizer, else the page that answers instead: the sign-in form (401, coming back here) for the
+    public, 403 with ``refused`` for anyone else."""
+    viewer = _viewer(request, session)
+    if viewer is None:
+        return _login_page(request, _safe_next(str(request.url.path)), status=401,
+                           message="Organizer pages need you to sign in with an organizer API token.")
+    if not is_organizer(viewer):
+        return _error_page(request, 403, "Forbidden", refused, viewer)
+    return viewer
+
+
 def _viewer(request: Request, session: Session) -> Member | None:
     """The signed-in member (web session or API token), None for the public (and for bad credentials)."""
     try:
@@ -281,12 +293,9 @@ def submission_page(submission_id: IdPath, request: Request) -> HTMLResponse:
 @router.get("/admin/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
 def admin_run_page(run_id: IdPath, request: Request) -> Response:
     with request_session(request) as session:
-        viewer = _viewer(request, session)
-        if viewer is None:
-            return _login_page(request, _safe_next(str(request.url.path)), status=401,
-                               message="Organizer pages need you to sign in with an organizer API token.")
-        if not is_organizer(viewer):
-            return _error_page(request, 403, "Forbidden", "only organizers may see run details", viewer)
+        viewer = _organizer_viewer(request, session, "only organizers may see run details")
+        if isinstance(viewer, Response):
+            return viewer
         d = service.run_detail(session, run_id)
         if d is None:
             return _error_page(request, 404, "Not found", f"no run #{run_id}", viewer)

@@ -368,11 +368,9 @@ def my_result_page(submission_id: IdPath, request: Request) -> Response:
 @router.get("/admin/challenges/{c}/signups", response_class=HTMLResponse, include_in_schema=False)
 def signups_page(c: SlugPath, request: Request, state: str = "pending") -> Response:
     with request_session(request) as session:
-        viewer = _pages()._viewer(request, session)
-        if viewer is None:
-            return _sign_in(request, "Organizer pages need you to sign in with an organizer API token.")
-        if not is_organizer(viewer):
-            return _error(request, 403, "Forbidden", "only organizers may decide sign-up requests", viewer)
+        viewer = _pages()._organizer_viewer(request, session, "only organizers may decide sign-up requests")
+        if isinstance(viewer, Response):
+            return viewer
         try:
             ch = service.get_challenge(session=session, slug=c)
             wanted = None if state == "all" else SignupState(state)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from api.leaderboard.viewer import is_organizer, request_session, request_settings
+from api.leaderboard.viewer import request_session, request_settings
 from api.params import SlugPath
 
 __all__ = ["router"]
@@ -21,15 +21,12 @@ router = APIRouter(tags=["pages"])
 def usage_page(challenge: SlugPath, request: Request) -> Response:
     from api.accounting.service import THRESHOLDS, usage
     from api.models import Challenge, Track
-    from leaderboard_web.pages import _error_page, _login_page, _page, _render, _safe_next, _viewer
+    from leaderboard_web.pages import _error_page, _organizer_viewer, _page, _render
 
     with request_session(request) as session:
-        viewer = _viewer(request, session)
-        if viewer is None:
-            return _login_page(request, _safe_next(str(request.url.path)), status=401,
-                               message="Organizer pages need you to sign in with an organizer API token.")
-        if not is_organizer(viewer):
-            return _error_page(request, 403, "Forbidden", "only organizers may see the teams' compute", viewer)
+        viewer = _organizer_viewer(request, session, "only organizers may see the teams' compute")
+        if isinstance(viewer, Response):
+            return viewer
         ch = session.scalar(select(Challenge).where(Challenge.slug == challenge))
         if ch is None:
             return _error_page(request, 404, "Not found", f"challenge {challenge!r} does not exist", viewer)
