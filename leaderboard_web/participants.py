@@ -61,6 +61,14 @@ def _error(request: Request, status: int, title: str, message: str, viewer: Memb
     return _pages()._error_page(request, status, title, message, viewer)
 
 
+def _form_member(request: Request, session: Session, csrf: str) -> Member | HTMLResponse:
+    """The signed-in member posting this form, else the CSRF refusal (403) when its session or token does not check."""
+    p = _pages()
+    ws = p._checked_session(request, session, csrf)
+    member = session.get(Member, ws.member_id) if ws is not None else None
+    return member if member is not None else p._csrf_refused(request)
+
+
 def _sign_in(request: Request, message: str) -> HTMLResponse:
     p = _pages()
     return p._login_page(request, p._safe_next(str(request.url.path)), status=401, message=message)
@@ -200,13 +208,10 @@ def terms_page(c: SlugPath, request: Request) -> Response:
 
 @router.post("/challenges/{c}/terms", include_in_schema=False)
 def terms_accept(c: SlugPath, request: Request, csrf: str = Form(""), sha256: str = Form("")) -> Response:
-    p = _pages()
     with request_session(request) as session:
-        ws = p._checked_session(request, session, csrf)
-        if ws is None:
-            return p._csrf_refused(request)
-        member = session.get(Member, ws.member_id)
-        assert member is not None
+        member = _form_member(request, session, csrf)
+        if isinstance(member, Response):
+            return member
         try:
             service.accept_terms(session=session, member=member, challenge=c, sha256=sha256 or None)
         except ApiError as exc:
@@ -285,13 +290,10 @@ def my_submissions_json(request: Request) -> Response:
 
 @router.post("/me/join-code", include_in_schema=False)
 def rotate_join_code(request: Request, csrf: str = Form("")) -> Response:
-    p = _pages()
     with request_session(request) as session:
-        ws = p._checked_session(request, session, csrf)
-        if ws is None:
-            return p._csrf_refused(request)
-        member = session.get(Member, ws.member_id)
-        assert member is not None
+        member = _form_member(request, session, csrf)
+        if isinstance(member, Response):
+            return member
         try:
             service.join_code(session=session, member=member, rotate=True)
         except ApiError as exc:
@@ -388,16 +390,13 @@ def signups_decide(c: SlugPath, signup_id: IdPath, request: Request, csrf: str =
                    reason: str = Form("")) -> Response:
     from urllib.parse import quote
 
-    p = _pages()
     settings = request_settings(request)
     with request_session(request) as session:
-        ws = p._checked_session(request, session, csrf)
-        if ws is None:
-            return p._csrf_refused(request)
-        member = session.get(Member, ws.member_id)
+        member = _form_member(request, session, csrf)
+        if isinstance(member, Response):
+            return member
         if not is_organizer(member):
             return _error(request, 403, "Forbidden", "only organizers may decide sign-up requests", member)
-        assert member is not None
         try:
             if decision == "approve":
                 row = service.approve(session=session, settings=settings, actor=member, signup_id=signup_id)
