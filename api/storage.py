@@ -88,6 +88,21 @@ def archive_key(token: str | int, *, compressed: bool) -> str:
     return check_key(f"images/{token}/" + ("image.tar.gz" if compressed else "image.tar"))
 
 
+def write_atomic(path: Path, tmp: Path, chunks: Iterable[bytes]) -> int:
+    """Write ``chunks`` to ``tmp``, then rename it to ``path`` (readers never see a partial file; ``tmp`` is removed
+    whatever happens); returns the number of bytes written."""
+    n = 0
+    try:
+        with open(tmp, "wb") as f:
+            for block in chunks:
+                f.write(block)
+                n += len(block)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
 def parse_storage_url(url: str) -> tuple[str, str, str]:
     """``''`` → ``('local', '', '')`` (storage_dir); ``file:///path`` or ``/path`` → ``('local', path, '')``;
     ``s3://bucket/prefix`` → ``('s3', bucket, 'prefix/')``. Raises ValueError naming what is wrong."""
@@ -143,17 +158,7 @@ class ObjectStore:
     def get_to_file(self, key: str, path: Path, *, chunk: int = DEFAULT_CHUNK) -> int:
         """Write the object to the file ``path`` (atomically: a temporary name, then a rename); returns its size."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        n = 0
-        try:
-            with open(tmp, "wb") as f:
-                for block in self.iter_bytes(key, chunk):
-                    f.write(block)
-                    n += len(block)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return n
+        return write_atomic(path, path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"), self.iter_bytes(key, chunk))
 
     def open_read(self, key: str) -> BinaryIO:
         raise NotImplementedError
@@ -340,16 +345,7 @@ class Storage(ObjectStore):
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
         dest, tmp = self._new_file(key)
-        n = 0
-        try:
-            with open(tmp, "wb") as f:
-                for block in chunks:
-                    f.write(block)
-                    n += len(block)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return n
+        return write_atomic(dest, tmp, chunks)
 
     def open_read(self, key: str) -> BinaryIO:
         path = self.path_of(key)
