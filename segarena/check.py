@@ -5,6 +5,12 @@ with the track's caps (fetched from the server, or the defaults offline): no net
 non-root where the track forbids root, memory/CPU/pids limits, per-case time limit — on a few public
 sample cases (the built-in ``tiny`` synthetic set, 2D and 3D). Each interface mistake is reported with
 its fix; each case shows the runtime it would be charged (wall time including container start-up).
+
+Interactive tracks (track kind ``interactive``, or ``--interactive``) and point prompts (``--prompt``): the
+iteration loop runs locally as the platform runs it (docs/interactive.md) — iteration 0 with the first prompt,
+then K refinement iterations, each a fresh sandboxed container given the clicks that
+:mod:`evaluator.interactive` simulates from the public sample's ground truth, the previous valid prediction as
+``prev_pred``, and the class time budget — so a participant pre-flights an interactive image before submitting.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ __all__ = ["run_check", "diagnose", "Finding", "pick_cases", "DEFAULT_TRACK"]
 
 # the defaults of a track (api.models.Track), used offline
 DEFAULT_TRACK = dict(cpus=1.0, memory_mb=8192, gpus=0, case_timeout_s=60, pids_limit=256, tmpfs_mb=1024,
-                     allow_root=False, metric_profile="default")
+                     allow_root=False, metric_profile="default", kind="main", prompt="box", iterations=5,
+                     class_budget_s=90.0)
 
 NETWORK_PATTERNS = re.compile(
     r"Temporary failure in name resolution|Name or service not known|Network is unreachable|"
@@ -63,6 +70,10 @@ class CaseCheck:
     dsc: float | None = None
     nsd: float | None = None
     stderr_tail: str = ""
+    # interactive: per iteration {iteration, status, valid, dsc, nsd, runtime_s}, the AUCs over the K clicks
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    dsc_auc: float | None = None
+    nsd_auc: float | None = None
 
 
 def _has(pattern: re.Pattern, *texts: str) -> bool:
@@ -226,14 +237,30 @@ def sandbox_settings() -> SimpleNamespace:
 
 
 def run_check(source: str, *, track: str = "main", n_cases: int = 3, offline: bool = False, keep_image: bool = False,
-              console: Console | None = None) -> int:
-    """Run the pre-flight; 0 when every sample case passed, 1 otherwise."""
+              console: Console | None = None, interactive: bool = False, prompt: str | None = None,
+              iterations: int | None = None, profile: str | None = None) -> int:
+    """Run the pre-flight; 0 when every sample case passed, 1 otherwise. ``interactive``, ``prompt``,
+    ``iterations``, ``profile`` override the track's settings (offline: the defaults)."""
     con = console or SafeConsole(highlight=False)  # container logs are the participant's: cleaned
     say = con.print
     from worker import sandbox as sb
 
     settings = sandbox_settings()
     caps, caps_from = _track_caps(track, offline, say)
+    if prompt is not None and prompt not in ("box", "point", "box+point"):
+        raise CliError(f"--prompt must be box, point or box+point (got {prompt!r})")
+    if iterations is not None and not 1 <= iterations <= 50:
+        raise CliError(f"--iterations must be 1..50 (got {iterations})")
+    if profile is not None:
+        from evaluator.profiles import get_profile
+
+        try:
+            get_profile(profile)
+        except (KeyError, ValueError) as exc:
+            raise CliError(f"--profile {profile!r}: {exc}; use default, cvpr24 or cvpr25") from None
+    overrides = {"kind": "interactive" if interactive else None, "prompt": prompt, "iterations": iterations,
+                 "metric_profile": profile}
+    caps.update({k: v for k, v in overrides.items() if v is not None})
     try:
         docker_client = sb.get_docker_client(settings)
         docker_client.ping()
@@ -253,9 +280,6 @@ def run_check(source: str, *, track: str = "main", n_cases: int = 3, offline: bo
 def _check_image(docker_client, sb, settings, image_id, info, caps, caps_from, n_cases, con) -> int:
     say = con.print
     from data_manifests import materialize
-    from evaluator import score_case
-    from evaluator.failures import charge_failures
-    from evaluator.io import load_ground_truth
 
     profile = sb.SandboxProfile.from_track(SimpleNamespace(**caps), settings)
     attrs = docker_client.images.get(image_id).attrs
@@ -284,38 +308,35 @@ def _check_image(docker_client, sb, settings, image_id, info, caps, caps_from, n
     manifest, data_root = materialize("tiny", sample_root)
     cases = pick_cases(manifest, max(1, n_cases))
     rows: list[CaseCheck] = []
+    metric = str(caps.get("metric_profile") or "default")
+    prompt = str(caps.get("prompt") or "box")
+    interactive = str(caps.get("kind") or "main") == "interactive"
+    if interactive or prompt != "box":
+        say(f"[bold]prompts[/] {prompt}" + (f", interactive: {int(caps.get('iterations') or 5)} refinement "
+                                             f"iteration(s) after the first prompt, clicks simulated from the sample's "
+                                             f"ground truth, {float(caps.get('class_budget_s') or 90):g} s per class"
+                                             if interactive else "") + f"; scoring profile {metric}")
     for case in cases:
-        out_dir = Path(tempfile.mkdtemp(prefix="segarena-check-"))
-        name = Path(case.input.path).name
+        one = _interactive_case if interactive else _single_case
         try:
-            run = sb.run_case(docker_client, image_id=image_id, input_file=data_root / case.input.path, out_dir=out_dir,
-                              profile=profile, labels={sb.LABEL_RUN: "check"}, image_user_is_root=image_is_root)
-            segs = sb.check_output(run, expected_shape=tuple(case.shape))
-            charged_s = float(charge_failures([0.0], [0.0], [run.runtime_s], [run.status == "ok"],
-                                              profile.timeout_s).runtime_s[0])  # the platform's rule
-            row = CaseCheck(case.id, case.modality, case.dim, run.status, run.reason, run.runtime_s, charged_s,
-                            stderr_tail=(run.stderr_tail or run.stderr_head or "").strip()[-800:])
-            if segs is not None:
-                gts, spacing = load_ground_truth(data_root / case.gt.path)
-                score = score_case(gts, segs, spacing=spacing, profile=caps.get("metric_profile") or "default")
-                row.dsc, row.nsd = score.dsc, score.nsd
-            for problem, fix in diagnose(run, case_name=name, dim=case.dim, runs_as_nonroot=runs_as_nonroot,
-                                         image_is_root=image_is_root, timeout_s=profile.timeout_s,
-                                         memory_text=profile.memory_text, out_dir=out_dir):
-                add(problem, fix, case.id)
-            rows.append(row)
+            row = one(docker_client, sb, image_id, case, data_root, sandbox=profile, caps=caps,
+                      image_is_root=image_is_root, runs_as_nonroot=runs_as_nonroot, add=add)
         except sb.SandboxInfraError as exc:
             raise CliError(f"the Docker engine failed while running {case.id}: {exc}") from None
-        finally:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        say(f"  {case.id:24s} {row.status:15s} {row.runtime_s:6.2f} s"
-            + (f"  DSC {row.dsc:.3f} NSD {row.nsd:.3f}" if row.dsc is not None else f"  {row.reason}"))
+        rows.append(row)
+        say(_case_line(row))
 
-    table = Table("case", "modality", "status", "runtime (s)", "charged (s)", "DSC", "NSD", box=None,
-                  title="sample cases (public synthetic set 'tiny')")
+    def num(v: float | None) -> str:
+        return "-" if v is None or v != v else f"{v:.3f}"
+
+    cols: tuple[str, ...] = ("case", "modality", "status", "runtime (s)", "charged (s)", "DSC", "NSD")
+    if interactive:
+        cols = (*cols[:5], "Final DSC", "Final NSD", "DSC AUC", "NSD AUC")
+    table = Table(*cols, box=None, title="sample cases (public synthetic set 'tiny')")
     for r in rows:
-        table.add_row(r.case_id, r.modality, r.status, f"{r.runtime_s:.2f}", f"{r.charged_s:.2f}",
-                      "-" if r.dsc is None else f"{r.dsc:.3f}", "-" if r.nsd is None else f"{r.nsd:.3f}")
+        extra = (num(r.dsc_auc), num(r.nsd_auc)) if interactive else ()
+        table.add_row(r.case_id, r.modality, r.status, f"{r.runtime_s:.2f}", f"{r.charged_s:.2f}", num(r.dsc),
+                      num(r.nsd), *extra)
     con.print(table)
     charged = [r.charged_s for r in rows]
     say(f"runtime charged per case: mean {sum(charged) / len(charged):.2f} s (wall time including container start-up; "
@@ -332,3 +353,175 @@ def _check_image(docker_client, sb, settings, image_id, info, caps, caps_from, n
         return 1
     say("[bold green]✓ all sample cases passed: the image follows the interface and runs under the track's caps[/]")
     return 0
+
+
+def _prompted_input(case: Any, data_root: Path, prompt: str, dest: Path) -> Path:
+    """The input of a point-prompt track's single run (``evaluator.interactive.prompt_inputs`` via
+    ``iteration_inputs``: the manifest's points as ``points`` and a first ``fg`` click per class)."""
+    import numpy as np
+
+    from evaluator.interactive import iteration_inputs, manifest_points, write_iteration_npz
+
+    with np.load(data_root / case.input.path, allow_pickle=False) as z:
+        arrays = iteration_inputs(dict(z), iteration=0, prompt=prompt, points=manifest_points(case))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_iteration_npz(dest, arrays)
+    return dest
+
+
+def _interactive_case(docker_client: Any, sb: Any, image_id: str, case: Any, data_root: Path, *, sandbox: Any,
+                      caps: dict[str, Any], image_is_root: bool, runs_as_nonroot: bool, add: Any) -> CaseCheck:
+    """One sample case through the platform's iteration loop, locally: iteration 0 with the first prompt, then K
+    refinement iterations, each a fresh sandboxed container with the clicks simulated from the sample's ground
+    truth (``evaluator.interactive``, the track's profile), the last valid prediction as ``prev_pred``, the class
+    time budget as the limit. An iteration without a valid output keeps the last valid prediction (as the
+    platform) and is reported with its fix."""
+    import numpy as np
+
+    from evaluator.failures import charge_failures
+    from evaluator.interactive import (accumulate_clicks, case_budget_s, interactive_summary, iteration_inputs,
+                                       manifest_points, next_clicks, score_iteration, write_iteration_npz)
+    from evaluator.io import load_ground_truth
+
+    metric = str(caps.get("metric_profile") or "default")
+    prompt = str(caps.get("prompt") or "box")
+    k = int(caps.get("iterations") or 5)
+    labels = [lab.value for lab in case.labels]
+    points = manifest_points(case) if prompt in ("point", "box+point") else None
+    gts, spacing = load_ground_truth(data_root / case.gt.path)
+    if spacing is None:
+        spacing = tuple(case.spacing)
+    with np.load(data_root / case.input.path, allow_pickle=False) as z:
+        case_input = dict(z)
+    budget = case_budget_s(len(labels) or 1, float(caps.get("class_budget_s") or 90.0))
+    name = Path(case.input.path).name
+    work = Path(tempfile.mkdtemp(prefix="segarena-check-"))
+    kept: Any = None
+    kept_at: int | None = None
+    per_iteration: list[Any] = []
+    its: list[dict[str, Any]] = []
+    spent = 0.0
+    first_status, first_reason, stderr_tail = "", "", ""
+    over = False
+    try:
+        for i in range(k + 1):
+            remaining = budget - spent
+            if over or remaining < 0.5:  # the budget is used up: the rest is not run, the case keeps its prediction
+                over = True
+                its.append({"iteration": i, "status": "not_run", "valid": False, "dsc": its[-1]["dsc"] if its else 0.0,
+                            "nsd": its[-1]["nsd"] if its else 0.0, "runtime_s": 0.0})
+                continue
+            if i == 0 and prompt == "box":
+                input_file = data_root / case.input.path  # the input exactly as stored, as the reference copies it
+            else:
+                clicks = accumulate_clicks(per_iteration, initial=points) if i else None
+                arrays = iteration_inputs(case_input, iteration=i, prompt=prompt, clicks=clicks, prev_pred=kept,
+                                          points=points)
+                input_file = work / f"it{i}" / "in" / name
+                input_file.parent.mkdir(parents=True, exist_ok=True)
+                write_iteration_npz(input_file, arrays)
+            out_dir = work / f"it{i}" / "outputs"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            by_budget = remaining < sandbox.timeout_s
+            run = sb.run_case(docker_client, image_id=image_id, input_file=input_file, out_dir=out_dir,
+                              profile=sb.with_overrides(sandbox, timeout_s=min(sandbox.timeout_s, remaining)),
+                              labels={sb.LABEL_RUN: "check", "segarena.iteration": str(i)},
+                              image_user_is_root=image_is_root)
+            spent += run.runtime_s
+            if run.status == "timeout" and by_budget:
+                over = True
+                segs = None
+                add(f"the case's time budget ({budget:g} s = {len(labels) or 1} class(es) x "
+                    f"{float(caps.get('class_budget_s') or 90.0):g} s, over all iterations) ran out at iteration {i}",
+                    "make each iteration faster (the platform stops the case there and keeps the last valid "
+                    "prediction)", case.id)
+            else:
+                segs = sb.check_output(run, expected_shape=tuple(case.shape), profile=metric)
+            if segs is not None:
+                kept, kept_at = segs, i
+            elif not over:
+                for problem, fix in diagnose(run, case_name=name, dim=case.dim, runs_as_nonroot=runs_as_nonroot,
+                                             image_is_root=image_is_root, timeout_s=sandbox.timeout_s,
+                                             memory_text=sandbox.memory_text, out_dir=out_dir):
+                    add(problem, fix, f"{case.id} iteration {i}")
+            if i == 0:
+                first_status, first_reason = run.status, run.reason
+            if segs is None:
+                stderr_tail = stderr_tail or (run.stderr_tail or run.stderr_head or "").strip()[-800:]
+            pred = kept if kept is not None else np.zeros(gts.shape, dtype=np.uint8)
+            score = score_iteration(gts, pred, spacing=spacing, labels=labels, profile=metric)
+            per_iteration.append(next_clicks(gts, pred, spacing=spacing, labels=labels, profile=metric))
+            its.append({"iteration": i, "status": "timeout" if over else run.status, "valid": segs is not None,
+                        "dsc": _finite(score.dsc), "nsd": _finite(score.nsd), "runtime_s": run.runtime_s})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ok = kept is not None
+    summary = interactive_summary([float("nan") if e["dsc"] is None else e["dsc"] for e in its],
+                                  [float("nan") if e["nsd"] is None else e["nsd"] for e in its], profile=metric)
+    charged = float(charge_failures([0.0], [0.0], [spent], [ok], sandbox.timeout_s).runtime_s[0])
+    failed = [e["iteration"] for e in its if not e["valid"]]
+    reason = (f"iteration(s) {', '.join(map(str, failed))} without a valid output (kept the prediction of "
+              f"{'iteration ' + str(kept_at) if kept_at is not None else 'none'})" if failed and ok else "")
+    if over:
+        reason = (reason + "; " if reason else "") + "over the class time budget"
+    row = CaseCheck(case.id, case.modality, case.dim, "ok" if ok else first_status, reason or first_reason, spent,
+                    charged, stderr_tail=stderr_tail, iterations=its)
+    if ok:
+        row.dsc, row.nsd = its[-1]["dsc"], its[-1]["nsd"]
+        row.dsc_auc, row.nsd_auc = _finite(summary["dsc_auc"]), _finite(summary["nsd_auc"])
+    return row
+
+
+def _finite(v: Any) -> float | None:
+    """A score as a float, None when undefined (NaN)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if f != f else f
+
+
+def _case_line(row: CaseCheck) -> str:
+    """The progress line of one sample case."""
+    line = f"  {row.case_id:24s} {row.status:15s} {row.runtime_s:6.2f} s"
+    if row.iterations:
+        curve = " ".join("-" if e["dsc"] is None else f"{e['dsc']:.3f}" for e in row.iterations)
+        return (line + f"  DSC per iteration {curve}"
+                + (f"  DSC AUC {row.dsc_auc:.3f}" if row.dsc_auc is not None else "") + f"  {row.reason}")
+    return line + (f"  DSC {row.dsc:.3f} NSD {row.nsd:.3f}" if row.dsc is not None else f"  {row.reason}")
+
+
+def _single_case(docker_client: Any, sb: Any, image_id: str, case: Any, data_root: Path, *, sandbox: Any,
+                 caps: dict[str, Any], image_is_root: bool, runs_as_nonroot: bool, add: Any) -> CaseCheck:
+    """One sample case run once (main/booster tracks), as the judges run it, scored under the track's profile."""
+    from evaluator import score_case
+    from evaluator.failures import charge_failures
+    from evaluator.io import load_ground_truth
+
+    metric = str(caps.get("metric_profile") or "default")
+    prompt = str(caps.get("prompt") or "box")
+    out_dir = Path(tempfile.mkdtemp(prefix="segarena-check-"))
+    name = Path(case.input.path).name
+    try:
+        input_file = data_root / case.input.path
+        if prompt != "box":  # point prompts: the input the platform builds from the manifest's points
+            input_file = _prompted_input(case, data_root, prompt, out_dir.parent / f"{out_dir.name}-in" / name)
+        run = sb.run_case(docker_client, image_id=image_id, input_file=input_file, out_dir=out_dir,
+                          profile=sandbox, labels={sb.LABEL_RUN: "check"}, image_user_is_root=image_is_root)
+        segs = sb.check_output(run, expected_shape=tuple(case.shape), profile=metric)
+        charged_s = float(charge_failures([0.0], [0.0], [run.runtime_s], [run.status == "ok"],
+                                          sandbox.timeout_s).runtime_s[0])  # the platform's rule
+        row = CaseCheck(case.id, case.modality, case.dim, run.status, run.reason, run.runtime_s, charged_s,
+                        stderr_tail=(run.stderr_tail or run.stderr_head or "").strip()[-800:])
+        if segs is not None:
+            gts, spacing = load_ground_truth(data_root / case.gt.path)
+            score = score_case(gts, segs, spacing=spacing, profile=metric)
+            row.dsc, row.nsd = score.dsc, score.nsd
+        for problem, fix in diagnose(run, case_name=name, dim=case.dim, runs_as_nonroot=runs_as_nonroot,
+                                     image_is_root=image_is_root, timeout_s=sandbox.timeout_s,
+                                     memory_text=sandbox.memory_text, out_dir=out_dir):
+            add(problem, fix, case.id)
+        return row
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.rmtree(out_dir.parent / f"{out_dir.name}-in", ignore_errors=True)

@@ -164,11 +164,21 @@ def check(archive: str = typer.Argument(..., help="The image archive you are abo
                                     "with --offline, the default caps."),
           cases: int = typer.Option(3, help="How many public sample cases to run (2D and 3D)."),
           offline: bool = typer.Option(False, help="Do not ask the server for the track's caps."),
-          keep: bool = typer.Option(False, help="Keep the loaded image afterwards.")) -> None:
+          keep: bool = typer.Option(False, help="Keep the loaded image afterwards."),
+          interactive: bool = typer.Option(False, "--interactive", help="Run the interactive iteration loop (as a "
+                                           "track of kind interactive does; automatic for such a track): the first "
+                                           "prompt, then refinement iterations with clicks simulated from the "
+                                           "public samples' ground truth."),
+          prompt: str | None = typer.Option(None, "--prompt", help="box, point or box+point (default: the track's)."),
+          iterations: int | None = typer.Option(None, "--iterations", help="Refinement iterations after the first "
+                                                "prompt (interactive; default: the track's, 5 offline)."),
+          profile: str | None = typer.Option(None, "--profile", help="Scoring profile: default, cvpr24 or cvpr25 "
+                                             "(default: the track's).")) -> None:
     """Pre-flight an image archive: same sandbox and caps as the judges, on a few public sample cases."""
     from segarena.check import run_check
 
-    raise typer.Exit(run_check(archive, track=track, n_cases=cases, offline=offline, keep_image=keep))
+    raise typer.Exit(run_check(archive, track=track, n_cases=cases, offline=offline, keep_image=keep,
+                               interactive=interactive, prompt=prompt, iterations=iterations, profile=profile))
 
 
 @app.command()
