@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.leaderboard import cache, service
 from api.leaderboard.board import Board, board_csv, to_json_bytes
-from api.leaderboard.viewer import is_organizer, member_of, request_credentials, request_session
+from api.leaderboard.viewer import is_organizer, member_of, request_credentials, request_session, require_organizer
 from api.models import Track
 
 __all__ = ["router"]
@@ -72,13 +72,8 @@ def stability_json(challenge: str, track: str, request: Request, n_boot: int = 1
         raise ApiError(422, "invalid_request", "n_boot must be between 10 and 10000")
     if not 0 < alpha < 1:
         raise ApiError(422, "invalid_request", "alpha must be between 0 and 1")
-    token, source = request_credentials(request)
     with request_session(request) as session:
-        member = member_of(session, token, source)
-        if member is None:
-            raise ApiError(401, "unauthorized", "this needs an organizer's API token: send 'Authorization: Bearer <token>'")
-        if not is_organizer(member):
-            raise ApiError(403, "forbidden", "only organizers may see ranking stability")
+        require_organizer(request, session, "only organizers may see ranking stability")
         row = service.find_track(session, challenge, track)
         if row is None:
             raise ApiError(404, "not_found", f"no track {track!r} in challenge {challenge!r}")

@@ -8,10 +8,12 @@ from starlette.requests import Request
 
 from api.auth.tokens import bearer_token, resolve_caller
 from api.db import get_sessionmaker
+from api.errors import ApiError
 from api.models import Member, Role
 from api.settings import Settings, get_settings
 
-__all__ = ["COOKIE", "request_settings", "request_session", "request_credentials", "member_of", "is_organizer"]
+__all__ = ["COOKIE", "request_settings", "request_session", "request_credentials", "member_of", "is_organizer",
+           "require_organizer"]
 
 COOKIE = "segarena_session"  # a random web-session id (api.models.WebSession), never an API token
 
@@ -45,3 +47,15 @@ def member_of(session: Session, token: str | None, source: str) -> Member | None
 
 def is_organizer(member: Member | None) -> bool:
     return member is not None and member.role == Role.organizer
+
+
+def require_organizer(request: Request, session: Session, refused: str) -> Member:
+    """The organizer behind the request's API token or web session; 401 for nobody, 403 (``refused``) for anyone
+    else. The JSON routes' gate (the pages answer with a sign-in form instead: ``leaderboard_web.pages``)."""
+    token, source = request_credentials(request)
+    member = member_of(session, token, source)
+    if member is None:
+        raise ApiError(401, "unauthorized", "this needs an organizer's API token: send 'Authorization: Bearer <token>'")
+    if not is_organizer(member):
+        raise ApiError(403, "forbidden", refused)
+    return member

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from api.errors import ApiError
 from api.leaderboard import service as lb
 from api.leaderboard.board import to_json_bytes
-from api.leaderboard.viewer import is_organizer, member_of, request_credentials, request_session
+from api.leaderboard.viewer import request_session, require_organizer
 from api.reports.service import build_report
 
 __all__ = ["router"]
@@ -29,13 +29,8 @@ def report_json(challenge: str, track: str, request: Request, n_boot: int = 1000
         raise ApiError(422, "invalid_request", "n_boot must be between 1000 and 20000 (challengeR uses 1000)")
     if not 0 < alpha < 1:
         raise ApiError(422, "invalid_request", "alpha must be between 0 and 1, e.g. 0.05")
-    token, source = request_credentials(request)
     with request_session(request) as session:
-        member = member_of(session, token, source)
-        if member is None:
-            raise ApiError(401, "unauthorized", "this needs an organizer's API token: send 'Authorization: Bearer <token>'")
-        if not is_organizer(member):
-            raise ApiError(403, "forbidden", "only organizers may generate the challenge report")
+        require_organizer(request, session, "only organizers may generate the challenge report")
         row = lb.find_track(session, challenge, track)
         if row is None:
             raise ApiError(404, "not_found", f"no track {track!r} in challenge {challenge!r}; "
