@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from .failures import charge_failures
 from .io import bound_text
 
-__all__ = ["summarize", "fail_fast_reason", "FAIL_FAST_HINTS", "status_value"]
+__all__ = ["summarize", "fail_fast_reason", "FAIL_FAST_HINTS", "status_value", "score_or_zero"]
 
 
 def status_value(status: Any) -> str:
@@ -32,7 +32,7 @@ def summarize(cases: Sequence[Any], *, time_limit_s: float, size_classes: Sequen
     ok = [status_value(c.status) == "ok" for c in cases]
     # an ok case's NULL score is undefined (cvpr24: a label absent from both masks): NaN, left out of the means
     charged = charge_failures([_score(c.dsc) for c in cases], [_score(c.nsd) for c in cases],
-                              [_num(c.runtime_s) for c in cases], ok, time_limit_s)
+                              [score_or_zero(c.runtime_s) for c in cases], ok, time_limit_s)
 
     def agg(idx: list[int]) -> dict[str, Any]:
         if not idx:
@@ -70,8 +70,9 @@ def _defined_mean(values: Any) -> float | None:
     return (sum(vals) / len(vals)) if vals else None
 
 
-def _num(x: Any) -> float:
-    """A stored score as a float: NULL or NaN (an undefined score of an ok case) counts 0, as the scorer stores it."""
+def score_or_zero(x: Any) -> float:
+    """A stored score or time as a float: NULL, non-numbers and NaN (an undefined score of an ok case) count 0, as the
+    scorer stores them and the board reads them."""
     try:
         v = float(x)
     except (TypeError, ValueError):
