@@ -238,6 +238,9 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         for fixture, marker in FIXTURE_MARKERS.items():
             if fixture in fixtures:
                 item.add_marker(marker)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgres" in callspec.params.values():  # a test's own PostgreSQL variant
+            item.add_marker("postgres")
         for prefix, markers in DIRECTORY_MARKERS.items():
             if item.nodeid.startswith(prefix):
                 for marker in markers:
