@@ -79,8 +79,16 @@ ENTRIES: tuple[Entry, ...] = (
           label="reproduction of Birch Imaging's two-level Otsu (own build)",
           params={"CLASSIC_THREE_LEVEL": "0", "CLASSIC_SIGMA": "1"},
           reproduces="birch-main"),
+    # the CVPR 2025 interactive protocol (box and point prompts, then simulated clicks) on the tiny set
+    Entry("aurora-interactive", "Aurora Lab", "click-refine", track="interactive",
+          label="click-refine baseline: box, then region growing from each click"),
+    Entry("birch-interactive", "Birch Imaging", "point-grow", track="interactive",
+          label="point-grow baseline: growing from the point and each click, bounded by the box"),
 )
 TESTSET = os.environ.get("SEGARENA_DEMO_TESTSET", "small")  # tests use "tiny"
+# the interactive track runs a container per iteration (1 + ITERATIONS per case): on the tiny set, 3 refinements
+INTERACTIVE_TESTSET = "tiny"
+INTERACTIVE_ITERATIONS = 3
 FINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -91,7 +99,7 @@ def _track(slug: str, kind: str, title: str, description: str, **extra: Any) -> 
             "quota_per_day": 20, "memory_mb": 4096, "case_timeout_s": 120, "total_timeout_s": 7200, **extra}
 
 
-DEMO_SPEC = {
+DEMO_SPEC: dict[str, Any] = {
     "slug": DEMO_CHALLENGE,
     "demo": True,  # uses the built-in synthetic set, whose ground truth is public
     "title": "SegArena demo: promptable segmentation on a laptop",
@@ -102,6 +110,11 @@ DEMO_SPEC = {
         _track("booster", "booster", "Performance booster", "Post-challenge: improve your main-track model."),
         _track("reproducibility", "reproducibility", "Reproducibility",
                "Independent re-implementations of main-track entries, compared case by case."),
+        _track("interactive", "interactive", "Interactive (CVPR 2025 protocol)",
+               "Box and point prompts, then refinement from simulated clicks (one per imperfect class and "
+               f"iteration, from the trusted side); DSC and NSD after each of {INTERACTIVE_ITERATIONS + 1} runs, "
+               "ranked on their areas under the curve.",
+               testset=INTERACTIVE_TESTSET, prompt="box+point", iterations=INTERACTIVE_ITERATIONS),
     ],
 }
 
@@ -212,19 +225,21 @@ def _wait_health(url: str, timeout: float, say) -> None:
         time.sleep(0.5)
 
 
-def _ensure_challenge(org: SegArenaClient, say) -> None:
+def _ensure_challenge(org: SegArenaClient, say) -> set[str]:
+    """Create the demo challenge unless it exists; the slugs of its tracks."""
     try:
-        org.get(f"/api/challenges/{DEMO_CHALLENGE}")
-        return
+        return {t["slug"] for t in org.get(f"/api/challenges/{DEMO_CHALLENGE}").get("tracks", [])}
     except CliError as exc:
         if exc.status != 404:
             raise
-    say(f"creating the '{DEMO_CHALLENGE}' challenge (tracks: main, booster, reproducibility; test set '{TESTSET}')")
+    say(f"creating the '{DEMO_CHALLENGE}' challenge (tracks: main, booster, reproducibility on test set '{TESTSET}', "
+        f"interactive on '{INTERACTIVE_TESTSET}')")
     try:
         org.post("/api/challenges", json=DEMO_SPEC)
     except CliError as exc:
         if exc.status != 409:  # created meanwhile by another run
             raise
+    return {t["slug"] for t in DEMO_SPEC["tracks"]}
 
 
 def _team_token(org: SegArenaClient, state: _State, name: str, say) -> str:
@@ -334,6 +349,51 @@ class _Submitter:
             team.close()
 
 
+def _prepare_testsets(settings, state: _State, say) -> None:
+    """The test sets, generated before the worker needs them (the worker would otherwise do it on the first run)."""
+    from api.storage import Storage
+    from data_manifests import materialize
+
+    for name in dict.fromkeys((TESTSET, INTERACTIVE_TESTSET)):
+        dest = Storage(settings.storage_dir).testset_dir(name)
+        ready = name in state.data.get("testsets_ready", []) or (name == TESTSET and state.data.get("testset_ready"))
+        if not ready:
+            say(f"generating the '{name}' synthetic test set into {dest} …")
+        manifest, _root = materialize(name, dest)
+        if not ready:
+            say(f"test set ready: {len(manifest.cases)} cases, modalities {', '.join(manifest.modalities())}")
+            state.data.setdefault("testsets_ready", []).append(name)
+            state.save()
+
+
+def _submit_all(org: SegArenaClient, submitter: _Submitter, state: _State, entries: list[Entry], *, wait: bool,
+                deadline: float, say) -> dict[str, int]:
+    """Submit every entry (reproductions once their original succeeded); the submission id per entry key."""
+    sub_ids: dict[str, int] = {}
+
+    def submitted(entry: Entry, reproduces: int | None = None) -> None:
+        sub_ids[entry.key] = submitter.submit(entry, reproduces=reproduces)
+        state.data["submissions"] = sub_ids
+        state.save()
+
+    for entry in entries:  # all but reproductions first: the runs start while the next images are built
+        if entry.reproduces is None:
+            submitted(entry)
+    for entry in entries:  # a reproduction names a succeeded submission: wait for the original
+        if entry.reproduces is None:
+            continue
+        original = sub_ids[entry.reproduces]
+        if not wait:
+            say(f"{entry.key}: not submitted (--no-wait); run the demo again once submission {original} succeeded")
+            continue
+        say(f"{entry.key} waits for the submission it reproduces ({entry.reproduces}, {original}) to succeed")
+        if _follow(org, {entry.reproduces: original}, max(deadline - time.monotonic(), 1), say) != "succeeded":
+            say(f"{entry.key}: not submitted, {entry.reproduces} did not succeed")
+            continue
+        submitted(entry, reproduces=original)
+    return sub_ids
+
+
 def run_demo(*, timeout: float = 1800.0, wait: bool = True, url: str | None = None, out=None) -> int:
     """Set up the demo (idempotently) and follow its runs; the exit code."""
     stream = out or sys.stdout
@@ -350,50 +410,23 @@ def run_demo(*, timeout: float = 1800.0, wait: bool = True, url: str | None = No
                        "SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN (./segarena.sh up does)")
     _wait_health(url, 120, say)
     state = _State(settings.data_dir / "demo" / "state.json")
-
-    # the test set, generated before the worker needs it (the worker would otherwise do it on the first run)
-    from api.storage import Storage
-    from data_manifests import materialize
-
-    dest = Storage(settings.storage_dir).testset_dir(TESTSET)
-    if not state.data.get("testset_ready"):
-        say(f"generating the '{TESTSET}' synthetic test set into {dest} …")
-    manifest, _root = materialize(TESTSET, dest)
-    if not state.data.get("testset_ready"):
-        say(f"test set ready: {len(manifest.cases)} cases, modalities {', '.join(manifest.modalities())}")
-        state.data["testset_ready"] = True
-        state.save()
+    _prepare_testsets(settings, state, say)
 
     org = SegArenaClient(ClientConfig(url=url, token=org_token, challenge=DEMO_CHALLENGE), timeout=600)
     deadline = time.monotonic() + timeout
     submitter: _Submitter | None = None
     try:
-        _ensure_challenge(org, say)
+        tracks = _ensure_challenge(org, say)
+        entries = [e for e in ENTRIES if e.track in tracks]
+        for missing in sorted({e.track for e in ENTRIES} - tracks):
+            say(f"the demo challenge was made by an older SegArena and has no '{missing}' track: its entries are "
+                "skipped (remove the data dir, e.g. .segarena, to set the demo up anew)")
         submitter = _Submitter(settings, org, state, url, say)
-        submitter.prefetch([e for e in ENTRIES if submitter.needs_submission(e)])
-        sub_ids: dict[str, int] = {}
-        for entry in ENTRIES:  # main and booster first: the runs start while the next images are built
-            if entry.reproduces is None:
-                sub_ids[entry.key] = submitter.submit(entry)
-                state.data["submissions"] = sub_ids
-                state.save()
-        for entry in ENTRIES:  # a reproduction names a succeeded submission: wait for the original
-            if entry.reproduces is None:
-                continue
-            original = sub_ids[entry.reproduces]
-            if not wait:
-                say(f"{entry.key}: not submitted (--no-wait); run the demo again once submission {original} succeeded")
-                continue
-            say(f"{entry.key} waits for the submission it reproduces ({entry.reproduces}, {original}) to succeed")
-            if _follow(org, {entry.reproduces: original}, max(deadline - time.monotonic(), 1), say) != "succeeded":
-                say(f"{entry.key}: not submitted, {entry.reproduces} did not succeed")
-                continue
-            sub_ids[entry.key] = submitter.submit(entry, reproduces=original)
-            state.data["submissions"] = sub_ids
-            state.save()
+        submitter.prefetch([e for e in entries if submitter.needs_submission(e)])
+        sub_ids = _submit_all(org, submitter, state, entries, wait=wait, deadline=deadline, say=say)
         if wait:
             _follow(org, sub_ids, max(deadline - time.monotonic(), 1), say)
-        for track in ("main", "booster", "reproducibility"):
+        for track in sorted(tracks, key=[t["slug"] for t in DEMO_SPEC["tracks"]].index):
             say(f"leaderboard {track}: {url}/challenges/{DEMO_CHALLENGE}/tracks/{track}")
         say(f"JSON: {url}/api/challenges/{DEMO_CHALLENGE}/tracks/main/leaderboard · "
             f"took {time.monotonic() - t_start:.0f} s")

@@ -214,7 +214,7 @@ def test_e2e_embedded(classic_archive, tmp_path):
 def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tmp_path):
     """``segarena demo`` (what ./segarena.sh up runs) on the tiny set fills every track: two unranked baselines
     and three ranked teams on main, two booster entries with their Δ and speed-up, a reproduction with its
-    verdict; then a second run is a no-op."""
+    verdict, the click-refine and point-grow baselines on the interactive track; then a second run is a no-op."""
     from segarena.demo import ENTRIES
 
     stack = Stack(tmp_path, {"SEGARENA_DEMO_TESTSET": "tiny", "SEGARENA_WORKER_QUEUES": "cpu"})  # demo tracks use "cpu"
@@ -228,7 +228,8 @@ def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tm
         assert first.returncode == 0, first.stdout + first.stderr + stack.log_tail()
         assert "creating the 'demo' challenge" in first.stdout
         queued = re.findall(r"submission (\d+) queued \(([\w-]+)\)", first.stdout)
-        assert [k for _i, k in queued] == [e.key for e in ENTRIES], first.stdout
+        assert [k for _i, k in queued] == ([e.key for e in ENTRIES if not e.reproduces] +
+                                           [e.key for e in ENTRIES if e.reproduces]), first.stdout
         assert "box-fill (submission 1): succeeded 27/27 cases" in first.stdout, first.stdout
         assert "classic (submission 2): succeeded 27/27 cases" in first.stdout, first.stdout
         api = f"{stack.url}/api/challenges/demo/tracks"
@@ -248,10 +249,15 @@ def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tm
         assert len(repro) == 1 and repro[0]["team"] == "Cedar AI", repro
         assert repro[0]["verdict"] == "reproduced", repro  # the same method, built again: identical outputs
         assert repro[0]["reproduces_id"] == by_team["Birch Imaging"]["submission_id"]
-        for track in ("main", "booster", "reproducibility"):
+        interactive = httpx.get(f"{api}/interactive/leaderboard", timeout=30).json()["rows"]
+        by_team_i = {r["team"]: r for r in interactive}
+        assert set(by_team_i) == {"Aurora Lab", "Birch Imaging"}, interactive
+        for row in interactive:  # both baselines use the clicks: their mean DSC rises from the prompt to the last click
+            assert row["dsc_auc"] is not None and row["dsc_it3"] > row["dsc_it0"], row
+        for track in ("main", "booster", "reproducibility", "interactive"):
             page = httpx.get(f"{stack.url}/challenges/demo/tracks/{track}", timeout=30).text
             assert ("Aurora Lab" if track != "reproducibility" else "Cedar AI") in page
-        print(f"first demo run (tiny set, 8 submissions): {first_s:.1f} s")
+        print(f"first demo run (tiny set, {len(ENTRIES)} submissions): {first_s:.1f} s")
 
         t0 = time.monotonic()
         second = subprocess.run(segarena_cmd("demo"), check=False, env={**stack.env, "SEGARENA_TOKEN": ""}, capture_output=True,
