@@ -32,7 +32,7 @@ from typing import Any
 
 from . import sandbox as sb
 
-__all__ = ["run_case", "InteractiveOutcome", "timed_run", "prompted_input"]
+__all__ = ["run_case", "create_ahead", "InteractiveOutcome", "timed_run", "prompted_input"]
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,27 @@ def prompted_input(original: Path, dest: Path, *, iteration: int, prompt: str, p
     return dest
 
 
+def create_ahead(docker: Any, *, spec: dict[str, Any], case: dict[str, Any], work: Path, profile: sb.SandboxProfile,
+                 labels: dict[str, str], run_user: Any, image_id: str) -> _Ahead:
+    """Start creating the case's first container (on a thread, e.g. while its input downloads: the input directory
+    is bind-mounted empty and filled when the case runs) with the out_dir and labels :func:`run_case` will use;
+    give the result to ``run_case(ahead=...)`` and call ``discard()`` afterwards (a no-op once it was used)."""
+    ahead = _Ahead()
+    case_labels = {**labels, sb.LABEL_CASE: str(case["id"])}
+    out_dir = work / "outputs"
+    if spec.get("interactive"):
+        out_dir, case_labels = work / "it0" / "outputs", {**case_labels, "segarena.iteration": "0"}
+    ahead.start(docker, more=True, timing=str(spec.get("timing") or "container"), image_id=image_id, out_dir=out_dir,
+                profile=profile, labels=case_labels, scratch_dir=work, run_user=run_user)
+    return ahead
+
+
 def run_case(executor: Any, *, spec: dict[str, Any], case: dict[str, Any], input_file: Path, work: Path,
              profile: sb.SandboxProfile, labels: dict[str, str], run_user: Any, image_id: str,
-             stopped: Callable[[], bool]) -> tuple[sb.CaseRun, InteractiveOutcome | None]:
+             stopped: Callable[[], bool], ahead: _Ahead | None = None) -> tuple[sb.CaseRun, InteractiveOutcome | None]:
     """Run one case as the spec says (prompt mode, timing, interactive or not); the CaseRun to report (for an
-    interactive case: the last iteration's, with the total runtime) and the interactive outcome (None otherwise)."""
+    interactive case: the last iteration's, with the total runtime) and the interactive outcome (None otherwise).
+    ``ahead``: :func:`create_ahead`'s container for the case (used when it matches exactly)."""
     prompt = str(spec.get("prompt") or "box")
     timing = str(spec.get("timing") or "container")
     docker = executor.docker()
@@ -109,9 +125,9 @@ def run_case(executor: Any, *, spec: dict[str, Any], case: dict[str, Any], input
     if not inter:
         return timed_run(docker, timing=timing, image_id=image_id, input_file=first, out_dir=work / "outputs",
                          profile=profile, labels={**labels, sb.LABEL_CASE: str(case["id"])}, scratch_dir=work,
-                         run_user=run_user), None
+                         run_user=run_user, prepared=ahead.take() if ahead is not None else None), None
     return _interactive(executor, docker, spec=spec, case=case, original=input_file, first=first, work=work,
-                        profile=profile,
+                        profile=profile, ahead=ahead,
                         labels=labels, run_user=run_user, image_id=image_id, timing=timing, prompt=prompt,
                         stopped=stopped)
 
@@ -152,8 +168,9 @@ class _Ahead:
             prepared.discard()
 
 
-def _interactive(executor: Any, docker: Any, **kwargs: Any) -> tuple[sb.CaseRun, InteractiveOutcome]:
-    ahead = _Ahead()
+def _interactive(executor: Any, docker: Any, *, ahead: _Ahead | None = None,
+                 **kwargs: Any) -> tuple[sb.CaseRun, InteractiveOutcome]:
+    ahead = ahead or _Ahead()  # the shard's container for iteration 0, made while the input downloaded
     try:
         return _iterations(executor, docker, ahead=ahead, **kwargs)
     finally:

@@ -330,20 +330,27 @@ class ShardExecutor:
         if not _CASE_FILE_RE.match(name) or name in (".", ".."):
             raise InfraError(f"the shard spec names an unsafe case file {name[:80]!r}")
         input_file = work / "in" / name
-        self.client.download(case.get("url") or f"/api/worker/shards/{shard_id}/inputs/{case_id}",
-                             input_file, sha256=str(case["sha256"]),
-                             size=int(case["bytes"]) if case.get("bytes") is not None else None,
-                             params={"lease": str(spec["lease"])})
-        if hb.stop.is_set():
-            raise _Stop()
+        image_id = str(spec["image"]["image_id"])
+        # the case's container is created while its input downloads (same parameters; removed if unused)
+        ahead = prompted.create_ahead(self.docker(), spec=spec, case=case, work=work, profile=profile, labels=labels,
+                                      run_user=run_user, image_id=image_id)
         try:
-            case_run, outcome = prompted.run_case(self, spec=spec, case=case, input_file=input_file, work=work,
-                                                  profile=profile, labels=labels, run_user=run_user,
-                                                  image_id=str(spec["image"]["image_id"]), stopped=hb.stop.is_set)
-        except Exception:
+            self.client.download(case.get("url") or f"/api/worker/shards/{shard_id}/inputs/{case_id}",
+                                 input_file, sha256=str(case["sha256"]),
+                                 size=int(case["bytes"]) if case.get("bytes") is not None else None,
+                                 params={"lease": str(spec["lease"])})
             if hb.stop.is_set():
-                raise _Stop() from None  # the kill raced the engine calls
-            raise
+                raise _Stop()
+            try:
+                case_run, outcome = prompted.run_case(self, spec=spec, case=case, input_file=input_file, work=work,
+                                                      profile=profile, labels=labels, run_user=run_user,
+                                                      image_id=image_id, stopped=hb.stop.is_set, ahead=ahead)
+            except Exception:
+                if hb.stop.is_set():
+                    raise _Stop() from None  # the kill raced the engine calls
+                raise
+        finally:
+            ahead.discard()
         if hb.stop.is_set():
             raise _Stop()  # killed for cancel / lease loss: nothing to report
         return case_run, outcome

@@ -167,3 +167,45 @@ def test_interactive_ahead_container_is_removed_when_the_case_ends(docker_client
     ahead.start(docker_client, more=True, timing="docker_run", image_id=correct, out_dir=tmp_path / "it2" / "outputs",
                 profile=profile, labels=labels, scratch_dir=tmp_path, run_user=user)
     assert ahead.take() is None and _left(docker_client, labels) == []
+
+
+class _Host:
+    """The one thing worker.interactive.run_case asks its executor for on a non-interactive case: the engine."""
+
+    def __init__(self, docker_client: Any) -> None:
+        self._docker = docker_client
+
+    def docker(self) -> Any:
+        return self._docker
+
+
+@pytest.mark.parametrize("timing", ["container", "docker_run"])
+def test_shard_case_container_is_created_while_the_input_downloads(docker_client, correct, case_file, tmp_path,
+                                                                   profile, timing):
+    """worker.shard creates a case's container (create_ahead) before the download and hands it to run_case; under
+    docker_run timing (create and remove inside the timed span, as the reference) nothing is created ahead."""
+    import shutil
+
+    from worker import interactive as prompted
+
+    labels = _labels()
+    user = sb.resolve_user(docker_client, correct, allow_root=False)
+    spec = {"timing": timing, "prompt": "box"}
+    case = {"id": CASE}
+    work = tmp_path / "case"
+    work.mkdir()
+    ahead = prompted.create_ahead(docker_client, spec=spec, case=case, work=work, profile=profile, labels=labels,
+                                  run_user=user, image_id=correct)
+    try:
+        downloaded = work / "in" / case_file.name  # the "download", after the container was created
+        downloaded.parent.mkdir()
+        shutil.copyfile(case_file, downloaded)
+        cr, outcome = prompted.run_case(_Host(docker_client), spec=spec, case=case, input_file=downloaded, work=work,
+                                        profile=profile, labels=labels, run_user=user, image_id=correct,
+                                        stopped=lambda: False, ahead=ahead)
+    finally:
+        ahead.discard()
+    assert outcome is None and cr.status == "ok", cr.reason
+    assert cr.precreated is (timing == "container")
+    assert cr.container_params["labels"][sb.LABEL_CASE] == CASE
+    assert sb.flush_removals(10) and _gone_within(docker_client, labels, 10)
