@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from .failures import charge_failures
 from .io import bound_text
 
-__all__ = ["summarize", "fail_fast_reason", "FAIL_FAST_HINTS", "status_value", "score_or_zero"]
+__all__ = ["summarize", "fail_fast_reason", "FAIL_FAST_HINTS", "status_value", "score_or_zero", "score_or_nan"]
 
 
 def status_value(status: Any) -> str:
@@ -31,7 +31,7 @@ def summarize(cases: Sequence[Any], *, time_limit_s: float, size_classes: Sequen
     cases = list(cases)
     ok = [status_value(c.status) == "ok" for c in cases]
     # an ok case's NULL score is undefined (cvpr24: a label absent from both masks): NaN, left out of the means
-    charged = charge_failures([_score(c.dsc) for c in cases], [_score(c.nsd) for c in cases],
+    charged = charge_failures([score_or_nan(c.dsc) for c in cases], [score_or_nan(c.nsd) for c in cases],
                               [score_or_zero(c.runtime_s) for c in cases], ok, time_limit_s)
 
     def agg(idx: list[int]) -> dict[str, Any]:
@@ -56,8 +56,9 @@ def summarize(cases: Sequence[Any], *, time_limit_s: float, size_classes: Sequen
     return out
 
 
-def _score(x: Any) -> float:
-    """A stored DSC/NSD as a float; NULL or NaN (an undefined score) stays NaN (failed cases are charged after)."""
+def score_or_nan(x: Any) -> float:
+    """A stored DSC/NSD as a float; NULL or NaN (an undefined score: cvpr24's label absent from both masks) stays
+    NaN, left out of means and per-case ranks (failed cases are charged by ``charge_failures`` after)."""
     try:
         return float(x)
     except (TypeError, ValueError):

@@ -75,7 +75,7 @@ from data_manifests.schema import modality_order
 from evaluator import ranking as rk
 from evaluator.failures import charge_failures, run_time_limit
 from evaluator.reproducibility import compare as repro_compare
-from evaluator.runs import score_or_zero
+from evaluator.runs import score_or_nan, score_or_zero
 
 __all__ = [
     "find_track", "freeze_cutoff", "board_version", "build_board", "stability", "modality_order",
@@ -193,14 +193,6 @@ def _latest_runs(session: Session, sub_ids: list[int]) -> dict[int, tuple[int, f
     return out
 
 
-def _score(x: Any) -> float:
-    """A stored DSC/NSD as a float: NULL or NaN is undefined and stays NaN (:class:`CaseRecord`)."""
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _defined(x: Any) -> bool:
     return isinstance(x, (int, float)) and not math.isnan(x)
 
@@ -234,7 +226,7 @@ def _load_cases(session: Session, subs: list[Submission], track_of: dict[int, Tr
         for rid, cid, mod, size, status, dsc, nsd, rt, per_class, dauc, nauc, stored_its, over in rows:
             its = stored_its if isinstance(stored_its, list) else []
             out[by_run[rid]].cases[cid] = CaseRecord(
-                str(mod or ""), str(size or ""), status == CaseStatus.ok, _score(dsc), _score(nsd), score_or_zero(rt),
+                str(mod or ""), str(size or ""), status == CaseStatus.ok, score_or_nan(dsc), score_or_nan(nsd), score_or_zero(rt),
                 per_class if isinstance(per_class, dict) else {}, score_or_zero(dauc), score_or_zero(nauc),
                 [score_or_zero(e.get("dsc")) for e in its if isinstance(e, dict)],
                 [score_or_zero(e.get("nsd")) for e in its if isinstance(e, dict)], bool(over))
@@ -764,7 +756,7 @@ def submission_modalities(session: Session, run: Run, track: Track) -> list[Moda
     by_mod: dict[str, list[tuple[bool, float, float, float]]] = {}
     for mod, status, dsc, nsd, rt in rows:
         by_mod.setdefault(mod or "other", []).append(
-            (status == CaseStatus.ok, _score(dsc), _score(nsd), score_or_zero(rt)))
+            (status == CaseStatus.ok, score_or_nan(dsc), score_or_nan(nsd), score_or_zero(rt)))
     out = []
     for mod in modality_order(set(by_mod)):
         ok, d, n, t = (list(x) for x in zip(*by_mod[mod]))
