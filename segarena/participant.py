@@ -243,7 +243,9 @@ def _cases(sub: dict[str, Any]) -> list[dict[str, Any]]:
 def _case_line(case: dict[str, Any]) -> str:
     cid = case.get("case_id") or case.get("case")
     parts = [f"  {cid}", str(case.get("status", ""))]
-    if case.get("dsc") is not None:
+    if case.get("undefined"):  # cvpr24: a label absent from both masks; left out of the means and ranks
+        parts.append(f"DSC undefined NSD {_fmt(case.get('nsd'))}")
+    elif case.get("dsc") is not None:
         parts.append(f"DSC {_fmt(case.get('dsc'))} NSD {_fmt(case.get('nsd'))}")
     if case.get("runtime_s") is not None:
         parts.append(f"{_fmt(case.get('runtime_s'), 2)} s")
@@ -339,7 +341,8 @@ def results(
         table = Table("case", "modality", "status", "DSC", "NSD", "runtime (s)", "reason", title="per case", box=None)
         for c in cases:
             table.add_row(str(c.get("case_id") or c.get("case")), str(c.get("modality", "")), str(c.get("status", "")),
-                          _fmt(c.get("dsc")), _fmt(c.get("nsd")), _fmt(c.get("runtime_s"), 2), c.get("reason") or "")
+                          "undefined" if c.get("undefined") else _fmt(c.get("dsc")),  # cvpr24: left out of means
+                          _fmt(c.get("nsd")), _fmt(c.get("runtime_s"), 2), c.get("reason") or "")
         out.print(table)
 
 
