@@ -44,6 +44,7 @@ from evaluator.io import bound_text
 
 from . import shards
 from .identity import WorkerIdentity
+from .scoring import jsonable
 from .testsets import load_testset
 
 __all__ = ["record_iteration", "fold_case", "is_interactive", "interactive_spec", "case_prompt_spec",
@@ -94,7 +95,7 @@ def _initial_points(track: Track, case: Any) -> list[Any] | None:
         return None
     from evaluator.interactive import manifest_points
 
-    return _jsonable(manifest_points(case))
+    return jsonable(manifest_points(case))
 
 
 def cumulative_clicks(rows: list[CaseIteration], initial: list[Any] | None = None) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def cumulative_clicks(rows: list[CaseIteration], initial: list[Any] | None = Non
     row's prediction produced (in order), after the manifest's points for point prompts."""
     from evaluator.interactive import accumulate_clicks
 
-    return _jsonable(accumulate_clicks([r.clicks for r in sorted(rows, key=lambda r: r.iteration)],
+    return jsonable(accumulate_clicks([r.clicks for r in sorted(rows, key=lambda r: r.iteration)],
                                        initial=initial))
 
 
@@ -131,18 +132,6 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if hasattr(obj, "item"):
-        return _jsonable(obj.item())
-    return obj
-
-
 def _evaluate(case: Any, root: Path, profile: str, segs: Any) -> tuple[float | None, float | None, dict[str, Any],
                                                                       list[Any]]:
     """DSC, NSD, per-class scores of ``segs`` (None: zeros) and the clicks it produces (H14-eval's functions)."""
@@ -158,7 +147,7 @@ def _evaluate(case: Any, root: Path, profile: str, segs: Any) -> tuple[float | N
     labels = [lab.value for lab in case.labels]
     score = score_iteration(gts, segs, spacing=spacing, profile=profile, labels=labels)
     clicks = next_clicks(gts, segs, spacing=spacing, labels=labels, profile=profile)
-    return _num(score.dsc), _num(score.nsd), _jsonable(score.to_dict()), _jsonable(clicks)
+    return _num(score.dsc), _num(score.nsd), jsonable(score.to_dict()), jsonable(clicks)
 
 
 # --------------------------------------------------------------------------------------------- iterations

@@ -53,15 +53,17 @@ def _num(v: Any) -> float:
     return 0.0 if math.isnan(v) else v
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON for a JSON column: string keys, lists for tuples, NumPy scalars as Python numbers,
+    NaN and infinities as null (the scorer's per-class tables, the interactive clicks)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
     if hasattr(obj, "item"):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     return obj
 
 
@@ -199,7 +201,7 @@ def _evaluate(case: Any, case_id: str, output: Path | None, *, root: Path, profi
     undefined = bool(getattr(score, "undefined", False))  # stored NULL: left out of means and ranks, shown undefined
     return dict(status=CaseStatus.ok, dsc=None if undefined else _num(score.dsc),
                 nsd=None if undefined and math.isnan(float(score.nsd)) else _num(score.nsd),
-                per_class=_jsonable(score.to_dict()), **_undefined_reason(score, case_id, profile, limit))
+                per_class=jsonable(score.to_dict()), **_undefined_reason(score, case_id, profile, limit))
 
 
 def _undefined_reason(score: Any, case_id: str, profile: str, limit: int) -> dict[str, Any]:
