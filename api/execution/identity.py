@@ -135,14 +135,11 @@ def revoke_worker(session: Session, *, actor: Member | None, name: str) -> Membe
 
 def bootstrap_worker(settings: Any) -> None:
     """Create the embedded worker identity of ``SEGARENA_BOOTSTRAP_WORKER_TOKEN`` (every cpu-kind queue), once."""
-    token = settings.bootstrap_worker_token
-    if not token:
-        return
-    from api.auth.tokens import token_row
-    from api.db import session_scope
+    from api.bootstrap import new_token_session
 
-    with session_scope(settings.database_url) as session:
-        if token_row(session, token) is not None:
+    token = settings.bootstrap_worker_token
+    with new_token_session(settings, token) as session:
+        if session is None or not token:
             return
         queues = [n for n, k in settings.declared_queues.items() if k == "cpu" and n not in RESERVED_QUEUES]
         name = BOOTSTRAP_WORKER_NAME
