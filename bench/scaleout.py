@@ -11,7 +11,8 @@ URL, a private Redis broker, PostgreSQL when one answers on 127.0.0.1 (else SQLi
    divided by the same run on one worker (the reference); goal ≤ 0.65. Both workers have loaded the image
    in a warm-up run first.
 2. Per-case platform overhead on the two-worker run: the worker's case wall time minus the container's
-   runtime (input download, case directory, container create/start/remove), plus the upload (from the
+   runtime (input download, case directory, container start; the container is created while the input downloads
+   and removed in the background), plus the upload (from the
    timestamps: the gap between two consecutive uploads of one shard minus the later case's wall time), plus
    the trusted scoring (the scorer's task times from its log); the median of the sum; goal ≤ 0.15 s.
 3. Capacity and fairness: ``--teams`` teams submit at once, ``--cases-per-team`` cases each (clones of the
