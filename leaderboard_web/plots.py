@@ -29,6 +29,12 @@ def _desc(title: str, parts: list[str]) -> str:
     return f"<desc>{escape(title + '. ' + '; '.join(parts))}</desc>"
 
 
+def _rank_ticks(n: int, x0: float, step: float, y: str) -> list[str]:
+    """Rank labels under ``n`` columns ``step`` wide from ``x0``: every rank up to 20 entries, else 1 and every 5th."""
+    return [f'<text x="{x0 + (r - 0.5) * step:.1f}" y="{y}" text-anchor="middle" fill="#475569" font-size="10">{r}</text>'
+            for r in range(1, n + 1) if n <= 20 or r == 1 or r % 5 == 0]
+
+
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if hi <= lo:
         hi = lo + 1.0
@@ -193,10 +199,7 @@ def stability_plot(stab: dict[str, Any] | None) -> str:
                         f'<title>{escape(str(e["name"]))}: rank {r} in {f * 100:.1f}% of resamples</title></circle>')
         x = ml + (e["rank"] - 0.5) * cw
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{min(cw, row_h) * 0.5:.1f}" fill="none" stroke="#dc2626"/>')
-    for r in range(1, n + 1):
-        if n <= 20 or r == 1 or r % 5 == 0:
-            body.append(f'<text x="{ml + (r - 0.5) * cw:.1f}" y="{h - mb + 14}" text-anchor="middle" fill="#475569" '
-                        f'font-size="10">{r}</text>')
+    body += _rank_ticks(n, ml, cw, f"{h - mb + 14}")
     body.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 4}" text-anchor="middle" fill="#111827">'
                 'rank (red ring: full-data rank)</text>')
     body.insert(0, _desc(title, [f"Kendall's tau mean {stab['tau_mean']:.3f} over {stab['n_boot']} resamples"] + [
@@ -232,10 +235,7 @@ def significance_plot(sig: dict[str, Any] | None) -> str:
             tip = "" if p is None else f'<title>{escape(str(name))} vs {escape(str(names[j]))}: adjusted p = {p:.4g}</title>'
             body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell - 1:.1f}" height="{cell - 1:.1f}" '
                         f'fill="{fill}">{tip}</rect>')
-    for j in range(n):
-        if n <= 20 or j == 0 or (j + 1) % 5 == 0:
-            body.append(f'<text x="{ml + (j + 0.5) * cell:.1f}" y="{mt + n * cell + 14:.1f}" text-anchor="middle" '
-                        f'fill="#475569" font-size="10">{j + 1}</text>')
+    body += _rank_ticks(n, ml, cell, f"{mt + n * cell + 14:.1f}")
     body.append(f'<text x="{ml + n * cell / 2:.1f}" y="{h - 6}" text-anchor="middle" fill="#111827">column: entry by rank</text>')
     wins = [f"{name} better than " + (", ".join(str(names[j]) for j in range(n) if sig["significant"][i][j]) or "none")
             + f" (smallest adjusted p {min((p for p in sig['adjusted'][i] if p is not None), default=1.0):.4f})"
