@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _stack import print_stack  # bench/ is the script directory, first on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -29,6 +31,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
+    print_stack("docker")  # the stack this figure comes from (bench/_stack.py)
 
     from tests.worker_helpers import build_test_image
     from worker import sandbox as sb
