@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import IO, Any, Iterable
+from typing import IO, Any
+from collections.abc import Iterable
 
 from rich.console import Console
 from rich.segment import Segment
