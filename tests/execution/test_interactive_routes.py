@@ -20,7 +20,6 @@ from api.db import session_scope
 from api.models import CaseIteration, CaseResult, CaseStatus, Run, Track, TrackKind
 from tests.api_helpers import app, auth, client, db_settings, seed, submit  # noqa: F401 (fixtures)
 
-pytest.importorskip("evaluator.interactive")
 
 
 def _worker(db_settings, name: str) -> str:

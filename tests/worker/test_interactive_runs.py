@@ -19,7 +19,6 @@ from api.models import CaseIteration, CaseResult, CaseStatus, Run, RunState, Tra
 from tests.run_helpers import ShardedHost, create_run
 from tests.worker_helpers import build_test_image, make_testset
 
-pytest.importorskip("evaluator.interactive")
 pytestmark = pytest.mark.docker
 
 K = 5
