@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Settings", "get_settings"]
 
 
+# The base of the project's own images (tests, examples, demo): built locally by scripts/build-base-image.sh (its
+# tag is also in scripts/lib.sh); python:3.11-slim where a registry is reachable.
+DEFAULT_BASE_IMAGE = "segarena/base:bookworm-slim"
+
 class Settings(BaseSettings):
     """SegArena configuration (environment prefix ``SEGARENA_``)."""
 
@@ -84,7 +88,7 @@ class Settings(BaseSettings):
         description="A gzip archive may unpack to at most this many bytes per compressed byte, judged once it has "
         "unpacked 1 GiB (real images compress 2-5x).",
     )
-    base_image: str = Field(default="segarena/base:bookworm", description="Base image of the project's own images.")
+    base_image: str = Field(default=DEFAULT_BASE_IMAGE, description="Base image of the project's own images.")
     queue_spec: str = Field(
         default="cpu:cpu,gpu:gpu", validation_alias="SEGARENA_QUEUES",
         description="SEGARENA_QUEUES: the queues tracks may name, declared once as name:kind pairs (kind cpu or gpu), "

@@ -77,7 +77,8 @@ def main() -> int:
     from tests.worker_helpers import build_test_image
     from worker.client import WorkerClient
 
-    base = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
+    from api.settings import DEFAULT_BASE_IMAGE
+    base = os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE)
     client = docker.from_env(timeout=120)
     image = build_test_image(client, base, "click-refine")
     tmp = Path(tempfile.mkdtemp(prefix="segarena-bench-interactive-"))

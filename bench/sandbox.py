@@ -30,7 +30,8 @@ from _stack import print_stack  # noqa: E402 (bench/ is the script directory, fi
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10, help="repetitions of each measurement")
-    ap.add_argument("--base-image", default=os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm"))
+    from api.settings import DEFAULT_BASE_IMAGE
+    ap.add_argument("--base-image", default=os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE))
     ap.add_argument("--cpuset", default="", help="cores for the containers (default: the last online core; the "
                                                  "benchmark process itself then keeps off it, as a worker host should)")
     args = ap.parse_args()

@@ -40,7 +40,8 @@ def main() -> int:
 
     import threading
 
-    base = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
+    from api.settings import DEFAULT_BASE_IMAGE
+    base = os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE)
     client = sb.get_docker_client()
     image = build_test_image(client, base, "noop")
     profile = sb.SandboxProfile(timeout_s=60, memory_bytes=512 * 1024**2, cpus=1.0)

@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 
 from _stack import server_stack  # noqa: E402 (bench/ is the script directory, first on sys.path)
 
-BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
+from api.settings import DEFAULT_BASE_IMAGE  # noqa: E402
+BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE)
 PG_PORT = int(os.environ.get("SEGARENA_PG_PORT", "5432"))
 
 
@@ -160,6 +161,35 @@ def _overheads(stack, run_id: int, score_times: list[float]) -> dict[str, float]
             "runtime": statistics.median(r["runtime_s"] for r in rows), "cases": len(rows)}
 
 
+def _timeline(stack, run_id: int) -> str:
+    """Where one run's wall time went, from the database's timestamps (seconds after the run was created)."""
+    from sqlalchemy import select
+
+    from api.db import session_scope
+    from api.models import CaseResult, Run, Shard
+
+    with session_scope(stack.settings.database_url) as s:
+        run = s.get(Run, run_id)
+        t0 = _aware(run.created_at)
+        shards = s.scalars(select(Shard).where(Shard.run_id == run_id)).all()
+        ups = [_aware(c) for c in s.scalars(select(CaseResult.created_at).where(CaseResult.run_id == run_id))]
+
+        def at(t) -> float:
+            return (_aware(t) - t0).total_seconds()
+
+        workers: dict[str, list[float]] = {}
+        for sh in shards:
+            if sh.claimed_at and sh.finished_at:
+                w = workers.setdefault(sh.worker_name, [1e9, 0.0, 0])
+                w[0], w[1], w[2] = min(w[0], at(sh.claimed_at)), max(w[1], at(sh.finished_at)), w[2] + 1
+        per = "; ".join(f"{name} {v[0]:.2f}-{v[1]:.2f} s ({v[2]} shards)" for name, v in sorted(workers.items()))
+        return (f"run {run_id} timeline (s after creation): split {at(min(sh.created_at for sh in shards)):.2f}, first "
+                f"claim {min(at(sh.claimed_at) for sh in shards if sh.claimed_at):.2f}, first upload "
+                f"{min(at(u) for u in ups):.2f}, last upload {max(at(u) for u in ups):.2f}, last shard finished "
+                f"{max(at(sh.finished_at) for sh in shards if sh.finished_at):.2f}, run finished {at(run.finished_at):.2f}; "
+                f"workers: {per}")
+
+
 def _score_times(log: Path, since: int) -> tuple[list[float], int]:
     text = log.read_text(errors="replace")
     found = [float(m) for m in re.findall(r"segarena\.score_case\[[^\]]+\] succeeded in ([0-9.]+)s", text[since:])]
@@ -231,6 +261,8 @@ def main() -> int:
             stack.kill("w2", 15)  # a clean stop: one worker left
             one_run, one_wall = _timed_run(stack, main_track, "Team B", correct)
             ratio = two_wall / one_wall
+            print(_timeline(stack, two_run))
+            print(_timeline(stack, one_run))
             print(f"tiny set (27 cases, shards of 3): one worker {one_wall:.1f} s (run {_run_wall(stack, one_run):.1f} s), "
                   f"two workers {two_wall:.1f} s (run {_run_wall(stack, two_run):.1f} s; cases {per_worker}); "
                   f"ratio {ratio:.2f} (goal <= 0.65)")

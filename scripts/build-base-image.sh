@@ -14,6 +14,21 @@ trap 'rm -rf "$work"' EXIT
 say "building base image $TAG from Debian $SUITE (debootstrap, about a minute)"
 debootstrap --variant=minbase --include=python3,python3-numpy,python3-scipy,ca-certificates \
   "$SUITE" "$work/root" "$MIRROR" >"$work/log" 2>&1 || { tail -20 "$work/log"; die "debootstrap failed"; }
+# python3-scipy depends on python3-pythran (a compiler), which drags in gcc, g++, boost and the -dev packages
+# (about 500 MB nobody runs: scipy itself needs none of them). Purged, dependencies ignored: the base image is for
+# running models, and nothing installs packages in it (no network in the sandbox).
+DEV_PKGS="python3-pythran python3-beniget python3-gast python3-ply libxsimd-dev libboost1.74-dev g++ g++-12 gcc gcc-12
+  cpp cpp-12 libstdc++-12-dev libgcc-12-dev libpython3.11-dev libpython3-dev python3.11-dev python3-dev libexpat1-dev
+  zlib1g-dev libopenblas-pthread-dev libopenblas-dev libblas-dev liblapack-dev libc6-dev libc-dev-bin linux-libc-dev
+  libcrypt-dev libnsl-dev libtirpc-dev rpcsvc-proto binutils binutils-common binutils-x86-64-linux-gnu libbinutils
+  libctf0 libctf-nobfd0 libgprofng0 libjansson4 libasan8 libtsan2 libubsan1 liblsan0 libitm1 libcc1-0
+  libisl23 libmpc3 libmpfr6 libhwasan0"
+installed="$(chroot "$work/root" dpkg-query -W -f='${Package}\n' 2>/dev/null)"
+purge=""
+for p in $DEV_PKGS; do grep -qx "$p" <<<"$installed" && purge="$purge $p"; done
+[ -n "$purge" ] && chroot "$work/root" dpkg --purge --force-depends $purge >"$work/purge.log" 2>&1 \
+  || { [ -n "$purge" ] && { tail -20 "$work/purge.log"; die "could not remove the compiler packages scipy drags in"; }; }
+chroot "$work/root" python3 -c "import numpy, scipy.ndimage" || die "numpy/scipy do not import after the clean-up"
 rm -rf "$work/root"/var/cache/apt/archives/*.deb "$work/root"/var/lib/apt/lists/* "$work/root"/usr/share/doc "$work/root"/usr/share/man
 ln -sf /usr/bin/python3 "$work/root/usr/local/bin/python"
 tar -C "$work/root" -c . | docker import \

@@ -3,7 +3,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SEGARENA_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
-BASE_IMAGE="${SEGARENA_BASE_IMAGE:-segarena/base:bookworm}"
+BASE_IMAGE="${SEGARENA_BASE_IMAGE:-segarena/base:bookworm-slim}"  # the default of api/settings.py DEFAULT_BASE_IMAGE
 
 say() { printf '\033[1;34m[segarena]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[segarena] error:\033[0m %s\n' "$*" >&2; exit 1; }

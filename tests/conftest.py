@@ -31,7 +31,8 @@ os.environ["COLUMNS"] = "200"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 FAST = os.environ.get("SEGARENA_TEST_FAST", "").lower() in {"1", "true", "yes"}
 ROOT = Path(__file__).resolve().parents[1]
-BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
+from api.settings import DEFAULT_BASE_IMAGE  # noqa: E402
+BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE)
 PG_PORT = int(os.environ.get("SEGARENA_PG_PORT", "5432"))
 REDIS_URL = os.environ.get("SEGARENA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

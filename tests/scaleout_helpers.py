@@ -31,7 +31,8 @@ from tests.resilience_helpers import PrivateRedis
 
 __all__ = ["ScaleStack", "build_delay_image", "run_state", "wait_run", "case_rows", "stack_containers"]
 
-BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm")
+from api.settings import DEFAULT_BASE_IMAGE
+BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE)
 IMAGES = ROOT / "tests" / "images"
 
 

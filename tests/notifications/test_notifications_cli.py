@@ -114,8 +114,9 @@ def test_scorer_process_delivers_from_its_beat(sqlite_nsettings, receivers, smtp
         rx.secret = r.json()["secret"]
     port, box = smtp_server
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_")}
+    from api.settings import DEFAULT_BASE_IMAGE
     env.update(SEGARENA_DATA_DIR=str(s.data_dir), SEGARENA_DATABASE_URL=s.database_url,
-               SEGARENA_BASE_IMAGE=os.environ.get("SEGARENA_BASE_IMAGE", "segarena/base:bookworm"),
+               SEGARENA_BASE_IMAGE=os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE),
                SEGARENA_NOTIFY_INTERVAL_S="1", SEGARENA_WEBHOOK_ALLOW_PRIVATE="true",
                SEGARENA_SMTP_HOST="127.0.0.1", SEGARENA_SMTP_PORT=str(port), SEGARENA_SMTP_TLS="none",
                SEGARENA_SMTP_SENDER="noreply@segarena.test", SEGARENA_REAPER_INTERVAL_S="3600")
