@@ -194,7 +194,7 @@ def _mirror(session: Session, run: Run, new: RunState, *, reason: str, now: date
     elif started:
         sub.reason, sub.finished_at = "", None
         sub.dsc = sub.nsd = sub.runtime_s = None
-        sub.summary = {}
+        sub.aggregates = {}
         if run.metric_profile:
             sub.metric_profile = run.metric_profile
     sub.updated_at = now
@@ -233,7 +233,7 @@ def new_attempt(session: Session, sub: Submission, *, requested_by: str, now: da
         update(Submission).where(Submission.id == sub.id, Submission.state == sub.state,
                                  Submission.archive_deleted_at.is_(None))
         .values(state=SubmissionState.queued, reason="", finished_at=None, updated_at=now, dsc=None, nsd=None,
-                runtime_s=None, summary={})
+                runtime_s=None, aggregates={})
         .execution_options(synchronize_session=False)))
     if not flipped:
         return None

@@ -306,7 +306,8 @@ class Submission(Base):
     dsc: Mapped[float | None] = mapped_column(Float, default=None)
     nsd: Mapped[float | None] = mapped_column(Float, default=None)
     runtime_s: Mapped[float | None] = mapped_column(Float, default=None)
-    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the latest attempt's run aggregates (overall, per modality, per size class, counts); the API's ``aggregates``
+    aggregates: Mapped[dict[str, Any]] = mapped_column("summary", default=dict)  # the column keeps its first name
     metric_profile: Mapped[str] = mapped_column(String(32), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -219,14 +219,14 @@ def label_stats(gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> Lab
     )
 
 
-def _class_nsd(gt: npt.NDArray[Any], pred: npt.NDArray[Any], c: int, stats: LabelStats, spacing: tuple[float, ...],
-               tol: float, expand_2d: bool, reference: bool = False) -> float:
-    boxes = [b for b in (stats.gt_box.get(c), stats.pred_box.get(c)) if b is not None]
+def _class_nsd(gt: npt.NDArray[Any], pred: npt.NDArray[Any], label: int, stats: LabelStats,
+               spacing: tuple[float, ...], tol: float, expand_2d: bool, reference: bool = False) -> float:
+    boxes = [b for b in (stats.gt_box.get(label), stats.pred_box.get(label)) if b is not None]
     lo = [min(b[0][a] for b in boxes) for a in range(gt.ndim)]
     hi = [max(b[1][a] for b in boxes) for a in range(gt.ndim)]
     crop = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
-    g = gt[crop] == c
-    p = pred[crop] == c
+    g = gt[crop] == label
+    p = pred[crop] == label
     if expand_2d:
         g, p = g[..., None], p[..., None]
     if reference:  # the reference's float operations, to the last bit (cvpr25 is compared unrounded)

@@ -2,14 +2,14 @@
 participant's own page (team, join code, terms, quota left, submissions with live state and queue position) and a
 result page per submission; the organizers' sign-up decisions page.
 
-``/challenges/{c}/signup``       ask to take part (anonymous form; the answer shows the claim code once)
+``/challenges/{challenge}/signup``  ask to take part (anonymous form; the answer shows the claim code once)
 ``/signup/claim``                exchange the claim code for the API token, once (then signed in)
-``/challenges/{c}/terms``        read the terms; signed in: accept them
+``/challenges/{challenge}/terms``   read the terms; signed in: accept them
 ``/me``                          team, join code (rotate), terms to accept, quota per track, submissions (live)
 ``/me/submissions.json``         what ``/me`` polls (the signed-in browser's cookie)
 ``/me/submissions/{id}``         a submission's result: overall, per modality, per case as the feedback policy allows
 ``/me/submissions/{id}.json``    what that page polls
-``/admin/challenges/{c}/signups``  organizers: approve or refuse
+``/admin/challenges/{challenge}/signups``  organizers: approve or refuse
 
 Every POST carries a CSRF token: the web session's once signed in (``pages._checked_session``), a double-submit cookie
 on the anonymous forms. The claim code travels in the claim link's URL fragment (``#code=``), which browsers never
@@ -98,12 +98,12 @@ def _form_ok(request: Request, sent: str) -> bool:
 # --------------------------------------------------------------------------- sign-up
 
 
-@router.get("/challenges/{c}/signup", response_class=HTMLResponse, include_in_schema=False)
-def signup_page(c: SlugPath, request: Request) -> Response:
+@router.get("/challenges/{challenge}/signup", response_class=HTMLResponse, include_in_schema=False)
+def signup_page(challenge: SlugPath, request: Request) -> Response:
     with request_session(request) as session:
         viewer = _pages()._viewer(request, session)
         try:
-            ch = service.get_challenge(session=session, slug=c)
+            ch = service.get_challenge(session=session, slug=challenge)
         except ApiError as exc:
             return _error(request, 404, "Not found", exc.message, viewer)
         csrf = _form_csrf(request)
@@ -112,10 +112,10 @@ def signup_page(c: SlugPath, request: Request) -> Response:
                                                 form_csrf=csrf), csrf)
 
 
-@router.post("/challenges/{c}/signup", response_class=HTMLResponse, include_in_schema=False)
-def signup_submit(c: SlugPath, request: Request, csrf: str = Form(""), name: str = Form(""), email: str = Form(""),
-                  affiliation: str = Form(""), team_choice: str = Form("new"), team_name: str = Form(""),
-                  join_code: str = Form("")) -> Response:
+@router.post("/challenges/{challenge}/signup", response_class=HTMLResponse, include_in_schema=False)
+def signup_submit(challenge: SlugPath, request: Request, csrf: str = Form(""), name: str = Form(""),
+                  email: str = Form(""), affiliation: str = Form(""), team_choice: str = Form("new"),
+                  team_name: str = Form(""), join_code: str = Form("")) -> Response:
     if not _form_ok(request, csrf):
         return _pages()._csrf_refused(request)
     settings = request_settings(request)
@@ -124,7 +124,7 @@ def signup_submit(c: SlugPath, request: Request, csrf: str = Form(""), name: str
     with request_session(request) as session:
         viewer = _pages()._viewer(request, session)
         try:
-            ch = service.get_challenge(session=session, slug=c)
+            ch = service.get_challenge(session=session, slug=challenge)
         except ApiError as exc:
             return _error(request, 404, "Not found", exc.message, viewer)
         status, error, created = 201, "", None
@@ -132,7 +132,7 @@ def signup_submit(c: SlugPath, request: Request, csrf: str = Form(""), name: str
             body = schemas.SignupCreate(name=name, email=email, affiliation=affiliation,
                                         team_name=team_name if team_choice == "new" else "",
                                         join_code=join_code if team_choice == "join" else "")
-            created = service.register(session=session, settings=settings, challenge=c, body=body,
+            created = service.register(session=session, settings=settings, challenge=challenge, body=body,
                                        client=client_address(request, settings))
         except ValidationError as exc:
             status, error = 422, "; ".join(
@@ -194,32 +194,32 @@ def claim_submit(request: Request, csrf: str = Form(""), claim_code: str = Form(
 # --------------------------------------------------------------------------- terms
 
 
-@router.get("/challenges/{c}/terms", response_class=HTMLResponse, include_in_schema=False)
-def terms_page(c: SlugPath, request: Request) -> Response:
+@router.get("/challenges/{challenge}/terms", response_class=HTMLResponse, include_in_schema=False)
+def terms_page(challenge: SlugPath, request: Request) -> Response:
     with request_session(request) as session:
         viewer = _pages()._viewer(request, session)
         try:
-            terms = service.terms_for(session=session, challenge=c, member=viewer)
-            ch = service.get_challenge(session=session, slug=c)
+            terms = service.terms_for(session=session, challenge=challenge, member=viewer)
+            ch = service.get_challenge(session=session, slug=challenge)
         except ApiError as exc:
             return _error(request, 404, "Not found", exc.message, viewer)
         return _html(request, "terms.html", challenge=ch, terms=terms, viewer=viewer, message="")
 
 
-@router.post("/challenges/{c}/terms", include_in_schema=False)
-def terms_accept(c: SlugPath, request: Request, csrf: str = Form(""), sha256: str = Form("")) -> Response:
+@router.post("/challenges/{challenge}/terms", include_in_schema=False)
+def terms_accept(challenge: SlugPath, request: Request, csrf: str = Form(""), sha256: str = Form("")) -> Response:
     with request_session(request) as session:
         member = _form_member(request, session, csrf)
         if isinstance(member, Response):
             return member
         try:
-            service.accept_terms(session=session, member=member, challenge=c, sha256=sha256 or None)
+            service.accept_terms(session=session, member=member, challenge=challenge, sha256=sha256 or None)
         except ApiError as exc:
-            terms = service.terms_for(session=session, challenge=c, member=member)
-            ch = service.get_challenge(session=session, slug=c)
+            terms = service.terms_for(session=session, challenge=challenge, member=member)
+            ch = service.get_challenge(session=session, slug=challenge)
             return _html(request, "terms.html", exc.status, challenge=ch, terms=terms, viewer=member,
                          message=exc.message)
-    return RedirectResponse(f"/challenges/{c}/terms?accepted=1", status_code=303)
+    return RedirectResponse(f"/challenges/{challenge}/terms?accepted=1", status_code=303)
 
 
 # --------------------------------------------------------------------------- the participant's own pages
@@ -367,27 +367,27 @@ def my_result_page(submission_id: IdPath, request: Request) -> Response:
 # --------------------------------------------------------------------------- organizers: sign-up decisions
 
 
-@router.get("/admin/challenges/{c}/signups", response_class=HTMLResponse, include_in_schema=False)
-def signups_page(c: SlugPath, request: Request, state: str = "pending") -> Response:
+@router.get("/admin/challenges/{challenge}/signups", response_class=HTMLResponse, include_in_schema=False)
+def signups_page(challenge: SlugPath, request: Request, state: str = "pending") -> Response:
     with request_session(request) as session:
         viewer = _pages()._organizer_viewer(request, session, "only organizers may decide sign-up requests")
         if isinstance(viewer, Response):
             return viewer
         try:
-            ch = service.get_challenge(session=session, slug=c)
+            ch = service.get_challenge(session=session, slug=challenge)
             wanted = None if state == "all" else SignupState(state)
         except ApiError as exc:
             return _error(request, 404, "Not found", exc.message, viewer)
         except ValueError:
             return _error(request, 422, "Bad filter", "state: pending, approved, refused or all", viewer)
-        rows = service.list_signups(session=session, challenge=c, state=wanted, limit=500)
+        rows = service.list_signups(session=session, challenge=challenge, state=wanted, limit=500)
         return _html(request, "admin_signups.html", viewer=viewer, organizer=True, challenge=ch, rows=rows,
                      state=state, part=service.participation(ch), message=request.query_params.get("msg", "")[:300])
 
 
-@router.post("/admin/challenges/{c}/signups/{signup_id}", include_in_schema=False)
-def signups_decide(c: SlugPath, signup_id: IdPath, request: Request, csrf: str = Form(""), decision: str = Form(""),
-                   reason: str = Form("")) -> Response:
+@router.post("/admin/challenges/{challenge}/signups/{signup_id}", include_in_schema=False)
+def signups_decide(challenge: SlugPath, signup_id: IdPath, request: Request, csrf: str = Form(""),
+                   decision: str = Form(""), reason: str = Form("")) -> Response:
     from urllib.parse import quote
 
     settings = request_settings(request)
@@ -408,4 +408,4 @@ def signups_decide(c: SlugPath, signup_id: IdPath, request: Request, csrf: str =
                 msg = "choose approve or refuse"
         except ApiError as exc:
             msg = f"#{signup_id}: {exc.message}"
-    return RedirectResponse(f"/admin/challenges/{c}/signups?msg={quote(msg)}", status_code=303)
+    return RedirectResponse(f"/admin/challenges/{challenge}/signups?msg={quote(msg)}", status_code=303)

@@ -327,7 +327,7 @@ def results(
             head.append(f"{k}={_fmt(data[k])}")
     out.print("  ".join(head))
     _print_feedback_note(data)
-    agg = data.get("aggregates") or data.get("summary") or {}
+    agg = data.get("aggregates") or {}
     per_mod = agg.get("by_modality") or data.get("per_modality")
     if per_mod:
         rows = per_mod.items() if isinstance(per_mod, dict) else [(m.get("modality"), m) for m in per_mod]

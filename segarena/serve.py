@@ -21,7 +21,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 __all__ = ["HeaderTimeoutMixin", "HeaderTimeoutH11Protocol", "PARSERS", "protocol_class", "loop_name", "stack_line",
            "uvicorn_limits", "run"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class HeaderTimeoutMixin:

@@ -647,7 +647,7 @@ class FaultRig:
                         distinct = s.scalar(select(func.count(func.distinct(CaseResult.case_id)))
                                             .where(CaseResult.run_id == rid))
                         duplicated += rows - distinct
-                    counted = int((x.summary or {}).get("n") or 0)
+                    counted = int((x.aggregates or {}).get("n") or 0)
                     duplicated += max(0, counted - self.cases)  # aggregates over more cases than the set has
                 if not note:
                     reasons = sorted({r.reason.split(":")[0][:40] for r in s.execute(select(Shard)).scalars() if r.reason})

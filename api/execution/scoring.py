@@ -299,10 +299,10 @@ def stop_run(s: Session, settings: Any, run_id: int, *, stopped: str = "", infra
     sub = s.get_one(Submission, run.submission_id)
     cases = list(s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.scored.is_(True))
                            .order_by(CaseResult.id)))
-    summary = summarize(cases, time_limit_s=run_time_limit(run.case_timeout_s, s.get_one(Track, sub.track_id).case_timeout_s),
-                        size_classes=SIZE_CLASSES)
-    summary["not_run"] = max(0, int(run.cases_total or 0) - len(cases))
-    summary["stopped_early"] = bool(stopped)
+    time_limit_s = run_time_limit(run.case_timeout_s, s.get_one(Track, sub.track_id).case_timeout_s)
+    aggregates = summarize(cases, time_limit_s=time_limit_s, size_classes=SIZE_CLASSES)
+    aggregates["not_run"] = max(0, int(run.cases_total or 0) - len(cases))
+    aggregates["stopped_early"] = bool(stopped)
     failed = [c for c in cases if c.status != CaseStatus.ok]
     if sub.state == SubmissionState.cancelled:
         state, reason = RunState.cancelled, sub.reason or "the submission was cancelled"
@@ -319,9 +319,9 @@ def stop_run(s: Session, settings: Any, run_id: int, *, stopped: str = "", infra
         reason = f"{len(failed)} of {len(cases)} cases failed" if failed else ""
     reason = bound_text(reason, limit)
     now = utcnow()
-    summary.update(run_id=run_id, attempt=run.attempt, testset=run.testset)
-    totals = dict(dsc=summary["dsc"], nsd=summary["nsd"], runtime_s=summary["runtime_s"], summary=summary,
-                  metric_profile=run.metric_profile or sub.metric_profile)
+    aggregates.update(run_id=run_id, attempt=run.attempt, testset=run.testset)
+    totals = dict(dsc=aggregates["dsc"], nsd=aggregates["nsd"], runtime_s=aggregates["runtime_s"],
+                  aggregates=aggregates, metric_profile=run.metric_profile or sub.metric_profile)
     if not transition(s, run, state, reason=reason, now=now, only_from=ACTIVE_RUN_STATES, actor_label=ACTOR,
                       run_fields=dict(log_tail=bound_text("\n".join(c.reason for c in failed), 4 * limit)),
                       totals=totals, cases=len(cases), failed=len(failed), infra=bool(infra),

@@ -595,8 +595,8 @@ def _add_repro(session: Session, track: Track, rows: list[Row], loaded: _Loaded,
                 del originals[oid]
     orig_cases = _load_cases(session, [o for o, _ in originals.values()], tracks) if originals else {}
 
-    def as_tuple(c: CaseRecord) -> tuple[float, float, float]:
-        return (c.dsc, c.nsd, c.runtime_s) if c.ok else (math.nan, math.nan, math.nan)
+    def as_tuple(case: CaseRecord) -> tuple[float, float, float]:
+        return (case.dsc, case.nsd, case.runtime_s) if case.ok else (math.nan, math.nan, math.nan)
 
     for row in rows:
         s = subs[row.submission_id]

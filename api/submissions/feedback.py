@@ -131,8 +131,8 @@ def _reason(track: Track, lvl: Feedback, reason: str, failed: Iterable[FailedCas
     failed = list(failed)
     by_id = {c.case_id: c for c in failed}
 
-    def cap(c: FailedCase) -> str:
-        return case_cap(track, c.status, c.exit_code, c.reason)
+    def cap(case: FailedCase) -> str:
+        return case_cap(track, case.status, case.exit_code, case.reason)
 
     m = _EVERY.match(reason)
     if m and m.group("id") in by_id:

@@ -419,7 +419,7 @@ def _submission_views(session: Session, subs: list[Submission], runs: dict[int, 
             archive_sha256=s.archive_sha256, archive_bytes=s.archive_bytes, image_id=s.image_id, image_tag=s.image_tag,
             image_user=s.image_user, reproduces_id=s.reproduces_id, is_baseline=s.is_baseline, excluded=s.excluded,
             exclusion_reason=s.exclusion_reason, metric_profile=s.metric_profile, dsc=s.dsc, nsd=s.nsd,
-            runtime_s=s.runtime_s, aggregates=s.summary or {}, created_at=as_utc(s.created_at),
+            runtime_s=s.runtime_s, aggregates=s.aggregates or {}, created_at=as_utc(s.created_at),
             updated_at=as_utc(s.updated_at), finished_at=as_utc(s.finished_at), note=note,
         ))
     return out
@@ -487,16 +487,16 @@ def submission_results(*, session: Session, sub: Submission, viewer: Member | No
     run = latest_runs(session, [sub.id]).get(sub.id)
     return feedback.redact(schemas.SubmissionResults(
         submission_id=sub.id, state=sub.state, attempt=run.attempt if run else 0, metric_profile=sub.metric_profile,
-        dsc=sub.dsc, nsd=sub.nsd, runtime_s=sub.runtime_s, aggregates=sub.summary or {},
+        dsc=sub.dsc, nsd=sub.nsd, runtime_s=sub.runtime_s, aggregates=sub.aggregates or {},
         cases=_case_rows(session, run) if run else []), track=sub.track, viewer=viewer)
 
 
-def _iterations_public(c: CaseResult) -> list[dict[str, Any]] | None:
+def _iterations_public(case: CaseResult) -> list[dict[str, Any]] | None:
     """An interactive case's iterations as participants see them: scores, status, runtime (no clicks)."""
-    if not isinstance(c.iterations, list):
+    if not isinstance(case.iterations, list):
         return None
     keys = ("iteration", "status", "valid", "dsc", "nsd", "runtime_s", "budget_exceeded")
-    return [{k: e.get(k) for k in keys} for e in c.iterations if isinstance(e, dict)]
+    return [{k: e.get(k) for k in keys} for e in case.iterations if isinstance(e, dict)]
 
 
 def _case_rows(session: Session, run: Run) -> list[schemas.CaseResultPublic]:

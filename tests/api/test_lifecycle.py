@@ -115,12 +115,12 @@ def test_run_start_and_finish_mirror_the_submission_and_audit(db) -> None:
         assert sub.state == SubmissionState.running and sub.finished_at is None
     with session_scope(db) as s:
         assert transition(s, run_id, FAIL, reason="every case failed; first: case X: crash", actor_label="trusted",
-                          totals=dict(dsc=0.0, nsd=0.0, runtime_s=60.0, summary={"dsc": 0.0}), cases=3, failed=3)
+                          totals=dict(dsc=0.0, nsd=0.0, runtime_s=60.0, aggregates={"dsc": 0.0}), cases=3, failed=3)
     with session_scope(db) as s:
         run, sub = s.get(Run, run_id), s.get(Submission, sub_id)
         assert run.state == FAIL and run.finished_at is not None and run.reason.startswith("every case failed")
         assert sub.state == SubmissionState.failed and sub.reason == run.reason and sub.finished_at is not None
-        assert (sub.dsc, sub.nsd, sub.runtime_s, sub.summary) == (0.0, 0.0, 60.0, {"dsc": 0.0})
+        assert (sub.dsc, sub.nsd, sub.runtime_s, sub.aggregates) == (0.0, 0.0, 60.0, {"dsc": 0.0})
     events = _events(db, run_id)
     assert [e.action for e in events] == ["run.running", "run.failed"]
     assert events[0].actor == "worker:w1" and events[0].details["worker"] == "w1"

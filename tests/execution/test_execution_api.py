@@ -373,7 +373,7 @@ def test_run_scores_real_outputs_and_finishes_once(client, db_settings):
         assert all(r.status == CaseStatus.ok and r.dsc == 1.0 and r.nsd == 1.0 and r.scored for r in good)
         run, s_ = s.get(Run, run_id), s.get(Submission, sub)
         assert run.state == RunState.succeeded and run.reason == "1 of 27 cases failed", run.reason
-        assert s_.state == SubmissionState.succeeded and abs(s_.dsc - 26 / 27) < 1e-9 and s_.summary["ok"] == 26
+        assert s_.state == SubmissionState.succeeded and abs(s_.dsc - 26 / 27) < 1e-9 and s_.aggregates["ok"] == 26
         assert s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "run.succeeded")) == 1
         assert all(sh.state == ShardState.done for sh in s.scalars(select(Shard)))
     assert not maybe_finish_run(db_settings, run_id)
@@ -397,7 +397,7 @@ def test_fail_fast_stops_the_run_and_cancels_its_shards(client, db_settings):
         assert run.state == RunState.failed and run.reason.startswith("stopped after the first 3 cases failed: "
                                                                       "predict.sh exited with code 1 — make predict.sh exit 0")
         assert "(24 remaining cases were not run)" in run.reason
-        assert s_.state == SubmissionState.failed and s_.reason == run.reason and s_.summary["stopped_early"] is True
+        assert s_.state == SubmissionState.failed and s_.reason == run.reason and s_.aggregates["stopped_early"] is True
         assert {sh.state for sh in s.scalars(select(Shard).where(Shard.run_id == run_id))} == {ShardState.cancelled}
     # running holders learn it from their next heartbeat and upload
     r = client.post(f"/api/worker/shards/{other['shard_id']}/heartbeat", json={"lease": other["lease"]}, headers=auth(w.wt2))

@@ -74,7 +74,7 @@ def test_sigkilled_worker_loses_no_submission(tmp_path, postgres_url, docker_cli
             rows = s.scalars(select(CaseResult).where(CaseResult.run_id == run_id)).all()
             assert len(rows) == 3 == len({r.case_id for r in rows})  # each case once
             assert s.scalar(select(func.count()).select_from(CaseResult).where(CaseResult.run_id == run_id)) == 3
-            assert sub.summary["ok"] == 3 and sub.summary["n"] == 3
+            assert sub.aggregates["ok"] == 3 and sub.aggregates["n"] == 3
         # the killed worker's orphaned container is gone (the fresh worker's sweep), and the run left none
         _wait(lambda: stack_containers(docker_client, stack) == [], 30, "the orphaned container to be removed", stack)
     finally:

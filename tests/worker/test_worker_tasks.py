@@ -70,7 +70,7 @@ def test_run_succeeds_with_case_results_and_audit(wsettings, testset, archive, i
         assert all("uid=1000" in c.stdout_tail for c in cases)
         assert sub.dsc == pytest.approx(sum(c.dsc for c in cases) / 3)
         assert sub.runtime_s == pytest.approx(sum(c.runtime_s for c in cases) / 3)
-        assert sub.summary["ok"] == 3 and set(sub.summary["by_modality"]) == {"US", "CT"}
+        assert sub.aggregates["ok"] == 3 and set(sub.aggregates["by_modality"]) == {"US", "CT"}
         assert sub.metric_profile == "default" and sub.finished_at is not None
         # audit fields: the run (first claim), every case (which worker, which shard, wall time on the worker)
         assert run.worker_host and run.docker_version and run.cpu_model
@@ -255,7 +255,7 @@ def test_the_reaper_requeues_a_lost_shard_and_another_host_finishes_it_once(wset
         rows = s.execute(select(CaseResult).where(CaseResult.run_id == rid)).scalars().all()
         assert len(rows) == 3 == len({r.case_id for r in rows}) and {r.worker_name for r in rows} == {other.name}
         assert s.get(Shard, spec["shard_id"]).deliveries == 2
-        assert s.get(Submission, sub_id).summary["n"] == 3
+        assert s.get(Submission, sub_id).aggregates["n"] == 3
 
 
 def test_the_execution_host_removes_orphan_containers_of_dead_workers(wsettings, base_image, docker_client, tmp_path):
@@ -301,7 +301,7 @@ def test_builtin_tiny_testset(wsettings, archive, images, docker_client):
     with session_scope(wsettings.database_url) as s:
         sub = s.get(Submission, sub_id)
         assert sub.state == SubmissionState.succeeded, sub.reason
-        assert sub.summary["ok"] == 27 and len(sub.summary["by_modality"]) == 9
+        assert sub.aggregates["ok"] == 27 and len(sub.aggregates["by_modality"]) == 9
         assert 0.3 < sub.dsc < 1
     assert result.requeues == []
 

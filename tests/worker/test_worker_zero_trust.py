@@ -165,8 +165,8 @@ def test_fail_fast_stops_a_broken_image_on_the_tiny_set(wsettings, archive, imag
         assert sub.reason.count("predict.sh exited with code 1") == 1  # deduplicated
         assert "(24 remaining cases were not run)" in sub.reason
         assert run.cases_total == 27
-        assert sub.summary["n"] == 3 and sub.summary["not_run"] == 24 and sub.summary["stopped_early"] is True
-        assert sub.summary["n"] + sub.summary["not_run"] == run.cases_total
+        assert sub.aggregates["n"] == 3 and sub.aggregates["not_run"] == 24 and sub.aggregates["stopped_early"] is True
+        assert sub.aggregates["n"] + sub.aggregates["not_run"] == run.cases_total
     print(f"\nfail-fast: crash image on tiny (27 cases), K=3: {seconds:.1f} s")
 
 
@@ -177,7 +177,7 @@ def test_fail_fast_zero_never_stops(wsettings, archive, images, tmp_path):
         sub = s.get(Submission, sub_id)
         assert len(s.execute(select(CaseResult).where(CaseResult.run_id == rid)).scalars().all()) == 5
         assert sub.reason.startswith("every case failed"), sub.reason
-        assert sub.summary["not_run"] == 0 and sub.summary["stopped_early"] is False
+        assert sub.aggregates["not_run"] == 0 and sub.aggregates["stopped_early"] is False
 
 
 def test_fail_fast_rule():
