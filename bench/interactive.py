@@ -5,7 +5,7 @@
 One interactive run of the test set (default: the built-in tiny set, K = 5: 6 container runs per case) through THE
 execution path (tests/run_helpers.py): the real API app under uvicorn on 127.0.0.1 (SQLite), the execution host
 ``worker.shard.ShardExecutor`` with the real Docker sandbox, the trusted scorer inline. The model is the test image
-``click-refine`` (tests/images/interactive/click.py: loads the input, applies the clicks, writes ``segs``).
+``click-refine`` (tests/images/behaviour/scripts/click.py: loads the input, applies the clicks, writes ``segs``).
 
 Per iteration the worker measures its wall time from the start of building the iteration's input to the end of the
 round trip that returns the next clicks (input npz built, container started and waited for; it was created ahead,

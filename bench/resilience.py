@@ -3,7 +3,8 @@
     .venv/bin/python bench/resilience.py [--skip-hostile] [--skip-faults] [--submissions 3]
                                          [--restart-docker]
 
-Part 1 runs the 24 hostile images of tests/images/hostile through the execution path (the real API app,
+Part 1 runs the hostile behaviours of tests/behaviours.py (``resilience=True``; the one test image of
+tests/images/behaviour built once per behaviour) through the execution path (the real API app,
 an execution host with the real sandbox, the trusted scorer; 256 MiB, 64 pids, 32 MiB /tmp, 5 s per case, a
 2-case test set), each followed by another team's well-behaved run, and prints: kind, expected reason,
 observed reason, lost, duplicated (and the recorded reason).
@@ -45,16 +46,15 @@ def main() -> int:
     import docker
 
     from api.db import dispose_engines
-    from tests.resilience_helpers import (
-        HOSTILE_KINDS, FaultRig, format_faults, format_table, hostile_row, run_hostile_suite,
-    )
+    from tests.behaviours import RESILIENCE_KINDS
+    from tests.resilience_helpers import FaultRig, format_faults, format_table, hostile_row, run_hostile_suite
 
     client = docker.from_env(timeout=300)
     with tempfile.TemporaryDirectory(prefix="segarena-bench-resilience-") as tmp_name:
         tmp = Path(tmp_name)
         if not args.skip_hostile:
             results = run_hostile_suite(client, BASE_IMAGE, tmp / "hostile")
-            rows = [hostile_row(kind, results[kind]) for kind in HOSTILE_KINDS]
+            rows = [hostile_row(kind, results[kind]) for kind in RESILIENCE_KINDS]
             print(format_table(rows, title="hostile images (through the real worker)"))
             wrong = [r.kind for r in rows if r.observed not in r.expected.split("|")
                      and not set(r.observed.split(",")) <= set(r.expected.split("|"))]

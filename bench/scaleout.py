@@ -114,7 +114,7 @@ def _image(client, tmp: Path, mode: str, delay_s: float = 0) -> dict:
     from tests.exec_helpers import thin_archive
     from tests.scaleout_helpers import build_delay_image
 
-    image_id = build_delay_image(client, BASE_IMAGE, delay_s, tmp, mode=mode)
+    image_id = build_delay_image(client, BASE_IMAGE, delay_s, mode=mode)
     path, sha, size = thin_archive(client, image_id, BASE_IMAGE, tmp / f"{mode}.tar")
     return {"image_id": image_id, "path": path, "sha256": sha, "bytes": size}
 
@@ -128,15 +128,63 @@ def _run_wall(stack, run_id: int) -> float:
         return (_aware(run.finished_at) - _aware(run.created_at)).total_seconds()
 
 
-def _timed_run(stack, track_id: int, team: str, image: dict) -> tuple[int, float]:
-    from tests.scaleout_helpers import wait_run
+def _cpu_seconds(stack) -> dict[str, float]:
+    """CPU seconds used so far, by part: each stack process with its descendants (API, scorer, workers), the
+    Docker engine (dockerd, containerd), PostgreSQL, Redis, and the machine's total busy time (/proc/stat). What the
+    total has beyond the parts is mostly the containers and their short-lived runc/shim processes."""
+    hz = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        close = stat.rindex(")")
+        f = stat[close + 2:].split()
+        procs[int(d.name)] = (int(f[1]), stat[stat.index("(") + 1:close], (int(f[11]) + int(f[12])) / hz)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _c, _s) in procs.items():
+        children.setdefault(ppid, []).append(pid)
 
+    def tree(pid: int) -> float:
+        todo, total = [pid], 0.0
+        while todo:
+            p = todo.pop()
+            total += procs.get(p, (0, "", 0.0))[2]
+            todo.extend(children.get(p, []))
+        return total
+
+    out = {name: tree(proc.pid) for name, proc in stack.procs.items() if proc.poll() is None}
+    by_comm = {"engine": ("dockerd", "containerd"), "postgres": ("postgres",), "redis": ("redis-server",)}
+    for part, comms in by_comm.items():
+        out[part] = sum(sec for _pp, comm, sec in procs.values() if comm in comms)
+    cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    out["total"] = (sum(cpu) - cpu[3] - cpu[4]) / hz
+    return out
+
+
+def _cpu_line(before: dict[str, float], after: dict[str, float], cases: int) -> str:
+    parts = {k: after[k] - before.get(k, 0.0) for k in after if k != "total"}
+    total = after["total"] - before["total"]
+    rest = total - sum(parts.values())
+    shown = ", ".join(f"{k} {v / cases:.3f}" for k, v in parts.items())
+    return (f"CPU per case (s): {shown}, containers and the rest {rest / cases:.3f}; machine total "
+            f"{total / cases:.3f}")
+
+
+def _timed_run(stack, track_id: int, team: str, image: dict) -> tuple[int, float]:
+    from tests.scaleout_helpers import case_rows, wait_run
+
+    before = _cpu_seconds(stack)
     t0 = time.monotonic()
     _, run_id = stack.submit(track_id, team, image)
     state = wait_run(stack, run_id, timeout=1800)
     wall = time.monotonic() - t0
     if state != "succeeded":
         raise SystemExit(f"run {run_id} ended {state}\n{stack.log_tail()}")
+    print(f"run {run_id} ({team}): {_cpu_line(before, _cpu_seconds(stack), len(case_rows(stack.settings, run_id)))}")
     return run_id, wall
 
 

@@ -1,7 +1,8 @@
 """Helpers for the execution-host tests (worker/config, client, cache, shard, exec_tasks).
 
-* :func:`build_exec_image` builds tests/images/exec with a unique label (a fresh image id, so tests
-  can remove and load it without disturbing other tests' images).
+* :func:`build_exec_image` builds the test image of behaviour ``exec`` (tests/behaviours.py: it follows the input's
+  name) with a unique label (a fresh image id, so tests can remove and load it without disturbing other tests'
+  images).
 * :func:`thin_archive` writes a small but real ``docker save`` archive of an image built on the local
   base image: the manifest and config are complete, the base's layers are left out. The engine's
   (legacy) loader skips layers it already has, so ``docker load`` of it restores a runnable image —
@@ -26,19 +27,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tests.worker_helpers import IMAGES_DIR
 
 TOKEN = "wk_" + "t" * 40
 
 
 def build_exec_image(client, base_image: str, *, salt: str | None = None) -> str:
-    """Build tests/images/exec with a unique label; returns its (unique) image id."""
-    salt = salt or uuid.uuid4().hex
-    tag = f"segarena-test/exec-{salt[:12]}:latest"
-    img, _ = client.images.build(path=str(IMAGES_DIR), dockerfile="exec/Dockerfile", tag=tag, rm=True,
-                                 buildargs={"BASE_IMAGE": base_image},
-                                 labels={"segarena.base": base_image, "segarena.test.salt": salt}, network_mode="none")
-    return img.id
+    """Build the ``exec`` test image with a unique label; returns its (unique) image id."""
+    from tests.worker_helpers import build_test_image
+
+    return build_test_image(client, base_image, "exec", salt=salt or uuid.uuid4().hex)
 
 
 class _GenReader(io.RawIOBase):

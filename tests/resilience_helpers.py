@@ -1,5 +1,6 @@
-"""Helpers of the resilience suite (issue 9): hostile images, the malformed-upload corpus, host
-checks (leftover containers, files, processes) and the report table.
+"""Helpers of the resilience suite (issue 9): the hostile suite (the behaviours of tests/behaviours.py with
+``resilience=True``, through the real execution path), the malformed-upload corpus, host checks (leftover
+containers, files, processes) and the report table.
 
 Used by tests/resilience/ and bench/resilience.py.
 Nothing here talks to anything but this machine's Docker engine, files and 127.0.0.1.
@@ -21,132 +22,20 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
+from tests.behaviours import BEHAVIOURS, RESILIENCE_KINDS, probes
 from tests.servers import free_port
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-HOSTILE_DIR = ROOT / "tests" / "images" / "hostile"
-HOSTILE_TAG = "segarena-test/hostile-{kind}:latest"
 ORPHAN_MARKER = b"segarena-hostile-orphan"
 PICKLE_MARKER = Path("/tmp/segarena-pwned-pickle")
 
 __all__ = [
-    "HOSTILE_DIR", "HOSTILE_KINDS", "HostileKind", "Listener", "build_hostile_images", "hostile_tag",
-    "malformed_uploads", "host_processes_with", "segarena_containers", "files_under", "probes",
+    "Listener", "build_hostile_images", "malformed_uploads", "host_processes_with", "segarena_containers",
+    "files_under", "probes",
     "format_table", "print_report", "ReportRow", "run_hostile_suite", "hostile_row", "HOSTILE_TRACK",
     "Observed", "FaultRig", "FaultFigures", "format_faults", "FAULTS", "ORPHAN_MARKER", "PICKLE_MARKER",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# the hostile kinds: what each does and what must be observed
-# ---------------------------------------------------------------------------------------------
-def _probe_check(**expected: Callable[[str], bool]) -> Callable[[dict[str, str]], list[str]]:
-    def check(found: dict[str, str]) -> list[str]:
-        problems = []
-        for key, ok in expected.items():
-            if key not in found:
-                problems.append(f"probe {key} not printed")
-            elif not ok(found[key]):
-                problems.append(f"probe {key}={found[key]!r} is not the contained value")
-        return problems
-
-    return check
-
-
-def _eq(value: str) -> Callable[[str], bool]:
-    return lambda v: v == value
-
-
-def _in(*values: str) -> Callable[[str], bool]:
-    return lambda v: v in values
-
-
-@dataclass(frozen=True)
-class HostileKind:
-    """One hostile image: its expected case status(es) and the probe values that prove containment."""
-
-    name: str
-    expected: tuple[str, ...]  # acceptable CaseStatus values (the first is the one reported)
-    what: str
-    check: Callable[[dict[str, str]], list[str]] | None = None
-    reason_has: tuple[str, ...] = ()  # words the recorded reason must contain (any of them)
-
-
-HOSTILE_KINDS: dict[str, HostileKind] = {k.name: k for k in [
-    HostileKind("memory_bomb", ("oom",), "allocates until stopped", reason_has=("memory",)),
-    HostileKind("fork_bomb", ("timeout", "crash"), "forks until the pids limit, then hangs",
-                check=_probe_check(fork_refused_errno=_eq("11")), reason_has=("time limit", "process limit")),
-    HostileKind("busy_loop", ("timeout",), "spins past the case timeout", reason_has=("time limit",)),
-    HostileKind("sleep_forever", ("timeout",), "sleeps past the case timeout", reason_has=("time limit",)),
-    HostileKind("sigterm_ignorer", ("timeout",), "ignores SIGTERM and sleeps", reason_has=("time limit",)),
-    HostileKind("crash", ("crash",), "raises (exit 1)", reason_has=("exited with code 1",)),
-    HostileKind("segfault", ("crash",), "dies of SIGSEGV", reason_has=("exited with code 139",)),
-    HostileKind("exit0_no_output", ("no_output",), "exits 0, writes nothing", reason_has=("no output",)),
-    HostileKind("wrong_shape", ("invalid_output",), "segs one voxel too large", reason_has=("shape",)),
-    HostileKind("wrong_dtype", ("invalid_output",), "segs as fractional float64",
-                reason_has=("dtype", "integer", "float")),
-    HostileKind("wrong_key", ("invalid_output",), "key 'seg' instead of 'segs'", reason_has=("segs",)),
-    HostileKind("pickle_npz", ("invalid_output",), "pickled object array (host command payload)",
-                reason_has=("pickle", "object")),
-    HostileKind("zip_bomb", ("invalid_output",), "1 MiB npz inflating to 1 GiB",
-                reason_has=("large", "bytes", "GiB", "MiB", "size")),
-    HostileKind("symlink_output", ("invalid_output", "no_output"), "output is a symlink to /etc/shadow",
-                reason_has=("regular file", "symlink", "link")),
-    HostileKind("stdout_flood", ("ok", "timeout"), "1 GiB on stdout, then a correct output",
-                reason_has=("time limit",)),  # a loaded machine may not pump 1 GiB within the case timeout
-    HostileKind("readonly_root", ("ok",), "writes to the image's root file system",
-                check=_probe_check(write_errno_owned_probe=_eq("30"), write_errno_etc_probe=_in("30", "13"),
-                                   write_errno_workspace_probe=_in("30", "13"))),
-    HostileKind("fill_tmp", ("ok",), "fills /tmp until refused",
-                check=_probe_check(tmp_errno=_in("28", "30"))),
-    HostileKind("network", ("ok",), "lists interfaces, connects to a host 127.0.0.1 listener",
-                check=_probe_check(ifaces=_eq("lo"), connect_host_listener=lambda v: v != "ok")),
-    HostileKind("docker_socket", ("ok",), "looks for /var/run/docker.sock",
-                check=_probe_check(**{"exists_var_run_docker.sock": _eq("False"), "exists_run_docker.sock": _eq("False"),
-                                      "connect_var_run_docker.sock": lambda v: v != "ok"})),
-    HostileKind("setuid", ("ok",), "runs a setuid-root binary, tries setuid(0)",
-                check=_probe_check(suid_euid=lambda v: v != "0", setuid0=_eq("1"),
-                                   cap_eff=_eq("0000000000000000"), no_new_privs=_eq("1"))),
-    HostileKind("proc_snoop", ("ok",), "lists /proc for other containers' processes",
-                check=_probe_check(proc_pids=lambda v: v.isdigit() and int(v) <= 6,
-                                   proc_cmds=lambda v: not any(s in v for s in ("dockerd", "containerd",
-                                                                                  "postgres", "redis", "pytest")))),
-    HostileKind("background_procs", ("ok",), "leaves a daemonized child behind",
-                check=_probe_check(orphan=_eq("spawned"))),
-    HostileKind("peek_inputs", ("ok",), "looks for other cases and ground truth",
-                check=_probe_check(inputs=_eq("1"), input_keys=lambda v: "gts" not in v.split(","),
-                                   gts_dirs=_eq("0"))),
-    HostileKind("root_user", ("ok",), "image runs as root on a track that forbids it",
-                check=_probe_check(uid=_eq("1000"))),
-    HostileKind("root_uid00", ("ok",), "USER 00 (uid 0 spelled differently) on a track that forbids root",
-                check=_probe_check(uid=_eq("1000"), gid=_eq("1000"))),
-    HostileKind("root_alias", ("ok",), "USER toor, a passwd alias of uid 0, on a track that forbids root",
-                check=_probe_check(uid=_eq("1000"), gid=_eq("1000"))),
-    HostileKind("passwd_user", ("ok",), "a named non-root user (app = 1234:1235 in its /etc/passwd): kept",
-                check=_probe_check(uid=_eq("1234"), gid=_eq("1235"))),
-    HostileKind("many_files", ("invalid_output",), "a correct output, then 20,004 files in outputs/",
-                reason_has=("files in outputs/",)),
-    HostileKind("huge_reason", ("invalid_output",), "an output .npz of 40,000 long-named members, no 'segs'",
-                reason_has=("segs",)),
-    HostileKind("sparse_output", ("invalid_output",), "a correct output and a sparse 101 GiB file, then exits",
-                reason_has=("apparent",)),
-]}
-
-
-def hostile_tag(kind: str) -> str:
-    return HOSTILE_TAG.format(kind=kind)
-
-
-def probes(*texts: str) -> dict[str, str]:
-    """The ``PROBE key=value`` lines of the given log texts (the last value of a key wins)."""
-    found: dict[str, str] = {}
-    for text in texts:
-        for line in (text or "").splitlines():
-            if line.startswith("PROBE ") and "=" in line:
-                key, _, value = line[6:].partition("=")
-                found[key.strip()] = value.strip()
-    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,23 +70,14 @@ class Listener:
         self.sock.close()
 
 
-def build_hostile_images(client: Any, base_image: str, *, listener_port: int,
-                         kinds: list[str] | None = None) -> dict[str, str]:
-    """Build the hostile images (context: a temporary copy of tests/images/hostile with the
-    listener's port baked in); returns kind -> tag. Layer caching makes rebuilds cheap."""
-    names = kinds or sorted(p.name for p in HOSTILE_DIR.iterdir()
-                            if p.is_dir() and (p / "Dockerfile").exists())
-    tags: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="segarena-hostile-ctx-") as tmp:
-        ctx = Path(tmp) / "ctx"
-        shutil.copytree(HOSTILE_DIR, ctx, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (ctx / "network" / "port.txt").write_text(f"{listener_port}\n")
-        for kind in names:
-            tag = hostile_tag(kind)
-            client.images.build(path=str(ctx), dockerfile=f"{kind}/Dockerfile", tag=tag, rm=True,
-                                forcerm=True, buildargs={"BASE_IMAGE": base_image}, network_mode="none")
-            tags[kind] = tag
-    return tags
+def build_hostile_images(client: Any, base_image: str, kinds: list[str], *, listener_port: int = 0) -> dict[str, str]:
+    """Build the test images of the behaviours ``kinds`` (tests/behaviours.py; ``network`` with the listener's port
+    baked in); returns kind -> image id. Layer caching makes rebuilds cheap."""
+    from tests.worker_helpers import build_test_image
+
+    return {kind: build_test_image(client, base_image, kind,
+                                   **({"LISTENER_PORT": listener_port} if kind == "network" else {}))
+            for kind in kinds}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,7 +407,7 @@ FAULTS = ("none", "worker_sigkill", "redis_restart", "postgres_restart", "storag
 
 
 class FaultRig:
-    """A private PostgreSQL, a hostile ``slow_ok`` image (about 2 s per case), a 2-case test set; :meth:`scenario`
+    """A private PostgreSQL, the ``slow`` test image (about 2 s per case), a 2-case test set; :meth:`scenario`
     runs a fresh queue of submissions through THE execution path as real processes — the API
     (``uvicorn server.app:create_app`` on 127.0.0.1), the trusted scorer (``segarena scorer``: scoring and the reaper
     beat), one execution worker (``python -m worker.exec_tasks``: API URL, worker token and broker only) and a
@@ -542,8 +422,7 @@ class FaultRig:
         self.submissions = submissions
         self.pg = PrivatePostgres(self.workdir)
         try:
-            tags = build_hostile_images(client, base_image, listener_port=0, kinds=["slow_ok"])
-            self.image_id = client.images.get(tags["slow_ok"]).id
+            self.image_id = build_hostile_images(client, base_image, ["slow"])["slow"]
         except BaseException:
             self.pg.destroy()
             raise
@@ -770,9 +649,8 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
 
     host = ShardedHost(settings, docker=docker_client)
     try:
-        tags = build_hostile_images(docker_client, base_image, listener_port=listener.port,
-                                    kinds=sorted(set(kinds) | {"well_behaved"}) if kinds else None)
-        ids = {kind: docker_client.images.get(tag).id for kind, tag in tags.items()}
+        ids = build_hostile_images(docker_client, base_image, [*(kinds or RESILIENCE_KINDS), "correct"],
+                                   listener_port=listener.port)
         with session_scope(settings.database_url) as s:
             track_id = seed_track(s, testset=str(testset), slug="hostile", **track).id
         dep = sb.deployment_id(host.config)  # the execution host's containers
@@ -780,7 +658,7 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
 
         def control(_obs: Observed | None) -> tuple[str, float | None]:
             sub_id, run_id, _ = _run_one(host, track_id=track_id, team="team-b-control",
-                                         image_id=ids["well_behaved"], archive=archive)
+                                         image_id=ids["correct"], archive=archive)
             ctl = Observed("control")
             _observe(settings, sub_id, run_id, ctl)
             from api.db import session_scope as scope
@@ -792,7 +670,7 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
         reference = control(None)
         results: dict[str, Observed] = {"__reference__": Observed("control", control_state=reference[0],
                                                                   control_dsc=reference[1])}
-        for kind in kinds or list(HOSTILE_KINDS):
+        for kind in kinds or RESILIENCE_KINDS:
             obs = Observed(kind)
             started = time.monotonic()
             try:
@@ -817,7 +695,7 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
 
 
 def hostile_row(kind: str, obs: Observed) -> ReportRow:
-    spec = HOSTILE_KINDS[kind]
+    spec = BEHAVIOURS[kind]
     observed = ",".join(sorted(set(obs.statuses))) or obs.error or obs.sub_state
     lost = 0 if obs.sub_state in ("succeeded", "failed") and obs.case_rows == obs.cases_total else 1
     reason = next((c["reason"] for c in obs.cases if c["reason"]), "")

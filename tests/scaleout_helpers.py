@@ -19,38 +19,28 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from tests import processes
 from tests.cli_helpers import ROOT, segarena_cmd
 from tests.servers import free_port
-from tests.waiting import wait_http
+from tests.waiting import wait_http, wait_until
 from tests.resilience_helpers import PrivateRedis
 
 __all__ = ["ScaleStack", "build_delay_image", "run_state", "wait_run", "case_rows", "stack_containers"]
 
 from api.settings import DEFAULT_BASE_IMAGE
 BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE)
-IMAGES = ROOT / "tests" / "images"
 
 
-def build_delay_image(client, base_image: str, delay_s: float, tmp: Path, *, mode: str = "correct") -> str:
-    """An image whose predict.sh sleeps ``delay_s`` then runs tests/images/common/seg.py ``mode`` (``correct``
-    writes a valid prediction; ``noop`` with delay 0 exits at once without output). Returns its (unique) id."""
-    ctx = tmp / f"ctx-{secrets.token_hex(4)}"
-    ctx.mkdir(parents=True)
-    shutil.copy(IMAGES / "common" / "seg.py", ctx / "seg.py")
-    body = "true" if mode == "noop" else f"exec python3 seg.py {mode}"
-    sleep = f"sleep {delay_s:g}\n" if delay_s > 0 else ""
-    (ctx / "predict.sh").write_text(f"#!/bin/sh\n{sleep}{body}\n")
-    (ctx / "Dockerfile").write_text(f"FROM {base_image}\nWORKDIR /workspace\nCOPY seg.py /workspace/seg.py\n"
-                                    "COPY predict.sh /workspace/predict.sh\n")
-    salt = secrets.token_hex(6)
-    img, _ = client.images.build(path=str(ctx), tag=f"segarena-test/delay-{salt}:latest", rm=True,
-                                 labels={"segarena.base": base_image, "segarena.test.salt": salt}, network_mode="none")
-    return img.id
+def build_delay_image(client, base_image: str, delay_s: float, *, mode: str = "correct") -> str:
+    """The test image of behaviour ``mode`` (tests/behaviours.py: ``correct`` writes a valid prediction, ``noop``
+    exits at once without output, ``sleep_forever`` sleeps an hour) whose predict.sh first sleeps ``delay_s``,
+    labelled with a fresh salt: returns its (unique) id."""
+    from tests.worker_helpers import build_test_image
+
+    return build_test_image(client, base_image, mode, salt=secrets.token_hex(6), DELAY_S=f"{delay_s:g}")
 
 
 class ScaleStack:
@@ -133,17 +123,12 @@ class ScaleStack:
 
     def wait_workers(self, names: list[str], timeout: float = 90) -> None:
         """Until each named worker said hello and its Celery consumer is ready (its log says so)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready = []
+        def ready() -> bool:
             for n in names:
-                assert self.procs[n].poll() is None, self.log_tail()
-                text = (self.logs / f"{n}.log").read_text(errors="replace")
-                ready.append(" ready." in text)
-            if all(ready):
-                return
-            time.sleep(0.2)
-        raise TimeoutError("workers not ready:\n" + self.log_tail())
+                assert self.procs[n].poll() is None, f"worker {n} exited\n{self.log_tail()}"
+            return all(" ready." in (self.logs / f"{n}.log").read_text(errors="replace") for n in names)
+
+        wait_until(ready, timeout, f"workers {', '.join(names)} to be ready", interval=0.2, detail=self.log_tail)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         processes.kill(self.procs[name], sig)
@@ -198,13 +183,12 @@ def run_state(settings, run_id: int) -> str:
 
 
 def wait_run(stack: ScaleStack, run_id: int, timeout: float = 300) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def final() -> str | None:
         state = run_state(stack.settings, run_id)
-        if state in ("succeeded", "failed", "cancelled"):
-            return state
-        time.sleep(0.3)
-    raise TimeoutError(f"run {run_id} still {run_state(stack.settings, run_id)}\n" + stack.log_tail())
+        return state if state in ("succeeded", "failed", "cancelled") else None
+
+    return wait_until(final, timeout, f"run {run_id} to finish", interval=0.3,
+                      detail=lambda: f"run {run_id} still {run_state(stack.settings, run_id)}\n{stack.log_tail()}")
 
 
 def case_rows(settings, run_id: int) -> list[dict[str, Any]]:

@@ -7,36 +7,56 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES_DIR = ROOT / "tests" / "images"
-IMAGE_NAMES = ("correct", "outflood", "memory", "sleep", "crash", "nothing", "wrongshape", "pickle", "network",
-               "forkbomb", "stdout", "cpuburn", "slow", "noop")
+BEHAVIOUR_DIR = ROOT / "tests" / "images" / "behaviour"  # the one build context of every test image
+IMAGE_REPO = "segarena-test/behaviour"
 
 
-_BUILT: dict[tuple[str, str], str] = {}  # (name, base image) -> image id, built once per test session
+_BUILT: dict[tuple, str] = {}  # (name, base image, build extras) -> image id, built once per test session
 
 
-def build_test_image(client, base_image: str, name: str) -> str:
-    """Build tests/images/<name> as segarena-test/<name>:latest from the local base; returns its id.
+def build_test_image(client, base_image: str, name: str, *, salt: str | None = None, **extra: object) -> str:
+    """Build the test image of behaviour ``name`` (tests/behaviours.py) from the local base; returns its id.
 
+    One build context and Dockerfile (tests/images/behaviour) for every behaviour; the tag is
+    ``segarena-test/behaviour:<name>``. ``extra`` are further build args (``DELAY_S``, ``LISTENER_PORT``); ``salt``
+    labels the image so that its id is new (tests that must load an image the engine does not know yet).
     Built once per session (several modules use the same images); a later call only checks that the tag still
     names that image (a test may have removed it) and rebuilds otherwise. The engine's build cache makes a rebuild
-    of an unchanged image cheap, and a changed Dockerfile or script is never served stale across sessions.
+    of an unchanged image cheap (the layers every behaviour shares come first), and a changed script is never
+    served stale across sessions.
     """
     import docker
 
-    tag = f"segarena-test/{name}:latest"
-    known = _BUILT.get((name, base_image))
+    from tests.behaviours import build_args, build_target
+
+    suffix = "".join(f"-{k.lower()}{v}" for k, v in sorted(extra.items())) + (f"-{salt[:12]}" if salt else "")
+    tag = f"{IMAGE_REPO}:{name}{suffix}"
+    key = (name, base_image, tuple(sorted(extra.items())), salt)
+    known = _BUILT.get(key)
     if known is not None:
         try:
             if client.images.get(tag).id == known:
                 return known
         except docker.errors.ImageNotFound:
             pass
-    img, _ = client.images.build(path=str(IMAGES_DIR), dockerfile=f"{name}/Dockerfile", tag=tag, rm=True,
-                                 buildargs={"BASE_IMAGE": base_image}, labels={"segarena.base": base_image},
+    labels = {"segarena.base": base_image, **({"segarena.test.salt": salt} if salt else {})}
+    img, _ = client.images.build(path=str(BEHAVIOUR_DIR), tag=tag, rm=True, forcerm=True, target=build_target(name),
+                                 buildargs={"BASE_IMAGE": base_image, **build_args(name, **extra)}, labels=labels,
                                  network_mode="none")
-    _BUILT[(name, base_image)] = img.id
+    _BUILT[key] = img.id
     return img.id
+
+
+class BehaviourImages(dict):
+    """behaviour name -> image id, each built on first use (:func:`build_test_image`)."""
+
+    def __init__(self, client, base_image: str) -> None:
+        super().__init__()
+        self.client, self.base_image = client, base_image
+
+    def __missing__(self, name: str) -> str:
+        self[name] = image_id = build_test_image(self.client, self.base_image, name)
+        return image_id
 
 
 def save_archive(client, image_id: str, dest: Path) -> Path:

@@ -1,6 +1,7 @@
-"""Issue 9, hostile images: 24 misbehaving submission images run through the real execution path (the
-sharded path: the real API app, the execution host ``worker.shard.ShardExecutor`` on a real Docker engine,
-the trusted scorer inline, a real SQLite database; tests/run_helpers.py). Each must be
+"""Issue 9, hostile images: the misbehaving behaviours of tests/behaviours.py (``resilience=True``, their expected
+verdicts from that table) run through the real execution path (the sharded path: the real API app, the
+execution host ``worker.shard.ShardExecutor`` on a real Docker engine, the trusted scorer inline, a real SQLite
+database; tests/run_helpers.py). Each must be
 contained and reported: the recorded case status and reason are the expected ones, the probes the
 image prints prove the containment, no container, scratch file or process is left behind, and a
 well-behaved submission of another team run right after it scores exactly as it did before.
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 
 import pytest
+from tests.behaviours import BEHAVIOURS, RESILIENCE_KINDS
 from tests.resilience_helpers import (
-    HOSTILE_KINDS, HOSTILE_TRACK, PICKLE_MARKER, format_table, hostile_row, print_report, run_hostile_suite,
+    HOSTILE_TRACK, PICKLE_MARKER, format_table, hostile_row, print_report, run_hostile_suite,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -31,15 +33,15 @@ def hostile_run(tmp_path_factory, docker_client, base_image, request):
     try:
         results = run_hostile_suite(docker_client, base_image, tmp_path_factory.mktemp("hostile"), track=TRACK)
         yield results
-        rows = [hostile_row(kind, results[kind]) for kind in HOSTILE_KINDS]
+        rows = [hostile_row(kind, results[kind]) for kind in RESILIENCE_KINDS]
         print_report(request, format_table(rows, title="resilience: hostile images (through the real worker)"))
     finally:
         dispose_engines()
 
 
-@pytest.mark.parametrize("kind", list(HOSTILE_KINDS))
+@pytest.mark.parametrize("kind", RESILIENCE_KINDS)
 def test_hostile_image_is_contained_and_reported(hostile_run, kind):
-    spec, obs = HOSTILE_KINDS[kind], hostile_run[kind]
+    spec, obs = BEHAVIOURS[kind], hostile_run[kind]
     assert not obs.error, obs.error
     # reported: a final state, one result per case, the expected status and a reason saying why
     assert obs.sub_state in ("succeeded", "failed") and obs.run_state == obs.sub_state, (obs.sub_state, obs.sub_reason)

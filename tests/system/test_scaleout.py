@@ -23,6 +23,7 @@ from tests.api_helpers import auth, seed
 from tests.exec_helpers import thin_archive
 from tests.s3_helpers import S3_KEY, S3_SECRET, new_bucket, s3_server  # noqa: F401 - fixture
 from tests.scaleout_helpers import ScaleStack, build_delay_image, case_rows, stack_containers, wait_run
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -30,7 +31,7 @@ CASES = 27  # the tiny set
 
 
 def _image(docker_client, base_image, tmp, mode: str, delay_s: float) -> dict:
-    image_id = build_delay_image(docker_client, base_image, delay_s, tmp, mode=mode)
+    image_id = build_delay_image(docker_client, base_image, delay_s, mode=mode)
     path, sha, size = thin_archive(docker_client, image_id, base_image, tmp / f"{mode}-{image_id[7:19]}.tar")
     return {"image_id": image_id, "path": path, "sha256": sha, "bytes": size}
 
@@ -54,7 +55,7 @@ def scale(docker_client, base_image, redis_url, tmp_path_factory, s3_server):
         stack.create_worker_token()
         stack.start_trusted()
         stack.start_worker("w1", "0")
-        for name, mode, delay in (("delay", "correct", 0.6), ("sleep", "sleep", 0)):
+        for name, mode, delay in (("delay", "correct", 0.6), ("sleep", "sleep_forever", 0)):
             images[name] = _image(docker_client, base_image, tmp, mode, delay)
             images[name]["key"] = f"images/scaleout-{name}/image.tar"  # the archive is an object, as after an upload
             store.put_file(images[name]["key"], images[name]["path"])
@@ -118,20 +119,18 @@ def test_cancel_stops_running_containers_on_every_host_within_5_s(scale, docker_
     stack, world, images = scale
     _ensure_w2(stack)
     sub, run = stack.submit(world.tracks["main"], "Team A", images["sleep"])
-    deadline = time.monotonic() + 120
-    while True:  # both workers hold a shard of it, each with its container running
-        running = [c for c in stack_containers(docker_client, stack, run) if c["State"] == "running"]
-        if len({c["Labels"].get("segarena.worker") for c in running}) >= 2:
-            break
-        assert time.monotonic() < deadline, stack.log_tail()
-        time.sleep(0.2)
+    def running_hosts() -> set[str | None]:
+        return {c["Labels"].get("segarena.worker") for c in stack_containers(docker_client, stack, run)
+                if c["State"] == "running"}
+
+    wait_until(lambda: len(running_hosts()) >= 2, 120, "both workers to run a container of the run (a shard each)",
+               interval=0.2, detail=stack.log_tail)
     t0 = time.monotonic()
     r = httpx.post(f"{stack.url}/api/submissions/{sub}/cancel", headers=auth(world.token_a), timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "cancelled" and "counts toward the quota" in r.json()["reason"], r.json()
-    while [c for c in stack_containers(docker_client, stack, run) if c["State"] == "running"]:
-        assert time.monotonic() - t0 < 5.0, "containers still running 5 s after the cancel"
-        time.sleep(0.05)
+    wait_until(lambda: not running_hosts(), 5.0, "every container of the run to stop after the cancel",
+               interval=0.05)
     stopped_s = time.monotonic() - t0
     print(f"cancel -> every container of the run gone in {stopped_s:.2f} s (2 hosts)")
     assert stopped_s <= 5.0
@@ -141,7 +140,7 @@ def test_cancel_stops_running_containers_on_every_host_within_5_s(scale, docker_
     from api.db import session_scope
     from api.models import Run, Shard, ShardState
 
-    time.sleep(3)  # the shards' holders finish; nothing more is recorded or scored
+    time.sleep(3)  # the point: time for the shards' holders to finish, after which nothing is recorded or scored
     with session_scope(stack.settings.database_url) as s:
         assert s.get(Run, run).state.value == "cancelled"
         states = Counter(sh.state for sh in s.scalars(select(Shard).where(Shard.run_id == run)))
@@ -156,17 +155,14 @@ def test_sigkill_of_a_worker_mid_shard_completes_on_the_other(scale, docker_clie
     stack, world, images = scale
     _ensure_w2(stack)
     _, run = stack.submit(world.tracks["main"], "Team A", images["delay"])
-    deadline = time.monotonic() + 120
-    while True:  # w2 is in the middle of a shard: one of its cases uploaded, its next container running
-        rows = case_rows(stack.settings, run)
-        running = [c for c in stack_containers(docker_client, stack, run) if c["State"] == "running"
-                   and c["Labels"].get("segarena.case")]
-        w2_rows = [r for r in rows if r["worker"] == "w2"]
-        w2_busy = [c for c in running if c["Labels"].get("segarena.shard") in {str(r["shard"]) for r in w2_rows}]
-        if w2_rows and w2_busy:
-            break
-        assert time.monotonic() < deadline, stack.log_tail()
-        time.sleep(0.05)
+    def w2_mid_shard() -> list[dict]:
+        """w2's running case containers of a shard one of whose cases it already uploaded."""
+        w2_shards = {str(r["shard"]) for r in case_rows(stack.settings, run) if r["worker"] == "w2"}
+        return [c for c in stack_containers(docker_client, stack, run) if c["State"] == "running"
+                and c["Labels"].get("segarena.case") and c["Labels"].get("segarena.shard") in w2_shards]
+
+    w2_busy = wait_until(w2_mid_shard, 120, "w2 to be mid-shard (a case uploaded, its next container running)",
+                         interval=0.05, detail=stack.log_tail)
     victim_shard = int(w2_busy[0]["Labels"]["segarena.shard"])
     stack.kill("w2")  # SIGKILL, mid-shard
     assert wait_run(stack, run, timeout=300) == "succeeded", stack.log_tail()

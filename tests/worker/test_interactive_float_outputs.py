@@ -6,7 +6,7 @@ check (api/execution/interactive.py) and by the execution host, which reads the 
 is refused with the loader's reason.
 
 Through THE execution path (tests/run_helpers.py: the API over HTTP, worker.shard.ShardExecutor, real Docker).
-Image: tests/images/click-float (tests/images/interactive/click.py, mode float)."""
+Image: behaviour click-float of tests/behaviours.py (tests/images/behaviour/scripts/click.py, mode float)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ one sandboxed container per iteration, each next click from the trusted side, pe
 class budget; hostile images that ignore clicks, write nothing at iteration 3 or blow the budget; point prompts on
 the standard path; the docker_run timing mode.
 
-Images: tests/images/click-* (tests/images/interactive/click.py)."""
+Images: behaviours click-* of tests/behaviours.py (tests/images/behaviour/scripts/click.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The Docker sandbox against a real engine: one test image per misbehaviour, each ending with the
-right recorded reason, the engine left clean, and the caps actually applied."""
+"""The Docker sandbox against a real engine: the test image built once per behaviour (tests/behaviours.py, which
+also gives the verdict each must end with), each ending with the right recorded reason, the engine left clean, and
+the caps actually applied."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import uuid
 import numpy as np
 import pytest
 
-from tests.worker_helpers import IMAGE_NAMES, build_test_image, make_testset, segarena_containers
+from tests.behaviours import BEHAVIOURS, expected, probes
+from tests.worker_helpers import BehaviourImages, build_test_image, make_testset, segarena_containers
 from worker import sandbox as sb
 
 pytestmark = pytest.mark.docker
@@ -70,7 +72,7 @@ def test_root_policy():
 
 @pytest.fixture(scope="session")
 def test_images(docker_client, base_image) -> dict[str, str]:
-    return {name: build_test_image(docker_client, base_image, name) for name in IMAGE_NAMES}
+    return BehaviourImages(docker_client, base_image)  # each behaviour built on first use
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +100,7 @@ def _run(docker_client, test_images, case_files, tmp_path, name, profile, case="
 
 def test_correct_image_runs_confined(docker_client, test_images, case_files, tmp_path, profile):
     cr = _run(docker_client, test_images, case_files, tmp_path, "correct", profile)
-    assert cr.status == "ok", cr.reason + cr.stderr_head
+    assert cr.status == expected("correct"), cr.reason + cr.stderr_head
     assert cr.exit_code == 0 and cr.runtime_s > 0
     # root image on a track that forbids root: runs as 1000:1000, root fs read-only, inputs read-only
     assert "uid=1000 rootfs=ro inputs=ro home=/tmp files=['2DBox_US_0000.npz']" in cr.stdout_head
@@ -118,16 +120,17 @@ def test_allow_root_track_runs_image_user(docker_client, test_images, case_files
 
 
 def test_memory_bomb_is_oom(docker_client, test_images, case_files, tmp_path, profile):
-    cr = _run(docker_client, test_images, case_files, tmp_path, "memory", profile)
-    assert cr.status == "oom"
+    cr = _run(docker_client, test_images, case_files, tmp_path, "memory_bomb", profile)
+    assert cr.status == expected("memory_bomb")
     assert cr.reason == "memory limit exceeded (256 MiB): the container was stopped"
     if profile.cgroup_parent:
         assert cr.peak_memory_bytes >= 250 * 1024**2
 
 
 def test_sleeper_times_out(docker_client, test_images, case_files, tmp_path, profile):
-    cr = _run(docker_client, test_images, case_files, tmp_path, "sleep", sb.with_overrides(profile, timeout_s=2))
-    assert cr.status == "timeout"
+    cr = _run(docker_client, test_images, case_files, tmp_path, "sleep_forever",
+              sb.with_overrides(profile, timeout_s=2))
+    assert cr.status == expected("sleep_forever")
     assert cr.reason == "time limit exceeded (2 s): the container was stopped"
     assert 2 <= cr.runtime_s < 10
     assert "sleeping" in cr.stdout_head
@@ -135,49 +138,65 @@ def test_sleeper_times_out(docker_client, test_images, case_files, tmp_path, pro
 
 def test_crash_keeps_stderr(docker_client, test_images, case_files, tmp_path, profile):
     cr = _run(docker_client, test_images, case_files, tmp_path, "crash", profile)
-    assert cr.status == "crash" and cr.exit_code == 1
+    assert cr.status == expected("crash") and cr.exit_code == 1
     assert cr.reason.startswith("predict.sh exited with code 1")
     assert "model weights not found" in cr.stderr_head
 
 
 def test_no_output(docker_client, test_images, case_files, tmp_path, profile):
-    cr = _run(docker_client, test_images, case_files, tmp_path, "nothing", profile)
-    assert cr.status == "no_output"
+    cr = _run(docker_client, test_images, case_files, tmp_path, "exit0_no_output", profile)
+    assert cr.status == expected("exit0_no_output")
     assert cr.reason == "no output file outputs/2DBox_US_0000.npz (the output directory is empty)"
 
 
 def test_wrong_shape_is_invalid(docker_client, test_images, case_files, tmp_path, profile):
-    cr = _run(docker_client, test_images, case_files, tmp_path, "wrongshape", profile)
+    cr = _run(docker_client, test_images, case_files, tmp_path, "wrong_shape", profile)
     assert cr.status == "ok"
     assert sb.check_output(cr, expected_shape=(48, 64)) is None
-    assert cr.status == "invalid_output" and "shape" in cr.reason
+    assert cr.status == expected("wrong_shape") and "shape" in cr.reason
 
 
 def test_pickle_is_refused(docker_client, test_images, case_files, tmp_path, profile):
-    cr = _run(docker_client, test_images, case_files, tmp_path, "pickle", profile)
+    cr = _run(docker_client, test_images, case_files, tmp_path, "pickle_npz", profile)
     assert sb.check_output(cr, expected_shape=(48, 64)) is None
-    assert cr.status == "invalid_output" and cr.reason.startswith("invalid prediction")
+    assert cr.status == expected("pickle_npz") and cr.reason.startswith("invalid prediction")
 
 
-def test_network_is_absent(docker_client, test_images, case_files, tmp_path, profile):
-    cr = _run(docker_client, test_images, case_files, tmp_path, "network", profile)
+def test_network_is_absent(docker_client, base_image, case_files, tmp_path, profile):
+    """Only loopback, and a listener on the host's 127.0.0.1 (its port baked into the image) is never reached."""
+    from tests.resilience_helpers import Listener
+
+    listener = Listener()
+    try:
+        images = {"network": build_test_image(docker_client, base_image, "network", LISTENER_PORT=listener.port)}
+        cr = _run(docker_client, images, case_files, tmp_path, "network", profile)
+    finally:
+        listener.close()
     assert "interfaces: lo" in cr.stdout_head
-    assert cr.status == "crash" and cr.exit_code == 3
-    assert "network unreachable: only lo" in cr.stderr_head
+    found = probes(cr.stdout_head)
+    assert BEHAVIOURS["network"].check(found) == [], found
+    assert found["ifaces"] == "lo" and found["connect_host_listener"] != "ok"
+    assert listener.accepted == 0
+    assert cr.status == expected("network") and cr.exit_code == 0  # contained, it then behaves
+    assert sb.check_output(cr, expected_shape=(48, 64)) is not None
 
 
 def test_fork_bomb_hits_pids_limit(docker_client, test_images, case_files, tmp_path, profile):
-    cr = _run(docker_client, test_images, case_files, tmp_path, "forkbomb", profile)
-    assert cr.status == "crash" and cr.exit_code == 2
+    """It forks until refused, then hangs with its children: stopped, with a reason the table names."""
+    cr = _run(docker_client, test_images, case_files, tmp_path, "fork_bomb", sb.with_overrides(profile, timeout_s=5))
+    spec = BEHAVIOURS["fork_bomb"]
+    assert cr.status in spec.expected, (cr.status, cr.reason)
+    assert any(w in cr.reason for w in spec.reason_has), cr.reason
+    assert spec.check(probes(cr.stdout_head)) == [], cr.stdout_head  # EAGAIN from fork()
     assert "fork failed after" in cr.stderr_head
     children = int(cr.stderr_head.split("fork failed after ")[1].split()[0])
     assert children < 64  # the pids limit stopped it (the poller usually also names it in the reason)
 
 
 def test_flood_of_stdout_is_bounded(docker_client, test_images, case_files, tmp_path, profile):
-    cr = _run(docker_client, test_images, case_files, tmp_path, "stdout", profile)
-    assert cr.status == "ok", cr.reason
-    assert cr.stdout_bytes > 100 * 1024**2
+    cr = _run(docker_client, test_images, case_files, tmp_path, "stdout_flood", profile)
+    assert cr.status == expected("stdout_flood"), cr.reason  # 30 s: time enough for 1 GiB
+    assert cr.stdout_bytes > 1024**3
     assert cr.stdout_head.startswith("FIRST LINE") and cr.stdout_tail.endswith("LAST LINE\n")
     assert len(cr.stdout_head) <= 64 * 1024 and len(cr.stdout_tail) <= 64 * 1024
     assert "bytes of stdout cut" in cr.log_text("stdout")
@@ -192,9 +211,9 @@ def test_3d_case_and_no_leftovers(docker_client, test_images, case_files, tmp_pa
 def test_load_image_checks_id(docker_client, test_images, tmp_path):
     from tests.worker_helpers import save_archive
 
-    archive = save_archive(docker_client, test_images["nothing"], tmp_path / "img.tar")
-    image, loaded = sb.load_image(docker_client, archive, expected_id=test_images["nothing"])
-    assert image.id == test_images["nothing"] and loaded is False  # already present: not reloaded
+    archive = save_archive(docker_client, test_images["exit0_no_output"], tmp_path / "img.tar")
+    image, loaded = sb.load_image(docker_client, archive, expected_id=test_images["exit0_no_output"])
+    assert image.id == test_images["exit0_no_output"] and loaded is False  # already present: not reloaded
     with pytest.raises(sb.ImageLoadError, match="not the uploaded image"):
         sb.load_image(docker_client, archive, expected_id="sha256:" + "0" * 64)
     bad = tmp_path / "bad.tar"
@@ -233,7 +252,7 @@ def test_flooding_the_outputs_dir_is_stopped(docker_client, test_images, case_fi
     its write bandwidth x 0.1 s; what is asserted is that it was stopped with the reason, long before 2 GiB."""
     capped = dataclasses.replace(profile, max_output_bytes=8 * 1024**2)
     cr = _run(docker_client, test_images, case_files, tmp_path, "outflood", capped)
-    assert cr.status == "invalid_output", (cr.status, cr.reason)
+    assert cr.status == expected("outflood"), (cr.status, cr.reason)
     assert "wrote more than 8 MiB to outputs/" in cr.reason
     written = sum(p.stat().st_size for p in (tmp_path / "outflood" / "outputs").iterdir())
     assert written < 1024**3, written
@@ -248,7 +267,7 @@ def test_peak_memory_is_not_inflated_by_an_earlier_case(docker_client, test_imag
     for i in range(3):  # each leaves up to its memory limit of page cache behind
         flood = _run(docker_client, test_images, case_files, tmp_path / str(i), "outflood",
                      dataclasses.replace(profile, max_output_bytes=1024**3))
-        assert flood.status == "invalid_output"
+        assert flood.status == expected("outflood")
     after = _run(docker_client, test_images, case_files, tmp_path, "correct", profile)
-    assert after.status == "ok"
+    assert after.status == expected("correct")
     assert after.peak_memory_bytes and after.peak_memory_bytes < profile.memory_bytes, after.peak_memory_bytes

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from api.db import migrate, session_scope
 from api.models import (AuditEvent, CaseResult, CaseStatus, Member, Run, RunState, Shard, ShardState, Submission,
                         SubmissionState, utcnow)
+from tests.behaviours import expected
 from tests.run_helpers import ShardedHost, create_run, inline_sender, run_sharded
 from tests.worker_helpers import build_test_image, make_testset, segarena_containers
 from worker import sandbox as sb
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def images(docker_client, base_image):
-    return {n: build_test_image(docker_client, base_image, n) for n in ("correct", "crash", "sleep")}
+    return {n: build_test_image(docker_client, base_image, n) for n in ("correct", "crash", "sleep_forever")}
 
 
 @pytest.fixture
@@ -95,7 +96,8 @@ def test_participant_failure_is_final_and_worker_keeps_serving(wsettings, testse
             assert run.state == RunState.failed and sub.state == SubmissionState.failed
             assert sub.reason.startswith("every case failed; first: case 2DBox_US_0000: predict.sh exited with code 1")
             cases = s.execute(select(CaseResult).where(CaseResult.run_id == bad_run)).scalars().all()
-            assert len(cases) == 3 and all(c.status == CaseStatus.crash and c.dsc == 0 and c.nsd == 0 for c in cases)
+            assert len(cases) == 3 and all(c.status == CaseStatus(expected("crash")) and c.dsc == 0 and c.nsd == 0
+                                           for c in cases)
             assert all(c.runtime_s == 30 for c in cases)  # worst value: the case time limit
             assert "model weights not found" in cases[0].stderr_tail
             assert sub.dsc == 0 and sub.runtime_s == 30
@@ -107,11 +109,11 @@ def test_participant_failure_is_final_and_worker_keeps_serving(wsettings, testse
 
 def test_timeout_case_scores_worst_and_run_goes_on(wsettings, archive, images, docker_client, tmp_path):
     one = make_testset(tmp_path / "one", n2d=1, n3d=0)
-    _, rid = _submit(wsettings, str(one), archive, images["sleep"], case_timeout_s=1)
+    _, rid = _submit(wsettings, str(one), archive, images["sleep_forever"], case_timeout_s=1)
     result = run_sharded(rid, wsettings, docker=docker_client)
     with session_scope(wsettings.database_url) as s:
         case = s.execute(select(CaseResult).where(CaseResult.run_id == rid)).scalar_one()
-        assert case.status == CaseStatus.timeout and case.runtime_s == 1
+        assert case.status == CaseStatus(expected("sleep_forever")) and case.runtime_s == 1
         assert case.reason.startswith("case 2DBox_US_0000: time limit exceeded (1 s)")
         assert s.get(Run, rid).state == RunState.failed
     assert result.requeues == []

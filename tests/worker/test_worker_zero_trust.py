@@ -21,7 +21,8 @@ from sqlalchemy import select
 
 from api.db import migrate, session_scope
 from api.models import CaseResult, CaseStatus, Run, RunState, Submission, SubmissionState
-from tests.resilience_helpers import HOSTILE_KINDS, HOSTILE_TRACK, files_under, run_hostile_suite
+from tests.behaviours import BEHAVIOURS
+from tests.resilience_helpers import HOSTILE_TRACK, files_under, run_hostile_suite
 from tests.worker_helpers import build_test_image, make_testset
 
 pytestmark = pytest.mark.docker
@@ -49,7 +50,7 @@ def hostile(tmp_path_factory, docker_client, base_image):
 @pytest.mark.parametrize("kind", NEW_KINDS)
 def test_new_hostile_kind_is_contained(hostile, kind):
     results, _ = hostile
-    spec, obs = HOSTILE_KINDS[kind], results[kind]
+    spec, obs = BEHAVIOURS[kind], results[kind]
     assert not obs.error, obs.error
     assert obs.case_rows == 2 and obs.sent == [], (obs.cases, obs.sent)
     for case in obs.cases:

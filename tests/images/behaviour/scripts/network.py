@@ -1,0 +1,21 @@
+"""Looks for network interfaces and tries to reach a listener the test opened on the host's 127.0.0.1 (port baked in
+at build time: ``--build-arg LISTENER_PORT``), then writes a correct output (expected: ok, only "lo", the
+connection refused)."""
+import os
+import socket
+
+import common
+
+nics = sorted(os.listdir("/sys/class/net"))
+print(f"interfaces: {' '.join(nics)}", flush=True)
+common.probe("ifaces", ",".join(nics))
+port = int(os.environ.get("LISTENER_PORT") or 0)
+
+
+def connect():
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+
+
+common.probe("connect_host_listener", common.errno_of(connect))
+common.write_correct_outputs()

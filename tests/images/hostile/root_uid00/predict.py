@@ -1,9 +1,0 @@
-"""Behaves, but its image declares USER 00 (uid 0 spelled differently) on a track that forbids root:
-it must run as a non-zero uid (the fixed 1000:1000)."""
-import os
-
-import hostile
-
-hostile.probe("uid", os.getuid())
-hostile.probe("gid", os.getgid())
-hostile.write_correct_outputs()

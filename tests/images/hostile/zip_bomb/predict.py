@@ -1,8 +1,0 @@
-"""Writes an npz whose segs.npy inflates to 1 GiB from ~1 MiB (expected: invalid_output, the
-worker's memory unharmed). The bomb is made at build time by make_bomb.py."""
-import shutil
-
-import hostile
-
-for path in hostile.cases():
-    shutil.copyfile("/workspace/bomb.npz", hostile.out_path(path))

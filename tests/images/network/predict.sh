@@ -1,3 +1,0 @@
-#!/bin/sh
-# test image "network": see ../common/seg.py
-exec python3 seg.py network

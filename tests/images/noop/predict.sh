@@ -1,3 +1,0 @@
-#!/bin/sh
-# test image "noop": exits at once (bench/sandbox.py overhead reference)
-true

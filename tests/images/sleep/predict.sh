@@ -1,3 +1,0 @@
-#!/bin/sh
-# test image "sleep": see ../common/seg.py
-exec python3 seg.py sleep
