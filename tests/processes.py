@@ -9,7 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-__all__ = ["spawn", "stop", "kill"]
+__all__ = ["spawn", "stop", "kill", "log_tail"]
 
 
 def spawn(argv: list[str], *, env: dict[str, str] | None = None, log: Path | None = None,
@@ -41,3 +41,8 @@ def stop(*procs: subprocess.Popen, timeout: float = 30) -> None:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             kill(proc, timeout=10)
+
+
+def log_tail(log: Path, chars: int = 4000) -> str:
+    """The last ``chars`` characters of a process's log (what a failed wait shows), or a note that there is none."""
+    return log.read_text(errors="replace")[-chars:] if log.exists() else f"({log} was not written)"

@@ -22,19 +22,24 @@ class WaitTimeout(TimeoutError, AssertionError):
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "the condition",
-               interval: float = 0.05, proc: subprocess.Popen | None = None) -> T:
+               interval: float = 0.05, proc: subprocess.Popen | None = None,
+               detail: Callable[[], str] | None = None) -> T:
     """Poll ``predicate`` every ``interval`` s until it returns something truthy (returned); ``proc``: fail at once
-    if that process exits meanwhile."""
+    if that process exits meanwhile; ``detail``: what to add to the failure (a log tail, the state seen last)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise WaitTimeout(f"process exited with {proc.returncode} while waiting for {what}")
+            raise WaitTimeout(_with(f"process exited with {proc.returncode} while waiting for {what}", detail))
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what}")
+            raise WaitTimeout(_with(f"timed out after {timeout:g} s waiting for {what}", detail))
         time.sleep(interval)
+
+
+def _with(message: str, detail: Callable[[], str] | None) -> str:
+    return message if detail is None else f"{message}\n{detail()}"
 
 
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
