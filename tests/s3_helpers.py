@@ -11,25 +11,19 @@ Import the fixtures you need: ``from s3_helpers import s3_server, s3_store, s3_s
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 from tests.conftest import require
+from tests.processes import kill, log_tail, spawn, stop
+from tests.servers import free_port
+from tests.waiting import WaitTimeout, wait_until
 
 __all__ = ["s3_server", "s3_store", "s3_settings", "S3_KEY", "S3_SECRET", "new_bucket"]
 
 S3_KEY = "segarena-test-key"
 S3_SECRET = "segarena-test-secret-s3cr3t"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -38,32 +32,27 @@ def s3_server(tmp_path_factory):
         import moto.server  # noqa: F401
     except ImportError:
         require(False, "moto's S3 server (pip install -e '.[test]')")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    proc = spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env, log=log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
     import httpx
 
-    while True:
+    def answers() -> bool:  # any answer: the server is up
         try:
             httpx.get(url + "/moto-api/", timeout=2)
-            break
+            return True
         except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                require(False, f"moto's S3 server (did not start: {log.read_text()[-500:]})")
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
+            return False
+
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        wait_until(answers, 60, "moto's S3 server to answer", interval=0.2, proc=proc)
+    except WaitTimeout:
+        kill(proc)
+        require(False, f"moto's S3 server (did not start: {log_tail(log, 500)})")
+    yield url
+    stop(proc, timeout=10)
 
 
 def new_bucket() -> str:

@@ -10,15 +10,13 @@ import csv
 import io
 import json
 import os
-import socket
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require
+from tests.servers import ThreadServer
 
 pytestmark = pytest.mark.browser
 
@@ -27,16 +25,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(settings):
-    import uvicorn
-
     from api.db import session_scope
     from leaderboard_web.seed import seed_demo
     from tests.leaderboard_helpers import make_app
@@ -44,19 +34,8 @@ def server(settings):
     app = make_app(settings)
     with session_scope(settings.database_url) as s:
         seed_demo(s, teams=8, cases=27)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while not srv.started:
-        if time.time() > deadline or not th.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield base
-    srv.should_exit = True
-    th.join(timeout=10)
+    with ThreadServer(app) as srv:
+        yield srv.url
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from tests.api_helpers import auth
 from tests.notifications.conftest import make_arena
 from tests.notifications.events import fail_run, reaper_requeues, succeed_run
+from tests.waiting import wait_until
 
 
 def add_hook(client: Any, token: str, url: str, events: list[str] | None = None, challenge: str = "cvpr24") -> dict:
@@ -43,13 +44,11 @@ def pump(settings: Any, until: Any, timeout: float = 20.0) -> None:
     """Run dispatcher passes (as the scorer's beat does) until ``until()`` holds."""
     from api.notifications.dispatcher import dispatch
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def delivered() -> bool:
         dispatch(settings)
-        if until():
-            return
-        assert time.monotonic() < deadline, "notifications not delivered in time"
-        time.sleep(0.05)
+        return bool(until())
+
+    wait_until(delivered, timeout, "the dispatcher to deliver the notifications")
 
 
 def test_webhook_signed_retried_with_backoff_and_logged(arena, receivers):
@@ -126,7 +125,7 @@ def test_retries_stop_at_the_cap_and_the_delivery_fails(sqlite_nsettings, receiv
     rx.secret = add_hook(client, w.token_org, rx.url)["secret"]
     fail_run(s, rid, "no case was run")
     pump(s, lambda: deliveries(s, channel="webhook")[0].state == "failed")
-    time.sleep(1.0)
+    time.sleep(1.0)  # the point: past any backoff (0.2-0.4 s), so a further attempt would be due now
     from api.notifications.dispatcher import dispatch
 
     dispatch(s)
@@ -151,7 +150,7 @@ def test_email_content_opt_out_and_no_secrets(arena, smtp_server, receivers):
 
     succeed_run(s, arena.run_id)
     pump(s, lambda: len(box.messages) >= 1 and len(rx.requests) >= 1)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the point: past the backoff, so the dispatch below would send anything still pending
     from api.notifications.dispatcher import dispatch
 
     dispatch(s)
@@ -209,7 +208,7 @@ def test_stuck_run_after_the_reaper_requeues_a_shard(arena, receivers, smtp_serv
         assert requeue_shard(sess, s, sess.get(Shard, own), reason="docker daemon restarted", actor="worker:cpu-1")
     shard_id = reaper_requeues(s, arena.run_id)
     pump(s, lambda: len(rx.requests) >= 1 and len(box.messages) >= 2)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the point: past the backoff, so the dispatch below would send anything still pending
     from api.notifications.dispatcher import dispatch
 
     dispatch(s)
@@ -236,7 +235,7 @@ def test_exclusion_through_the_api_notifies_and_webhook_filter(arena, receivers,
                json={"excluded": True, "reason": "used the test labels"}, headers=auth(w.token_org))
     assert r.status_code == 200, r.text
     pump(s, lambda: len(everything.requests) >= 1 and len(box.messages) >= 2)
-    time.sleep(0.2)
+    time.sleep(0.2)  # the point: past the backoff, so the dispatch below would send anything still pending
     from api.notifications.dispatcher import dispatch
 
     dispatch(s)
@@ -415,7 +414,7 @@ def test_name_resolving_to_a_private_address_is_refused_at_delivery(sqlite_nsett
     [d] = deliveries(s, channel="webhook")
     assert rx.requests == [] and "non-public address" in d.last_error and name in d.last_error
     s.webhook_allow_private = True  # the same name is fine once internal receivers are allowed
-    time.sleep(0.3)
+    time.sleep(0.3)  # the point: past the retry's backoff, so one dispatch pass retries it
     dispatch(s)
     assert len(rx.requests) == 1 and rx.requests[0].valid_signature
     assert rx.requests[0].headers["host"].startswith(name), "the Host header names the host, not the address"
@@ -445,7 +444,7 @@ def test_webhook_admin_routes_authz_and_removal(sqlite_nsettings, receivers):
     removed = client.delete(f"{url}/{hook['id']}", headers=auth(w.token_org))
     assert removed.status_code == 200 and removed.json()["removed_at"]
     assert client.delete(f"{url}/{hook['id']}", headers=auth(w.token_org)).status_code == 404
-    time.sleep(0.5)
+    time.sleep(0.5)  # the point: past the retry's backoff, so the retry would be due had the hook stayed
     dispatch(s)
     assert len(rx.requests) == 1, "nothing more is sent to a removed webhook"
     [d] = deliveries(s, channel="webhook")
@@ -568,7 +567,7 @@ def test_smtp_login_and_the_password_never_shown(sqlite_nsettings):
         log = client.get("/api/admin/challenges/cvpr24/deliveries", headers=auth(w.token_org)).text
         assert "SMTPAuthenticationError" in log and "Wr0ng-pa55word" not in log
         s.smtp_password = SecretStr("pw-0k")
-        time.sleep(0.3)
+        time.sleep(0.3)  # the point: past the retry's backoff, so one dispatch pass retries it
         dispatch(s)
         assert sorted(a for _f, rcpt, _m in box.messages for a in rcpt) == ["alice@example.org", "anna@example.org"]
         assert all(d.state == "delivered" and d.attempts == 2 for d in deliveries(s, channel="email"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import pytest
 from tests.api_helpers import seed
 from tests.cli_helpers import ROOT, ThreadServer, run_cli
 from tests.notifications.events import fail_run
+from tests.processes import log_tail, spawn, stop
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_cli_webhooks_deliveries_and_opt_out(server, sqlite_nsettings, receivers
         run_id = run.id
     fail_run(s, run_id, "every case failed; first: exit code 137")
     dispatch(s)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the point: past the first attempt's backoff, so the second pass retries
     dispatch(s)
     _port, box = smtp_server
     assert len(rx.requests) == 2 and all(r.valid_signature for r in rx.requests)
@@ -120,8 +121,8 @@ def test_scorer_process_delivers_from_its_beat(sqlite_nsettings, receivers, smtp
                SEGARENA_NOTIFY_INTERVAL_S="1", SEGARENA_WEBHOOK_ALLOW_PRIVATE="true",
                SEGARENA_SMTP_HOST="127.0.0.1", SEGARENA_SMTP_PORT=str(port), SEGARENA_SMTP_TLS="none",
                SEGARENA_SMTP_SENDER="noreply@segarena.test", SEGARENA_REAPER_INTERVAL_S="3600")
-    proc = subprocess.Popen([sys.executable, "-m", "segarena.cli", "scorer"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    log = tmp_path / "scorer.log"
+    proc = spawn([sys.executable, "-m", "segarena.cli", "scorer"], cwd=ROOT, env=env, log=log)
     try:
         with session_scope(s.database_url) as sess:
             sub = Submission(track_id=w.tracks["main"], team_id=w.team_a, member_id=w.member_a, label="beat",
@@ -134,18 +135,12 @@ def test_scorer_process_delivers_from_its_beat(sqlite_nsettings, receivers, smtp
             sess.flush()
             run_id = run.id
         fail_run(s, run_id, "no case was run")
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not (rx.requests and len(box.messages) >= 2):
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            time.sleep(0.25)
+        wait_until(lambda: rx.requests and len(box.messages) >= 2, 90,
+                   "the scorer's beat to deliver the webhook and both e-mails", interval=0.25, proc=proc,
+                   detail=lambda: "scorer log tail:\n" + log_tail(log))
         assert rx.requests and rx.requests[0].valid_signature and rx.requests[0].json["type"] == "run.failed"
         assert sorted(a for _f, rcpt, _m in box.messages for a in rcpt) == ["alice@example.org", "anna@example.org"]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-    text = out.decode(errors="replace")
+        stop(proc, timeout=20)
+    text = log.read_text(errors="replace")
     assert rx.secret not in text, "the webhook secret never appears in the scorer's log"

@@ -104,22 +104,11 @@ def test_html_is_offline_and_every_plot_has_its_numbers(seeded):
 
 def test_cli_writes_the_report(seeded, tmp_path, settings):
     """``segarena admin report main -o report.html`` against the served app over HTTP."""
-    import threading
-    import time
+    from tests.cli_helpers import run_cli
+    from tests.servers import ThreadServer
 
-    import uvicorn
-
-    from tests.cli_helpers import free_port, run_cli
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(seeded.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    try:
-        deadline = time.time() + 30
-        while not srv.started and time.time() < deadline:
-            time.sleep(0.05)
-        env = {"SEGARENA_URL": f"http://127.0.0.1:{port}", "SEGARENA_TOKEN": ORG, "SEGARENA_CHALLENGE": "demo",
+    with ThreadServer(seeded.app, lifespan="off") as srv:
+        env = {"SEGARENA_URL": srv.url, "SEGARENA_TOKEN": ORG, "SEGARENA_CHALLENGE": "demo",
                "HOME": str(tmp_path)}
         out = tmp_path / "report.html"
         proc = run_cli("admin", "report", "main", "-o", str(out), "--json", str(tmp_path / "r.json"), env=env)
@@ -132,9 +121,6 @@ def test_cli_writes_the_report(seeded, tmp_path, settings):
         proc = run_cli("admin", "report", "main", "-o", str(out),
                        env={**env, "SEGARENA_TOKEN": PART})
         assert proc.returncode != 0 and "organizers" in (proc.stdout + proc.stderr)
-    finally:
-        srv.should_exit = True
-        th.join(timeout=10)
 
 
 def test_the_renderer_imports_no_server_code():

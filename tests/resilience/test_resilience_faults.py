@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import IN_CI, require
 from tests.resilience_helpers import FaultRig, format_faults, print_report
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -75,22 +75,20 @@ def _restart_dockerd() -> None:
     """Stop the engine (its pid file) and start it again as scripts/lib.sh does; wait for it."""
     pid = int(Path("/var/run/docker.pid").read_text().strip())
     os.kill(pid, 15)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
-        time.sleep(0.2)
+            return True
+        return False
+
+    wait_until(gone, 60, f"dockerd (pid {pid}) to exit after SIGTERM", interval=0.2)
     Path("/var/run/docker.pid").unlink(missing_ok=True)
     # the shell returns at once (dockerd runs on in the background, in its own session)
     subprocess.run("setsid dockerd >>/var/log/segarena-dockerd.log 2>&1 &", shell=True, check=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if subprocess.run(["docker", "info"], check=False, capture_output=True).returncode == 0:
-            return
-        time.sleep(0.5)
-    raise RuntimeError("dockerd did not come back; see /var/log/segarena-dockerd.log")
+    wait_until(lambda: subprocess.run(["docker", "info"], check=False, capture_output=True).returncode == 0, 60,
+               "dockerd to come back (docker info; see /var/log/segarena-dockerd.log)", interval=0.5)
 
 
 @pytest.mark.skipif(not RESTART_DOCKER, reason="restarts the shared Docker engine: runs under CI=true or "
