@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from tests.api_helpers import image_id_of, make_image_tar, wait_for
+from tests.api_helpers import image_id_of, make_image_tar
 from tests.exec_helpers import (clean_env, exec_image, fake_api, image_spec, make_client,  # noqa: F401
                                 remove_image, worker_config, write_case)
+from tests.waiting import wait_until
 from worker import sandbox as sb
 from worker.shard import LABEL_SHARD, ShardExecutor, make_meta
 
@@ -85,15 +86,17 @@ def test_heartbeat_cancel_or_lost_lease_kills_the_container_within_5_s(how, work
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(report=executor.run_next("cpu")))
     thread.start()
-    wait_for(lambda: any(c["Labels"].get(sb.LABEL_CASE) == "2DBox_SLEEP_0002"
-                         for c in _shard_containers(docker_client, executor, sid, running=True)), timeout=60)
-    time.sleep(0.5)  # it sleeps (an hour, unless stopped)
+    wait_until(lambda: any(c["Labels"].get(sb.LABEL_CASE) == "2DBox_SLEEP_0002"
+                           for c in _shard_containers(docker_client, executor, sid, running=True)), 60,
+               "the shard's second case (it sleeps an hour unless stopped) to run")
+    time.sleep(0.5)  # the point: it is well into its sleep when the API says stop
     t0 = time.monotonic()
     if how == "cancel":
         fake_api.shards[sid].cancel = True
     else:
         fake_api.shards[sid].lost = True  # the reaper requeued it: heartbeats and uploads answer 409
-    wait_for(lambda: not _shard_containers(docker_client, executor, sid, running=True), timeout=10, interval=0.05)
+    wait_until(lambda: not _shard_containers(docker_client, executor, sid, running=True), 10,
+               "the shard's container to stop", interval=0.05)
     stop_s = time.monotonic() - t0
     thread.join(timeout=30)
     report = result["report"]

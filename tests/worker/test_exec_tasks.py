@@ -4,7 +4,6 @@ the real sandbox, against a real local HTTP server implementing the worker route
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_helpers import wait_for
 from tests.exec_helpers import (TOKEN, clean_env, exec_image, fake_api, image_spec, remove_image,  # noqa: F401
                                 write_case)
+from tests.processes import log_tail, spawn, stop
+from tests.waiting import wait_until
 from tests.worker_helpers import ROOT
 
 
@@ -28,23 +28,16 @@ def _env(fake_api, redis_url, tmp_path, queue: str, **extra) -> dict:
     return env
 
 
-def _start(env: dict, tmp_path) -> tuple[subprocess.Popen, object]:
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "worker.exec_tasks"], cwd=tmp_path, env={**env,
-                            "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT)
-    return proc, log
+def _start(env: dict, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    log = tmp_path / "worker.log"
+    return spawn([sys.executable, "-m", "worker.exec_tasks"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                 log=log), log
 
 
-def _stop(proc: subprocess.Popen, log) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.close()
-    return Path(log.name).read_text(encoding="utf-8", errors="replace")
+def _stop(proc: subprocess.Popen, log: Path) -> str:
+    """SIGTERM (then SIGKILL), and the worker's whole log."""
+    stop(proc)
+    return log.read_text(encoding="utf-8", errors="replace")
 
 
 def _drop_queue(redis_url: str, queue: str) -> None:
@@ -67,8 +60,7 @@ def test_a_worker_process_says_hello_runs_a_shard_and_treats_a_spare_message_as_
     sender = make_exec_celery(WorkerConfig(api_url=fake_api.url, worker_token=TOKEN, broker_url=redis_url,
                                            queue_spec=f"{queue}:cpu", cache_dir=tmp_path / "sender"))
     try:
-        wait_for(lambda: fake_api.hellos or proc.poll() is not None, timeout=60)
-        assert proc.poll() is None, "the worker exited at start"
+        wait_until(lambda: fake_api.hellos, 60, "the worker's hello", proc=proc, detail=lambda: log_tail(log))
         [hello] = fake_api.hellos
         assert hello["name"] == f"w-{queue}" and hello["queues"] == [queue]
         assert hello["pid"] == proc.pid and hello["cores"] >= 1 and hello["cpu_model"]
@@ -81,7 +73,7 @@ def test_a_worker_process_says_hello_runs_a_shard_and_treats_a_spare_message_as_
         sid = fake_api.add_shard(image=image_spec(exec_image), cases=cases, queue=queue)
         with sender.connection_for_write() as conn:
             sender.send_task(SHARD_TASK, args=[sid], queue=queue, connection=conn)
-        wait_for(lambda: fake_api.shards[sid].finished, timeout=120)
+        wait_until(lambda: fake_api.shards[sid].finished, 120, f"shard {sid} to finish", detail=lambda: log_tail(log))
         assert fake_api.shards[sid].finished[0]["outcome"] == "done"
         assert [u["meta"]["status"] for u in fake_api.uploads_of(sid)] == ["ok", "ok"]
 
@@ -89,8 +81,9 @@ def test_a_worker_process_says_hello_runs_a_shard_and_treats_a_spare_message_as_
         claims = fake_api.requests.count(("POST", "claim"))
         with sender.connection_for_write() as conn:
             sender.send_task(SHARD_TASK, args=[sid], queue=queue, connection=conn)
-        wait_for(lambda: fake_api.requests.count(("POST", "claim")) == claims + 1, timeout=30)
-        time.sleep(0.5)
+        wait_until(lambda: fake_api.requests.count(("POST", "claim")) == claims + 1, 30,
+                   "the spare message's claim", detail=lambda: log_tail(log))
+        time.sleep(0.5)  # the point: time for anything the spare message wrongly started to show up
         assert proc.poll() is None and len(fake_api.uploads_of(sid)) == 2
     finally:
         out = _stop(proc, log)
