@@ -481,10 +481,10 @@ def test_segarena_scorer_process_scores_uploaded_outputs(client, db_settings, re
     sqlite_settings = db_settings  # SQLite, then PostgreSQL
     """`segarena scorer` (the trusted Celery worker on queue `score`) scores what the upload route enqueued."""
     import os
-    import subprocess
-    import time
 
     from tests.cli_helpers import ROOT, segarena_cmd
+    from tests.processes import log_tail, spawn, stop
+    from tests.waiting import wait_until
 
     broker = redis_url.rsplit("/", 1)[0] + "/13"  # a database of its own: the `score` queue is only this test's
     import redis
@@ -497,27 +497,20 @@ def test_segarena_scorer_process_scores_uploaded_outputs(client, db_settings, re
     env = {**os.environ, "SEGARENA_DATA_DIR": str(sqlite_settings.data_dir),
            "SEGARENA_DATABASE_URL": sqlite_settings.database_url, "SEGARENA_BROKER_URL": broker,
            "SEGARENA_STORAGE_DIR": str(sqlite_settings.storage_dir)}
-    proc = subprocess.Popen(segarena_cmd("scorer", "--no-beat"), env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "scorer.log"
+    proc = spawn(segarena_cmd("scorer", "--no-beat"), env=env, cwd=ROOT, log=log)
     try:
         ids = [_perfect(client, w.wt1, sqlite_settings, spec, c["id"]).json()["case_result_id"] for c in spec["cases"][:3]]
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+
+        def scored() -> bool:
             with session_scope(sqlite_settings.database_url) as s:
-                rows = s.scalars(select(CaseResult).where(CaseResult.id.in_(ids))).all()
-                if all(r.scored for r in rows):
-                    break
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.5)
+                return all(r.scored for r in s.scalars(select(CaseResult).where(CaseResult.id.in_(ids))))
+
+        wait_until(scored, 90, "the scorer process to score the three uploaded cases", interval=0.5, proc=proc,
+                   detail=lambda: "scorer log tail:\n" + log_tail(log))
         with session_scope(sqlite_settings.database_url) as s:
             rows = s.scalars(select(CaseResult).where(CaseResult.id.in_(ids))).all()
             assert [(r.scored, r.status, r.dsc, r.nsd) for r in rows] == [(True, CaseStatus.ok, 1.0, 1.0)] * 3
             assert s.get(Submission, sub).state == SubmissionState.running  # 24 cases still to come
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(20)
-        proc.stdout.close()
+        stop(proc, timeout=20)
