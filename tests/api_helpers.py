@@ -23,11 +23,10 @@ import pytest
 
 from tests import factories
 from tests.servers import LiveServer
-from tests.waiting import wait_until
 
 __all__ = [
     "make_image_tar", "add_member", "World", "seed", "auth", "db_settings", "app", "client", "world",
-    "pg_settings", "sqlite_settings", "LiveServer", "live", "wait_for", "image_id_of", "submit", "finish_run",
+    "pg_settings", "sqlite_settings", "LiveServer", "live", "image_id_of", "submit", "finish_run",
 ]
 
 
@@ -167,11 +166,6 @@ def seed(database_url: str, *, quota: int = 5, open_now: bool = True, **track_kw
 
 def auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    """tests.waiting.wait_until under the API tests' name."""
-    return wait_until(predicate, timeout, "the condition", interval=interval)
 
 
 # ---------------------------------------------------------------------------------------------

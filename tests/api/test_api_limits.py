@@ -13,13 +13,15 @@ import json
 import os
 import select
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from tests.api_helpers import add_member, auth, make_image_tar, seed, submit, wait_for
+from tests.api_helpers import add_member, auth, make_image_tar, seed, submit
+from tests.processes import log_tail, spawn, stop
+from tests.servers import free_port
+from tests.waiting import wait_until
 
 from api.settings import Settings
 
@@ -128,14 +130,6 @@ def test_the_largest_legitimate_body_fits_the_default(settings):
 # ---------------------------------------------------------------------------------------------
 # out of process: a uvicorn subprocess, raw sockets, its memory
 # ---------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _kib(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -146,30 +140,25 @@ def _kib(pid: int, key: str) -> int:
 @pytest.fixture
 def served(settings, tmp_path):
     """The API in its own process (uvicorn --factory server.app:create_app), default settings."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SEGARENA_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(ROOT)}
-    log = open(tmp_path / "uvicorn.log", "wb")  # noqa: SIM115 (the server's log, closed when the server is stopped)
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    log = tmp_path / "uvicorn.log"
+    proc = spawn([sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app", "--host", "127.0.0.1",
+                  "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env, log=log)
 
     def up() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return True
         except OSError:
-            return proc.poll() is not None
+            return False
 
     try:
-        wait_for(up, timeout=60, interval=0.1)
-        assert proc.poll() is None, (tmp_path / "uvicorn.log").read_text()[-2000:]
+        wait_until(up, 60, f"the API process to accept connections on port {port}", interval=0.1, proc=proc,
+                   detail=lambda: log_tail(log, 2000))
         yield proc, port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, timeout=10)
 
 
 def _read_response(sock: socket.socket, timeout: float) -> bytes:
