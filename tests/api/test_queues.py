@@ -7,7 +7,6 @@ submission shows its position in the workers' fair order and an estimated wait."
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import httpx
 import pytest
 
 from tests.api_helpers import app, auth, client, db_settings, live, submit, world  # noqa: F401 - fixtures
+from tests.processes import log_tail, spawn, stop
+from tests.waiting import wait_until
 from tests.worker_helpers import ROOT, build_test_image, make_testset, seed_submission, seed_track
 
 
@@ -120,17 +121,6 @@ def test_worker_refuses_an_undeclared_queue_or_the_wrong_kind(tmp_path):
         direct.stdout + direct.stderr
 
 
-def _wait(predicate, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
-    pytest.fail(f"timed out waiting for {what}; worker log tail:\n{tail}")
-
-
 @pytest.mark.docker
 @pytest.mark.slow
 def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_client, base_image, tmp_path):
@@ -165,6 +155,11 @@ def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_cl
     server = LiveServer(create_app(settings))
     api = httpx.Client(base_url=server.url, timeout=30)
     procs: list[subprocess.Popen] = []
+    worker_log = tmp_path / "worker.log"
+
+    def tail() -> str:
+        return "worker log tail:\n" + log_tail(worker_log)
+
     try:
         status = api.get("/api/status").json()
         bigmem = next(q for q in status["queues"] if q["name"] == "bigmem")
@@ -174,27 +169,23 @@ def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_cl
         page = api.get("/status")
         assert page.status_code == 200 and 'id="queue-bigmem"' in page.text and "no worker online" in page.text
 
-        log, scorer_log = tmp_path / "worker.log", tmp_path / "scorer.log"
+        log, scorer_log = worker_log, tmp_path / "scorer.log"
         trusted = _worker_env(settings.data_dir, SEGARENA_QUEUES=spec, SEGARENA_BASE_IMAGE=base_image,
                               SEGARENA_EXECUTION="sharded", SEGARENA_CONFIG=str(tmp_path / "none.toml"))
-        with open(scorer_log, "wb") as fh:
-            procs.append(subprocess.Popen(segarena_cmd("scorer"), cwd=ROOT, env=trusted, stdout=fh,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(spawn(segarena_cmd("scorer"), cwd=ROOT, env=trusted, log=scorer_log))
         env = {k: v for k, v in _worker_env(tmp_path / "nowhere").items() if k != "SEGARENA_DATA_DIR"}
         env.update(SEGARENA_QUEUES=spec, SEGARENA_BASE_IMAGE=base_image, SEGARENA_WORKER_HEARTBEAT_S="1",
                    SEGARENA_API_URL=server.url, SEGARENA_WORKER_TOKEN=token, SEGARENA_BROKER_URL=settings.broker_url,
                    SEGARENA_CACHE_DIR=str(tmp_path / "worker-cache"), SEGARENA_IMAGE_LOCK_DIR=str(tmp_path / "locks"),
                    SEGARENA_CONFIG=str(tmp_path / "none.toml"))
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "worker.exec_tasks"], cwd=ROOT, env=env, stdout=fh,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        proc = spawn([sys.executable, "-m", "worker.exec_tasks"], cwd=ROOT, env=env, log=log)
         procs.append(proc)
 
         def online():
             q = {q["name"]: q for q in api.get("/api/status").json()["queues"]}
             return q["bigmem"]["workers_online"] == 1 and q["cpu"]["workers_online"] == 1
 
-        _wait(online, 90, "the worker to announce itself", log)
+        wait_until(online, 90, "the worker to announce itself", interval=0.2, detail=tail)
         status = api.get("/api/status").json()
         assert status["warnings"] == []
         [worker] = status["workers"]
@@ -204,9 +195,13 @@ def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_cl
             node = s.query(WorkerNode).one()
             assert node.pid == proc.pid and node.cores
             first_seen = node.last_seen_at
-        time.sleep(2.5)  # the worker's ping refreshes the row
-        with session_scope(settings.database_url) as s:
-            assert s.query(WorkerNode).one().last_seen_at > first_seen
+
+        def pinged() -> bool:
+            with session_scope(settings.database_url) as s:
+                return s.query(WorkerNode).one().last_seen_at > first_seen
+
+        # the worker pings every SEGARENA_WORKER_HEARTBEAT_S=1 s while idle
+        wait_until(pinged, 10, "the idle worker's ping to refresh its worker_nodes row", interval=0.2, detail=tail)
 
         enqueue_run_sharded(settings, run_id)  # what the API does after an upload
 
@@ -214,7 +209,7 @@ def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_cl
             with session_scope(settings.database_url) as s:
                 return s.get(Submission, sub_id).state in (SubmissionState.succeeded, SubmissionState.failed)
 
-        _wait(finished, 180, "the run on queue bigmem to finish", log)
+        wait_until(finished, 180, "the run on queue bigmem to finish", interval=0.2, detail=tail)
         with session_scope(settings.database_url) as s:
             assert s.get(Submission, sub_id).state == SubmissionState.succeeded, s.get(Submission, sub_id).reason
             assert s.get(Run, run_id).state == RunState.succeeded
@@ -222,20 +217,12 @@ def test_custom_declared_queue_is_served_and_status_shows_it(settings, docker_cl
         assert bigmem["queued"] == 0 and bigmem["waits_sampled"] == 1
         assert bigmem["median_wait_s"] is not None and bigmem["median_run_s"] > 0
 
-        os.killpg(proc.pid, signal.SIGTERM)  # a clean stop marks it offline at once
-        proc.wait(timeout=30)
+        stop(proc)  # SIGTERM: a clean stop marks it offline at once
         status = api.get("/api/status").json()
         assert [w["online"] for w in status["workers"]] == [False]
         assert [w["queue"] for w in status["warnings"]] == ["bigmem"]
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait(timeout=10)
+        stop(*procs)
         api.close()
         server.stop()
 
