@@ -7,7 +7,6 @@ worker removes the killed one's orphaned container at start."""
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -15,19 +14,10 @@ from sqlalchemy import func, select
 from api.db import session_scope
 from api.models import AuditEvent, CaseResult, Run, RunState, Shard, ShardState, Submission, SubmissionState
 from tests.scaleout_helpers import ScaleStack, stack_containers
+from tests.waiting import wait_until
 from tests.worker_helpers import build_test_image, make_testset, seed_track
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.slow]
-
-
-def _wait(predicate, timeout: float, what: str, stack: ScaleStack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}; logs:\n{stack.log_tail()}")
 
 
 def test_sigkilled_worker_loses_no_submission(tmp_path, postgres_url, docker_client, base_image):
@@ -47,8 +37,8 @@ def test_sigkilled_worker_loses_no_submission(tmp_path, postgres_url, docker_cli
         sub_id, run_id = stack.submit(track_id, "killed", {"image_id": image_id, "path": archive, "sha256": "0" * 64,
                                                            "bytes": archive.stat().st_size})
         # mid-shard: a case container is running
-        _wait(lambda: [c for c in stack_containers(docker_client, stack, run_id) if c.get("State") == "running"], 60,
-              "the first case container", stack)
+        wait_until(lambda: [c for c in stack_containers(docker_client, stack, run_id) if c.get("State") == "running"],
+                   60, "the first case container to run", interval=0.1, detail=stack.log_tail)
         stack.kill("w1", signal.SIGKILL)
         with session_scope(postgres_url) as s:
             assert s.get(Run, run_id).state == RunState.running
@@ -59,7 +49,7 @@ def test_sigkilled_worker_loses_no_submission(tmp_path, postgres_url, docker_cli
             with session_scope(postgres_url) as s:
                 return s.get(Submission, sub_id).state in (SubmissionState.succeeded, SubmissionState.failed)
 
-        _wait(finished, 180, "the submission to finish", stack)
+        wait_until(finished, 180, "the submission to finish", interval=0.1, detail=stack.log_tail)
         with session_scope(postgres_url) as s:
             sub = s.get(Submission, sub_id)
             assert sub.state == SubmissionState.succeeded, sub.reason
@@ -76,7 +66,8 @@ def test_sigkilled_worker_loses_no_submission(tmp_path, postgres_url, docker_cli
             assert s.scalar(select(func.count()).select_from(CaseResult).where(CaseResult.run_id == run_id)) == 3
             assert sub.aggregates["ok"] == 3 and sub.aggregates["n"] == 3
         # the killed worker's orphaned container is gone (the fresh worker's sweep), and the run left none
-        _wait(lambda: stack_containers(docker_client, stack) == [], 30, "the orphaned container to be removed", stack)
+        wait_until(lambda: stack_containers(docker_client, stack) == [], 30, "the orphaned container to be removed",
+                   interval=0.1, detail=stack.log_tail)
     finally:
         stack.stop()
         for c in stack_containers(docker_client, stack):
