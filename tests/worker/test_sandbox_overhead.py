@@ -5,7 +5,6 @@ interactive case that ends early removes the container made ahead for its next i
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.waiting import WaitTimeout, wait_until
 from tests.worker_helpers import build_test_image, make_testset
 from worker import sandbox as sb
 from worker.sandbox.container import _create, container_params
@@ -49,12 +49,11 @@ def _left(docker_client, labels: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def _gone_within(docker_client, labels: dict[str, str], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not _left(docker_client, labels):
-            return True
-        time.sleep(0.1)
-    return not _left(docker_client, labels)
+    try:
+        return wait_until(lambda: not _left(docker_client, labels), seconds, "the run's containers to be removed",
+                          interval=0.1)
+    except WaitTimeout:
+        return False
 
 
 def _isolation(attrs: dict[str, Any], inputs: str) -> dict[str, Any]:

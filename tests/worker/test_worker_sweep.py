@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.waiting import wait_until
+
 from worker import sandbox as sb
 from worker.config import WorkerConfig
 from worker.housekeeping import LABEL_SHARD, Sweeper, sweep_leaked
@@ -87,18 +89,15 @@ def test_the_sweeper_thread_removes_leaks_and_dead_workers_containers_periodical
     made = []
     with Sweeper(ex, interval_s=0.2) as sweeper:
         try:
-            time.sleep(0.3)  # the sweeper is running: containers appearing later are found by a later pass
+            time.sleep(0.3)  # the point: the sweeper's first pass is over; these are found by a later one
             kept = _container(docker_client, base_image, owner=ex.identity, shard=11, deployment=dep)
             leaked = _container(docker_client, base_image, owner=ex.identity, shard=10, deployment=dep)
             orphan = _container(docker_client, base_image, owner=f"{socket.gethostname()}:{dead.pid}", shard=3,
                                 deployment=dep)
             made = [kept, leaked, orphan]
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (leaked.id in _ids(docker_client, dep)
-                                                   or orphan.id in _ids(docker_client, dep)):
-                time.sleep(0.1)
+            wait_until(lambda: not {leaked.id, orphan.id} & _ids(docker_client, dep), 30,
+                       "the periodic sweep to remove the leaked and the orphaned container", interval=0.1)
             left = _ids(docker_client, dep)
-            assert leaked.id not in left and orphan.id not in left, "the periodic sweep did not remove them"
             assert kept.id in left  # the shard being executed
             assert {leaked.id, orphan.id} <= set(sweeper.removed)
         finally:
