@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import httpx
 import pytest
 
 from tests.cli_helpers import ROOT, free_port, segarena_cmd, wait_http
+from tests.processes import spawn, stop
 
 
 PARSERS = ["httptools", "h11"]  # the head timeout is implemented per parser: both are served for real
@@ -28,22 +27,16 @@ def served(tmp_path: Path, parser: str = "auto", **env: str):
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_") or k == "SEGARENA_BASE_IMAGE"}
     full.update({"SEGARENA_DATA_DIR": str(tmp_path / "data"), **env})
-    with open(tmp_path / "serve.log", "wb") as log:
-        proc = subprocess.Popen(segarena_cmd("serve", "--port", str(port), "--no-access-log", "--http", parser),
-                                env=full, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/health", 90, proc=proc)
-            if parser != "auto":  # the server says which stack it runs on; it must be the one asked for
-                stack = (tmp_path / "serve.log").read_text(errors="replace")
-                assert f", http {parser} " in stack, stack
-            yield port
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+    proc = spawn(segarena_cmd("serve", "--port", str(port), "--no-access-log", "--http", parser), env=full,
+                 log=tmp_path / "serve.log", cwd=ROOT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 90, proc=proc)
+        if parser != "auto":  # the server says which stack it runs on; it must be the one asked for
+            stack = (tmp_path / "serve.log").read_text(errors="replace")
+            assert f", http {parser} " in stack, stack
+        yield port
+    finally:
+        stop(proc, timeout=20)
 
 
 def _half_sent(port: int, n: int) -> list[socket.socket]:
