@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from _stack import print_stack  # bench/ is the script directory, first on sys.path
+
 from api.settings import DEFAULT_BASE_IMAGE
 
 
@@ -30,6 +32,7 @@ def main() -> int:
     parser.add_argument("--base-image", default=os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE))
     args = parser.parse_args()
 
+    print_stack("docker")  # the stack this figure comes from (bench/_stack.py)
     import docker
 
     from tests.behaviours import BEHAVIOURS, build_args, build_target
