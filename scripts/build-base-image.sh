@@ -26,8 +26,9 @@ DEV_PKGS="python3-pythran python3-beniget python3-gast python3-ply libxsimd-dev 
 installed="$(chroot "$work/root" dpkg-query -W -f='${Package}\n' 2>/dev/null)"
 purge=""
 for p in $DEV_PKGS; do grep -qx "$p" <<<"$installed" && purge="$purge $p"; done
-[ -n "$purge" ] && chroot "$work/root" dpkg --purge --force-depends $purge >"$work/purge.log" 2>&1 \
-  || { [ -n "$purge" ] && { tail -20 "$work/purge.log"; die "could not remove the compiler packages scipy drags in"; }; }
+if [ -n "$purge" ] && ! chroot "$work/root" dpkg --purge --force-depends $purge >"$work/purge.log" 2>&1; then
+  tail -20 "$work/purge.log"; die "could not remove the compiler packages scipy drags in"
+fi
 chroot "$work/root" python3 -c "import numpy, scipy.ndimage" || die "numpy/scipy do not import after the clean-up"
 rm -rf "$work/root"/var/cache/apt/archives/*.deb "$work/root"/var/lib/apt/lists/* "$work/root"/usr/share/doc "$work/root"/usr/share/man
 ln -sf /usr/bin/python3 "$work/root/usr/local/bin/python"
