@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from api.bootstrap import bootstrap
 
-        bootstrap(settings)
+        bootstrap(app.state.settings)  # the settings every route reads (app.state.settings), not a copy
         yield
 
     app = FastAPI(

@@ -191,11 +191,30 @@ def db_settings(request, settings):
     return settings
 
 
+_APPS: dict[tuple[object, ...], object] = {}
+
+
 @pytest.fixture
 def app(db_settings):
+    """The composed app (``server.app.create_app``) serving this test's settings.
+
+    One app per session (per value of the settings the app is built with), given each test's settings: FastAPI
+    builds every route's validation state at an app's first request (0.1-0.3 s for SegArena's routes), and all
+    of SegArena's routes, pages and the lifespan read their settings from ``app.state.settings``. The test's
+    database is already at the newest schema (``settings`` copies a migrated one; ``migrated_postgres_url``).
+    Tests of what ``create_app`` itself does call it.
+    """
     from server.app import create_app
 
-    return create_app(db_settings)
+    key = (db_settings.max_body_bytes,)  # what create_app reads besides app.state.settings (BodyLimitMiddleware)
+    shared = _APPS.get(key)
+    if shared is None:
+        shared = _APPS[key] = create_app(db_settings)
+    state = shared.state  # type: ignore[attr-defined]
+    for name in list(vars(state).get("_state", {})):
+        delattr(state, name)  # per-app state (the claim limiter) starts fresh, like a new app's
+    state.settings = db_settings
+    return shared
 
 
 @pytest.fixture

@@ -171,8 +171,17 @@ def migrated_sqlite(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_testset(tmp_path_factory) -> Path:
+    """The built-in ``tiny`` set's data, generated once per session (1.6 s each time; ``settings`` copies it)."""
+    from data_manifests import materialize
+
+    _manifest, root = materialize("tiny", tmp_path_factory.mktemp("testsets"))
+    return root
+
+
 @pytest.fixture
-def settings(tmp_path, monkeypatch, migrated_sqlite):
+def settings(tmp_path, monkeypatch, migrated_sqlite, tiny_testset):
     """Embedded-mode settings in a fresh data dir (SQLite, embedded broker, local storage)."""
     from api.settings import Settings, get_settings
 
@@ -186,6 +195,10 @@ def settings(tmp_path, monkeypatch, migrated_sqlite):
     db = s.data_dir / "segarena.db"
     if s.database_url == f"sqlite:///{db}" and not db.exists():
         shutil.copyfile(migrated_sqlite, db)  # migrating again is a no-op (already at head)
+    # where a run's start materializes the set (Storage.testset_dir("tiny") / "tiny"): a copy, checked like any
+    # materialized set against the committed manifest when a run opens it
+    assert s.storage_dir is not None
+    shutil.copytree(tiny_testset, s.storage_dir / "testsets" / "tiny" / "tiny")
     yield s
     get_settings.cache_clear()
 
