@@ -17,7 +17,6 @@ if [ $fast -eq 1 ]; then
   ensure_venv
   ensure_redis
   export SEGARENA_TEST_FAST=1
-  marker=(-m "not docker and not postgres and not browser and not slow")
 else
   need_apt docker.io redis-server postgresql debootstrap chromium chromium-driver
   ensure_venv
@@ -25,7 +24,6 @@ else
   ensure_redis
   ensure_postgres
   ensure_base_image
-  marker=()
 fi
 # Lint and types before the tests (ruff and mypy: configured in pyproject.toml, installed from the test extras by
 # ensure_venv). Whole-suite runs only (no pytest arguments besides --fast); SEGARENA_SKIP_LINT=1 skips them.
@@ -38,9 +36,26 @@ fi
 export SEGARENA_BASE_IMAGE="$BASE_IMAGE"
 export SEGARENA_TEST_REDIS_URL="redis://127.0.0.1:${SEGARENA_REDIS_PORT:-6379}/15"
 say "running the test suite$([ $fast -eq 1 ] && echo ' (--fast: no Docker, PostgreSQL or browser)')"
-set +e
-"$PY" -m pytest "${marker[@]}" "${args[@]}"
-rc=$?
-set -e
-[ $rc -eq 5 ] && die "pytest collected no tests"
-exit $rc
+# Two phases (pytest-xdist, one process per core): what needs no Docker engine runs in parallel; what runs
+# containers runs in one process, in order (it counts containers and restarts the shared services at its end).
+workers="${SEGARENA_TEST_WORKERS:-$(nproc)}"
+phase() {  # phase MARKER-EXPRESSION XDIST-ARGS...: pytest's exit status (5: nothing selected)
+  local expr="$1"; shift
+  set +e
+  "$PY" -m pytest -m "$expr" "$@" "${args[@]}"
+  local rc=$?
+  set -e
+  return $rc
+}
+base="not docker"
+[ $fast -eq 1 ] && base="not docker and not postgres and not browser and not slow"
+rc1=0; phase "$base" -n "$workers" --dist loadfile || rc1=$?
+rc2=5
+if [ $fast -eq 0 ]; then
+  say "tests that run containers (one process)"
+  rc2=0; phase "docker" -p no:xdist || rc2=$?
+fi
+[ $rc1 -eq 5 ] && [ $rc2 -eq 5 ] && die "pytest collected no tests"
+[ $rc1 -ne 0 ] && [ $rc1 -ne 5 ] && exit $rc1
+[ $rc2 -ne 0 ] && [ $rc2 -ne 5 ] && exit $rc2
+exit 0

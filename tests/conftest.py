@@ -34,7 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 from api.settings import DEFAULT_BASE_IMAGE  # noqa: E402
 BASE_IMAGE = os.environ.get("SEGARENA_BASE_IMAGE", DEFAULT_BASE_IMAGE)
 PG_PORT = int(os.environ.get("SEGARENA_PG_PORT", "5432"))
-REDIS_URL = os.environ.get("SEGARENA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# pytest-xdist: each worker process (gw0, gw1, ...) gets Redis databases of its own, so one worker's Celery
+# processes never take another's tasks: gw<i> uses database 15 - 2i (REDIS_URL) and 14 - 2i (private_redis_url).
+_XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+_REDIS_BASE = os.environ.get("SEGARENA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = f"{_REDIS_BASE.rsplit('/', 1)[0]}/{int(_REDIS_BASE.rsplit('/', 1)[1]) - 2 * _XDIST_INDEX}"
+
+
+def private_redis_url() -> str:
+    """A second Redis database for this test process (a test's own queue: flushed by the test that uses it)."""
+    return f"{REDIS_URL.rsplit('/', 1)[0]}/{int(REDIS_URL.rsplit('/', 1)[1]) - 1}"
 
 
 def require(ok: bool, what: str) -> None:

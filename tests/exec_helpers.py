@@ -297,6 +297,8 @@ import os  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests.conftest import REDIS_URL  # noqa: E402
+
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
@@ -326,7 +328,7 @@ def worker_config(clean_env, tmp_path, fake_api):
     """An execution host's configuration pointing at ``fake_api`` (own cache dir, own image lock dir)."""
     from worker.config import WorkerConfig
 
-    return WorkerConfig(api_url=fake_api.url, worker_token=TOKEN, broker_url="redis://127.0.0.1:6379/15",
+    return WorkerConfig(api_url=fake_api.url, worker_token=TOKEN, broker_url=REDIS_URL,
                         cache_dir=tmp_path / "cache", image_lock_dir=tmp_path / "image-locks",
                         worker_name="test-worker", http_retries=2, http_backoff_s=0.05, http_timeout_s=30)
 

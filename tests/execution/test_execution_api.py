@@ -15,6 +15,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from tests.api_helpers import app, auth, client, db_settings, seed, submit  # noqa: F401 (fixtures)
+from tests.conftest import private_redis_url
 from sqlalchemy import func, select
 
 from api.db import session_scope
@@ -486,7 +487,7 @@ def test_segarena_scorer_process_scores_uploaded_outputs(client, db_settings, re
     from tests.processes import log_tail, spawn, stop
     from tests.waiting import wait_until
 
-    broker = redis_url.rsplit("/", 1)[0] + "/13"  # a database of its own: the `score` queue is only this test's
+    broker = private_redis_url()  # a database of its own: the `score` queue is only this test's
     import redis
 
     redis.Redis.from_url(broker).flushdb()

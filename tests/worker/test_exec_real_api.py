@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.api_helpers import LiveServer, seed
+from tests.conftest import REDIS_URL
 from tests.exec_helpers import clean_env, exec_image, make_client, remove_image  # noqa: F401
 from tests.worker_helpers import seed_submission
 
@@ -46,7 +47,7 @@ def test_a_submission_runs_through_the_worker_routes_of_the_real_api(settings, l
     enqueue_run_sharded(settings, run_id)
     remove_image(docker_client, exec_image["image_id"])  # downloaded from the API and loaded by the worker
 
-    config = WorkerConfig(api_url=live_api.url, worker_token=token, broker_url="redis://127.0.0.1:6379/15",
+    config = WorkerConfig(api_url=live_api.url, worker_token=token, broker_url=REDIS_URL,
                           cache_dir=tmp_path / "cache", image_lock_dir=tmp_path / "locks", worker_name="exec-host",
                           calibrate=False)
     client = make_client(config)
