@@ -191,30 +191,45 @@ def db_settings(request, settings):
     return settings
 
 
-_APPS: dict[tuple[object, ...], object] = {}
+_POOL: dict[tuple[object, ...], list] = {}  # composed apps by what create_app reads besides app.state.settings
+_TAKEN: dict[tuple[object, ...], int] = {}  # how many of each pool the running test holds (reset per test)
+
+
+def release_shared_apps() -> None:
+    """A new test begins: every pooled app is free again (tests/conftest.py calls this before each test)."""
+    _TAKEN.clear()
+
+
+def shared_app(settings):
+    """The composed app (``server.app.create_app``) serving ``settings``, from a pool kept for the session.
+
+    FastAPI builds every route's validation state at an app's first request (0.1-0.3 s for SegArena's routes), so
+    a test takes an app already built and gives it its settings: all of SegArena's routes, pages and the lifespan
+    read them from ``app.state.settings``, and the app's other state (the claim limiter) starts empty, as in a new
+    app. The n-th app a test takes is its own (a test may serve two settings at once). The database must already be
+    at the newest schema (``settings`` copies a migrated one; ``migrated_postgres_url``). Tests of what
+    ``create_app`` itself does call it.
+    """
+    from server.app import create_app
+
+    key = (settings.max_body_bytes,)  # BodyLimitMiddleware's limit is fixed when the app is built
+    pool = _POOL.setdefault(key, [])
+    taken = _TAKEN.get(key, 0)
+    _TAKEN[key] = taken + 1
+    if taken == len(pool):
+        pool.append(create_app(settings, migrate=False))
+    app = pool[taken]
+    state = app.state
+    for name in list(vars(state).get("_state", {})):
+        delattr(state, name)
+    state.settings = settings
+    return app
 
 
 @pytest.fixture
 def app(db_settings):
-    """The composed app (``server.app.create_app``) serving this test's settings.
-
-    One app per session (per value of the settings the app is built with), given each test's settings: FastAPI
-    builds every route's validation state at an app's first request (0.1-0.3 s for SegArena's routes), and all
-    of SegArena's routes, pages and the lifespan read their settings from ``app.state.settings``. The test's
-    database is already at the newest schema (``settings`` copies a migrated one; ``migrated_postgres_url``).
-    Tests of what ``create_app`` itself does call it.
-    """
-    from server.app import create_app
-
-    key = (db_settings.max_body_bytes,)  # what create_app reads besides app.state.settings (BodyLimitMiddleware)
-    shared = _APPS.get(key)
-    if shared is None:
-        shared = _APPS[key] = create_app(db_settings)
-    state = shared.state  # type: ignore[attr-defined]
-    for name in list(vars(state).get("_state", {})):
-        delattr(state, name)  # per-app state (the claim limiter) starts fresh, like a new app's
-    state.settings = db_settings
-    return shared
+    """The composed app serving this test's settings (:func:`shared_app`)."""
+    return shared_app(db_settings)
 
 
 @pytest.fixture

@@ -189,6 +189,14 @@ def tiny_testset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def tiny_copy(tiny_testset, tmp_path_factory) -> Path:
+    """A module's own copy of the generated ``tiny`` set (``manifest.json`` and data), free to add files to."""
+    dest = tmp_path_factory.mktemp("tiny") / "tiny"
+    shutil.copytree(tiny_testset, dest)
+    return dest
+
+
 @pytest.fixture
 def settings(tmp_path, monkeypatch, migrated_sqlite, tiny_testset):
     """Embedded-mode settings in a fresh data dir (SQLite, embedded broker, local storage)."""
@@ -210,6 +218,14 @@ def settings(tmp_path, monkeypatch, migrated_sqlite, tiny_testset):
     shutil.copytree(tiny_testset, s.storage_dir / "testsets" / "tiny" / "tiny")
     yield s
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_app_pool() -> None:
+    """Each test takes its apps from the session's pool anew (tests.api_helpers.shared_app)."""
+    from tests.api_helpers import release_shared_apps
+
+    release_shared_apps()
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ T0 = datetime(2026, 5, 1, tzinfo=UTC)
 def make_app(settings):
     """The served app (the API and the leaderboard pages), with this process's leaderboard caches emptied."""
     from api.leaderboard import cache
-    from server.app import create_app
+    from tests.api_helpers import shared_app
 
     cache.clear()
-    return create_app(settings)
+    return shared_app(settings)
 
 
 def add_member(url: str, *, role: Role, token: str, team_id: int | None = None, name: str = "") -> None:

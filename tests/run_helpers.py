@@ -101,10 +101,9 @@ class ShardedHost:
 
     def __init__(self, settings: Any, *, docker: Any = None, queues: tuple[str, ...] = ("cpu",),
                  name: str | None = None, **config: Any) -> None:
-        from server.app import create_app
         from api.db import migrate, session_scope
         from api.execution.identity import create_worker
-        from tests.api_helpers import LiveServer
+        from tests.api_helpers import LiveServer, shared_app
         from worker.calibrate import hello_payload
         from worker.client import WorkerClient
         from worker.config import WorkerConfig
@@ -117,7 +116,7 @@ class ShardedHost:
         self.name = name or f"test-exec-{os.getpid()}-{next(_names)}-{uuid.uuid4().hex[:6]}"
         with session_scope(settings.database_url) as s:
             _, self.token = create_worker(s, settings, actor=None, name=self.name, queues=list(queues))
-        self.server = LiveServer(create_app(settings))
+        self.server = LiveServer(shared_app(settings))  # migrated above
         root = Path(settings.data_dir) / "exec-host" / self.name
         values = dict(api_url=self.server.url, worker_token=self.token, broker_url=settings.broker_url,
                       cache_dir=root / "cache", image_lock_dir=root / "locks", worker_name=self.name,

@@ -21,10 +21,10 @@ pytestmark = [pytest.mark.docker]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_copy):
     from data_manifests import materialize
 
-    return materialize("tiny", tmp_path_factory.mktemp("tiny"))
+    return materialize("tiny", tiny_copy.parent)  # the session's generated set: checked, not made again
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from data_manifests import (
     SCHEMA_VERSION,
     ManifestError,
-    generate,
     import_dir,
     interior_point,
     load_manifest,
@@ -27,10 +26,8 @@ from evaluator.interactive import manifest_points, prompt_inputs
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    generate("tiny", 0, root)
-    return root
+def tiny(tiny_copy: Path) -> Path:
+    return tiny_copy  # the generator's output for (tiny, seed 0), generated once per session
 
 
 def _gts(root: Path, case) -> np.ndarray:  # type: ignore[no-untyped-def]

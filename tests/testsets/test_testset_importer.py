@@ -6,14 +6,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data_manifests import generate, import_dir, load_manifest
+from data_manifests import import_dir, load_manifest
 from data_manifests._npz import read_npz, write_npz
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return generate("tiny", 0, root), root
+def tiny(tiny_copy):
+    return load_manifest(tiny_copy / "manifest.json", verify=False), tiny_copy  # generated once per session
 
 
 def _challenge_folder(tiny, dest):

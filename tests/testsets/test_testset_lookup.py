@@ -14,10 +14,9 @@ from data_manifests import ManifestError, manifest_path_for, materialize, open_t
 
 
 @pytest.fixture(scope="module")
-def extensionless(tmp_path_factory) -> tuple[Path, list[str]]:
+def extensionless(tiny_copy) -> tuple[Path, list[str]]:
     """A real manifest saved as ``<data root>/MANIFEST`` (no ``.json``), its data next to it."""
-    root = tmp_path_factory.mktemp("sets")
-    manifest, data_root = materialize("tiny", root)
+    manifest, data_root = materialize("tiny", tiny_copy.parent)  # the session's generated set: checked, not made
     path = write_manifest(manifest, Path(data_root) / "MANIFEST")
     return path, [c.id for c in manifest.cases]
 

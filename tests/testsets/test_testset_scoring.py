@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_manifests import generate
+from data_manifests import load_manifest
 from data_manifests._npz import read_npz
 
 from evaluator import score_case
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return generate("tiny", 0, root), root
+def tiny(tiny_copy):
+    return load_manifest(tiny_copy / "manifest.json", verify=False), tiny_copy  # generated once per session
 
 
 def box_fill(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
