@@ -39,7 +39,9 @@ class Stack:
     """``segarena serve`` + ``segarena scorer`` (the trusted side, one environment) + ``segarena worker`` (the
     execution host: its own environment of three settings, its queue and a cache dir) as subprocesses."""
 
-    def __init__(self, tmp: Path, extra_env: dict[str, str]):
+    def __init__(self, tmp: Path, extra_env: dict[str, str], *, workers: int = 1):
+        self.workers = workers  # execution workers; more than one: each pinned to its own core, own cache dir
+        self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = "sa_e2e_" + secrets.token_hex(16)
@@ -82,7 +84,13 @@ class Stack:
         serve = self._spawn("serve", ["serve", "--port", str(self.port)], self.env)
         self._spawn("scorer", ["scorer"], self.env)
         wait_http(f"{self.url}/health", 90, proc=serve)
-        self._spawn("worker", ["worker"], self.worker_env)  # says hello to the API: started once it answers
+        if self.workers == 1:
+            self._spawn("worker", ["worker"], self.worker_env)  # says hello to the API: started once it answers
+            return self
+        cores = os.cpu_count() or 1
+        for i in range(self.workers):  # hosts of one queue: any of them takes any shard of a run
+            self._spawn(f"worker{i + 1}", ["worker"], {**self.worker_env, "SEGARENA_WORKER_CPUS": str(i % cores),
+                                                       "SEGARENA_CACHE_DIR": str(self.tmp / f"cache{i + 1}")})
         return self
 
     def stop(self) -> None:
@@ -217,7 +225,8 @@ def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tm
     verdict, the click-refine and point-grow baselines on the interactive track; then a second run is a no-op."""
     from segarena.demo import ENTRIES
 
-    stack = Stack(tmp_path, {"SEGARENA_DEMO_TESTSET": "tiny", "SEGARENA_WORKER_QUEUES": "cpu"})  # demo tracks use "cpu"
+    # demo tracks use the queue "cpu"; two execution workers share its shards (one core each)
+    stack = Stack(tmp_path, {"SEGARENA_DEMO_TESTSET": "tiny", "SEGARENA_WORKER_QUEUES": "cpu"}, workers=2)
     try:
         stack.start()
         t0 = time.monotonic()
