@@ -36,10 +36,10 @@ fi
 export SEGARENA_BASE_IMAGE="$BASE_IMAGE"
 export SEGARENA_TEST_REDIS_URL="redis://127.0.0.1:${SEGARENA_REDIS_PORT:-6379}/15"
 say "running the test suite$([ $fast -eq 1 ] && echo ' (--fast: no Docker, PostgreSQL or browser)')"
-# Two phases (pytest-xdist, one process per core): what needs no Docker engine runs in parallel; what runs
-# containers runs in one process, in order (it counts containers and restarts the shared services at its end).
+# Two phases: everything but the tests that restart the shared services, in one pytest-xdist process per core
+# (a test file stays in one process: its module fixtures run once); then those (marker "serial"), alone.
 workers="${SEGARENA_TEST_WORKERS:-$(nproc)}"
-phase() {  # phase MARKER-EXPRESSION XDIST-ARGS...: pytest's exit status (5: nothing selected)
+phase() {  # phase MARKER-EXPRESSION PYTEST-ARGS...: pytest's exit status (5: nothing selected)
   local expr="$1"; shift
   set +e
   "$PY" -m pytest -m "$expr" "$@" "${args[@]}"
@@ -47,13 +47,13 @@ phase() {  # phase MARKER-EXPRESSION XDIST-ARGS...: pytest's exit status (5: not
   set -e
   return $rc
 }
-base="not docker"
-[ $fast -eq 1 ] && base="not docker and not postgres and not browser and not slow"
+base="not serial"
+[ $fast -eq 1 ] && base="not docker and not postgres and not browser and not slow and not serial"
 rc1=0; phase "$base" -n "$workers" --dist loadfile || rc1=$?
 rc2=5
 if [ $fast -eq 0 ]; then
-  say "tests that run containers (one process)"
-  rc2=0; phase "docker" -p no:xdist || rc2=$?
+  say "tests that restart the shared services (alone)"
+  rc2=0; phase "serial" -p no:xdist || rc2=$?
 fi
 [ $rc1 -eq 5 ] && [ $rc2 -eq 5 ] && die "pytest collected no tests"
 [ $rc1 -ne 0 ] && [ $rc1 -ne 5 ] && exit $rc1

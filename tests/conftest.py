@@ -248,6 +248,7 @@ FIXTURE_MARKERS = {
 }
 DIRECTORY_MARKERS = {
     "tests/resilience/": ("resilience", "docker", "slow"),
+    **{path: ("serial",) for path in RUN_LAST},
     "tests/system/test_e2e.py": ("docker", "slow"),
     "tests/system/test_scaleout.py": ("docker", "slow"),
     "tests/api/test_api_fuzz.py": ("slow",),  # generated requests over the whole schema: minutes
