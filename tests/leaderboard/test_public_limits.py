@@ -76,7 +76,7 @@ def test_integer_path_ids_out_of_the_database_range_are_clean_errors(backend, se
     from api.params import MAX_ID
 
     if backend == "postgres":
-        settings.database_url = request.getfixturevalue("postgres_url")
+        settings.database_url = request.getfixturevalue("migrated_postgres_url")  # make_app does not migrate
     from tests.api_helpers import seed
 
     app = make_app(settings)
