@@ -1,6 +1,6 @@
 """Benchmark (issue 12): scale-out on this machine, ratios against a reference measured in the same run.
 
-    .venv/bin/python bench/scaleout.py [--teams 20] [--cases-per-team 44] [--full]
+    .venv/bin/python bench/scaleout.py [--pairs 3] [--teams 20] [--cases-per-team 44] [--full] [--skip-capacity]
 
 The stack is real processes (tests/scaleout_helpers.py): the API under uvicorn, ``segarena scorer`` (the
 trusted ``score`` queue and the reaper beat), two execution workers (``segarena worker``) each
@@ -9,7 +9,8 @@ URL, a private Redis broker, PostgreSQL when one answers on 127.0.0.1 (else SQLi
 
 1. Wall time of one run of the tiny set (27 cases, shards of 3, the "correct" test image) on two workers
    divided by the same run on one worker (the reference); goal ≤ 0.65. Both workers have loaded the image
-   in a warm-up run first.
+   in a warm-up run first. ``--pairs`` (3) such pairs, each ratio printed, the median the figure: one pair's ratio
+   moves by ±0.06 between invocations on this machine (27 cases take 7-12 s).
 2. Per-case platform overhead on the two-worker run: the worker's case wall time minus the container's
    runtime (input download, case directory, container start; the container is created while the input downloads
    and removed in the background), plus the upload (from the
@@ -22,7 +23,7 @@ URL, a private Redis broker, PostgreSQL when one answers on 127.0.0.1 (else SQLi
    longest wait for a team's first shard against the last team's wait in first-come order. The default is scaled
    down (20 × 44 = 880 container runs); ``--full`` runs the challenge's size (20 × 2,200 = 44,000; many hours on 2 cores).
 
-The last line is the wall-time ratio of part 1. Needs the Docker engine, redis-server and the base image
+The last line is the wall-time ratio of part 1 (the median of its pairs). Needs the Docker engine, redis-server and the base image
 (scripts/build-base-image.sh); talks to 127.0.0.1 only.
 """
 
@@ -117,6 +118,15 @@ def _image(client, tmp: Path, mode: str, delay_s: float = 0) -> dict:
     image_id = build_delay_image(client, BASE_IMAGE, delay_s, mode=mode)
     path, sha, size = thin_archive(client, image_id, BASE_IMAGE, tmp / f"{mode}.tar")
     return {"image_id": image_id, "path": path, "sha256": sha, "bytes": size}
+
+
+def _restart_worker(stack, name: str, cpus: str) -> None:
+    """Start worker ``name`` again (after a stop) and wait until it is ready (its log starts afresh)."""
+    log = stack.logs / f"{name}.log"
+    if log.exists():
+        log.rename(log.with_name(f"{name}.{time.monotonic_ns()}.log"))
+    stack.start_worker(name, cpus)
+    stack.wait_workers([name])
 
 
 def _run_wall(stack, run_id: int) -> float:
@@ -266,6 +276,7 @@ def main() -> int:
     ap.add_argument("--shard-size", type=int, default=0, help="capacity part's shard size (default 4; 50 with --full)")
     ap.add_argument("--full", action="store_true", help="the challenge's size: 20 teams x 2,200 cases")
     ap.add_argument("--skip-capacity", action="store_true")
+    ap.add_argument("--pairs", type=int, default=3, help="part 1: pairs of runs (two workers, then one); the median ratio")
     args = ap.parse_args()
     if args.full:
         args.teams, args.cases_per_team = 20, 2200
@@ -298,22 +309,32 @@ def main() -> int:
             print(_versions(client, stack))
             main_track = world.tracks["main"]
 
-            # 1. one run of the tiny set: two workers vs one (both warm)
+            # 1. one run of the tiny set: two workers vs one (both warm), --pairs times; the median ratio
             _timed_run(stack, main_track, "Warm-up", correct)
-            _, since = _score_times(stack.logs / "scorer.log", 0)
-            two_run, two_wall = _timed_run(stack, main_track, "Team A", correct)
-            score_times, _ = _score_times(stack.logs / "scorer.log", since)
-            per_worker: dict[str, int] = {}
-            for r in case_rows(stack.settings, two_run):
-                per_worker[r["worker"]] = per_worker.get(r["worker"], 0) + 1
-            stack.kill("w2", 15)  # a clean stop: one worker left
-            one_run, one_wall = _timed_run(stack, main_track, "Team B", correct)
-            ratio = two_wall / one_wall
-            print(_timeline(stack, two_run))
-            print(_timeline(stack, one_run))
-            print(f"tiny set (27 cases, shards of 3): one worker {one_wall:.1f} s (run {_run_wall(stack, one_run):.1f} s), "
-                  f"two workers {two_wall:.1f} s (run {_run_wall(stack, two_run):.1f} s; cases {per_worker}); "
-                  f"ratio {ratio:.2f} (goal <= 0.65)")
+            ratios: list[float] = []
+            for pair in range(args.pairs):
+                if pair:
+                    _restart_worker(stack, "w2", "1")
+                _, since = _score_times(stack.logs / "scorer.log", 0)
+                two_run, two_wall = _timed_run(stack, main_track, f"Team A{pair}", correct)
+                if not pair:
+                    score_times, _ = _score_times(stack.logs / "scorer.log", since)
+                    first_two_run = two_run
+                per_worker: dict[str, int] = {}
+                for r in case_rows(stack.settings, two_run):
+                    per_worker[r["worker"]] = per_worker.get(r["worker"], 0) + 1
+                stack.kill("w2", 15)  # a clean stop: one worker left
+                one_run, one_wall = _timed_run(stack, main_track, f"Team B{pair}", correct)
+                ratios.append(two_wall / one_wall)
+                print(_timeline(stack, two_run))
+                print(_timeline(stack, one_run))
+                print(f"pair {pair + 1}: tiny set (27 cases, shards of 3): one worker {one_wall:.1f} s "
+                      f"(run {_run_wall(stack, one_run):.1f} s), two workers {two_wall:.1f} s "
+                      f"(run {_run_wall(stack, two_run):.1f} s; cases {per_worker}); ratio {ratios[-1]:.2f}")
+            ratio = statistics.median(ratios)
+            print(f"tiny set, {args.pairs} pairs of runs: ratios {', '.join(f'{r:.2f}' for r in ratios)}; "
+                  f"median {ratio:.2f} (goal <= 0.65)")
+            two_run = first_two_run
 
             # 2. per-case platform overhead (two-worker run)
             o = _overheads(stack, two_run, score_times)
@@ -324,8 +345,7 @@ def main() -> int:
 
             # 3. capacity and fairness: N teams at once, a no-op image
             if not args.skip_capacity:
-                stack.start_worker("w2", "1")
-                stack.wait_workers(["w2"])
+                _restart_worker(stack, "w2", "1")
                 testset = _clone_manifest(stack, args.cases_per_team)
                 with session_scope(stack.settings.database_url) as s:
                     s.execute(update(Track).where(Track.id == main_track)
@@ -357,7 +377,7 @@ def main() -> int:
                       f"{max(done) / share:.1f}; the longest wait for a first shard {max(first):.1f} s = "
                       f"{max(first) / fifo_wait:.2f} of the last team's wait under first-come order ({fifo_wait:.0f} s), "
                       f"{max(first) / share:.2f} of one team's share (total / teams {share:.1f} s)")
-            print(f"wall-time ratio two workers / one worker (tiny set): {ratio:.2f}")
+            print(f"wall-time ratio two workers / one worker (tiny set, median of {args.pairs} pairs): {ratio:.2f}")
         finally:
             stack.stop()
             for c in stack_containers(client, stack):
