@@ -315,11 +315,12 @@ def main() -> int:
             for pair in range(args.pairs):
                 if pair:
                     _restart_worker(stack, "w2", "1")
-                _, since = _score_times(stack.logs / "scorer.log", 0)
+                if not pair:  # part 2 reads the first two-worker run's scoring times
+                    _, since = _score_times(stack.logs / "scorer.log", 0)
                 two_run, two_wall = _timed_run(stack, main_track, f"Team A{pair}", correct)
                 if not pair:
                     score_times, _ = _score_times(stack.logs / "scorer.log", since)
-                    first_two_run = two_run
+                    overhead_run = two_run
                 per_worker: dict[str, int] = {}
                 for r in case_rows(stack.settings, two_run):
                     per_worker[r["worker"]] = per_worker.get(r["worker"], 0) + 1
@@ -334,10 +335,9 @@ def main() -> int:
             ratio = statistics.median(ratios)
             print(f"tiny set, {args.pairs} pairs of runs: ratios {', '.join(f'{r:.2f}' for r in ratios)}; "
                   f"median {ratio:.2f} (goal <= 0.65)")
-            two_run = first_two_run
 
-            # 2. per-case platform overhead (two-worker run)
-            o = _overheads(stack, two_run, score_times)
+            # 2. per-case platform overhead (the first two-worker run)
+            o = _overheads(stack, overhead_run, score_times)
             print(f"per-case platform overhead, median over {o['cases']} cases: {o['total']:.3f} s (goal <= 0.15) = "
                   f"worker {o['worker']:.3f} s (download, case dir, container start/stop: wall_s - runtime_s) + "
                   f"upload {o['upload']:.3f} s + scoring {o['score']:.3f} s; container runtime median "
