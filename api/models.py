@@ -162,7 +162,7 @@ class Track(Base):
     title: Mapped[str] = mapped_column(String(200))
     kind: Mapped[TrackKind] = mapped_column(_enum(TrackKind), default=TrackKind(_TD["kind"]))
     description: Mapped[str] = mapped_column(Text, default=_TD["description"])
-    # test set: a built-in name ("tiny", "small") or a path to a manifest JSON
+    # test set: a built-in name ("micro", "tiny", "small") or a path to a manifest JSON
     testset: Mapped[str] = mapped_column(String(500), default=_TD["testset"])
     metric_profile: Mapped[str] = mapped_column(String(32), default=_TD["metric_profile"])
     ranking_scheme: Mapped[str] = mapped_column(String(32), default=_TD["ranking_scheme"])

@@ -23,7 +23,7 @@ def _fail(msg: str) -> NoReturn:
 
 @app.command()
 def generate(
-    size: str = typer.Option("tiny", "--size", help="tiny (CI), small (demos) or full (challenge-sized)"),
+    size: str = typer.Option("tiny", "--size", help="micro (smoke tests), tiny (CI), small (demos) or full (challenge-sized)"),
     seed: int | None = typer.Option(None, "--seed", help="random seed; same seed, same bytes. Omit it to draw a "
                                        "private seed; seeds below 2**32 (0 = the built-in sets') are public: only "
                                        "demo challenges accept such a set"),

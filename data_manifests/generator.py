@@ -58,11 +58,16 @@ class SizeSpec:
 
 _2D_SQ = ("US", "X-Ray", "Endoscopy", "Fundus", "Microscopy", "Dermoscopy")
 
+_TINY_SHAPES: dict[str, tuple[int, ...]] = {
+    "CT": (32, 128, 128), "MR": (28, 112, 112), "PET": (32, 96, 96), "OCT": (224, 320), "Mammography": (256, 208),
+    **{m: (256, 256) for m in _2D_SQ}}
+
 SIZES: dict[str, SizeSpec] = {
+    # micro: tiny's first case of each modality, byte for byte (same seeds and shapes) — the smallest set that
+    # still has every final-test modality, 2D and 3D: smoke runs (`segarena check --testset micro`) and tests
+    "micro": SizeSpec(NINE, 1, _TINY_SHAPES, "every final-test modality, 1 case each, small images (smoke tests)"),
     "tiny": SizeSpec(
-        NINE, 3,
-        {"CT": (32, 128, 128), "MR": (28, 112, 112), "PET": (32, 96, 96), "OCT": (224, 320),
-         "Mammography": (256, 208), **{m: (256, 256) for m in _2D_SQ}},
+        NINE, 3, _TINY_SHAPES,
         "every final-test modality, 3 cases each, small images (CI)",
     ),
     "small": SizeSpec(

@@ -85,9 +85,10 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("birch-interactive", "Birch Imaging", "point-grow", track="interactive",
           label="point-grow baseline: growing from the point and each click, bounded by the box"),
 )
-TESTSET = os.environ.get("SEGARENA_DEMO_TESTSET", "small")  # tests use "tiny"
-# the interactive track runs a container per iteration (1 + ITERATIONS per case): on the tiny set, 3 refinements
-INTERACTIVE_TESTSET = "tiny"
+# SEGARENA_DEMO_TESTSET (tests: "micro") sets the test set of every track; by default main, booster and
+# reproducibility run "small" and the interactive track, a container per iteration (1 + ITERATIONS per case), "tiny"
+TESTSET = os.environ.get("SEGARENA_DEMO_TESTSET", "small")
+INTERACTIVE_TESTSET = os.environ.get("SEGARENA_DEMO_TESTSET", "tiny")
 INTERACTIVE_ITERATIONS = 3
 FINAL = {"succeeded", "failed", "cancelled"}
 

@@ -190,6 +190,15 @@ def tiny_testset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def micro_testset(tmp_path_factory) -> Path:
+    """The built-in ``micro`` set's data (tiny's first case of each modality), generated once per session."""
+    from data_manifests import materialize
+
+    _manifest, root = materialize("micro", tmp_path_factory.mktemp("testsets"))
+    return root
+
+
 @pytest.fixture(scope="module")
 def tiny_copy(tiny_testset, tmp_path_factory) -> Path:
     """A module's own copy of the generated ``tiny`` set (``manifest.json`` and data), free to add files to."""
@@ -208,7 +217,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 @pytest.fixture
-def settings(tmp_path, monkeypatch, migrated_sqlite, tiny_testset):
+def settings(tmp_path, monkeypatch, migrated_sqlite, tiny_testset, micro_testset):
     """Embedded-mode settings in a fresh data dir (SQLite, embedded broker, local storage)."""
     from api.settings import Settings, get_settings
 
@@ -222,10 +231,11 @@ def settings(tmp_path, monkeypatch, migrated_sqlite, tiny_testset):
     db = s.data_dir / "segarena.db"
     if s.database_url == f"sqlite:///{db}" and not db.exists():
         shutil.copyfile(migrated_sqlite, db)  # migrating again is a no-op (already at head)
-    # where a run's start materializes the set (Storage.testset_dir("tiny") / "tiny"): hard links, checked like any
-    # materialized set against the committed manifest when a run opens it
+    # where a run's start materializes a built-in set (Storage.testset_dir("tiny") / "tiny"): hard links, checked
+    # like any materialized set against the committed manifest when a run opens it
     assert s.storage_dir is not None
-    shutil.copytree(tiny_testset, s.storage_dir / "testsets" / "tiny" / "tiny", copy_function=_link_or_copy)
+    for name, root in (("tiny", tiny_testset), ("micro", micro_testset)):
+        shutil.copytree(root, s.storage_dir / "testsets" / name / name, copy_function=_link_or_copy)
     yield s
     get_settings.cache_clear()
 

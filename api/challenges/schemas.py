@@ -103,7 +103,7 @@ class _TrackFields(BaseModel):
     kind: TrackKind = TrackKind(_TD["kind"])
     description: str = Field(default=_TD["description"], max_length=20000)
     testset: str = Field(default=_TD["testset"], min_length=1, max_length=TESTSET_MAX_CHARS,
-                         description="A built-in test set ('tiny', 'small') or the path of a manifest JSON.")
+                         description="A built-in test set ('micro', 'tiny', 'small') or the path of a manifest JSON.")
     metric_profile: str = Field(default=_TD["metric_profile"], pattern=r"^[a-z0-9_.-]{1,32}$")
     ranking_scheme: RankingScheme = _TD["ranking_scheme"]
     row_policy: RowPolicy = RowPolicy(_TD["row_policy"])
@@ -248,7 +248,7 @@ class ChallengeCreate(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=50000)
     demo: bool = Field(default=False, description="A demo challenge may use the built-in synthetic sets "
-                                                   "(tiny, small), whose ground truth is public.")
+                                                   "(micro, tiny, small), whose ground truth is public.")
     # participants (api/participants): anonymous sign-up, terms to accept before the first submission, team size
     signup_open: bool = Field(default=True, description="Whether anyone may ask to take part (an organizer approves).")
     terms: str = Field(default="", max_length=50000, description="Terms participants accept before their first "

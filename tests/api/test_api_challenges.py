@@ -98,7 +98,7 @@ def test_unknown_test_set_profile_or_bad_queue_is_refused_when_the_track_is_made
     base = {"slug": "typo", "title": "T", "tracks": [{"slug": "main"}]}
     known = "known profiles: " + ", ".join(p.id for p in PROFILES.values())  # every profile, cvpr25 included
     assert "cvpr99" not in PROFILES
-    cases = [({"testset": "smal"}, "neither a built-in set (small, tiny)"),
+    cases = [({"testset": "smal"}, "neither a built-in set (micro, small, tiny)"),
              ({"metric_profile": "cvpr99"}, f"unknown metric profile 'cvpr99'; {known}"),
              ({"queue": "no spaces"}, "queue: String should match pattern")]
     for fields, expected in cases:
@@ -108,7 +108,7 @@ def test_unknown_test_set_profile_or_bad_queue_is_refused_when_the_track_is_made
     # a manifest file on the server is a valid test set
     from data_manifests import generate
 
-    manifest = generate("tiny", 2**40, tmp_path / "set")  # a private seed: a non-demo challenge may use it
+    manifest = generate("micro", 2**40, tmp_path / "set")  # a private seed: a non-demo challenge may use it
     assert manifest.cases
     spec = {**base, "tracks": [{"slug": "main", "testset": str(tmp_path / "set" / "manifest.json")}]}
     r = client.post("/api/challenges", json=spec, headers=auth(world.token_org))

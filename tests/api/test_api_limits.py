@@ -37,10 +37,10 @@ def small_client(settings):
     """An app whose body limit is 64 KiB (so the tests send little)."""
     from fastapi.testclient import TestClient
 
-    from server.app import create_app
+    from tests.api_helpers import shared_app
 
     settings.max_body_bytes = 64 * 1024
-    app = create_app(settings)
+    app = shared_app(settings, migrate=True)
     w = seed(settings.database_url)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c, w
@@ -107,12 +107,12 @@ def test_the_largest_legitimate_body_fits_the_default(settings):
     characters each), in 4-byte UTF-8 characters as the CLI sends it, is under the default limit."""
     from fastapi.testclient import TestClient
 
-    from server.app import create_app
+    from tests.api_helpers import shared_app
     from api.db import session_scope
 
     assert Settings.model_fields["max_body_bytes"].default == 2 * MiB
     assert settings.max_body_bytes == 2 * MiB
-    app = create_app(settings)
+    app = shared_app(settings, migrate=True)
     with session_scope(settings.database_url) as s:
         _, token = add_member(s, name="olga", role="organizer")
     wide = "\U0001F600"  # 4 bytes in UTF-8

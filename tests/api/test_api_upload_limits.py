@@ -67,11 +67,11 @@ def test_upload_check_state_is_bounded_over_all_sessions(settings):
     held until completion), and an evicted session still completes correctly (re-read from disk)."""
     from fastapi.testclient import TestClient
 
-    from server.app import create_app
+    from tests.api_helpers import shared_app
 
     settings.upload_state_cache_bytes = 12 << 20  # room for one session's 8 MiB, not two
     settings.max_open_uploads_per_team = 6
-    app = create_app(settings)
+    app = shared_app(settings, migrate=True)
     world = seed(settings.database_url, quota=10)
     archives = [_fat_archive(f"fat{i}", 8) for i in range(6)]
     with TestClient(app, raise_server_exceptions=False) as c:

@@ -271,12 +271,12 @@ def test_cli_admin_token_list_and_revoke(settings, tmp_path):
     """``segarena admin token list MEMBER_ID`` / ``revoke TOKEN_ID`` against the real API over HTTP."""
     import httpx
 
-    from server.app import create_app
+    from tests.api_helpers import shared_app
     from tests.cli_helpers import ThreadServer, run_cli
 
     org = "sa_cli_tokens_organizer_token"
     settings.bootstrap_organizer_token = org
-    with ThreadServer(create_app(settings)) as srv:
+    with ThreadServer(shared_app(settings, migrate=True)) as srv:
         h = {"Authorization": f"Bearer {org}"}
         team = httpx.post(f"{srv.url}/api/teams", json={"name": "T"}, headers=h).json()
         added = httpx.post(f"{srv.url}/api/teams/{team['id']}/members", json={"name": "tess"}, headers=h).json()

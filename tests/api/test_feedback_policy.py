@@ -35,9 +35,9 @@ SECRETS = ("SECRET", "LEAKED")
 def _world(settings, policy: str, *, published: bool = True):
     """Team A's two submissions on track main (policy ``policy``): one succeeded, one failed with a reason
     that quotes the container's output; the track is live (published) or frozen until tomorrow."""
-    from server.app import create_app
+    from tests.api_helpers import shared_app
 
-    app = create_app(settings)
+    app = shared_app(settings, migrate=True)
     w = seed(settings.database_url)
     with session_scope(settings.database_url) as s:
         track = s.get(Track, w.tracks["main"])

@@ -38,23 +38,23 @@ def test_generated_manifest_records_whether_its_seed_is_public(tmp_path):
     from data_manifests.cli import app as testset_app
     from data_manifests.schema import PRIVATE_SEED_MIN
 
-    public = generate("tiny", 0, tmp_path / "pub")
+    public = generate("micro", 0, tmp_path / "pub")
     assert public.generator.public_seed is True
     assert json.loads((ROOT / "data_manifests" / "sets" / "tiny.json").read_text())["generator"]["public_seed"] is True
     assert json.loads((ROOT / "data_manifests" / "sets" / "small.json").read_text())["generator"]["public_seed"] is True
-    assert generate("tiny", 12345, tmp_path / "guessable").generator.public_seed is True  # enumerable
+    assert generate("micro", 12345, tmp_path / "guessable").generator.public_seed is True  # enumerable
     seed = PRIVATE_SEED_MIN + 987654321
-    private = generate("tiny", seed, tmp_path / "priv")
+    private = generate("micro", seed, tmp_path / "priv")
     assert private.generator.public_seed is False and private.generator.seed == seed
     text = (tmp_path / "priv" / "manifest.json").read_text()
     # the seed is recorded once (to regenerate it on the server), never in the id, version or description
-    assert text.count(str(seed)) == 1 and private.id == "synthetic-tiny-private"
+    assert text.count(str(seed)) == 1 and private.id == "synthetic-micro-private"
     # the CLI draws a private seed when none is given, and warns about a public one
-    r = CliRunner().invoke(testset_app, ["generate", "--size", "tiny", "--out", str(tmp_path / "cli")])
+    r = CliRunner().invoke(testset_app, ["generate", "--size", "micro", "--out", str(tmp_path / "cli")])
     assert r.exit_code == 0, r.output
     drawn = load_manifest(tmp_path / "cli" / "manifest.json", verify=False).generator
     assert drawn.public_seed is False and drawn.seed >= PRIVATE_SEED_MIN and "private seed" in r.output
-    r = CliRunner().invoke(testset_app, ["generate", "--size", "tiny", "--seed", "7", "--out", str(tmp_path / "s7")])
+    r = CliRunner().invoke(testset_app, ["generate", "--size", "micro", "--seed", "7", "--out", str(tmp_path / "s7")])
     assert r.exit_code == 0 and "seed 7 is public" in r.output
 
 
@@ -67,13 +67,14 @@ def test_public_test_sets_are_refused_outside_demo_challenges(client, world, tmp
         track = {"slug": "main"} if testset is None else {"slug": "main", "testset": testset}
         return client.post("/api/challenges", json={"slug": slug, "title": "T", "tracks": [track], **extra}, headers=h)
 
-    pub = generate("tiny", 0, tmp_path / "pub")
+    pub = generate("micro", 0, tmp_path / "pub")
     assert pub.generator.public_seed
     old = json.loads((tmp_path / "pub" / "manifest.json").read_text())
     del old["generator"]["public_seed"]  # a manifest written before the field existed: decided by its seed
     (tmp_path / "old.json").write_text(json.dumps(old))
-    generate("tiny", 2**40 + 17, tmp_path / "priv")
+    generate("micro", 2**40 + 17, tmp_path / "priv")
     for slug, testset, needle in [("a", "tiny", "built-in synthetic set"), ("b", "small", "built-in synthetic set"),
+                                  ("f", "micro", "built-in synthetic set"),
                                   ("c", None, "built-in synthetic set"),  # the default test set is tiny
                                   ("d", str(tmp_path / "pub" / "manifest.json"), "public seed (0)"),
                                   ("e", str(tmp_path / "old.json"), "public seed (0)")]:

@@ -34,10 +34,10 @@ tracks:
 
 @pytest.fixture
 def server(settings):
-    from server.app import create_app
+    from tests.api_helpers import shared_app
 
     settings.bootstrap_organizer_token = ORG
-    with ThreadServer(create_app(settings)) as srv:
+    with ThreadServer(shared_app(settings, migrate=True)) as srv:
         yield srv
 
 

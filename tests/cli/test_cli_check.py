@@ -106,7 +106,7 @@ def test_each_mistake_is_named_with_its_fix(images, env, variant, problem, fix):
 
 def test_root_is_allowed_where_the_track_allows_it(images, env, tmp_path):
     """The same root-only image passes on a track with allow_root (caps from a real API)."""
-    from server.app import create_app
+    from tests.api_helpers import shared_app
     from tests.cli_helpers import ThreadServer
 
     import httpx
@@ -115,7 +115,7 @@ def test_root_is_allowed_where_the_track_allows_it(images, env, tmp_path):
     from api.settings import Settings
 
     s = Settings(data_dir=tmp_path / "api", bootstrap_organizer_token=token)
-    with ThreadServer(create_app(s)) as server:
+    with ThreadServer(shared_app(s, migrate=True)) as server:
         spec = {"slug": "chk", "title": "check", "demo": True, "tracks": [  # default test set: tiny
             {"slug": "rooty", "title": "root ok", "allow_root": True, "case_timeout_s": 120},
             {"slug": "strict", "title": "no root"}]}

@@ -21,10 +21,10 @@ NASTY = EVIL + "\x9b2J\x1b[31m\x07\x08\r\x00"  # 8-bit CSI, colour, bell, backsp
 
 @pytest.fixture
 def stage(settings, tmp_path):
-    from server.app import create_app
+    from tests.api_helpers import shared_app
 
     settings.bootstrap_organizer_token = ORG
-    app = create_app(settings)
+    app = shared_app(settings, migrate=True)
     url = settings.database_url
     cs = cases(4)
     with session_scope(url) as s:

@@ -29,9 +29,9 @@ def test_console_script_starts_and_lists_its_commands():
 
 
 def test_participant_command_in_a_subprocess_against_a_real_server(settings):
-    from server.app import create_app
+    from tests.api_helpers import shared_app
 
-    with ThreadServer(create_app(settings)) as server:
+    with ThreadServer(shared_app(settings, migrate=True)) as server:
         env = {"SEGARENA_URL": server.url, "SEGARENA_TOKEN": "sa_not_a_real_token", "SEGARENA_CHALLENGE": "nope",
                "SEGARENA_CONFIG": str(settings.data_dir / "no-config.toml")}
         sub = run_cli("status", env=env, subprocess_=True)

@@ -44,10 +44,10 @@ def _module(path: Path, name: str) -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def tiny(tiny_testset: Path):  # type: ignore[no-untyped-def]
     from data_manifests import materialize
 
-    return materialize("tiny", tmp_path_factory.mktemp("tiny"))
+    return materialize("tiny", tiny_testset.parent)  # the session's set (tests/conftest.py), checked, not generated
 
 
 def _as_container_sees(arrays: dict, path: Path) -> dict:

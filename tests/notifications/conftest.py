@@ -170,11 +170,11 @@ def make_arena(settings: Any, *, label: str = "my model v2", feedback: str = "su
     """The app (migrated), the seeded world and one running submission of team A (alice's) with its run."""
     from fastapi.testclient import TestClient
 
-    from server.app import create_app
+    from tests.api_helpers import shared_app
     from api.db import session_scope
     from api.models import Feedback, Run, RunState, Submission, SubmissionState, Track
 
-    app = create_app(settings)
+    app = shared_app(settings, migrate=True)
     client = TestClient(app, raise_server_exceptions=False)
     client.__enter__()
     w = seed(settings.database_url)

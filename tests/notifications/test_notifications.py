@@ -510,7 +510,7 @@ def test_organizer_page_shows_webhooks_and_the_delivery_log(sqlite_nsettings, re
     from fastapi.testclient import TestClient
 
     from api.notifications.dispatcher import dispatch
-    from server.app import create_app
+    from tests.api_helpers import shared_app
 
     s = sqlite_nsettings
     api_client, w, sid, rid = make_arena(s)
@@ -519,7 +519,7 @@ def test_organizer_page_shows_webhooks_and_the_delivery_log(sqlite_nsettings, re
     rx.secret = hook["secret"]
     fail_run(s, rid, "every case failed; first: <script>alert(1)</script>")
     dispatch(s)
-    with TestClient(create_app(s)) as pages:
+    with TestClient(shared_app(s, migrate=True)) as pages:
         page = pages.get("/admin/challenges/cvpr24/notifications", headers=auth(w.token_org))
         assert page.status_code == 200, page.text
         html = page.text

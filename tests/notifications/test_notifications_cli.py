@@ -20,9 +20,9 @@ from tests.waiting import wait_until
 
 @pytest.fixture
 def server(sqlite_nsettings):
-    from api.app import create_app
+    from tests.api_helpers import shared_app
 
-    app = create_app(sqlite_nsettings)
+    app = shared_app(sqlite_nsettings, migrate=True)
     with ThreadServer(app) as srv:
         yield srv
 
@@ -107,9 +107,9 @@ def test_scorer_process_delivers_from_its_beat(sqlite_nsettings, receivers, smtp
     rx = receivers()
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
+    from tests.api_helpers import shared_app
 
-    with TestClient(create_app(s)) as client:
+    with TestClient(shared_app(s, migrate=True)) as client:
         r = client.post("/api/admin/challenges/cvpr24/webhooks", json={"url": rx.url},
                         headers={"Authorization": f"Bearer {w.token_org}"})
         rx.secret = r.json()["secret"]

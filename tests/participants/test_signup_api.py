@@ -216,10 +216,10 @@ def test_anonymous_abuse_is_rate_limited(client, db_settings):
         assert s.scalar(select(Signup.client).where(Signup.name == "Real")) == "198.51.100.7"
     # a body over the API's limit is refused before parsing (413), like every anonymous route
     db_settings.max_body_bytes = 4096
-    from server.app import create_app
+    from tests.api_helpers import shared_app
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(db_settings), raise_server_exceptions=False) as small:
+    with TestClient(shared_app(db_settings, migrate=True), raise_server_exceptions=False) as small:
         r = small.post(SIGNUPS, content=b'{"name": "' + b"x" * 10000 + b'"}', headers={"Content-Type": "application/json"})
         assert r.status_code == 413 and r.json()["code"] == "too_large"
         # claim look-ups are limited per address too

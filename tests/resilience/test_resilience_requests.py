@@ -140,10 +140,10 @@ def test_wrong_content_ranges_are_refused_and_write_nothing(client, world, db_se
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def pg_live(settings, postgres_url):
-    from server.app import create_app
+    from tests.api_helpers import shared_app
 
     settings.database_url = postgres_url
-    app = create_app(settings)
+    app = shared_app(settings, migrate=True)
     server = LiveServer(app)
     try:
         yield server, settings

@@ -3,8 +3,8 @@ execution worker (``segarena worker``: the API URL, a worker token and the broke
 storage) as subprocesses, the Docker engine, and either PostgreSQL + Redis or embedded mode (SQLite + kombu's
 SQLAlchemy broker). The worker's identity comes from SEGARENA_BOOTSTRAP_WORKER_TOKEN, as ./segarena.sh up does.
 
-The flow: an organizer creates a challenge on the ``tiny`` set and a team; the participant uploads the
-classic baseline archive with ``segarena submit`` over HTTP (resumable uploads) and follows it with
+The flow: an organizer creates a challenge on the ``tiny`` set (``micro`` in embedded mode) and a team; the
+participant uploads the classic baseline archive with ``segarena submit`` over HTTP (resumable uploads) and follows it with
 ``segarena status --watch``; the execution worker runs its shards case by case, the scorer scores each upload;
 the leaderboard JSON and page show its per-modality scores, and those equal a direct ``segarena score`` of the
 outputs the container wrote.
@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from data_manifests.sets import check_testset
 from tests.cli_helpers import ROOT, free_port, run_cli, segarena_cmd, wait_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -124,10 +125,11 @@ def classic_archive(docker_client, base_image, tmp_path_factory):
     return dest
 
 
-def _flow(stack: Stack, archive: Path, tmp: Path) -> None:
+def _flow(stack: Stack, archive: Path, tmp: Path, testset: str = "tiny") -> None:
+    n_cases = len(check_testset(testset).cases)
     with stack.org() as org:
         r = org.post("/api/challenges", json={"slug": "e2e", "title": "End to end", "demo": True, "tracks": [
-            {"slug": "main", "title": "Main", "testset": "tiny", "queue": stack.queue, "memory_mb": 2048,
+            {"slug": "main", "title": "Main", "testset": testset, "queue": stack.queue, "memory_mb": 2048,
              "case_timeout_s": 120, "total_timeout_s": 3600, "quota_per_day": 10,
              "feedback": "full"}]})  # a validation phase: the participant's per-case views are checked below
         assert r.status_code == 201, r.text
@@ -146,7 +148,7 @@ def _flow(stack: Stack, archive: Path, tmp: Path) -> None:
     watch = run_cli("status", str(sid), "--watch", "--interval", "1", env=env, timeout=RUN_TIMEOUT_S)
     assert watch.returncode == 0, watch.stdout + watch.stderr + stack.log_tail()
     out = " ".join(watch.stdout.split())
-    assert f"submission {sid}: succeeded (27/27 cases)" in out, out
+    assert f"submission {sid}: succeeded ({n_cases}/{n_cases} cases)" in out, out
     assert "2DBox_US_0001 ok DSC" in out, "per-case progress lines while it runs"
 
     # the queue status: our declared queue, served by the worker that ran it
@@ -163,7 +165,7 @@ def _flow(stack: Stack, archive: Path, tmp: Path) -> None:
     # the leaderboard, JSON and page
     board = httpx.get(f"{stack.url}/api/challenges/e2e/tracks/main/leaderboard", timeout=30).json()
     row = next(r for r in board["rows"] if r["team"] == "Team Otsu")
-    assert row["cases_ok"] == 27 and row["rank"] == 1
+    assert row["cases_ok"] == n_cases and row["rank"] == 1
     page = httpx.get(f"{stack.url}/challenges/e2e/tracks/main", timeout=30).text
     assert "Team Otsu" in page
     table = run_cli("leaderboard", "main", env={**env, "SEGARENA_TOKEN": ""}, check=True).stdout
@@ -177,8 +179,8 @@ def _flow(stack: Stack, archive: Path, tmp: Path) -> None:
     pred.mkdir()
     for f in (stack.data_dir / "storage" / "runs" / str(run_id)).glob("*/output-*.npz"):  # runs/<run>/<case>/
         shutil.copy(f, pred / f"{f.parent.name}.npz")
-    assert len(list(pred.iterdir())) == 27
-    gt_dirs = list((stack.data_dir / "storage" / "testsets" / "tiny").rglob("gts"))
+    assert len(list(pred.iterdir())) == n_cases
+    gt_dirs = list((stack.data_dir / "storage" / "testsets" / testset).rglob("gts"))
     assert len(gt_dirs) == 1
     scores_csv = tmp / "scores.csv"
     run_cli("score", "--pred", str(pred), "--gt", str(gt_dirs[0]), "--out", str(scores_csv), env=env, check=True)
@@ -213,20 +215,21 @@ def test_e2e_postgres_redis(classic_archive, postgres_url, redis_url, tmp_path):
 
 def test_e2e_embedded(classic_archive, tmp_path):
     stack = Stack(tmp_path, {})
-    try:
-        _flow(stack.start(), classic_archive, tmp_path)
+    try:  # the micro set (one case per modality; the PostgreSQL flow runs tiny's three per modality)
+        _flow(stack.start(), classic_archive, tmp_path, testset="micro")
     finally:
         stack.stop()
 
 
 def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tmp_path):
-    """``segarena demo`` (what ./segarena.sh up runs) on the tiny set fills every track: two unranked baselines
-    and three ranked teams on main, two booster entries with their Δ and speed-up, a reproduction with its
-    verdict, the click-refine and point-grow baselines on the interactive track; then a second run is a no-op."""
+    """``segarena demo`` (what ./segarena.sh up runs) on the micro set (9 cases, one per modality) fills every
+    track: two unranked baselines and three ranked teams on main, two booster entries with their Δ and speed-up, a
+    reproduction with its verdict, the click-refine and point-grow baselines on the interactive track; then a second
+    run is a no-op."""
     from segarena.demo import ENTRIES
 
     # demo tracks use the queue "cpu"; two execution workers share its shards (one core each)
-    stack = Stack(tmp_path, {"SEGARENA_DEMO_TESTSET": "tiny", "SEGARENA_WORKER_QUEUES": "cpu"}, workers=2)
+    stack = Stack(tmp_path, {"SEGARENA_DEMO_TESTSET": "micro", "SEGARENA_WORKER_QUEUES": "cpu"}, workers=2)
     try:
         stack.start()
         t0 = time.monotonic()
@@ -239,8 +242,8 @@ def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tm
         queued = re.findall(r"submission (\d+) queued \(([\w-]+)\)", first.stdout)
         assert [k for _i, k in queued] == ([e.key for e in ENTRIES if not e.reproduces] +
                                            [e.key for e in ENTRIES if e.reproduces]), first.stdout
-        assert "box-fill (submission 1): succeeded 27/27 cases" in first.stdout, first.stdout
-        assert "classic (submission 2): succeeded 27/27 cases" in first.stdout, first.stdout
+        assert "box-fill (submission 1): succeeded 9/9 cases" in first.stdout, first.stdout
+        assert "classic (submission 2): succeeded 9/9 cases" in first.stdout, first.stdout
         api = f"{stack.url}/api/challenges/demo/tracks"
         board = httpx.get(f"{api}/main/leaderboard", timeout=30).json()
         by_team = {r["team"]: r for r in board["rows"]}
@@ -266,7 +269,7 @@ def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tm
         for track in ("main", "booster", "reproducibility", "interactive"):
             page = httpx.get(f"{stack.url}/challenges/demo/tracks/{track}", timeout=30).text
             assert ("Aurora Lab" if track != "reproducibility" else "Cedar AI") in page
-        print(f"first demo run (tiny set, {len(ENTRIES)} submissions): {first_s:.1f} s")
+        print(f"first demo run (micro set, {len(ENTRIES)} submissions): {first_s:.1f} s")
 
         t0 = time.monotonic()
         second = subprocess.run(segarena_cmd("demo"), check=False, env={**stack.env, "SEGARENA_TOKEN": ""}, capture_output=True,
@@ -275,7 +278,7 @@ def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tm
         assert second.returncode == 0, second.stdout + second.stderr
         for step in ("generating", "creating", "building", "saving", "submitting", "created demo team"):
             assert step not in second.stdout, f"the second run repeated '{step}':\n{second.stdout}"
-        assert "succeeded 27/27" in second.stdout
+        assert "succeeded 9/9" in second.stdout
         subs = httpx.get(f"{stack.url}/api/submissions", headers={"Authorization": f"Bearer {stack.token}"}).json()
         assert len(subs) == len(ENTRIES), "the second run must not submit again"
         print(f"second demo run: {elapsed:.1f} s")  # reported, not asserted (timings belong in bench/)

@@ -28,6 +28,7 @@ from tests.waiting import wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 CASES = 27  # the tiny set
+MICRO_CASES = 9  # the micro set (track "micro": the runs that only need a few shards)
 
 
 def _image(docker_client, base_image, tmp, mode: str, delay_s: float) -> dict:
@@ -52,6 +53,7 @@ def scale(docker_client, base_image, redis_url, tmp_path_factory, s3_server):
         store = Storage.from_settings(stack.settings)
         assert isinstance(store, S3Storage) and store.ensure_bucket()
         world = seed(stack.settings.database_url, quota=50, shard_size=3)
+        world.tracks["micro"] = _micro_track(stack.settings.database_url, world.tracks["main"])
         stack.create_worker_token()
         stack.start_trusted()
         stack.start_worker("w1", "0")
@@ -73,6 +75,18 @@ def scale(docker_client, base_image, redis_url, tmp_path_factory, s3_server):
                 docker_client.images.remove(img["image_id"], force=True)
             except Exception:
                 pass
+
+
+def _micro_track(database_url: str, main_id: int) -> int:
+    """A second main-kind track like "main" (shards of 3) on the micro set: 9 cases, 3 shards."""
+    from api.db import session_scope
+    from api.models import Track
+    from tests import factories
+
+    with session_scope(database_url) as s:
+        main = s.get_one(Track, main_id)
+        return factories.track(s, challenge=main.challenge, slug="micro", testset="micro", shard_size=3,
+                               quota_per_day=main.quota_per_day, opens_at=main.opens_at, closes_at=main.closes_at).id
 
 
 def _ensure_w2(stack: ScaleStack) -> None:
@@ -147,14 +161,14 @@ def test_cancel_stops_running_containers_on_every_host_within_5_s(scale, docker_
         assert set(states) == {ShardState.cancelled}, states
     assert case_rows(stack.settings, run) == []  # the killed cases were not recorded as the team's failures
     # the next sharded runs still go through
-    _, after = stack.submit(world.tracks["main"], "Team B", images["delay"])
+    _, after = stack.submit(world.tracks["micro"], "Team B", images["delay"])
     assert wait_run(stack, after) == "succeeded", stack.log_tail()
 
 
 def test_sigkill_of_a_worker_mid_shard_completes_on_the_other(scale, docker_client):
     stack, world, images = scale
     _ensure_w2(stack)
-    _, run = stack.submit(world.tracks["main"], "Team A", images["delay"])
+    _, run = stack.submit(world.tracks["micro"], "Team A", images["delay"])  # 3 shards: one each, then the third
     def w2_mid_shard() -> list[dict]:
         """w2's running case containers of a shard one of whose cases it already uploaded."""
         w2_shards = {str(r["shard"]) for r in case_rows(stack.settings, run) if r["worker"] == "w2"}
@@ -167,7 +181,7 @@ def test_sigkill_of_a_worker_mid_shard_completes_on_the_other(scale, docker_clie
     stack.kill("w2")  # SIGKILL, mid-shard
     assert wait_run(stack, run, timeout=300) == "succeeded", stack.log_tail()
     rows = case_rows(stack.settings, run)
-    assert len(rows) == CASES and sorted(r["case"] for r in rows) == sorted({r["case"] for r in rows})
+    assert len(rows) == MICRO_CASES and sorted(r["case"] for r in rows) == sorted({r["case"] for r in rows})
     assert all(r["status"] == "ok" and r["scored"] for r in rows), [r for r in rows if r["status"] != "ok"][:3]
     victim = [r for r in rows if r["shard"] == victim_shard]
     assert {r["worker"] for r in victim} == {"w1", "w2"}, victim  # begun on w2, completed on w1

@@ -32,6 +32,21 @@ def test_tiny_reproduces_the_committed_manifest_byte_for_byte(tiny):
     load_manifest(SETS_DIR / "tiny.json", data_root=root)        # every checksum matches
 
 
+def test_micro_reproduces_its_manifest_and_is_tinys_first_case_of_each_modality(tiny, tmp_path):
+    """``micro`` (smoke tests, the demo in tests) is committed like tiny, and its files are tiny's first cases."""
+    tiny_manifest, tiny_root = tiny
+    manifest = generate("micro", 0, tmp_path)
+    assert (tmp_path / "manifest.json").read_text(encoding="utf-8") == (SETS_DIR / "micro.json").read_text(encoding="utf-8")
+    load_manifest(SETS_DIR / "micro.json", data_root=tmp_path)
+    assert manifest.modalities() == list(MODALITIES[:9]) and len(manifest.cases) == 9
+    firsts = {c.id: c for c in tiny_manifest.cases if c.id.endswith("_0001")}
+    assert [c.id for c in manifest.cases] == list(firsts)
+    for c in manifest.cases:
+        for ref in ("input", "gt"):
+            path = getattr(c, ref).path
+            assert (tmp_path / path).read_bytes() == (tiny_root / path).read_bytes(), (c.id, ref)
+
+
 def test_tiny_covers_the_nine_modalities_and_is_small(tiny):
     manifest, root = tiny
     assert manifest.modalities() == list(MODALITIES[:9])
@@ -138,9 +153,10 @@ def test_modalities_look_different_from_each_other(tiny):
 
 def test_other_seed_other_bytes(tmp_path, tiny):
     manifest, _ = tiny
-    other = generate("tiny", 1, tmp_path)
-    assert other.id == "synthetic-tiny-seed1"
-    assert [c.input.sha256 for c in other.cases] != [c.input.sha256 for c in manifest.cases]
+    other = generate("micro", 1, tmp_path)  # micro: tiny's first case of each modality (the same seeds per case)
+    assert other.id == "synthetic-micro-seed1"
+    firsts = {c.id: c.input.sha256 for c in manifest.cases}
+    assert all(c.input.sha256 != firsts[c.id] for c in other.cases)
     with pytest.raises(ValueError, match="unknown size"):
         generate("huge", 0, tmp_path)
 
@@ -152,16 +168,16 @@ def test_small_reproduces_its_committed_manifest(tmp_path):
 
 
 def test_materialize_generates_once_and_repairs(tmp_path):
-    m, root = materialize("tiny", tmp_path)
-    assert root == tmp_path / "tiny" and len(m.cases) == 27
+    m, root = materialize("micro", tmp_path)  # the same code for every built-in set; micro generates quickest
+    assert root == tmp_path / "micro" and len(m.cases) == 9
     f = root / m.cases[0].gt.path
     mtime = f.stat().st_mtime_ns
-    m2, _ = materialize("tiny", tmp_path)
+    m2, _ = materialize("micro", tmp_path)
     assert f.stat().st_mtime_ns == mtime, "an intact set is not regenerated"
     f.write_bytes(b"tampered")
     (root / m.cases[5].input.path).unlink()
-    materialize("tiny", tmp_path)
-    load_manifest(SETS_DIR / "tiny.json", data_root=root)
+    materialize("micro", tmp_path)
+    load_manifest(SETS_DIR / "micro.json", data_root=root)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")], "no temporary folders left"
     with pytest.raises(ManifestError, match="unknown built-in test set 'nope'"):
         materialize("nope", tmp_path)

@@ -35,14 +35,14 @@ def test_a_manifest_path_without_json_passes_validation_and_opens_at_run_start(e
 
 
 def test_builtin_names_win_and_materialize(tmp_path) -> None:
-    assert manifest_path_for("tiny").name == "tiny.json"
-    manifest, root = open_testset("tiny", lambda name: tmp_path / name)
-    assert root == tmp_path / "tiny" / "tiny" and manifest.cases
+    assert manifest_path_for("tiny").name == "tiny.json" and manifest_path_for("micro").name == "micro.json"
+    manifest, root = open_testset("micro", lambda name: tmp_path / name)  # materialized: generated (micro: quick)
+    assert root == tmp_path / "micro" / "micro" and len(manifest.cases) == 9
 
 
 def test_a_missing_manifest_is_refused_when_the_track_is_made(tmp_path) -> None:
     missing = str(tmp_path / "nowhere" / "manifest.json")
-    with pytest.raises(ValueError, match=r"neither a built-in set \(small, tiny\) nor a readable manifest JSON"):
+    with pytest.raises(ValueError, match=r"neither a built-in set \(micro, small, tiny\) nor a readable manifest JSON"):
         check_testset(missing)
     with pytest.raises(ValidationError, match="does not exist"):
         TrackCreate(slug="main", testset=missing)

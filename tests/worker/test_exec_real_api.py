@@ -1,6 +1,6 @@
 """The execution host (worker/shard.py, client, cache) against the REAL API app (api/execution routes)
 served by uvicorn over real sockets, with the real sandbox and Docker: a submission of the exec test
-image on the tiny test set, run entirely through the worker routes, then scored by the trusted side."""
+image on the micro test set, run entirely through the worker routes, then scored by the trusted side."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_a_submission_runs_through_the_worker_routes_of_the_real_api(settings, l
     from api.execution.shards import enqueue_run_sharded
     from api.models import Track
 
-    w = seed(settings.database_url, quota=5, shard_size=14)  # the tiny set's 27 cases in 2 shards
+    w = seed(settings.database_url, quota=5, shard_size=5, testset="micro")  # the micro set's 9 cases in 2 shards
     with session_scope(settings.database_url) as s:
         _, token = create_worker(s, settings, actor=None, name="exec-host", queues=["cpu"])
         # the thin archive (base layers left out) would not pass the upload check: the row is seeded as an
@@ -59,16 +59,16 @@ def test_a_submission_runs_through_the_worker_routes_of_the_real_api(settings, l
         assert len(reports) < 5
     assert [r.outcome for r in reports] == ["done", "done"], [(r.outcome, r.reason) for r in reports]
     assert ex.cache.downloads == 1 and ex.cache.loads == 1
-    assert sum(len(r.cases) for r in reports) == 27 and all(set(r.statuses.values()) == {"ok"} for r in reports)
+    assert sum(len(r.cases) for r in reports) == 9 and all(set(r.statuses.values()) == {"ok"} for r in reports)
 
     with session_scope(settings.database_url) as s:
         rows = s.scalars(select(CaseResult).where(CaseResult.run_id == run_id)).all()
         ids = [row.id for row in rows]
-        assert len(rows) == 27 and {row.worker_name for row in rows} == {"exec-host"}
+        assert len(rows) == 9 and {row.worker_name for row in rows} == {"exec-host"}
         assert all(row.wall_s and row.wall_s >= row.runtime_s > 0 for row in rows)
         overhead = sorted(row.wall_s - row.runtime_s for row in rows)
-        print(f"per-case worker overhead (wall_s - runtime_s: download, set-up): median {overhead[13]:.3f} s, "
-              f"max {overhead[-1]:.3f} s; container runtime median {sorted(r.runtime_s for r in rows)[13]:.3f} s")
+        print(f"per-case worker overhead (wall_s - runtime_s: download, set-up): median {overhead[4]:.3f} s, "
+              f"max {overhead[-1]:.3f} s; container runtime median {sorted(r.runtime_s for r in rows)[4]:.3f} s")
         assert all(sh.state == ShardState.done for sh in s.scalars(select(Shard).where(Shard.run_id == run_id)))
     for cid in ids:  # the trusted scorer (segarena.score_case on the score queue)
         score_case(settings, cid)

@@ -62,10 +62,10 @@ def _dscs(row) -> list[float]:
     return [e["dsc"] for e in row.iterations]
 
 
-def test_interactive_tiny_set_with_a_model_that_uses_clicks(wsettings, docker_client, images):
+def test_interactive_run_on_every_modality_with_a_model_that_uses_clicks(wsettings, docker_client, images):
     from scipy.integrate import cumulative_trapezoid
 
-    result, run, rows = _run(wsettings, docker_client, images["click-refine"], testset="tiny")
+    result, run, rows = _run(wsettings, docker_client, images["click-refine"], testset="micro")  # one case per modality
     assert result.state == RunState.succeeded, result.reason
     assert len(rows) == result.cases_total > 0
     for row in rows:
@@ -121,10 +121,10 @@ def test_point_prompt_track_runs_the_standard_path_with_the_manifests_points(wse
     from api.storage import Storage
     from evaluator.interactive import manifest_points
 
-    result, _run_row, rows = _run(wsettings, docker_client, images["click-refine"], testset="tiny", kind="main",
+    result, _run_row, rows = _run(wsettings, docker_client, images["click-refine"], testset="micro", kind="main",
                                   prompt="point")
     assert result.state == RunState.succeeded, result.reason
-    _m, _root, index = load_testset("tiny", Storage.from_settings(wsettings))
+    _m, _root, index = load_testset("micro", Storage.from_settings(wsettings))
     for row in rows:
         assert row.iterations is None and row.dsc_auc is None  # a single run per case
         assert row.status == CaseStatus.ok and 0 < row.dsc < 1, (row.case_id, row.reason)
