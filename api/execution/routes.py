@@ -401,7 +401,7 @@ def _store_case(settings, ident: WorkerIdentity, shard_id: int, case_id: str, ra
     """Record an uploaded case: checks (lease, cancel, case, duplicate), then the output becomes the object
     ``runs/<run>/<case>/output-<random>.npz`` (either backend; no database transaction is held while it is
     stored), then the CaseResult (lease checked again); an object that ends up unrecorded is deleted."""
-    from .scoring import after_case, record_case
+    from .scoring import after_case, in_fail_fast_window, record_case
 
     meta = _parse_meta(raw, meta_max)
     storage = Storage.from_settings(settings)
@@ -432,8 +432,10 @@ def _store_case(settings, ident: WorkerIdentity, shard_id: int, case_id: str, ra
             if shards.shard_cancelled(s, shard):
                 return UploadAnswer(cancel=True)
             run = s.get_one(Run, shard.run_id)
-            _m, _root, index = load_testset(run.testset or run.submission.track.testset, storage)
+            track = run.submission.track
+            manifest, _root, index = load_testset(run.testset or track.testset, storage)
             case = index[case_id]
+            in_window = in_fail_fast_window(manifest, int(track.fail_fast_cases or 0), case_id)
             meta_dict = meta.model_dump()
             params = meta_dict.get("container_params")
             if params is not None and len(json.dumps(params, default=str)) > 16 * 1024:
@@ -461,9 +463,9 @@ def _store_case(settings, ident: WorkerIdentity, shard_id: int, case_id: str, ra
             shards.send_score(settings, row_id)
         except Exception as exc:
             log.warning("could not send the score task of case result %s: %s", row_id, exc)
-    else:
-        after_case(settings, run_id)
-    with session_scope(settings.database_url) as s:
+        return UploadAnswer(cancel=False, case_result_id=row_id)  # the lease was checked (not cancelled) on recording
+    after_case(settings, run_id, fail_fast=in_window)
+    with session_scope(settings.database_url) as s:  # fail-fast or finishing may have just stopped the run
         shard = s.get_one(Shard, shard_id)
         cancel = shards.shard_cancelled(s, shard)
     return UploadAnswer(cancel=cancel, case_result_id=row_id)

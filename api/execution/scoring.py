@@ -37,7 +37,8 @@ from evaluator.runs import fail_fast_reason, summarize
 from .shards import ACTOR
 from .testsets import load_testset
 
-__all__ = ["record_case", "score_case", "maybe_finish_run", "stop_run", "check_fail_fast", "LOG_TAIL_CHARS"]
+__all__ = ["record_case", "score_case", "maybe_finish_run", "stop_run", "check_fail_fast", "in_fail_fast_window",
+           "after_case", "LOG_TAIL_CHARS"]
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,12 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
             testset = run.testset or track.testset
             profile = run.metric_profile or track.metric_profile or "default"
             timeout_s = run_time_limit(run.case_timeout_s, track.case_timeout_s)
+            fail_fast_k = int(track.fail_fast_cases or 0)
     if cancelled:
         if key and not keep:
             _delete_output(storage, key)
         return None
-    _manifest, root, index = load_testset(testset, storage)
+    manifest, root, index = load_testset(testset, storage)
     case = index.get(case_id)
     scratch, copied = _output_file(storage, key, case_result_id) if case is not None and key else (None, False)
     try:
@@ -157,7 +159,7 @@ def score_case(settings: Any, case_result_id: int) -> str | None:
     if key and not keep:
         _delete_output(storage, key)
     if won:
-        after_case(settings, run_id)
+        after_case(settings, run_id, fail_fast=in_fail_fast_window(manifest, fail_fast_k, case_id))
     return values["status"].value
 
 
@@ -231,10 +233,17 @@ def _delete_output(storage: Any, key: str) -> None:
                 break
 
 
-def after_case(settings: Any, run_id: int) -> None:
-    """After a case was recorded as final: fail-fast, then finish the run if it is complete."""
-    if not check_fail_fast(settings, run_id):
+def after_case(settings: Any, run_id: int, *, fail_fast: bool = True) -> None:
+    """After a case was recorded as final: fail-fast (when ``fail_fast``: the case is one of the run's first
+    ``fail_fast_cases``, :func:`in_fail_fast_window`), then finish the run if it is complete."""
+    if not (fail_fast and check_fail_fast(settings, run_id)):
         maybe_finish_run(settings, run_id)
+
+
+def in_fail_fast_window(manifest: Any, k: int, case_id: str) -> bool:
+    """Whether ``case_id`` is one of the first ``k`` cases (test-set order) the fail-fast rule looks at. Only such a
+    case's result can make the rule fire (the rest only lowers the cases that remain), so only then is it checked."""
+    return k > 0 and any(c.id == case_id for c in manifest.cases[:k])
 
 
 # --------------------------------------------------------------------------------------------- fail-fast
