@@ -38,10 +38,30 @@ def config(tmp_path):
                         cache_dir=tmp_path / "cache", deployment_id=f"test-sweep-{os.urandom(4).hex()}")
 
 
+class _Made:
+    """A test container by id (the low-level API: a running sweeper may remove it between create and any inspect)."""
+
+    def __init__(self, docker_client, container_id: str):
+        self.client, self.id = docker_client, container_id
+
+    def start(self) -> None:
+        import docker
+
+        try:
+            self.client.api.start(self.id)
+        except docker.errors.NotFound:
+            pass  # swept already
+
+    def remove(self, force: bool = False) -> None:
+        self.client.api.remove_container(self.id, force=force)
+
+
 def _container(docker_client, base_image, *, owner: str, shard: int, deployment: str, start: bool = True):
-    c = docker_client.containers.create(base_image, ["sleep", "120"], network_mode="none", labels={
-        sb.LABEL_RUN: "1", sb.LABEL_CASE: "c", LABEL_SHARD: str(shard), sb.LABEL_WORKER: owner,
-        sb.LABEL_DEPLOYMENT: deployment})
+    labels = {sb.LABEL_RUN: "1", sb.LABEL_CASE: "c", LABEL_SHARD: str(shard), sb.LABEL_WORKER: owner,
+              sb.LABEL_DEPLOYMENT: deployment}
+    created = docker_client.api.create_container(base_image, ["sleep", "120"], labels=labels,
+                                                 host_config=docker_client.api.create_host_config(network_mode="none"))
+    c = _Made(docker_client, created["Id"])
     if start:
         c.start()
     return c
