@@ -64,7 +64,7 @@ _TINY_SHAPES: dict[str, tuple[int, ...]] = {
 
 SIZES: dict[str, SizeSpec] = {
     # micro: tiny's first case of each modality, byte for byte (same seeds and shapes) — the smallest set that
-    # still has every final-test modality, 2D and 3D: smoke runs (`segarena check --testset micro`) and tests
+    # still has every final-test modality, 2D and 3D: smoke runs and tests
     "micro": SizeSpec(NINE, 1, _TINY_SHAPES, "every final-test modality, 1 case each, small images (smoke tests)"),
     "tiny": SizeSpec(
         NINE, 3, _TINY_SHAPES,
