@@ -51,6 +51,9 @@ class _Made:
             self.client.api.start(self.id)
         except docker.errors.NotFound:
             pass  # swept already
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: being removed by the sweeper
+                raise
 
     def remove(self, force: bool = False) -> None:
         self.client.api.remove_container(self.id, force=force)
