@@ -182,12 +182,12 @@ def run_state(settings, run_id: int) -> str:
         return s.get(Run, run_id).state.value
 
 
-def wait_run(stack: ScaleStack, run_id: int, timeout: float = 300) -> str:
+def wait_run(stack: ScaleStack, run_id: int, timeout: float = 300, interval: float = 0.3) -> str:
     def final() -> str | None:
         state = run_state(stack.settings, run_id)
         return state if state in ("succeeded", "failed", "cancelled") else None
 
-    return wait_until(final, timeout, f"run {run_id} to finish", interval=0.3,
+    return wait_until(final, timeout, f"run {run_id} to finish", interval=interval,
                       detail=lambda: f"run {run_id} still {run_state(stack.settings, run_id)}\n{stack.log_tail()}")
 
 
