@@ -72,7 +72,7 @@ def main() -> int:
                 faults = ["none", "worker_sigkill", "redis_restart", "postgres_restart", "storage_unwritable"]
                 restart = None
                 if args.restart_docker:
-                    from tests.resilience.test_resilience_faults import _restart_dockerd as restart
+                    from tests.resilience_helpers import restart_dockerd as restart
 
                     faults.append("docker_restart")
                 for fault in faults:

@@ -253,9 +253,9 @@ def unique() -> str:
     return uuid.uuid4().hex[:8]
 
 
-# Tests that restart the shared services (the Docker engine, Redis, PostgreSQL) run after everything else, so
-# a restart never lands in the middle of another test. (This used to be done by naming the file test_zz_*.)
-RUN_LAST = ("tests/resilience/test_resilience_faults.py",)
+# Tests that restart a shared service (the Docker engine; the other fault tests restart private Redis and PostgreSQL
+# instances) run after everything else, so a restart never lands in the middle of another test. (This used to be done by naming the file test_zz_*.)
+RUN_LAST = ("tests/resilience/test_resilience_docker_restart.py",)
 
 
 # Markers by what a test uses: its fixtures, or its directory (tests that need the service without a fixture

@@ -8,6 +8,7 @@ Nothing here talks to anything but this machine's Docker engine, files and 127.0
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -20,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tests.behaviours import BEHAVIOURS, RESILIENCE_KINDS, probes
 from tests.servers import free_port
@@ -431,6 +432,7 @@ class FaultRig:
         self.archive = self.workdir / "image.tar"
         self.archive.write_bytes(b"placeholder: the image is already on the engine")
         self._n = 0
+        self.figures: dict[str, FaultFigures] = {}  # fault -> what its scenario measured
 
     def close(self) -> None:
         self.pg.destroy()
@@ -542,6 +544,57 @@ class FaultRig:
                 except Exception:
                     pass
             dispose_engines()
+
+
+@contextlib.contextmanager
+def fault_rig(client: Any, base_image: str, workdir: Path, request: Any, *, baseline: bool) -> Iterator[FaultRig]:
+    """A module's :class:`FaultRig` (``baseline``: the undisturbed scenario "none" run first, the reference of the
+    other rows' extra time); its fault table is printed at teardown."""
+    from tests.conftest import require
+
+    for tool in ("redis-server", "redis-cli", "runuser", "mount"):
+        require(shutil.which(tool) is not None, tool)
+    require(Path("/usr/lib/postgresql").exists(), "PostgreSQL's server binaries (initdb, pg_ctl)")
+    require(os.geteuid() == 0, "root (to run initdb as postgres and to bind-mount the storage read-only)")
+    rig = FaultRig(client, base_image, workdir)
+    try:
+        if baseline:
+            rig.figures["none"] = rig.scenario("none")
+        yield rig
+    finally:
+        print_report(request, format_faults([rig.figures[k] for k in FAULTS if k in rig.figures]))
+        rig.close()
+
+
+def assert_nothing_lost(f: FaultFigures) -> None:
+    """Every submission of the scenario ended, succeeded, with each case counted once."""
+    assert f.note == "" or "timed out" not in f.note, f.note
+    assert f.final == f.submissions, f
+    assert f.lost == 0, f
+    assert f.duplicated == 0, f
+    assert f.succeeded == f.submissions, f
+
+
+def restart_dockerd() -> None:
+    """Stop the shared engine (its pid file) and start it again as scripts/lib.sh does; wait for it."""
+    import subprocess
+
+    pid = int(Path("/var/run/docker.pid").read_text().strip())
+    os.kill(pid, 15)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(gone, 60, f"dockerd (pid {pid}) to exit after SIGTERM", interval=0.2)
+    Path("/var/run/docker.pid").unlink(missing_ok=True)
+    # the shell returns at once (dockerd runs on in the background, in its own session)
+    subprocess.run("setsid dockerd >>/var/log/segarena-dockerd.log 2>&1 &", shell=True, check=True)
+    wait_until(lambda: subprocess.run(["docker", "info"], check=False, capture_output=True).returncode == 0, 60,
+               "dockerd to come back (docker info; see /var/log/segarena-dockerd.log)", interval=0.5)
 
 
 def format_faults(figures: list[FaultFigures]) -> str:
