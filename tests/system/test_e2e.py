@@ -222,14 +222,15 @@ def test_e2e_embedded(classic_archive, tmp_path):
 
 
 def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tmp_path):
-    """``segarena demo`` (what ./segarena.sh up runs) on the tiny set (on micro, 9 cases, variants tie in rank) fills every
-    track: two unranked baselines and three ranked teams on main, two booster entries with their Δ and speed-up, a
-    reproduction with its verdict, the click-refine and point-grow baselines on the interactive track; then a second
-    run is a no-op."""
+    """``segarena demo`` (what ./segarena.sh up runs) on the tiny set (on micro, 9 cases, variants tie in rank) with
+    the interactive track (4 containers per case) on micro fills every track: two unranked baselines and three ranked
+    teams on main, two booster entries with their Δ and speed-up, a reproduction with its verdict, the click-refine
+    and point-grow baselines on the interactive track; then a second run is a no-op."""
     from segarena.demo import ENTRIES
 
     # demo tracks use the queue "cpu"; two execution workers share its shards (one core each)
-    stack = Stack(tmp_path, {"SEGARENA_DEMO_TESTSET": "tiny", "SEGARENA_WORKER_QUEUES": "cpu"}, workers=2)
+    stack = Stack(tmp_path, {"SEGARENA_DEMO_TESTSET": "tiny", "SEGARENA_DEMO_INTERACTIVE_TESTSET": "micro",
+                             "SEGARENA_WORKER_QUEUES": "cpu"}, workers=2)
     try:
         stack.start()
         t0 = time.monotonic()
@@ -242,6 +243,9 @@ def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tm
         queued = re.findall(r"submission (\d+) queued \(([\w-]+)\)", first.stdout)
         assert [k for _i, k in queued] == ([e.key for e in ENTRIES if not e.reproduces] +
                                            [e.key for e in ENTRIES if e.reproduces]), first.stdout
+        # to the API on this machine the archives go uncompressed, and each is removed once uploaded
+        assert re.search(r"submitting \S+\.tar \(", first.stdout) and ".tar.gz" not in first.stdout, first.stdout
+        assert not list((stack.data_dir / "demo").glob("*.tar*")), sorted((stack.data_dir / "demo").iterdir())
         assert "box-fill (submission 1): succeeded 27/27 cases" in first.stdout, first.stdout
         assert "classic (submission 2): succeeded 27/27 cases" in first.stdout, first.stdout
         api = f"{stack.url}/api/challenges/demo/tracks"
