@@ -254,7 +254,8 @@ def unique() -> str:
 
 
 # Tests that restart a shared service (the Docker engine; the other fault tests restart private Redis and PostgreSQL
-# instances) run after everything else, so a restart never lands in the middle of another test. (This used to be done by naming the file test_zz_*.)
+# instances) run after everything else, so a restart never lands in the middle of another test. (This used to be
+# done by naming the file test_zz_*.)
 RUN_LAST = ("tests/resilience/test_resilience_docker_restart.py",)
 
 
@@ -309,4 +310,12 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     def last(item) -> bool:
         return any(item.nodeid.startswith(path) for path in RUN_LAST)
 
-    items[:] = [i for i in items if not last(i)] + [i for i in items if last(i)]
+    # Expensive files first (a file with a slow test, then one with a Docker test), each file's tests kept together
+    # in their order: the xdist processes (one file at a time, --dist loadfile) start the minutes-long files while
+    # hundreds of quick ones remain to fill the other process, instead of ending the run on them.
+    weight: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        weight[path] = max(weight.get(path, 0), 2 if item.get_closest_marker("slow") else
+                           1 if item.get_closest_marker("docker") else 0)
+    items.sort(key=lambda i: (last(i), -weight[i.nodeid.split("::", 1)[0]]))  # stable: collection order otherwise
