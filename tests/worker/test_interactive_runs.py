@@ -39,8 +39,8 @@ def wsettings(settings):
 
 
 @pytest.fixture
-def small_set(tmp_path):
-    return str(make_testset(tmp_path / "testset"))
+def small_set(tmp_path):  # one 2D and one 3D case: each case here is 1 + K containers
+    return str(make_testset(tmp_path / "testset", n2d=1, n3d=1))
 
 
 def _run(wsettings, docker_client, image_id, *, testset, **track):
