@@ -130,7 +130,7 @@ def refine(img: np.ndarray, segs: np.ndarray, boxes, dim: int, clicks, order) ->
             # the click is the centre of a missed region: a ball as far as the nearest voxel of the class is in it
             add = grow(img, p, region, tolerance(img, region, p))
             if mask.any():
-                d_mask = float(ndimage.distance_transform_edt(~mask)[p])
+                d_mask = distance_to(mask, p)
                 add &= ball(img.shape, p, max(1.0, d_mask * 1.5))
                 add |= ball(img.shape, p, max(1.0, d_mask - 1.0))
             segs[add & (segs == 0)] = c
@@ -143,7 +143,7 @@ def refine(img: np.ndarray, segs: np.ndarray, boxes, dim: int, clicks, order) ->
             else:
                 cut = grow(img, p, tuple(slice(0, n) for n in img.shape), tolerance(img, region, p)) & mask
                 if not cut.any() or cut.sum() > 0.3 * mask.sum():
-                    d_in = float(ndimage.distance_transform_edt(mask)[p])
+                    d_in = distance_to(~mask, p)
                     cut = ball(img.shape, p, max(1.0, 0.7 * d_in)) & mask
             cut[p] = True
             segs[cut & mask] = 0
@@ -154,6 +154,17 @@ def refine(img: np.ndarray, segs: np.ndarray, boxes, dim: int, clicks, order) ->
             if segs[tuple(int(v) for v in q)] == j + 1:
                 segs[tuple(int(v) for v in q)] = 0
     return segs
+
+
+def distance_to(targets: np.ndarray, p: tuple[int, ...]) -> float:
+    """Euclidean distance (in voxels) from ``p`` to the nearest True voxel of ``targets``: the value
+    ``ndimage.distance_transform_edt(~targets)[p]`` has (an exact transform), without the transform of the whole
+    volume for one voxel."""
+    idx = np.nonzero(targets)
+    if not idx[0].size:  # nothing to reach: what the transform gives
+        return float(ndimage.distance_transform_edt(~targets)[p])
+    d2 = sum((i.astype(np.int64) - int(v)) ** 2 for i, v in zip(idx, p))
+    return float(np.sqrt(np.float64(d2.min())))
 
 
 def ball(shape: tuple[int, ...], p: tuple[int, ...], r: float) -> np.ndarray:
