@@ -7,12 +7,13 @@ Docker engine, the trusted scorer inline; tests/run_helpers.py) with hostile ima
 - every stored reason is bounded (``SEGARENA_REASON_MAX_CHARS``), evaluator messages quote untrusted
   content only in bounded fragments;
 - fail-fast: a run stops when its first K cases all fail by the participant's fault;
-- ``allow_root: false`` decides by numeric uid (``USER 00``, a passwd alias of uid 0).
+- ``allow_root: false`` decides by numeric uid (``USER 00``, a passwd alias of uid 0): the hostile kinds of this
+  issue (root spelled otherwise, a passwd user, a file flood, a sparse file, a huge reason) are checked in
+  tests/resilience/test_resilience_hostile.py, on the hostile suite's one run of every kind.
 """
 
 from __future__ import annotations
 
-import re
 import time
 import zipfile
 
@@ -21,91 +22,12 @@ from sqlalchemy import select
 
 from api.db import migrate, session_scope
 from api.models import CaseResult, CaseStatus, Run, RunState, Submission, SubmissionState
-from tests.behaviours import BEHAVIOURS
-from tests.resilience_helpers import HOSTILE_TRACK, files_under, run_hostile_suite
+from tests.resilience_helpers import files_under
 from tests.worker_helpers import build_test_image, make_testset
 
 pytestmark = pytest.mark.docker
 
-NEW_KINDS = ["root_uid00", "root_alias", "passwd_user", "many_files", "sparse_output", "huge_reason"]
 LIMIT = 2000  # the default SEGARENA_REASON_MAX_CHARS
-
-
-# ------------------------------------------------------------------------------------------------
-# the new hostile kinds, through the real worker
-
-
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory, docker_client, base_image):
-    from api.db import dispose_engines
-
-    tmp = tmp_path_factory.mktemp("zero-trust")
-    try:
-        results = run_hostile_suite(docker_client, base_image, tmp, track=HOSTILE_TRACK, kinds=NEW_KINDS)
-        yield results, tmp / "data" / "storage"
-    finally:
-        dispose_engines()
-
-
-@pytest.mark.parametrize("kind", NEW_KINDS)
-def test_new_hostile_kind_is_contained(hostile, kind):
-    results, _ = hostile
-    spec, obs = BEHAVIOURS[kind], results[kind]
-    assert not obs.error, obs.error
-    assert obs.case_rows == 2 and obs.sent == [], (obs.cases, obs.sent)
-    for case in obs.cases:
-        assert case["status"] in spec.expected, (case["status"], case["reason"][:500])
-        if case["status"] != "ok":
-            assert any(w in case["reason"] for w in spec.reason_has), case["reason"][:500]
-        assert len(case["reason"]) <= LIMIT + 40
-    if spec.check is not None:
-        for found in obs.probe_values():
-            assert spec.check(found) == [], found
-    assert obs.leftover_containers == [] and obs.leftover_scratch == []
-    assert obs.control_state == "succeeded"
-
-
-@pytest.mark.parametrize("kind", ["root_uid00", "root_alias"])
-def test_root_spelled_otherwise_runs_as_non_zero_uid(hostile, kind):
-    """USER 00 and USER toor (toor:x:0:0) are uid 0: the container gets the explicit numeric 1000:1000."""
-    obs = hostile[0][kind]
-    assert obs.user == "1000:1000"
-    assert [p.get("uid") for p in obs.probe_values()] == ["1000", "1000"]
-
-
-def test_named_non_root_user_is_kept_as_its_numbers(hostile):
-    obs = hostile[0]["passwd_user"]
-    assert obs.user == "1234:1235"  # resolved from the image's /etc/passwd, passed numerically
-    assert [(p.get("uid"), p.get("gid")) for p in obs.probe_values()] == [("1234", "1235")] * 2
-
-
-def test_file_flood_is_stopped_at_the_file_limit(hostile):
-    for case in hostile[0]["many_files"].cases:
-        assert case["reason"].startswith(f"case {case['case']}: output limit: "), case["reason"]
-        count = int(case["reason"].split("output limit: ")[1].split(" files")[0].replace("more than ", ""))
-        assert count > 16 and "files in outputs/ (limit 16)" in case["reason"]
-        assert "PROBE written=" not in case["stdout"]  # stopped before it wrote them all
-
-
-def test_sparse_file_is_caught_after_exit(hostile):
-    for case in hostile[0]["sparse_output"].cases:
-        assert re.search(r"output limit: 101(\.0)? GiB apparent \(sparse\) size in outputs/ \(limit 2 GiB\)",
-                         case["reason"]), case["reason"]
-
-
-def test_huge_reason_is_bounded(hostile):
-    obs = hostile[0]["huge_reason"]
-    for case in obs.cases:
-        assert "and 39990 more" in case["reason"] or "chars cut" in case["reason"], case["reason"][-300:]
-        assert len(case["reason"]) <= LIMIT + 40
-    assert obs.sub_reason.startswith("every case failed") and len(obs.sub_reason) <= LIMIT + 40
-
-
-def test_outputs_are_deleted_once_scored(hostile):
-    """20,004 files, a 101 GiB sparse file, 23 MB of zip members, every correct output: none stays."""
-    _, storage = hostile
-    assert files_under(storage / "runs") == []
-    assert not (storage / "runs").exists() or list((storage / "runs").iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------------
