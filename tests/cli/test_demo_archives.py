@@ -18,3 +18,39 @@ def test_this_machine_is_loopback(url):
                                  "http://[2001:db8::1]/", "http://localhost.example.org", "not a url"])
 def test_other_hosts_are_not(url):
     assert not is_loopback(url)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_save_archive_writes_a_docker_save_archive(docker_client, tmp_path, compress):
+    """``save_archive``: gzip (level 1) or the plain tar of ``docker save``, written once (an existing archive is
+    kept), never a partial file under the final name. A one-file image made by ``docker import`` keeps it quick."""
+    import gzip
+    import io
+    import json
+    import secrets
+    import tarfile
+
+    from segarena.demo import save_archive
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tf:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 5
+        tf.addfile(info, io.BytesIO(b"hello"))
+    tag = f"segarena-test/demo-archive:{secrets.token_hex(4)}"
+    docker_client.api.import_image_from_data(layer.getvalue(), repository=tag.split(":")[0], tag=tag.split(":")[1])
+    try:
+        dest = tmp_path / ("a.tar.gz" if compress else "a.tar")
+        said: list[str] = []
+        assert save_archive(docker_client, tag, dest, compress=compress, say=said.append) == dest
+        raw = dest.read_bytes()
+        assert (raw[:2] == b"\x1f\x8b") is compress
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(raw) if compress else raw)) as tf:
+            manifest = json.load(tf.extractfile("manifest.json"))
+        assert manifest[0]["RepoTags"] == [tag]
+        assert [p.name for p in tmp_path.iterdir()] == [dest.name] and said == [f"saving {tag} to {dest}"]
+        mtime = dest.stat().st_mtime_ns
+        save_archive(docker_client, tag, dest, compress=compress, say=said.append)
+        assert dest.stat().st_mtime_ns == mtime and len(said) == 1, "an existing archive is kept"
+    finally:
+        docker_client.images.remove(tag, force=True)
