@@ -297,13 +297,15 @@ def test_the_execution_host_removes_orphan_containers_of_dead_workers(wsettings,
 
 
 @pytest.mark.slow
-def test_builtin_tiny_testset(wsettings, archive, images, docker_client):
-    sub_id, rid = _submit(wsettings, "tiny", archive, images["correct"], memory_mb=512)
+def test_builtin_testset_runs_every_modality(wsettings, archive, images, docker_client):
+    """A built-in set by name (micro: one case of each of the nine modalities; the demo and PostgreSQL system tests
+    run tiny's 27 end to end)."""
+    sub_id, rid = _submit(wsettings, "micro", archive, images["correct"], memory_mb=512)
     result = run_sharded(rid, wsettings, docker=docker_client)
     with session_scope(wsettings.database_url) as s:
         sub = s.get(Submission, sub_id)
         assert sub.state == SubmissionState.succeeded, sub.reason
-        assert sub.aggregates["ok"] == 27 and len(sub.aggregates["by_modality"]) == 9
+        assert sub.aggregates["ok"] == 9 and len(sub.aggregates["by_modality"]) == 9
         assert 0.3 < sub.dsc < 1
     assert result.requeues == []
 
