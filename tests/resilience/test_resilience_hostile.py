@@ -114,15 +114,9 @@ def test_fill_tmp_stopped_at_the_tmpfs_cap(hostile_run):
 # issue 13 (zero trust in participants): the kinds it added, checked on the same run of every kind
 
 
-@pytest.fixture(scope="module")
-def hostile(hostile_run, hostile_dir):
-    return hostile_run, hostile_dir / "data" / "storage"
-
-
 @pytest.mark.parametrize("kind", NEW_KINDS)
-def test_new_hostile_kind_is_contained(hostile, kind):
-    results, _ = hostile
-    spec, obs = BEHAVIOURS[kind], results[kind]
+def test_new_hostile_kind_is_contained(hostile_run, kind):
+    spec, obs = BEHAVIOURS[kind], hostile_run[kind]
     assert not obs.error, obs.error
     assert obs.case_rows == 2 and obs.sent == [], (obs.cases, obs.sent)
     for case in obs.cases:
@@ -138,43 +132,43 @@ def test_new_hostile_kind_is_contained(hostile, kind):
 
 
 @pytest.mark.parametrize("kind", ["root_uid00", "root_alias"])
-def test_root_spelled_otherwise_runs_as_non_zero_uid(hostile, kind):
+def test_root_spelled_otherwise_runs_as_non_zero_uid(hostile_run, kind):
     """USER 00 and USER toor (toor:x:0:0) are uid 0: the container gets the explicit numeric 1000:1000."""
-    obs = hostile[0][kind]
+    obs = hostile_run[kind]
     assert obs.user == "1000:1000"
     assert [p.get("uid") for p in obs.probe_values()] == ["1000", "1000"]
 
 
-def test_named_non_root_user_is_kept_as_its_numbers(hostile):
-    obs = hostile[0]["passwd_user"]
+def test_named_non_root_user_is_kept_as_its_numbers(hostile_run):
+    obs = hostile_run["passwd_user"]
     assert obs.user == "1234:1235"  # resolved from the image's /etc/passwd, passed numerically
     assert [(p.get("uid"), p.get("gid")) for p in obs.probe_values()] == [("1234", "1235")] * 2
 
 
-def test_file_flood_is_stopped_at_the_file_limit(hostile):
-    for case in hostile[0]["many_files"].cases:
+def test_file_flood_is_stopped_at_the_file_limit(hostile_run):
+    for case in hostile_run["many_files"].cases:
         assert case["reason"].startswith(f"case {case['case']}: output limit: "), case["reason"]
         count = int(case["reason"].split("output limit: ")[1].split(" files")[0].replace("more than ", ""))
         assert count > 16 and "files in outputs/ (limit 16)" in case["reason"]
         assert "PROBE written=" not in case["stdout"]  # stopped before it wrote them all
 
 
-def test_sparse_file_is_caught_after_exit(hostile):
-    for case in hostile[0]["sparse_output"].cases:
+def test_sparse_file_is_caught_after_exit(hostile_run):
+    for case in hostile_run["sparse_output"].cases:
         assert re.search(r"output limit: 101(\.0)? GiB apparent \(sparse\) size in outputs/ \(limit 2 GiB\)",
                          case["reason"]), case["reason"]
 
 
-def test_huge_reason_is_bounded(hostile):
-    obs = hostile[0]["huge_reason"]
+def test_huge_reason_is_bounded(hostile_run):
+    obs = hostile_run["huge_reason"]
     for case in obs.cases:
         assert "and 39990 more" in case["reason"] or "chars cut" in case["reason"], case["reason"][-300:]
         assert len(case["reason"]) <= LIMIT + 40
     assert obs.sub_reason.startswith("every case failed") and len(obs.sub_reason) <= LIMIT + 40
 
 
-def test_outputs_are_deleted_once_scored(hostile):
+def test_outputs_are_deleted_once_scored(hostile_run, hostile_dir):
     """20,004 files, a 101 GiB sparse file, 23 MB of zip members, every correct output: none stays."""
-    _, storage = hostile
+    storage = hostile_dir / "data" / "storage"  # run_hostile_suite's data dir
     assert files_under(storage / "runs") == []
     assert not (storage / "runs").exists() or list((storage / "runs").iterdir()) == []
