@@ -255,7 +255,9 @@ def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tm
                                 "Cedar AI"}
         assert by_team["Baseline: box fill"]["baseline"] and by_team["Baseline: box fill"]["rank"] is None
         ranked = sorted(r["rank"] for r in board["rows"] if not r["baseline"])
-        assert ranked == [1, 2, 3], board["rows"]
+        # three ranked teams, in competition ranking: the runtime is one of the ranked metrics (rank-then-aggregate
+        # over DSC, NSD and runtime per case), so two teams may tie on a busy machine ([1, 1, 3] is then right)
+        assert len(ranked) == 3 and all(r == 1 + sum(o < r for o in ranked) for r in ranked), board["rows"]
         assert len({r["dsc"] for r in board["rows"]}) == 5, "the variants must score differently"
         assert by_team["Baseline: classic (Otsu + LCC)"]["dsc"] > by_team["Baseline: box fill"]["dsc"]
         booster = httpx.get(f"{api}/booster/leaderboard", timeout=30).json()["rows"]
