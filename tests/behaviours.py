@@ -130,8 +130,9 @@ BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in [
        was=("hostile/readonly_root",)),
     _b("fill_tmp", "fills /tmp until refused", ("ok",), check=_probe_check(tmp_errno=_in("28", "30")), **_R,
        was=("hostile/fill_tmp",)),
-    _b("network", "lists interfaces, connects to a host 127.0.0.1 listener, then a correct output", ("ok",),
-       check=_probe_check(ifaces=_eq("lo"), connect_host_listener=lambda v: v != "ok"), **_R,
+    _b("network", "lists interfaces, connects to a host 127.0.0.1 listener, serves itself on localhost, then a "
+       "correct output", ("ok",),
+       check=_probe_check(ifaces=_eq("lo"), connect_host_listener=lambda v: v != "ok", own_loopback=_eq("ok")), **_R,
        was=("images/network", "hostile/network")),
     _b("docker_socket", "looks for /var/run/docker.sock", ("ok",),
        check=_probe_check(**{"exists_var_run_docker.sock": _eq("False"), "exists_run_docker.sock": _eq("False"),

@@ -57,9 +57,10 @@ def _gone_within(docker_client, labels: dict[str, str], seconds: float) -> bool:
 
 
 def _isolation(attrs: dict[str, Any], inputs: str) -> dict[str, Any]:
-    """What an inspect says about a container's isolation, with its own input directory written as INPUTS."""
+    """What an inspect says about a container's isolation, with its own work directory (inputs/ and the hosts file)
+    written as WORK."""
     host = dict(attrs["HostConfig"])
-    host["Binds"] = sorted(b.replace(inputs, "INPUTS") for b in host.get("Binds") or [])
+    host["Binds"] = sorted(b.replace(str(Path(inputs).parent), "WORK") for b in host.get("Binds") or [])
     config = attrs["Config"]
     return {"host": host, "user": config.get("User"), "env": sorted(config.get("Env") or []),
             "cmd": config.get("Cmd"), "image": config.get("Image"), "labels": config.get("Labels"),
@@ -77,8 +78,8 @@ def test_precreated_container_is_isolated_exactly_like_one_created_on_demand(doc
     try:
         # the input directory is bind-mounted empty; the case's file is copied in when the case runs
         assert list(prepared.inputs.iterdir()) == []
-        on_demand_inputs = tmp_path / "demand-inputs"
-        on_demand_inputs.mkdir()
+        on_demand_inputs = tmp_path / "demand" / "inputs"
+        on_demand_inputs.mkdir(parents=True)
         params = container_params(image_id=correct, inputs_dir=on_demand_inputs, outputs_dir=out, profile=profile,
                                   user=user[0], labels={sb.LABEL_WORKER: sb.worker_identity(), **labels})
         demand = _create(docker_client, params)
@@ -89,11 +90,14 @@ def test_precreated_container_is_isolated_exactly_like_one_created_on_demand(doc
             docker_client.api.remove_container(demand, force=True)
         assert a == b
         host = a["host"]
-        assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+        assert host["NetworkMode"] == "none" and a["network_disabled"] is True
+        assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
         assert host["SecurityOpt"] == ["no-new-privileges"] and host["Init"] is True
         assert a["user"] == sb.NONROOT_USER and not any("docker.sock" in bind for bind in host["Binds"])
+        hosts = str(on_demand_inputs.parent / "hosts")
         assert prepared.params == {**params, "volumes": {str(prepared.inputs): params["volumes"][str(on_demand_inputs)],
-                                                         str(out): params["volumes"][str(out)]}}
+                                                         str(out): params["volumes"][str(out)],
+                                                         str(prepared.work / "hosts"): params["volumes"][hosts]}}
 
         cr = sb.run_case(docker_client, image_id=correct, input_file=case_file, out_dir=out, profile=profile,
                          labels=labels, run_user=user, prepared=prepared, remove="async")

@@ -15,10 +15,11 @@ only the case's file, mounted read-only at ``/workspace/inputs``; an empty outpu
 ``/workspace/outputs``; the command ``/bin/sh -c "sh predict.sh"`` in the image's working directory.
 Ground truth never enters the container.
 
-Isolation (every container): ``network_mode=none``; memory limit = memory+swap limit (no swap);
+Isolation (every container): no network (``network_disabled``: no network sandbox at all, only loopback;
+the usual ``/etc/hosts`` bind-mounted read-only); memory limit = memory+swap limit (no swap);
 CPU quota and a pinned cpuset; a pids limit; read-only root with a size-capped tmpfs at ``/tmp`` and
 ``HOME=/tmp``; all capabilities dropped; ``no-new-privileges``; an init process (docker-init); no
-Docker socket and no host path besides the two case directories; SegArena's labels
+Docker socket and no host path besides the two case directories and the hosts file; SegArena's labels
 (``segarena.run``, ``segarena.case``, ``segarena.worker``) so the reaper can find orphans.
 
 Users. A track that forbids root (``Track.allow_root = False``, the default) runs an image whose

@@ -48,6 +48,10 @@ def container_params(*, image_id: str, inputs_dir: Path, outputs_dir: Path, prof
         "detach": True,
         "user": user,
         "environment": env,
+        # no network at all: the engine sets up no network sandbox (libnetwork's prestart hook and its namespace
+        # work cost ~0.08 s of the timed span and ~0.09 s of CPU per case); the container gets a fresh network
+        # namespace with only loopback (up), as with "none", and the usual /etc/hosts is bind-mounted below
+        "network_disabled": True,
         "network_mode": "none",
         "mem_limit": profile.memory_bytes,
         "memswap_limit": profile.memory_bytes,
@@ -64,6 +68,8 @@ def container_params(*, image_id: str, inputs_dir: Path, outputs_dir: Path, prof
         "volumes": {
             str(inputs_dir): {"bind": INPUTS_MOUNT, "mode": "ro"},
             str(outputs_dir): {"bind": OUTPUTS_MOUNT, "mode": "rw"},
+            # the engine writes no /etc/hosts without a network sandbox: "localhost" must still resolve
+            str(hosts_file(inputs_dir)): {"bind": "/etc/hosts", "mode": "ro"},
         },
         "labels": dict(labels),
         # output is read live from the attach stream, head and tail only: nothing is logged to disk
@@ -103,12 +109,25 @@ def _create(client: Any, params: dict[str, Any]) -> str:
     return str(client.api.create_container(**_create_container_args(kwargs))["Id"])
 
 
+# what the engine writes as /etc/hosts for a container with network "none" (loopback only)
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def hosts_file(inputs_dir: Path) -> Path:
+    """The case's /etc/hosts (mounted read-only), beside its inputs/ in the work directory."""
+    return Path(inputs_dir).parent / "hosts"
+
+
 def _make_dirs(out_dir: Path, scratch: Path | None) -> tuple[Path, Path]:
-    """A fresh work directory with an empty inputs/ (mounted read-only) and the empty, any-uid-writable ``out_dir``."""
+    """A fresh work directory with an empty inputs/ (mounted read-only), the case's /etc/hosts and the empty,
+    any-uid-writable ``out_dir``."""
     work = Path(tempfile.mkdtemp(prefix="segarena-case-", dir=scratch))
     inputs = work / "inputs"
     inputs.mkdir()
     os.chmod(inputs, 0o755)
+    hosts = hosts_file(inputs)
+    hosts.write_text(HOSTS)
+    os.chmod(hosts, 0o644)
     os.chmod(work, 0o755)
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(out_dir.iterdir()):

@@ -1,6 +1,7 @@
 """Looks for network interfaces and tries to reach a listener the test opened on the host's 127.0.0.1 (port baked in
-at build time: ``--build-arg LISTENER_PORT``), then writes a correct output (expected: ok, only "lo", the
-connection refused)."""
+at build time: ``--build-arg LISTENER_PORT``), serves itself on its own localhost (what a model may do: the name
+resolves and loopback works), then writes a correct output (expected: ok, only "lo", the host's listener not
+reached, its own loopback working)."""
 import os
 import socket
 
@@ -18,4 +19,15 @@ def connect():
 
 
 common.probe("connect_host_listener", common.errno_of(connect))
+
+
+def own_loopback():
+    with socket.socket() as server:
+        server.bind(("localhost", 0))
+        server.listen(1)
+        with socket.create_connection(("localhost", server.getsockname()[1]), timeout=2):
+            pass
+
+
+common.probe("own_loopback", common.errno_of(own_loopback))
 common.write_correct_outputs()
