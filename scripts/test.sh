@@ -36,28 +36,16 @@ fi
 export SEGARENA_BASE_IMAGE="$BASE_IMAGE"
 export SEGARENA_TEST_REDIS_URL="redis://127.0.0.1:${SEGARENA_REDIS_PORT:-6379}/15"
 say "running the test suite$([ $fast -eq 1 ] && echo ' (--fast: no Docker, PostgreSQL or browser)')"
-# Two phases: everything but the test that restarts the shared Docker engine, in pytest-xdist processes, one per core
-# plus one (many tests wait on containers, timeouts and processes: on 2 cores 2 processes kept the machine 64 % busy
-# and took 10:27, 3 took 9:23 at 73 %; a test file stays in one process: its module fixtures run once); then that
-# test (marker "serial"), alone.
+# pytest-xdist processes, one per core plus one (many tests wait on containers, timeouts and processes: on 2 cores 2
+# processes kept the machine 64 % busy and took 10:27, 3 took 9:23 at 73 %); a test file stays in one process (its
+# module fixtures run once). No test touches a shared service's life: the fault tests restart private Redis,
+# PostgreSQL and Docker engines of their own.
 workers="${SEGARENA_TEST_WORKERS:-$(( $(nproc) + 1 ))}"
-phase() {  # phase MARKER-EXPRESSION PYTEST-ARGS...: pytest's exit status (5: nothing selected)
-  local expr="$1"; shift
-  set +e
-  "$PY" -m pytest -m "$expr" "$@" "${args[@]}"
-  local rc=$?
-  set -e
-  return $rc
-}
-base="not serial"
-[ $fast -eq 1 ] && base="not docker and not postgres and not browser and not slow and not serial"
-rc1=0; phase "$base" -n "$workers" --dist loadfile || rc1=$?
-rc2=5
-if [ $fast -eq 0 ]; then
-  say "tests that restart the shared services (alone)"
-  rc2=0; phase "serial" -p no:xdist || rc2=$?
-fi
-[ $rc1 -eq 5 ] && [ $rc2 -eq 5 ] && die "pytest collected no tests"
-[ $rc1 -ne 0 ] && [ $rc1 -ne 5 ] && exit $rc1
-[ $rc2 -ne 0 ] && [ $rc2 -ne 5 ] && exit $rc2
-exit 0
+select=()
+[ $fast -eq 1 ] && select=(-m "not docker and not postgres and not browser and not slow")
+set +e
+"$PY" -m pytest "${select[@]}" -n "$workers" --dist loadfile "${args[@]}"
+rc=$?
+set -e
+[ $rc -eq 5 ] && die "pytest collected no tests"
+exit $rc

@@ -253,12 +253,6 @@ def unique() -> str:
     return uuid.uuid4().hex[:8]
 
 
-# Tests that restart a shared service (the Docker engine; the other fault tests restart private Redis and PostgreSQL
-# instances) run after everything else, so a restart never lands in the middle of another test. (This used to be
-# done by naming the file test_zz_*.)
-RUN_LAST = ("tests/resilience/test_resilience_docker_restart.py",)
-
-
 # Markers by what a test uses: its fixtures, or its directory (tests that need the service without a fixture
 # carry the marker themselves).
 FIXTURE_MARKERS = {
@@ -269,7 +263,6 @@ FIXTURE_MARKERS = {
 }
 DIRECTORY_MARKERS = {
     "tests/resilience/": ("resilience", "docker", "slow"),
-    **{path: ("serial",) for path in RUN_LAST},
     "tests/system/test_e2e.py": ("docker", "slow"),
     "tests/system/test_scaleout.py": ("docker", "slow"),
     "tests/api/test_api_fuzz.py": ("slow",),  # generated requests over the whole schema: minutes
@@ -307,9 +300,6 @@ def pytest_collection_modifyitems(session, config, items) -> None:
                 for marker in markers:
                     item.add_marker(marker)
 
-    def last(item) -> bool:
-        return any(item.nodeid.startswith(path) for path in RUN_LAST)
-
     # Expensive files first (a file with a slow test, then one with a Docker test), each file's tests kept together
     # in their order: the xdist processes (one file at a time, --dist loadfile) start the minutes-long files while
     # hundreds of quick ones remain to fill the other process, instead of ending the run on them.
@@ -318,4 +308,4 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         path = item.nodeid.split("::", 1)[0]
         weight[path] = max(weight.get(path, 0), 2 if item.get_closest_marker("slow") else
                            1 if item.get_closest_marker("docker") else 0)
-    items.sort(key=lambda i: (last(i), -weight[i.nodeid.split("::", 1)[0]]))  # stable: collection order otherwise
+    items.sort(key=lambda i: -weight[i.nodeid.split("::", 1)[0]])  # stable: collection order otherwise

@@ -332,6 +332,72 @@ class PrivateRedis:
                 self.proc.wait(timeout=10)
 
 
+class PrivateDocker:
+    """A throwaway Docker engine (its own data root, exec root, managed containerd and socket under one /tmp
+    directory; no bridge, no iptables) holding a copy of the base image: a test may stop and restart it without
+    touching the engine every other test uses."""
+
+    def __init__(self, shared_client: Any, base_image: str) -> None:
+        import docker
+
+        self.dir = Path(tempfile.mkdtemp(prefix="segarena-docker-"))  # short: the socket path must fit 108 bytes
+        self.host = f"unix://{self.dir}/docker.sock"
+        self.proc: Any = None
+        try:
+            self.start()
+            self.client = docker.DockerClient(base_url=self.host, timeout=120)
+            # the base image, streamed from the shared engine (docker save | docker load): ~5 s for 343 MB
+            self.client.images.load(shared_client.api.get_image(base_image))
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _ping(self) -> bool:
+        import subprocess
+
+        return subprocess.run(["docker", "-H", self.host, "version"], check=False, capture_output=True).returncode == 0
+
+    def start(self) -> None:
+        import subprocess
+
+        d = self.dir
+        argv = ["dockerd", "--data-root", str(d / "data"), "--exec-root", str(d / "exec"), "-H", self.host,
+                "--pidfile", str(d / "docker.pid"), "--bridge", "none", "--iptables=false", "--ip6tables=false",
+                "--ip-masq=false", "--userland-proxy=false"]
+        with open(d / "dockerd.log", "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: self.proc.poll() is not None or self._ping(), 60,
+                   f"the private dockerd to answer (see {d / 'dockerd.log'})", interval=0.25)
+        assert self.proc.poll() is None, (d / "dockerd.log").read_text()[-2000:]
+
+    def stop(self) -> None:
+        """SIGTERM, as a service manager stops it (its containers are stopped with it); wait for the exit."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        import subprocess
+
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        try:
+            self.stop()
+        except Exception:
+            self.proc.kill()
+        # what a killed engine left mounted (its clean exit unmounts everything)
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                  if len(line.split()) > 1 and line.split()[1].startswith(str(self.dir))]
+        for mount in sorted(mounts, reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class PrivatePostgres:
     """A throwaway PostgreSQL cluster (initdb + pg_ctl as the postgres user) on a free port."""
 
@@ -414,18 +480,25 @@ class FaultRig:
     beat), one execution worker (``python -m worker.exec_tasks``: API URL, worker token and broker only) and a
     private Redis (tests/scaleout_helpers.ScaleStack) — with one fault mid-case."""
 
-    def __init__(self, client: Any, base_image: str, workdir: Path, *, submissions: int = 3) -> None:
+    def __init__(self, client: Any, base_image: str, workdir: Path, *, submissions: int = 3,
+                 private_docker: bool = False) -> None:
+        """``private_docker``: run the containers on an engine of the rig's own (:class:`PrivateDocker`), which the
+        ``docker_restart`` fault restarts; otherwise on ``client``'s engine."""
         from tests.worker_helpers import make_testset
 
-        self.client = client
         self.base_image = base_image
         self.workdir = Path(workdir)
         self.submissions = submissions
+        self.engine: PrivateDocker | None = None
         self.pg = PrivatePostgres(self.workdir)
         try:
+            if private_docker:
+                self.engine = PrivateDocker(client, base_image)
+                client = self.engine.client
+            self.client = client
             self.image_id = build_hostile_images(client, base_image, ["slow"])["slow"]
         except BaseException:
-            self.pg.destroy()
+            self.close()
             raise
         self.testset = make_testset(self.workdir / "testset", n2d=1, n3d=1)
         self.cases = 2
@@ -436,10 +509,11 @@ class FaultRig:
 
     def close(self) -> None:
         self.pg.destroy()
+        if self.engine is not None:
+            self.engine.destroy()
 
     # -- one scenario ----------------------------------------------------------------------
-    def scenario(self, fault: str, *, restart_docker: Callable[[], None] | None = None,  # noqa: C901 (one branch per fault)
-                 timeout: float = 240.0) -> FaultFigures:
+    def scenario(self, fault: str, *, timeout: float = 240.0) -> FaultFigures:  # noqa: C901 (one branch per fault)
         import signal
         import subprocess
         import time
@@ -457,7 +531,8 @@ class FaultRig:
         url = self.pg.create_db(name)
         # a lost worker's shard is requeued after 4 s without a heartbeat (heartbeats every second)
         stack = ScaleStack(self.workdir / name, database_url=url, shard_heartbeat_s=1.0, heartbeat_timeout_s=4,
-                           reaper_interval_s=1, extra_env={"SEGARENA_MAX_ATTEMPTS": "5", "SEGARENA_REQUEUE_AFTER_S": "8"})
+                           reaper_interval_s=1, extra_env={"SEGARENA_MAX_ATTEMPTS": "5", "SEGARENA_REQUEUE_AFTER_S": "8"},
+                           docker_host=self.engine.host if self.engine is not None else None)
         storage = stack.settings.storage_dir
         mounted = False
         note = ""
@@ -499,8 +574,8 @@ class FaultRig:
                     subprocess.run(["umount", str(storage)], check=True)
                     mounted = False
                 elif fault == "docker_restart":
-                    assert restart_docker is not None
-                    restart_docker()
+                    assert self.engine is not None, "the docker_restart fault needs FaultRig(private_docker=True)"
+                    self.engine.restart()
 
             def all_final() -> bool:
                 with session_scope(url) as s:
@@ -547,16 +622,19 @@ class FaultRig:
 
 
 @contextlib.contextmanager
-def fault_rig(client: Any, base_image: str, workdir: Path, request: Any, *, baseline: bool) -> Iterator[FaultRig]:
+def fault_rig(client: Any, base_image: str, workdir: Path, request: Any, *, baseline: bool,
+              private_docker: bool = False) -> Iterator[FaultRig]:
     """A module's :class:`FaultRig` (``baseline``: the undisturbed scenario "none" run first, the reference of the
-    other rows' extra time); its fault table is printed at teardown."""
+    other rows' extra time; ``private_docker``: on an engine of its own); its fault table is printed at teardown."""
     from tests.conftest import require
 
     for tool in ("redis-server", "redis-cli", "runuser", "mount"):
         require(shutil.which(tool) is not None, tool)
     require(Path("/usr/lib/postgresql").exists(), "PostgreSQL's server binaries (initdb, pg_ctl)")
     require(os.geteuid() == 0, "root (to run initdb as postgres and to bind-mount the storage read-only)")
-    rig = FaultRig(client, base_image, workdir)
+    if private_docker:
+        require(shutil.which("dockerd") is not None, "dockerd (the Docker engine's daemon)")
+    rig = FaultRig(client, base_image, workdir, private_docker=private_docker)
     try:
         if baseline:
             rig.figures["none"] = rig.scenario("none")
@@ -573,28 +651,6 @@ def assert_nothing_lost(f: FaultFigures) -> None:
     assert f.lost == 0, f
     assert f.duplicated == 0, f
     assert f.succeeded == f.submissions, f
-
-
-def restart_dockerd() -> None:
-    """Stop the shared engine (its pid file) and start it again as scripts/lib.sh does; wait for it."""
-    import subprocess
-
-    pid = int(Path("/var/run/docker.pid").read_text().strip())
-    os.kill(pid, 15)
-
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-    wait_until(gone, 60, f"dockerd (pid {pid}) to exit after SIGTERM", interval=0.2)
-    Path("/var/run/docker.pid").unlink(missing_ok=True)
-    # the shell returns at once (dockerd runs on in the background, in its own session)
-    subprocess.run("setsid dockerd >>/var/log/segarena-dockerd.log 2>&1 &", shell=True, check=True)
-    wait_until(lambda: subprocess.run(["docker", "info"], check=False, capture_output=True).returncode == 0, 60,
-               "dockerd to come back (docker info; see /var/log/segarena-dockerd.log)", interval=0.5)
 
 
 def format_faults(figures: list[FaultFigures]) -> str:

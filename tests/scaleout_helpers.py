@@ -48,7 +48,8 @@ class ScaleStack:
 
     def __init__(self, tmp: Path, *, database_url: str | None = None, storage_env: dict[str, str] | None = None,
                  shard_heartbeat_s: float = 1.0, heartbeat_timeout_s: int = 6, reaper_interval_s: int = 1,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, docker_host: str | None = None):
+        """``docker_host``: the engine the execution workers use (default: DOCKER_HOST or the local socket)."""
         from api.settings import Settings
 
         self.tmp = Path(tmp)
@@ -87,6 +88,7 @@ class ScaleStack:
         migrate(self.settings.database_url)
         self.procs: dict[str, subprocess.Popen] = {}
         self.worker_token = ""
+        self.docker_host = docker_host
 
     # -- processes ---------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -111,6 +113,8 @@ class ScaleStack:
                "SEGARENA_WORKER_HEARTBEAT_S": "2", "SEGARENA_HTTP_BACKOFF_S": "0.2"}
         if cpus is not None:
             env["SEGARENA_WORKER_CPUS"] = cpus
+        if self.docker_host:
+            env["SEGARENA_DOCKER_HOST"] = self.docker_host
         return env
 
     def start_worker(self, name: str, cpus: str | None = None) -> subprocess.Popen:
