@@ -44,7 +44,9 @@ workers="${SEGARENA_TEST_WORKERS:-$(( $(nproc) + 1 ))}"
 select=()
 [ $fast -eq 1 ] && select=(-m "not docker and not postgres and not browser and not slow")
 set +e
-"$PY" -m pytest "${select[@]}" -n "$workers" --dist loadfile "${args[@]}"
+# --no-loadscope-reorder: files in the order tests/conftest.py sorts them (the minutes-long ones first), not
+# xdist's default (most tests per file first)
+"$PY" -m pytest "${select[@]}" -n "$workers" --dist loadfile --no-loadscope-reorder "${args[@]}"
 rc=$?
 set -e
 [ $rc -eq 5 ] && die "pytest collected no tests"

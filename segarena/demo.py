@@ -89,8 +89,7 @@ ENTRIES: tuple[Entry, ...] = (
 )
 # By default main, booster and reproducibility run "small" and the interactive track, a container per iteration
 # (1 + ITERATIONS per case), "tiny". SEGARENA_DEMO_TESTSET sets the test set of every track and
-# SEGARENA_DEMO_INTERACTIVE_TESTSET that of the interactive track alone (the system test: "tiny", and "micro" for
-# the interactive track).
+# SEGARENA_DEMO_INTERACTIVE_TESTSET that of the interactive track alone (the system test: "micro" for every track).
 TESTSET = os.environ.get("SEGARENA_DEMO_TESTSET", "small")
 INTERACTIVE_TESTSET = (os.environ.get("SEGARENA_DEMO_INTERACTIVE_TESTSET") or os.environ.get("SEGARENA_DEMO_TESTSET")
                        or "tiny")

@@ -264,6 +264,7 @@ FIXTURE_MARKERS = {
 DIRECTORY_MARKERS = {
     "tests/resilience/": ("resilience", "docker", "slow"),
     "tests/system/test_e2e.py": ("docker", "slow"),
+    "tests/system/test_demo.py": ("docker", "slow"),
     "tests/system/test_scaleout.py": ("docker", "slow"),
     "tests/api/test_api_fuzz.py": ("slow",),  # generated requests over the whole schema: minutes
     "tests/api/test_api_concurrency.py": ("slow",),  # 20 simultaneous uploads, twice
