@@ -287,6 +287,21 @@ def pytest_generate_tests(metafunc) -> None:
     metafunc.parametrize("db_settings", params, indirect=True)
 
 
+# Files that take minutes mostly waiting (containers sleeping out time limits, processes and engines restarted, per-case
+# delays): the test command (--dist loadgroup) runs them in lanes, a lane's files one after another in one xdist
+# process, so that only that many processes wait at once while the others keep the CPUs busy with everything else.
+# Every other file is a group of its own (one file, one process, as --dist loadfile: its module fixtures run once).
+# Lanes balanced on a run with 4 processes on 2 cores (seconds): hostile 238 + e2e 117, faults 198 + demo 120,
+# scale-out 176 + interactive runs 78 + Docker restart 62.
+LANES = {
+    "tests/resilience/test_resilience_hostile.py": 1, "tests/system/test_e2e.py": 1,
+    "tests/resilience/test_resilience_faults.py": 2, "tests/system/test_demo.py": 2,
+    "tests/system/test_scaleout.py": 3, "tests/worker/test_interactive_runs.py": 3,
+    "tests/resilience/test_resilience_docker_restart.py": 3,
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group markers
 def pytest_collection_modifyitems(session, config, items) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
@@ -301,12 +316,18 @@ def pytest_collection_modifyitems(session, config, items) -> None:
                 for marker in markers:
                     item.add_marker(marker)
 
-    # Expensive files first (a file with a slow test, then one with a Docker test), each file's tests kept together
-    # in their order: the xdist processes (one file at a time, --dist loadfile) start the minutes-long files while
-    # hundreds of quick ones remain to fill the other process, instead of ending the run on them.
+    # The lanes first, then the expensive files (a file with a slow test, then one with a Docker test), each file's
+    # tests kept together in their order (the test command keeps this order: --no-loadscope-reorder), so the long
+    # work starts at once while hundreds of quick files remain to fill the other processes.
     weight: dict[str, int] = {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         weight[path] = max(weight.get(path, 0), 2 if item.get_closest_marker("slow") else
                            1 if item.get_closest_marker("docker") else 0)
-    items.sort(key=lambda i: -weight[i.nodeid.split("::", 1)[0]])  # stable: collection order otherwise
+        item.add_marker(pytest.mark.xdist_group(f"lane{LANES[path]}" if path in LANES else path))
+
+    def key(item) -> tuple[int, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return (LANES.get(path, len(LANES) + 1), -weight[path])
+
+    items.sort(key=key)  # stable: collection order otherwise
