@@ -37,8 +37,7 @@ export SEGARENA_BASE_IMAGE="$BASE_IMAGE"
 export SEGARENA_TEST_REDIS_URL="redis://127.0.0.1:${SEGARENA_REDIS_PORT:-6379}/15"
 say "running the test suite$([ $fast -eq 1 ] && echo ' (--fast: no Docker, PostgreSQL or browser)')"
 # pytest-xdist processes: the lanes of minutes-long, mostly waiting files (tests/conftest.py LANES, one process each)
-# plus one per core for everything else; a test file stays in one process (its module fixtures run once; the
-# xdist_group markers conftest.py sets). No test touches a shared service's life: the fault tests restart private
+# plus one per core for everything else; a test file stays in one process (its module fixtures run once). No test touches a shared service's life: the fault tests restart private
 # Redis, PostgreSQL and Docker engines of their own.
 lanes=3  # len(set(LANES.values())) in tests/conftest.py
 [ $fast -eq 1 ] && lanes=1  # --fast deselects the lanes' files; one process more than cores still helps (waits)
@@ -46,9 +45,9 @@ workers="${SEGARENA_TEST_WORKERS:-$(( $(nproc) + lanes ))}"
 select=()
 [ $fast -eq 1 ] && select=(-m "not docker and not postgres and not browser and not slow")
 set +e
-# --no-loadscope-reorder: files in the order tests/conftest.py sorts them (the lanes first), not xdist's default (most
-# tests per group first)
-"$PY" -m pytest "${select[@]}" -n "$workers" --dist loadgroup --no-loadscope-reorder "${args[@]}"
+# --dist loadfile: by file, a lane's files together (tests/conftest.py pytest_xdist_make_scheduler);
+# --no-loadscope-reorder: in the order conftest.py sorts them (the lanes first), not xdist's (most tests first)
+"$PY" -m pytest "${select[@]}" -n "$workers" --dist loadfile --no-loadscope-reorder "${args[@]}"
 rc=$?
 set -e
 [ $rc -eq 5 ] && die "pytest collected no tests"

@@ -181,22 +181,35 @@ def migrated_sqlite(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_testset(tmp_path_factory) -> Path:
-    """The built-in ``tiny`` set's data, generated once per session (1.6 s each time; ``settings`` copies it)."""
+def _shared_testset(tmp_path_factory, name: str) -> Path:
+    """A built-in set's data, generated once per test run: the xdist processes of one run share a base temporary
+    directory, and the first to take the lock generates it (tiny: 1.6 s of CPU; once instead of once per process)."""
+    import fcntl
+
     from data_manifests import materialize
 
-    _manifest, root = materialize("tiny", tmp_path_factory.mktemp("testsets"))
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-testsets"
+    shared.mkdir(exist_ok=True)
+    root, done = shared / name / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            materialize(name, shared / name)
+            done.touch()
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_testset(tmp_path_factory) -> Path:
+    """The built-in ``tiny`` set's data, generated once per run (``settings`` links it; nothing writes it)."""
+    return _shared_testset(tmp_path_factory, "tiny")
 
 
 @pytest.fixture(scope="session")
 def micro_testset(tmp_path_factory) -> Path:
-    """The built-in ``micro`` set's data (tiny's first case of each modality), generated once per session."""
-    from data_manifests import materialize
-
-    _manifest, root = materialize("micro", tmp_path_factory.mktemp("testsets"))
-    return root
+    """The built-in ``micro`` set's data (tiny's first case of each modality), generated once per run."""
+    return _shared_testset(tmp_path_factory, "micro")
 
 
 @pytest.fixture(scope="module")
@@ -288,9 +301,9 @@ def pytest_generate_tests(metafunc) -> None:
 
 
 # Files that take minutes mostly waiting (containers sleeping out time limits, processes and engines restarted, per-case
-# delays): the test command (--dist loadgroup) runs them in lanes, a lane's files one after another in one xdist
-# process, so that only that many processes wait at once while the others keep the CPUs busy with everything else.
-# Every other file is a group of its own (one file, one process, as --dist loadfile: its module fixtures run once).
+# delays): under --dist loadfile the test command runs them in lanes (:func:`pytest_xdist_make_scheduler`), a lane's
+# files one after another in one xdist process, so that only that many processes wait at once while the others keep
+# the CPUs busy with everything else. Every other file is a work unit of its own (its module fixtures run once).
 # Lanes balanced on a run with 4 processes on 2 cores (seconds): hostile 238 + e2e 117, faults 198 + demo 120,
 # scale-out 176 + interactive runs 78 + Docker restart 62.
 LANES = {
@@ -301,7 +314,20 @@ LANES = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group markers
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with the files of a lane (:data:`LANES`) as one work unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return f"lane {LANES[path]}" if path in LANES else path
+
+    return LaneScheduling(config, log)
+
+
 def pytest_collection_modifyitems(session, config, items) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
@@ -324,7 +350,6 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         path = item.nodeid.split("::", 1)[0]
         weight[path] = max(weight.get(path, 0), 2 if item.get_closest_marker("slow") else
                            1 if item.get_closest_marker("docker") else 0)
-        item.add_marker(pytest.mark.xdist_group(f"lane{LANES[path]}" if path in LANES else path))
 
     def key(item) -> tuple[int, int]:
         path = item.nodeid.split("::", 1)[0]

@@ -19,4 +19,4 @@ def test_the_test_command_starts_a_process_per_lane():
     found = re.search(r"^lanes=(\d+)", script, re.MULTILINE)
     assert found, "scripts/test.sh sets lanes=N"
     assert int(found.group(1)) == len(set(LANES.values())), "lanes= in scripts/test.sh must match tests/conftest.py"
-    assert "--dist loadgroup" in script and "--no-loadscope-reorder" in script
+    assert "--dist loadfile" in script and "--no-loadscope-reorder" in script
