@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -28,6 +29,12 @@ pytest_plugins = ["tests.api_helpers", "tests.exec_helpers", "tests.s3_helpers"]
 # The CLI runs in-process in most tests (tests/cli_helpers.run_cli): its Rich consoles, made at import, read the
 # terminal width once; the width a subprocess run got (COLUMNS=200) is set before anything imports them.
 os.environ["COLUMNS"] = "200"
+# Containers take host-wide locks on their pinned cores (worker/sandbox/host.CoreLocks: two timed runs never share a
+# core). Every test runs its cases on core 0, so the locks of one shared directory made the containers of all test
+# processes wait for each other (the hostile suite's time-outs held core 0 for seconds at a time): each test process,
+# and the processes it starts (tests/processes.INHERITED), locks cores in a directory of its own.
+CORE_LOCK_DIR = tempfile.mkdtemp(prefix="segarena-core-locks-")
+os.environ["SEGARENA_CORE_LOCK_DIR"] = CORE_LOCK_DIR
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 FAST = os.environ.get("SEGARENA_TEST_FAST", "").lower() in {"1", "true", "yes"}
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +65,10 @@ def require(ok: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(CORE_LOCK_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -234,8 +245,10 @@ def settings(tmp_path, monkeypatch, migrated_sqlite, tiny_testset, micro_testset
     """Embedded-mode settings in a fresh data dir (SQLite, embedded broker, local storage)."""
     from api.settings import Settings, get_settings
 
+    from tests.processes import INHERITED
+
     for key in list(os.environ):
-        if key.startswith("SEGARENA_") and key not in {"SEGARENA_BASE_IMAGE", "SEGARENA_PG_PORT"}:
+        if key.startswith("SEGARENA_") and key not in INHERITED:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SEGARENA_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()

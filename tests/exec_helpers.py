@@ -298,14 +298,14 @@ import os  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.conftest import REDIS_URL  # noqa: E402
+from tests.processes import INHERITED  # noqa: E402
 
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     """No SEGARENA_ variable of the developer's shell leaks into a WorkerConfig."""
     for key in list(os.environ):
-        if key.startswith("SEGARENA_") and key not in {"SEGARENA_BASE_IMAGE", "SEGARENA_PG_PORT",
-                                                       "SEGARENA_TEST_REDIS_URL"}:
+        if key.startswith("SEGARENA_") and key not in {*INHERITED, "SEGARENA_TEST_REDIS_URL"}:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)  # no .env file is read
     return monkeypatch

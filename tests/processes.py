@@ -9,7 +9,17 @@ import signal
 import subprocess
 from pathlib import Path
 
-__all__ = ["spawn", "stop", "kill", "log_tail"]
+__all__ = ["spawn", "stop", "kill", "log_tail", "child_env", "INHERITED"]
+
+# What a process a test starts inherits of SegArena's settings from the test process (the rest of SEGARENA_* is the
+# test's to set): the base image, the PostgreSQL port and the test process's own core-lock directory
+# (tests/conftest.py: containers of different test processes do not wait for each other's cores).
+INHERITED = frozenset({"SEGARENA_BASE_IMAGE", "SEGARENA_PG_PORT", "SEGARENA_CORE_LOCK_DIR"})
+
+
+def child_env(*, drop: tuple[str, ...] = ("SEGARENA_",)) -> dict[str, str]:
+    """This process's environment without the variables starting with ``drop``, except :data:`INHERITED`."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop) or k in INHERITED}
 
 
 def spawn(argv: list[str], *, env: dict[str, str] | None = None, log: Path | None = None,

@@ -27,6 +27,7 @@ from tests.cli_helpers import ROOT, segarena_cmd
 from tests.servers import free_port
 from tests.waiting import wait_http, wait_until
 from tests.resilience_helpers import PrivateRedis
+from tests.processes import child_env
 
 __all__ = ["ScaleStack", "build_delay_image", "run_state", "wait_run", "case_rows", "stack_containers"]
 
@@ -61,7 +62,7 @@ class ScaleStack:
         self.deployment = "so" + secrets.token_hex(6)
         self.logs = self.tmp / "logs"
         self.logs.mkdir(exist_ok=True)
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("SEGARENA_", "AWS_"))}
+        base = child_env(drop=("SEGARENA_", "AWS_"))
         base.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT), SEGARENA_BASE_IMAGE=BASE_IMAGE)
         self.base_env = base
         self.trusted_env = {**base, "SEGARENA_DATA_DIR": str(self.data_dir), "SEGARENA_BROKER_URL": self.redis.url,

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.cli_helpers import ROOT, free_port, segarena_cmd, wait_http
+from tests.processes import child_env
 
 RUN_TIMEOUT_S = 420  # the tiny set (27 cases) takes about 30 s; generous for a loaded CI machine
 
@@ -28,8 +29,7 @@ class Stack:
         self.token = "sa_e2e_" + secrets.token_hex(16)
         self.data_dir = tmp / "data"
         self.queue = "e2e" + secrets.token_hex(4)  # a queue of our own: no other worker takes our runs
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_") or k in
-                    {"SEGARENA_BASE_IMAGE", "SEGARENA_PG_PORT"}}
+        self.env = child_env()
         self.env.update({
             "SEGARENA_DATA_DIR": str(self.data_dir), "SEGARENA_BOOTSTRAP_ORGANIZER_TOKEN": self.token,
             "SEGARENA_WORKER_QUEUES": self.queue, "SEGARENA_QUEUES": f"cpu:cpu,gpu:gpu,{self.queue}:cpu",

@@ -6,7 +6,6 @@ submission shows its position in the workers' fair order and an estimated wait."
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.api_helpers import app, auth, client, db_settings, live, submit, world  # noqa: F401 - fixtures
-from tests.processes import log_tail, spawn, stop
+from tests.processes import child_env, log_tail, spawn, stop
 from tests.waiting import wait_until
 from tests.worker_helpers import ROOT, build_test_image, make_testset, seed_submission, seed_track
 
@@ -85,8 +84,7 @@ def test_undeclared_queue_is_refused_on_create_update_and_apply(client, world, d
 
 
 def _worker_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_") or k in
-           {"SEGARENA_BASE_IMAGE", "SEGARENA_PG_PORT"}}
+    env = child_env()
     env.update(SEGARENA_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **extra)
     return env
 
@@ -280,7 +278,7 @@ def test_position_and_estimate_follow_the_fair_claim_order(client, world, db_set
     assert view("a1", world.token_a)["queue"] is None  # not queued: no position
 
     # the participant's CLI says it
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_")}, "SEGARENA_URL": live.url,
+    env = {**child_env(), "SEGARENA_URL": live.url,
            "SEGARENA_TOKEN": world.token_a, "SEGARENA_CONFIG": str(Path(db_settings.data_dir) / "none.toml")}
     shown = run_cli("status", str(ids["a3"]), env=env, check=True).stdout
     assert "queue cpu: position 3 of 3, about 5 min (position 3 × median run 100.0 s / 1 worker online)" in \

@@ -46,8 +46,9 @@ def _shard_containers(docker_client, executor, shard_id: int, *, running: bool =
 def test_a_shard_runs_every_case_uploads_and_finishes(worker_config, fake_api, executor, exec_image, docker_client,
                                                        tmp_path):
     remove_image(docker_client, exec_image["image_id"])  # the shard downloads and loads it
+    # heartbeats every 0.2 s: the four containers take about a second in all (0.2-0.3 s each)
     sid = _shard(fake_api, exec_image, tmp_path, ["2DBox_US_0001", "2DBox_CRASH_0002", "2DBox_NONE_0003",
-                                                  "2DBox_US_0004"])
+                                                  "2DBox_US_0004"], heartbeat_s=0.2)
     report = executor.run_next("cpu")
     assert report.outcome == "done" and report.shard_id == sid, report
     assert executor.cache.downloads == 1 and executor.cache.loads == 1

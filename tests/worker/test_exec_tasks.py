@@ -3,7 +3,6 @@ the real sandbox, against a real local HTTP server implementing the worker route
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,13 +13,13 @@ import pytest
 
 from tests.exec_helpers import (TOKEN, clean_env, exec_image, fake_api, image_spec, remove_image,  # noqa: F401
                                 write_case)
-from tests.processes import log_tail, spawn, stop
+from tests.processes import child_env, log_tail, spawn, stop
 from tests.waiting import wait_until
 from tests.worker_helpers import ROOT
 
 
 def _env(fake_api, redis_url, tmp_path, queue: str, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGARENA_")}
+    env = child_env()
     env.update(SEGARENA_API_URL=fake_api.url, SEGARENA_WORKER_TOKEN=TOKEN, SEGARENA_BROKER_URL=redis_url,
                SEGARENA_QUEUES=f"{queue}:cpu", SEGARENA_CACHE_DIR=str(tmp_path / "cache"),
                SEGARENA_IMAGE_LOCK_DIR=str(tmp_path / "locks"), SEGARENA_WORKER_NAME=f"w-{queue}",
