@@ -25,6 +25,11 @@ else
   ensure_postgres
   ensure_base_image
 fi
+# pytest's cache of rewritten test modules (and Python's .pyc files), written once, in the background while lint
+# runs: every xdist process then collects in ~3 s of CPU instead of ~7 s. Written even where PYTHONDONTWRITEBYTECODE
+# is set (under it nothing would ever be cached; the caches are in __pycache__, ignored by git).
+PYTHONDONTWRITEBYTECODE= "$PY" -m pytest --collect-only -q -p no:cacheprovider "$ROOT/tests" >/dev/null 2>&1 &
+warming=$!
 # Lint and types before the tests (ruff and mypy: configured in pyproject.toml, installed from the test extras by
 # ensure_venv). Whole-suite runs only (no pytest arguments besides --fast); SEGARENA_SKIP_LINT=1 skips them.
 if [ ${#args[@]} -eq 0 ] && [ "${SEGARENA_SKIP_LINT:-0}" != "1" ]; then
@@ -33,6 +38,7 @@ if [ ${#args[@]} -eq 0 ] && [ "${SEGARENA_SKIP_LINT:-0}" != "1" ]; then
   say "types: mypy (strict for evaluator/ and data_manifests/, basic elsewhere)"
   "$PY" -m mypy || die "mypy found the type errors above"
 fi
+wait "$warming" || true  # a collection error shows again, with its message, in the run itself
 export SEGARENA_BASE_IMAGE="$BASE_IMAGE"
 export SEGARENA_TEST_REDIS_URL="redis://127.0.0.1:${SEGARENA_REDIS_PORT:-6379}/15"
 say "running the test suite$([ $fast -eq 1 ] && echo ' (--fast: no Docker, PostgreSQL or browser)')"
