@@ -334,16 +334,24 @@ class PrivateRedis:
 
 class PrivateDocker:
     """A throwaway Docker engine (its own data root, exec root, managed containerd and socket under one /tmp
-    directory; no bridge, no iptables) holding a copy of the base image: a test may stop and restart it without
-    touching the engine every other test uses."""
+    directory; a bridge interface of its own, no iptables) holding a copy of the base image: a test may stop and
+    restart it without touching the engine every other test uses.
+
+    Its bridge is its own (``sa-br-<hex>``, deleted with it): ``--bridge none`` would make the engine delete the
+    host's ``docker0`` at start-up, the shared engine's default network."""
 
     def __init__(self, shared_client: Any, base_image: str) -> None:
+        import secrets
+        import subprocess
+
         import docker
 
         self.dir = Path(tempfile.mkdtemp(prefix="segarena-docker-"))  # short: the socket path must fit 108 bytes
         self.host = f"unix://{self.dir}/docker.sock"
         self.proc: Any = None
+        self.bridge = "sa-br-" + secrets.token_hex(4)  # an interface name: at most 15 characters
         try:
+            subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True, capture_output=True)
             self.start()
             self.client = docker.DockerClient(base_url=self.host, timeout=120)
             # the base image, streamed from the shared engine (docker save | docker load): ~5 s for 343 MB
@@ -362,7 +370,7 @@ class PrivateDocker:
 
         d = self.dir
         argv = ["dockerd", "--data-root", str(d / "data"), "--exec-root", str(d / "exec"), "-H", self.host,
-                "--pidfile", str(d / "docker.pid"), "--bridge", "none", "--iptables=false", "--ip6tables=false",
+                "--pidfile", str(d / "docker.pid"), "--bridge", self.bridge, "--iptables=false", "--ip6tables=false",
                 "--ip-masq=false", "--userland-proxy=false"]
         with open(d / "dockerd.log", "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -388,14 +396,16 @@ class PrivateDocker:
             client.close()
         try:
             self.stop()
-        except Exception:
+        except Exception:  # it did not exit within a minute
             self.proc.kill()
+            self.proc.wait(timeout=30)
         # what a killed engine left mounted (its clean exit unmounts everything)
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
                   if len(line.split()) > 1 and line.split()[1].startswith(str(self.dir))]
         for mount in sorted(mounts, reverse=True):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
 
 
 class PrivatePostgres:
@@ -634,6 +644,7 @@ def fault_rig(client: Any, base_image: str, workdir: Path, request: Any, *, base
     require(os.geteuid() == 0, "root (to run initdb as postgres and to bind-mount the storage read-only)")
     if private_docker:
         require(shutil.which("dockerd") is not None, "dockerd (the Docker engine's daemon)")
+        require(shutil.which("ip") is not None, "ip (iproute2: the private engine's bridge)")
     rig = FaultRig(client, base_image, workdir, private_docker=private_docker)
     try:
         if baseline:

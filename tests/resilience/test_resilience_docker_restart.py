@@ -10,6 +10,8 @@ runs beside them.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.resilience_helpers import assert_nothing_lost, fault_rig
@@ -17,9 +19,17 @@ from tests.resilience_helpers import assert_nothing_lost, fault_rig
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
+def _links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
 def test_docker_engine_restart_mid_case_loses_and_duplicates_nothing(docker_client, base_image, tmp_path, request):
+    before = _links()
     with fault_rig(docker_client, base_image, tmp_path, request, baseline=False, private_docker=True) as rig:
         f = rig.scenario("docker_restart")
         rig.figures["docker_restart"] = f
         assert_nothing_lost(f)
         assert f.attempts > f.submissions, f  # the restart cut a shard short: it was delivered again
+    # the shared engine's network is untouched (an engine started with --bridge none deletes docker0), and the
+    # private engine's bridge is gone with it
+    assert _links() == before, (sorted(before - _links()), sorted(_links() - before))
