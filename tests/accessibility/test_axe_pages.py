@@ -51,8 +51,9 @@ def serious(violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [v for v in violations if v["impact"] in ("serious", "critical")]
 
 
-@pytest.fixture
-def browser():
+@pytest.fixture(scope="module")
+def _chromium():
+    """One Chromium per module (a launch costs more CPU than a page audit); each test gets a context of its own."""
     require(Path(CHROMIUM).exists(), f"Chromium at {CHROMIUM}")
     from playwright.sync_api import sync_playwright
 
@@ -60,6 +61,14 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture
+def browser(_chromium):
+    """A fresh browser context (no cookies, storage or pages of another test), used like a browser."""
+    context = _chromium.new_context()
+    yield context
+    context.close()
 
 
 def _check_pages(pg: Any, base: str, paths: list[str]) -> dict[str, list[dict[str, Any]]]:
