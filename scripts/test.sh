@@ -43,8 +43,8 @@ export SEGARENA_BASE_IMAGE="$BASE_IMAGE"
 export SEGARENA_TEST_REDIS_URL="redis://127.0.0.1:${SEGARENA_REDIS_PORT:-6379}/15"
 say "running the test suite$([ $fast -eq 1 ] && echo ' (--fast: no Docker, PostgreSQL or browser)')"
 # pytest-xdist processes: the lanes of minutes-long, mostly waiting files (tests/conftest.py LANES, one process each)
-# plus one per core for everything else; a test file stays in one process (its module fixtures run once). No test touches a shared service's life: the fault tests restart private
-# Redis, PostgreSQL and Docker engines of their own.
+# plus one per core for everything else; a test file stays in one process (its module fixtures run once). No test
+# touches a shared service's life: the fault tests restart private Redis, PostgreSQL and Docker engines of their own.
 lanes=3  # len(set(LANES.values())) in tests/conftest.py
 [ $fast -eq 1 ] && lanes=1  # --fast deselects the lanes' files; one process more than cores still helps (waits)
 workers="${SEGARENA_TEST_WORKERS:-$(( $(nproc) + lanes ))}"

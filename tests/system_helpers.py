@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 from pathlib import Path
 
 import httpx
 
 from tests.cli_helpers import ROOT, free_port, segarena_cmd, wait_http
-from tests.processes import child_env
+from tests.processes import child_env, spawn, stop
 
 RUN_TIMEOUT_S = 420  # the tiny set (27 cases) takes about 30 s; generous for a loaded CI machine
 
@@ -55,9 +54,7 @@ class Stack:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        with open(self.logs / f"{name}.log", "wb") as log:  # the child keeps its own copy of the fd
-            proc = subprocess.Popen(segarena_cmd(*args), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=ROOT, start_new_session=True)
+        proc = spawn(segarena_cmd(*args), env=env, log=self.logs / f"{name}.log", cwd=ROOT)
         self.procs.append((name, proc))
         return proc
 
@@ -75,15 +72,7 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop(*(proc for _name, proc in reversed(self.procs)))  # the workers first, then the scorer and the API
 
     def log_tail(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.logs.iterdir()))
