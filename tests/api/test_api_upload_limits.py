@@ -271,8 +271,11 @@ def test_one_shot_upload_that_crosses_the_close_time(live, world, db_settings, g
 
     def body():
         yield data[:1000]
-        time.sleep(1.0)  # the request was accepted and the body is streaming: now the track closes
-        _track(db_settings, closes_at=datetime.now(UTC) - timedelta(seconds=0.3), upload_grace_s=grace)
+        # the request was accepted and the body is streaming: now the track closes, 0.1 s ago. The server took
+        # the upload's start time when the headers came; a loaded machine may take a second or more for that (a
+        # start after the close is an upload begun too late, refused without grace): 2 s of room
+        time.sleep(2.0)
+        _track(db_settings, closes_at=datetime.now(UTC) - timedelta(seconds=0.1), upload_grace_s=grace)
         yield data[1000:]
 
     with httpx.Client(base_url=live.url, timeout=30) as http:
