@@ -119,8 +119,8 @@ BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in [
        reason_has=("large", "bytes", "GiB", "MiB", "size"), setup=True, **_R, was=("hostile/zip_bomb",)),
     _b("symlink_output", "output is a symlink to /etc/shadow", ("invalid_output", "no_output"),
        reason_has=("regular file", "symlink", "link"), **_R, was=("hostile/symlink_output",)),
-    # a loaded machine may not pump 1 GiB within the resilience track's 5 s (the sandbox tests allow 30 s: ok)
-    _b("stdout_flood", "1 GiB on stdout between a first and a last line, then a correct output", ("ok", "timeout"),
+    # a loaded machine may not pump 256 MiB within the resilience track's 5 s (the sandbox tests allow 30 s: ok)
+    _b("stdout_flood", "256 MiB on stdout between a first and a last line, then a correct output", ("ok", "timeout"),
        reason_has=("time limit",), **_R, was=("images/stdout", "hostile/stdout_flood")),
     _b("outflood", "writes 2 GiB into outputs/ unless stopped", ("invalid_output",),
        reason_has=("to outputs/",), was=("images/outflood",)),

@@ -77,7 +77,7 @@ def test_hostile_image_is_contained_and_reported(hostile_run, kind):
 
 
 def test_flood_keeps_only_a_bounded_log(hostile_run):
-    """1 GiB on stdout: the recorded log is head + tail (kilobytes), with a note of what was cut."""
+    """256 MiB on stdout: the recorded log is head + tail (kilobytes), with a note of what was cut."""
     obs = hostile_run["stdout_flood"]
     for case in obs.cases:
         assert len(case["stdout"]) < 256 * 1024

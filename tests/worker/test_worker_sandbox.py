@@ -198,8 +198,8 @@ def test_fork_bomb_hits_pids_limit(docker_client, test_images, case_files, tmp_p
 
 def test_flood_of_stdout_is_bounded(docker_client, test_images, case_files, tmp_path, profile):
     cr = _run(docker_client, test_images, case_files, tmp_path, "stdout_flood", profile)
-    assert cr.status == expected("stdout_flood"), cr.reason  # 30 s: time enough for 1 GiB
-    assert cr.stdout_bytes > 1024**3
+    assert cr.status == expected("stdout_flood"), cr.reason  # 30 s: time enough for 256 MiB
+    assert cr.stdout_bytes > 256 * 1024**2
     assert cr.stdout_head.startswith("FIRST LINE") and cr.stdout_tail.endswith("LAST LINE\n")
     assert len(cr.stdout_head) <= 64 * 1024 and len(cr.stdout_tail) <= 64 * 1024
     assert "bytes of stdout cut" in cr.log_text("stdout")
