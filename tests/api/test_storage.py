@@ -294,3 +294,12 @@ def test_s3_storage_keeps_working_files_local_and_refuses_object_paths(s3_store)
                  lambda: s3_store.relative(root / "x")):
         with pytest.raises(StorageError, match="objects, not files"):
             call()
+
+
+def test_s3_clients_of_one_process_share_the_parsed_service_model():
+    """Each S3Storage (one per bucket and configuration) makes its client from the process's one boto3 session, so
+    botocore parses S3's service model once: ~17 ms of CPU per client instead of ~78 ms with a session each."""
+    a = S3Storage("one-bucket", endpoint_url="http://127.0.0.1:9", access_key_id="k", secret_access_key="s")
+    b = S3Storage("another-bucket", "p/", endpoint_url="http://127.0.0.1:9", access_key_id="k", secret_access_key="s")
+    assert a.client is not b.client and a.client.meta.config.s3 == {"addressing_style": "path"}
+    assert a.client.meta.service_model._service_description is b.client.meta.service_model._service_description

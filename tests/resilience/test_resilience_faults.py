@@ -8,8 +8,8 @@ read-only for 4 s. Nothing may be lost or counted twice; the figures (and the ex
 measured in the same module) are printed as a table.
 
 Redis and PostgreSQL are private instances started by the test on free ports (the shared 6379 and 5432 are never
-touched), so this module runs beside the others. The restart of the shared Docker engine is
-test_resilience_docker_restart.py, which runs alone, after everything else.
+touched), so this module runs beside the others. The restart of a Docker engine is
+test_resilience_docker_restart.py (a private engine of its own, beside the others too).
 """
 
 from __future__ import annotations
