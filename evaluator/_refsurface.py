@@ -23,7 +23,6 @@ from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from ._normals import NEIGHBOUR_CODE_TO_NORMALS
 
@@ -81,6 +80,8 @@ def reference_surface_dice(mask_gt: npt.ArrayLike, mask_pred: npt.ArrayLike, spa
         hi.append(int(w[-1]))
     crop = tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))
     shape = tuple(b - a + 2 for a, b in zip(lo, hi, strict=True))
+    from scipy import ndimage  # here, not at import: the API imports this package and never needs it
+
     maps = []
     for m in (gt, pred):
         c = np.zeros(shape, np.uint8)

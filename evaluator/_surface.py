@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ._tables import area_table
 
@@ -359,6 +358,8 @@ def _surface_overlap_edt(a: np.ndarray, b: np.ndarray, spacing: Sequence[float],
         if not borders[other].any():
             out += [0.0, float(total)]
             continue
+        from scipy import ndimage  # here, not at import: the API imports this package and never needs it
+
         dist = ndimage.distance_transform_edt(~borders[other], sampling=spacing)
         ok_mask = borders[me] & (dist <= tol)
         ok = np.bincount(codes[me][ok_mask], minlength=256).astype(np.float64) @ table

@@ -32,7 +32,6 @@ from typing import Any, Literal, TypedDict
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from .profiles import get_profile
 from .scoring import CaseScore, score_case
@@ -137,6 +136,8 @@ def _component_distance(comp: npt.NDArray[np.bool_], sampling: tuple[float, ...]
     padded = np.zeros(tuple(int(v) for v in crop + 2 * padding), dtype=np.uint8)
     inner = tuple(slice(int(p), int(p) + int(n)) for p, n in zip(padding, crop, strict=True))
     padded[inner] = comp
+    from scipy import ndimage  # here, not at import: scipy.ndimage costs ~0.15 s of start-up to whoever imports this
+
     large = comp.ndim == 3 and padded.size > LARGE_ROI_VOXELS
     if large:
         small = _downsample2(padded)
@@ -178,6 +179,8 @@ def _largest_component(err: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | No
     if box is None:
         return None
     crop = err[box]
+    from scipy import ndimage
+
     lab, n = ndimage.label(crop, structure=np.ones((3,) * crop.ndim, dtype=bool))
     sizes = np.bincount(np.asarray(lab).ravel())
     sizes[0] = 0

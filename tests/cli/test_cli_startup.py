@@ -74,3 +74,14 @@ def test_a_participant_command_that_runs_imports_no_server_code(tmp_path):
     # httpx imports click for its own command line when click happens to be installed (it falls back without it)
     assert set(result["heavy"]) <= {"httpx", "click"}, f"`segarena status` imported {result['heavy']}"
     assert "httpx" in result["heavy"], "the probe did not see the command run"
+
+
+def test_the_api_server_starts_without_scipy_ndimage_or_the_generator():
+    """The API and its pages use the evaluator's aggregation and the test-set schema, never the surface distances,
+    the click simulation or the synthetic generator: ``scipy.ndimage`` (~0.15 s of CPU at import) and
+    ``data_manifests.generator`` load on first use, in the scorer, not at every start of an API process."""
+    probe = ("import sys, server.app; server.app.create_app(); "
+             "print(sorted(m for m in ('scipy.ndimage', 'data_manifests.generator') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
