@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from data_manifests.schema import MODALITIES, SIZE_CLASSES, modality_order
 from evaluator.runs import summarize
 
@@ -41,3 +43,18 @@ def test_no_second_copy_of_the_vocabulary() -> None:
                 if pattern.search(line):
                     offenders.append(f"{rel}:{n}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_package_resolves_every_public_name_on_first_use():
+    """data_manifests imports its names lazily (PEP 562): each name of __all__ resolves to its submodule's object,
+    dir() lists them, and an unknown name is an AttributeError (not a KeyError or an import of something else)."""
+    import importlib
+
+    import data_manifests
+
+    assert set(data_manifests.__all__) <= set(dir(data_manifests))  # before any is resolved (then cached)
+    for name in data_manifests.__all__:
+        home = importlib.import_module(f"data_manifests.{data_manifests._HOME[name]}")
+        assert getattr(data_manifests, name) is getattr(home, name), name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = data_manifests.nope
