@@ -62,6 +62,8 @@ def reference_surface_dice(mask_gt: npt.ArrayLike, mask_pred: npt.ArrayLike, spa
                            tolerance: float) -> float:
     """Surface Dice at ``tolerance`` of two 3D boolean masks, bit-identical to the reference's
     ``compute_surface_dice_at_tolerance(compute_surface_distances(gt, pred, spacing), tolerance)``."""
+    from scipy import ndimage  # here, not at import: the API imports this package and never needs it
+
     gt = np.asarray(mask_gt, dtype=bool)
     pred = np.asarray(mask_pred, dtype=bool)
     if gt.ndim != 3 or gt.shape != pred.shape:
@@ -80,8 +82,6 @@ def reference_surface_dice(mask_gt: npt.ArrayLike, mask_pred: npt.ArrayLike, spa
         hi.append(int(w[-1]))
     crop = tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))
     shape = tuple(b - a + 2 for a, b in zip(lo, hi, strict=True))
-    from scipy import ndimage  # here, not at import: the API imports this package and never needs it
-
     maps = []
     for m in (gt, pred):
         c = np.zeros(shape, np.uint8)

@@ -346,6 +346,8 @@ def _codes_dense(m: np.ndarray) -> np.ndarray:
 def _surface_overlap_edt(a: np.ndarray, b: np.ndarray, spacing: Sequence[float], tol: float, table: np.ndarray
                          ) -> SurfaceOverlap:
     """Fallback for huge tolerance balls: distance transforms, as the reference does."""
+    from scipy import ndimage  # here, not at import: the API imports this package and never needs it
+
     full = (1 << (1 << a.ndim)) - 1
     out = []
     codes = [_codes_dense(np.asarray(m, dtype=bool)) for m in (a, b)]
@@ -358,8 +360,6 @@ def _surface_overlap_edt(a: np.ndarray, b: np.ndarray, spacing: Sequence[float],
         if not borders[other].any():
             out += [0.0, float(total)]
             continue
-        from scipy import ndimage  # here, not at import: the API imports this package and never needs it
-
         dist = ndimage.distance_transform_edt(~borders[other], sampling=spacing)
         ok_mask = borders[me] & (dist <= tol)
         ok = np.bincount(codes[me][ok_mask], minlength=256).astype(np.float64) @ table

@@ -131,13 +131,13 @@ def _component_distance(comp: npt.NDArray[np.bool_], sampling: tuple[float, ...]
     """Distance of each voxel of ``comp`` (cropped to its bounding box) to the nearest voxel outside it, the
     outside of the crop counting as outside; as the reference's ``compute_edt``: the crop padded by 25 % of its
     size (at least 1) with zeros, then the EDT."""
+    from scipy import ndimage  # here, not at import: scipy.ndimage costs ~0.15 s of start-up to whoever imports this
+
     crop = np.asarray(comp.shape)
     padding = np.maximum((crop * 0.25).astype(int), 1)
     padded = np.zeros(tuple(int(v) for v in crop + 2 * padding), dtype=np.uint8)
     inner = tuple(slice(int(p), int(p) + int(n)) for p, n in zip(padding, crop, strict=True))
     padded[inner] = comp
-    from scipy import ndimage  # here, not at import: scipy.ndimage costs ~0.15 s of start-up to whoever imports this
-
     large = comp.ndim == 3 and padded.size > LARGE_ROI_VOXELS
     if large:
         small = _downsample2(padded)
@@ -175,12 +175,12 @@ def _farthest_point(mask: npt.NDArray[np.bool_], sampling: tuple[float, ...] | N
 
 
 def _largest_component(err: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
+    from scipy import ndimage
+
     box = _bbox(err)
     if box is None:
         return None
     crop = err[box]
-    from scipy import ndimage
-
     lab, n = ndimage.label(crop, structure=np.ones((3,) * crop.ndim, dtype=bool))
     sizes = np.bincount(np.asarray(lab).ravel())
     sizes[0] = 0

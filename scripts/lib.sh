@@ -90,8 +90,8 @@ ensure_postgres() {
 # not build, e.g. python:3.11-slim, is taken as it is)
 base_image_current() {
   local version
-  docker image inspect "$1" >/dev/null 2>&1 || return 1
-  version="$(docker image inspect -f '{{ index .Config.Labels "org.segarena.base-version" }}' "$1" 2>/dev/null || true)"
+  version="$(docker image inspect -f '{{ index .Config.Labels "org.segarena.base-version" }}' "$1" 2>/dev/null)" \
+    || return 1
   [ "$version" = "<no value>" ] && version=""
   if [ -z "$version" ] && [ "$1" != "$DEFAULT_BASE_IMAGE" ]; then return 0; fi
   [ "$version" = "$BASE_IMAGE_VERSION" ]

@@ -11,19 +11,6 @@ BEHAVIOUR_DIR = ROOT / "tests" / "images" / "behaviour"  # the one build context
 IMAGE_REPO = "segarena-test/behaviour"
 
 
-def own_cgroup_parent() -> str | None:
-    """This test process's cgroup parent for measured sandbox runs, named as a worker's
-    (``segarena-<host>-<pid>``, swept by ``cleanup_cgroup_parents`` once the process is gone); None where cgroup
-    v1 is not writable (the sandbox polls the container then). One per process: the meter resets the parent's
-    peak before each start, and xdist processes sharing one parent reset each other's (a peak of 2.9 MB was seen)."""
-    import os
-    import socket
-
-    from worker.sandbox import CgroupMeter
-
-    return CgroupMeter.usable_parent(f"segarena-{socket.gethostname()}-{os.getpid()}")
-
-
 _BUILT: dict[tuple, str] = {}  # (name, base image, build extras) -> image id, built once per test session
 
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import re
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -176,7 +174,7 @@ class ShardExecutor:
         self.cache = cache or ImageCache(config, self.client, docker=docker)
         self.identity = sb.worker_identity()
         self.deployment = sb.deployment_id(config)
-        self.cgroup_parent = sb.CgroupMeter.usable_parent(f"segarena-{socket.gethostname()}-{os.getpid()}")
+        self.cgroup_parent = sb.CgroupMeter.process_parent()
         self._current: int | None = None  # the shard being executed (worker.housekeeping spares its containers)
         config.ensure_dirs()
 

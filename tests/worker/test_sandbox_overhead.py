@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.waiting import WaitTimeout, wait_until
-from tests.worker_helpers import build_test_image, make_testset, own_cgroup_parent
+from tests.worker_helpers import build_test_image, make_testset
 from worker import sandbox as sb
 from worker.sandbox.container import _create, container_params
 
@@ -37,7 +37,7 @@ def case_file(tmp_path_factory) -> Path:
 @pytest.fixture
 def profile() -> sb.SandboxProfile:
     return sb.SandboxProfile(memory_bytes=256 * 1024**2, cpus=1.0, pids_limit=64, tmpfs_bytes=16 * 1024**2,
-                             timeout_s=60, cgroup_parent=own_cgroup_parent())
+                             timeout_s=60, cgroup_parent=sb.CgroupMeter.process_parent())
 
 
 def _labels() -> dict[str, str]:

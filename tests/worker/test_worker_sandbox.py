@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.behaviours import BEHAVIOURS, expected, probes
-from tests.worker_helpers import BehaviourImages, build_test_image, make_testset, own_cgroup_parent, segarena_containers
+from tests.worker_helpers import BehaviourImages, build_test_image, make_testset, segarena_containers
 from worker import sandbox as sb
 
 pytestmark = pytest.mark.docker
@@ -86,7 +86,7 @@ def case_files(tmp_path_factory):
 
 @pytest.fixture
 def profile():
-    parent = own_cgroup_parent()
+    parent = sb.CgroupMeter.process_parent()
     return sb.SandboxProfile(memory_bytes=256 * 1024**2, cpus=1.0, pids_limit=64, tmpfs_bytes=16 * 1024**2,
                              timeout_s=30, cgroup_parent=parent)
 

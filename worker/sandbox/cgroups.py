@@ -29,6 +29,12 @@ class CgroupMeter:
         self.pids_hit = False
 
     @classmethod
+    def process_parent(cls) -> str | None:
+        """This process's parent (``segarena-<host>-<pid>``, swept by :func:`cleanup_cgroup_parents` once the process
+        is gone) when usable here, else None. One per process: the meter resets its peak before each start."""
+        return cls.usable_parent(f"{_parent_prefix()}{os.getpid()}")
+
+    @classmethod
     def usable_parent(cls, name: str) -> str | None:
         """``name`` when a cgroup v1 parent can be created and reset here, else None."""
         mem = cls.ROOT / "memory"
@@ -128,9 +134,13 @@ class CgroupMeter:
         return peak, cpu, pids_hit, oom
 
 
+def _parent_prefix() -> str:
+    return f"segarena-{socket.gethostname()}-"
+
+
 def cleanup_cgroup_parents() -> list[str]:
     """Remove the (empty) per-worker cgroup parents of dead workers of this host; returns their names."""
-    prefix = f"segarena-{socket.gethostname()}-"
+    prefix = _parent_prefix()
     removed: set[str] = set()
     try:
         controllers = [p for p in CgroupMeter.ROOT.iterdir() if p.is_dir() and not p.is_symlink()]
