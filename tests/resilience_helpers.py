@@ -488,7 +488,12 @@ class FaultRig:
     runs a fresh queue of submissions through THE execution path as real processes — the API
     (``uvicorn server.app:create_app`` on 127.0.0.1), the trusted scorer (``segarena scorer``: scoring and the reaper
     beat), one execution worker (``python -m worker.exec_tasks``: API URL, worker token and broker only) and a
-    private Redis (tests/scaleout_helpers.ScaleStack) — with one fault mid-case."""
+    private Redis (tests/scaleout_helpers.ScaleStack) — with one fault mid-case.
+
+    The stack is started once, by the first scenario, and lives through the rig's scenarios, as a deployment lives
+    through its faults: each scenario seeds a track of its own and counts only its own submissions, runs, shards and
+    containers, on a stack that has come through the faults before it (the next scenario starts only once every
+    submission of the last one is final)."""
 
     def __init__(self, client: Any, base_image: str, workdir: Path, *, submissions: int = 3,
                  private_docker: bool = False) -> None:
@@ -516,62 +521,88 @@ class FaultRig:
         self.archive.write_bytes(b"placeholder: the image is already on the engine")
         self._n = 0
         self.figures: dict[str, FaultFigures] = {}  # fault -> what its scenario measured
+        self.stack: Any = None  # tests/scaleout_helpers.ScaleStack, started by the first scenario
+        self.url = ""  # its database
+        self.workers: list[str] = []  # its execution workers, the live one last
+
+    def _started_stack(self) -> Any:
+        """The rig's stack: a database of its own on the private PostgreSQL, the API, the scorer, a private Redis
+        and one execution worker; started on first use."""
+        if self.stack is not None:
+            return self.stack
+        from tests.scaleout_helpers import ScaleStack
+
+        self.url = self.pg.create_db("faults")
+        # a lost worker's shard is requeued after 4 s without a heartbeat (heartbeats every second)
+        self.stack = ScaleStack(self.workdir / "stack", database_url=self.url, shard_heartbeat_s=1.0,
+                                heartbeat_timeout_s=4, reaper_interval_s=1,
+                                extra_env={"SEGARENA_MAX_ATTEMPTS": "5", "SEGARENA_REQUEUE_AFTER_S": "8"},
+                                docker_host=self.engine.host if self.engine is not None else None)
+        self.stack.start_trusted()
+        self.stack.create_worker_token()
+        self.workers = ["w1"]
+        self.stack.start_worker("w1")
+        self.stack.wait_workers(["w1"])
+        return self.stack
 
     def close(self) -> None:
-        self.pg.destroy()
-        if self.engine is not None:
-            self.engine.destroy()
+        from api.db import dispose_engines
+
+        try:
+            if self.stack is not None:
+                self.stack.stop()
+                for c in self.client.api.containers(
+                        all=True, filters={"label": [f"segarena.deployment={self.stack.deployment}"]}):
+                    try:
+                        self.client.api.remove_container(c["Id"], force=True)
+                    except Exception:
+                        pass
+                dispose_engines()
+        finally:
+            self.pg.destroy()
+            if self.engine is not None:
+                self.engine.destroy()
 
     # -- one scenario ----------------------------------------------------------------------
-    def scenario(self, fault: str, *, timeout: float = 240.0) -> FaultFigures:  # noqa: C901 (one branch per fault)
+    def scenario(self, fault: str, *, timeout: float = 240.0) -> FaultFigures:
         import signal
         import subprocess
         import time
 
         from sqlalchemy import func, select
 
-        from api.db import dispose_engines, session_scope
+        from api.db import session_scope
         from api.models import FINAL_STATES, CaseResult, Run, Shard, Submission, SubmissionState
-        from tests.scaleout_helpers import ScaleStack
         from tests.worker_helpers import seed_track
 
         assert fault in FAULTS, fault
         self._n += 1
-        name = f"faults_{self._n}_{fault}"
-        url = self.pg.create_db(name)
-        # a lost worker's shard is requeued after 4 s without a heartbeat (heartbeats every second)
-        stack = ScaleStack(self.workdir / name, database_url=url, shard_heartbeat_s=1.0, heartbeat_timeout_s=4,
-                           reaper_interval_s=1, extra_env={"SEGARENA_MAX_ATTEMPTS": "5", "SEGARENA_REQUEUE_AFTER_S": "8"},
-                           docker_host=self.engine.host if self.engine is not None else None)
+        stack = self._started_stack()
+        url = self.url
         storage = stack.settings.storage_dir
         mounted = False
         note = ""
+        with session_scope(url) as s:
+            track = seed_track(s, testset=str(self.testset), slug=f"faults{self._n}", case_timeout_s=30)
+            track_id = track.id
+        image = {"image_id": self.image_id, "path": self.archive, "sha256": "0" * 64,
+                 "bytes": self.archive.stat().st_size}
         started = time.monotonic()
+        ids = [stack.submit(track_id, f"team-{self._n}-{i}", image) for i in range(self.submissions)]
+        run_labels = {f"segarena.run={run_id}" for _sub, run_id in ids}
         try:
-            stack.start_trusted()
-            stack.create_worker_token()
-            workers = ["w1"]
-            stack.start_worker("w1")
-            stack.wait_workers(["w1"])
-            with session_scope(url) as s:
-                track = seed_track(s, testset=str(self.testset), slug=f"faults{self._n}", case_timeout_s=30)
-                track_id = track.id
-            image = {"image_id": self.image_id, "path": self.archive, "sha256": "0" * 64,
-                     "bytes": self.archive.stat().st_size}
-            started = time.monotonic()
-            ids = [stack.submit(track_id, f"team-{i}", image) for i in range(self.submissions)]
-
             def running_container():
                 return [c for c in self.client.api.containers(filters={"label": [f"segarena.deployment={stack.deployment}"]})
-                        if c.get("State") == "running"]
+                        if c.get("State") == "running" and
+                        any(f"{k}={v}" in run_labels for k, v in (c.get("Labels") or {}).items())]
 
             if fault != "none":
                 _wait_until(running_container, 90, "the first case container")
                 time.sleep(0.5)  # mid-case
                 if fault == "worker_sigkill":
-                    stack.kill(workers[-1], signal.SIGKILL)
-                    workers.append(f"w{len(workers) + 1}")
-                    stack.start_worker(workers[-1])
+                    stack.kill(self.workers[-1], signal.SIGKILL)
+                    self.workers.append(f"w{len(self.workers) + 1}")
+                    stack.start_worker(self.workers[-1])
                 elif fault == "redis_restart":
                     stack.redis.restart()
                 elif fault == "postgres_restart":
@@ -587,9 +618,11 @@ class FaultRig:
                     assert self.engine is not None, "the docker_restart fault needs FaultRig(private_docker=True)"
                     self.engine.restart()
 
+            sub_ids = [i for i, _ in ids]
+
             def all_final() -> bool:
                 with session_scope(url) as s:
-                    states = s.execute(select(Submission.state).where(Submission.id.in_([i for i, _ in ids]))).scalars()
+                    states = s.execute(select(Submission.state).where(Submission.id.in_(sub_ids))).scalars()
                     return all(st in FINAL_STATES for st in states)
 
             try:
@@ -598,13 +631,15 @@ class FaultRig:
                 note = f"{exc}\n{stack.log_tail(1500)}"
             elapsed = time.monotonic() - started
             with session_scope(url) as s:
-                subs = [s.get(Submission, i) for i, _ in ids]
+                subs = [s.get(Submission, i) for i in sub_ids]
                 final = sum(1 for x in subs if x.state in FINAL_STATES)
                 succeeded = sum(1 for x in subs if x.state == SubmissionState.succeeded)
                 lost = sum(1 for x in subs if x.state not in FINAL_STATES or
                            (x.state == SubmissionState.failed and not x.reason.startswith("every case failed")))
-                # deliveries of shards in total (a requeue after a fault is one more delivery)
-                attempts = int(s.scalar(select(func.coalesce(func.sum(Shard.deliveries), 0))) or 0)
+                # deliveries of this scenario's shards in total (a requeue after a fault is one more delivery)
+                scenario_runs = select(Run.id).where(Run.submission_id.in_(sub_ids))
+                attempts = int(s.scalar(select(func.coalesce(func.sum(Shard.deliveries), 0))
+                                        .where(Shard.run_id.in_(scenario_runs))) or 0)
                 duplicated = 0
                 for x in subs:
                     runs = s.execute(select(Run.id).where(Run.submission_id == x.id)).scalars().all()
@@ -616,19 +651,13 @@ class FaultRig:
                     counted = int((x.aggregates or {}).get("n") or 0)
                     duplicated += max(0, counted - self.cases)  # aggregates over more cases than the set has
                 if not note:
-                    reasons = sorted({r.reason.split(":")[0][:40] for r in s.execute(select(Shard)).scalars() if r.reason})
+                    shards = s.execute(select(Shard).where(Shard.run_id.in_(scenario_runs))).scalars()
+                    reasons = sorted({r.reason.split(":")[0][:40] for r in shards if r.reason})
                     note = "; ".join(reasons)[:120]
             return FaultFigures(fault, len(ids), final, succeeded, lost, duplicated, attempts, elapsed, note)
         finally:
             if mounted:
                 subprocess.run(["umount", str(storage)], check=False)
-            stack.stop()
-            for c in self.client.api.containers(all=True, filters={"label": [f"segarena.deployment={stack.deployment}"]}):
-                try:
-                    self.client.api.remove_container(c["Id"], force=True)
-                except Exception:
-                    pass
-            dispose_engines()
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ infrastructure fails mid-case: SIGKILL of the execution worker (its shard is req
 SEGARENA_HEARTBEAT_TIMEOUT_S=4 s and run by a fresh worker), a restart of Redis (``shutdown nosave``: every queued
 message is lost), a restart of PostgreSQL (stopped immediately, as a crash would) and the storage directory
 read-only for 4 s. Nothing may be lost or counted twice; the figures (and the extra time against an undisturbed run
-measured in the same module) are printed as a table.
+measured in the same module) are printed as a table. One stack lives through the scenarios, in that order, as a
+deployment lives through its faults: each scenario counts only its own submissions (tests/resilience_helpers.FaultRig).
 
 Redis and PostgreSQL are private instances started by the test on free ports (the shared 6379 and 5432 are never
 touched), so this module runs beside the others. The restart of a Docker engine is
