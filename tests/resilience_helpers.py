@@ -773,7 +773,8 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
                       kinds: list[str] | None = None) -> dict[str, Observed]:
     """Build the hostile images and run every kind through the real execution path (the sharded path: the real
     API app, an execution host ``ShardExecutor`` with the real sandbox, the trusted scorer inline; SQLite, a 2-case
-    test set; tests/run_helpers.py), each followed by another team's well-behaved control run; returns
+    test set; tests/run_helpers.py), each followed by another team's well-behaved control run (a 1-case test set of
+    its own, on a track with the same limits); returns
     kind -> :class:`Observed` (plus ``__reference__``, ``__listener__`` and ``__pickle__``)."""
     import time
 
@@ -790,6 +791,8 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
     settings.ensure_dirs()
     migrate(settings.database_url)
     testset = make_testset(tmp / "testset", n2d=1, n3d=1)
+    # the control: one 3D case (a container per case; what it proves is that the next team's run is unaffected)
+    control_testset = make_testset(tmp / "control-testset", n2d=0, n3d=1)
     archive = tmp / "image.tar"
     archive.write_bytes(b"placeholder: the hostile images are already on the engine")
     listener = Listener()
@@ -802,11 +805,12 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
                                    listener_port=listener.port)
         with session_scope(settings.database_url) as s:
             track_id = seed_track(s, testset=str(testset), slug="hostile", **track).id
+            control_track_id = seed_track(s, testset=str(control_testset), slug="hostile-control", **track).id
         dep = sb.deployment_id(host.config)  # the execution host's containers
         scratch = host.work_dir  # its per-case scratch files
 
         def control(_obs: Observed | None) -> tuple[str, float | None]:
-            sub_id, run_id, _ = _run_one(host, track_id=track_id, team="team-b-control",
+            sub_id, run_id, _ = _run_one(host, track_id=control_track_id, team="team-b-control",
                                          image_id=ids["correct"], archive=archive)
             ctl = Observed("control")
             _observe(settings, sub_id, run_id, ctl)
