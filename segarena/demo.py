@@ -89,7 +89,9 @@ ENTRIES: tuple[Entry, ...] = (
 )
 # By default main, booster and reproducibility run "small" and the interactive track, a container per iteration
 # (1 + ITERATIONS per case), "tiny". SEGARENA_DEMO_TESTSET sets the test set of every track and
-# SEGARENA_DEMO_INTERACTIVE_TESTSET that of the interactive track alone (the system test: "micro" for every track).
+# SEGARENA_DEMO_INTERACTIVE_TESTSET that of the interactive track alone: a built-in set's name or, as for any track,
+# the path of a manifest JSON on this machine (its data under the manifest's folder; the system test: "micro" for
+# the other tracks, three of micro's cases, one of each kind of input, for the interactive one).
 TESTSET = os.environ.get("SEGARENA_DEMO_TESTSET", "small")
 INTERACTIVE_TESTSET = (os.environ.get("SEGARENA_DEMO_INTERACTIVE_TESTSET") or os.environ.get("SEGARENA_DEMO_TESTSET")
                        or "tiny")
@@ -381,9 +383,11 @@ class _Submitter:
 def _prepare_testsets(settings, state: _State, say) -> None:
     """The test sets, generated before the worker needs them (the worker would otherwise do it on the first run)."""
     from api.storage import Storage
-    from data_manifests import materialize
+    from data_manifests import builtin_sets, materialize
 
     for name in dict.fromkeys((TESTSET, INTERACTIVE_TESTSET)):
+        if name not in builtin_sets():
+            continue  # a manifest path: its data are already there (the track's validation reads it)
         dest = Storage(settings.storage_dir).testset_dir(name)
         ready = name in state.data.get("testsets_ready", []) or (name == TESTSET and state.data.get("testset_ready"))
         if not ready:

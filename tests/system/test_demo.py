@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,16 +18,38 @@ from tests.system_helpers import RUN_TIMEOUT_S, Stack
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 
+def _kinds_of_input(tmp_path) -> Path:
+    """A manifest of three of micro's cases, one of each kind of input a model receives (3D, 2D grey, 2D RGB),
+    beside micro's data: the interactive track's test set (4 containers per case)."""
+    from data_manifests import materialize
+    from data_manifests.sets import builtin_manifest_path
+
+    _manifest, root = materialize("micro", tmp_path / "sets")
+    spec = json.loads(builtin_manifest_path("micro").read_text())
+    spec["cases"] = [c for c in spec["cases"] if c["id"] in KINDS_OF_INPUT]
+    assert len(spec["cases"]) == len(KINDS_OF_INPUT)
+    spec["id"], spec["description"] = "micro-kinds", "micro's MR, X-Ray and Endoscopy cases: 3D, 2D grey, 2D RGB"
+    path = root / "kinds.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+KINDS_OF_INPUT = ("3DBox_MR_0001", "2DBox_X-Ray_0001", "2DBox_Endoscopy_0001")
+
+
 def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tmp_path):
-    """``segarena demo`` (what ./segarena.sh up runs) on the micro set (one case per modality; the interactive track
-    runs 4 containers per case) fills every track: two unranked baselines and three ranked teams on main (their DSCs
-    differ on micro too), two booster entries with their Δ and speed-up, a reproduction with its verdict, the
-    click-refine and point-grow baselines on the interactive track; then a second run is a no-op. (The embedded and
-    PostgreSQL flows above run sets of 9 and 27 cases end to end; the demo's own default is "small".)"""
+    """``segarena demo`` (what ./segarena.sh up runs) on the micro set (one case per modality) fills every track: two
+    unranked baselines and three ranked teams on main (their DSCs differ on micro too), two booster entries with their
+    Δ and speed-up, a reproduction with its verdict, the click-refine and point-grow baselines on the interactive track
+    (a container per iteration: on a manifest of three cases, one per kind of input, which the demo takes as any
+    track does); then a second run is a no-op. (The embedded and PostgreSQL flows above run sets of 9 and 27 cases
+    end to end; the demo's own default is "small"; tests/evaluator/test_interactive_docker.py compares the interactive
+    baselines' container outputs with local runs of the same code.)"""
     from segarena.demo import ENTRIES
 
+    kinds = _kinds_of_input(tmp_path)
     # demo tracks use the queue "cpu"; two execution workers share its shards (one core each)
-    stack = Stack(tmp_path, {"SEGARENA_DEMO_TESTSET": "micro",
+    stack = Stack(tmp_path, {"SEGARENA_DEMO_TESTSET": "micro", "SEGARENA_DEMO_INTERACTIVE_TESTSET": str(kinds),
                              "SEGARENA_WORKER_QUEUES": "cpu"}, workers=2)
     try:
         stack.start()
@@ -68,6 +92,7 @@ def test_demo_sets_up_once_and_second_run_is_quick(docker_client, base_image, tm
         assert set(by_team_i) == {"Aurora Lab", "Birch Imaging"}, interactive
         for row in interactive:  # both baselines use the clicks: their mean DSC rises from the prompt to the last click
             assert row["dsc_auc"] is not None and row["dsc_it3"] > row["dsc_it0"], row
+            assert row["cases_ok"] == len(KINDS_OF_INPUT), row
         for track in ("main", "booster", "reproducibility", "interactive"):
             page = httpx.get(f"{stack.url}/challenges/demo/tracks/{track}", timeout=30).text
             assert ("Aurora Lab" if track != "reproducibility" else "Cedar AI") in page
