@@ -146,11 +146,16 @@ def scorer(beat: bool = typer.Option(True, help="Also run the trusted reaper (on
     from api.execution.contract import SCORE_QUEUE
     from api.settings import get_settings
 
+    from celery.utils.nodenames import default_nodename, host_format
+
     settings = get_settings()
-    argv = ["worker", "--loglevel=INFO", "--concurrency=1", "--pool=solo", "-Q", SCORE_QUEUE, "-n", "scorer@%h"]
+    # what `celery worker --loglevel=INFO --concurrency=1 --pool=solo -Q score -n scorer@%h [-B -s FILE]` starts,
+    # without Celery's command line (its click-repl/prompt_toolkit imports: ~0.08 s of CPU per start)
+    options: dict[str, object] = {"hostname": host_format(default_nodename("scorer@%h")), "loglevel": "INFO",
+                                  "concurrency": 1, "pool_cls": "solo", "queues": [SCORE_QUEUE]}
     if beat:
-        argv += ["-B", "-s", str(settings.data_dir / "scorer-beat-schedule")]
-    make_trusted_celery(settings).worker_main(argv)
+        options.update(beat=True, schedule_filename=str(settings.data_dir / "scorer-beat-schedule"))
+    make_trusted_celery(settings).Worker(**options).start()
 
 
 from segarena import participant as _participant  # noqa: E402
