@@ -37,7 +37,7 @@ from segarena.client import ClientConfig, CliError, SegArenaClient
 from segarena.output import clean
 from segarena.upload import UploadState, upload_archive
 
-__all__ = ["run_demo", "DEMO_CHALLENGE", "BASELINES", "ENTRIES", "Entry", "build_baseline", "save_archive",
+__all__ = ["run_demo", "DEMO_CHALLENGE", "BASELINES", "ENTRIES", "Entry", "baseline_tag", "build_baseline", "save_archive",
            "example_dir"]
 
 DEMO_CHALLENGE = "demo"
@@ -136,6 +136,8 @@ def example_dir(name: str) -> Path:
 
 
 def _context_hash(d: Path, base_image: str, params: dict[str, str] | None = None) -> str:
+    """A hash of the sources in ``d``, the build parameters and ``base_image`` (:func:`baseline_tag` gives the base's
+    name and id: a base rebuilt under the same tag makes every baseline built on it anew)."""
     h = hashlib.sha256(base_image.encode())
     for k, v in sorted((params or {}).items()):
         h.update(f"\0{k}={v}".encode())
@@ -145,6 +147,18 @@ def _context_hash(d: Path, base_image: str, params: dict[str, str] | None = None
     return h.hexdigest()[:12]
 
 
+def baseline_tag(docker_client, name: str, base_image: str, *, params: dict[str, str] | None = None) -> str:
+    """The tag of examples/<name> built FROM ``base_image`` with ``params``: its hash covers the sources, the
+    parameters and the base image's id when the engine has it (else its name: it is pulled by the build)."""
+    import docker
+
+    try:
+        base = f"{base_image}@{docker_client.images.get(base_image).id}"
+    except docker.errors.ImageNotFound:
+        base = base_image
+    return f"segarena/example-{name}:{_context_hash(example_dir(name), base, params)}"
+
+
 def build_baseline(docker_client, name: str, base_image: str, *, params: dict[str, str] | None = None,
                    say=print) -> str:
     """Build examples/<name> FROM ``base_image`` (``params``: further build args) unless an image of this exact
@@ -152,7 +166,7 @@ def build_baseline(docker_client, name: str, base_image: str, *, params: dict[st
     import docker
 
     d = example_dir(name)
-    tag = f"segarena/example-{name}:{_context_hash(d, base_image, params)}"
+    tag = baseline_tag(docker_client, name, base_image, params=params)
     try:
         docker_client.images.get(tag)
         return tag
