@@ -6,8 +6,9 @@ PY="$VENV/bin/python"
 DEFAULT_BASE_IMAGE="segarena/base:bookworm-slim"  # the default of api/settings.py DEFAULT_BASE_IMAGE
 BASE_IMAGE="${SEGARENA_BASE_IMAGE:-$DEFAULT_BASE_IMAGE}"
 # the recipe of scripts/build-base-image.sh, recorded as the image's label org.segarena.base-version: a local base
-# image of an older recipe is rebuilt (2: without locales and the numpy/scipy test suites, 343 -> ~270 MB)
-BASE_IMAGE_VERSION=2
+# image of an older recipe is rebuilt (2: without locales and the numpy/scipy test suites, 343 -> ~270 MB; 3: the
+# reference BLAS/LAPACK instead of OpenBLAS, ~270 -> ~230 MB)
+BASE_IMAGE_VERSION=3
 
 say() { printf '\033[1;34m[segarena]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[segarena] error:\033[0m %s\n' "$*" >&2; exit 1; }
