@@ -161,6 +161,7 @@ def test_other_seed_other_bytes(tmp_path, tiny):
         generate("huge", 0, tmp_path)
 
 
+@pytest.mark.slow  # generates the whole demo set (90 cases): ~6 s of CPU; micro and tiny are checked in --fast too
 def test_small_reproduces_its_committed_manifest(tmp_path):
     m = generate("small", 0, tmp_path)
     assert dump_manifest(m) == (SETS_DIR / "small.json").read_text(encoding="utf-8")
