@@ -161,8 +161,33 @@ def test_other_seed_other_bytes(tmp_path, tiny):
         generate("huge", 0, tmp_path)
 
 
-@pytest.mark.slow  # generates the whole demo set (90 cases): ~6 s of CPU; micro and tiny are checked in --fast too
-def test_small_reproduces_its_committed_manifest(tmp_path):
+def test_smalls_extra_modalities_reproduce_its_committed_cases(tmp_path, monkeypatch):
+    """The two modalities only the demo's ``small`` set has (Dermoscopy, Mammography: the generator's other colour and
+    greyscale code), generated alone by the real generator: every case's files are the committed ones, byte for byte
+    (size classes are relative to the whole set, so only what a case is made of is compared). (The whole set, 55
+    cases: the slow test below.)"""
+    import dataclasses
+    import json
+
+    from data_manifests import generator
+
+    extra = ("Dermoscopy", "Mammography")
+    assert not set(extra) & set(generator.SIZES["tiny"].modalities)
+    monkeypatch.setitem(generator.SIZES, "small", dataclasses.replace(generator.SIZES["small"], modalities=extra))
+    m = generate("small", 0, tmp_path)
+    committed = {c["id"]: c for c in json.loads((SETS_DIR / "small.json").read_text(encoding="utf-8"))["cases"]}
+    got = json.loads(dump_manifest(m))["cases"]
+    assert len(got) == 10 and {c["modality"] for c in got} == set(extra)
+
+    def made_of(case: dict) -> tuple:
+        return (case["input"], case["gt"], case["shape"], case["spacing"],
+                [(lab["value"], lab["name"], lab["voxels"], lab["point"]) for lab in case["labels"]])
+
+    assert [made_of(c) for c in got] == [made_of(committed[c["id"]]) for c in got]
+
+
+@pytest.mark.slow  # generates the whole demo set (55 cases): ~6 s of CPU; micro, tiny and small's extra modalities are
+def test_small_reproduces_its_committed_manifest(tmp_path):  # checked in --fast
     m = generate("small", 0, tmp_path)
     assert dump_manifest(m) == (SETS_DIR / "small.json").read_text(encoding="utf-8")
     assert m.modalities() == list(MODALITIES)
