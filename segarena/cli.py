@@ -142,20 +142,11 @@ def scorer(beat: bool = typer.Option(True, help="Also run the trusted reaper (on
     """Run the trusted scorer: consumes the `score` queue (validates and scores uploaded case outputs next to the
     database and the ground truth, finishes runs) and, with --beat, the trusted reaper (lost shards requeued,
     queued runs re-sent, stale uploads expired, expired archives deleted)."""
-    from api.execution.celery import make_trusted_celery
-    from api.execution.contract import SCORE_QUEUE
+    from api.execution.celery import make_trusted_celery, scorer_worker_options
     from api.settings import get_settings
 
-    from celery.utils.nodenames import default_nodename, host_format
-
     settings = get_settings()
-    # what `celery worker --loglevel=INFO --concurrency=1 --pool=solo -Q score -n scorer@%h [-B -s FILE]` starts,
-    # without Celery's command line (its click-repl/prompt_toolkit imports: ~0.08 s of CPU per start)
-    options: dict[str, object] = {"hostname": host_format(default_nodename("scorer@%h")), "loglevel": "INFO",
-                                  "concurrency": 1, "pool_cls": "solo", "queues": [SCORE_QUEUE]}
-    if beat:
-        options.update(beat=True, schedule_filename=str(settings.data_dir / "scorer-beat-schedule"))
-    make_trusted_celery(settings).Worker(**options).start()
+    make_trusted_celery(settings).Worker(**scorer_worker_options(settings, beat=beat)).start()
 
 
 from segarena import participant as _participant  # noqa: E402

@@ -136,7 +136,7 @@ def worker_options(config: WorkerConfig, queues: list[str], *, loglevel: str = "
     whose click-repl, prompt_toolkit and subcommand imports cost ~0.08 s of CPU per start)."""
     from celery.utils.nodenames import default_nodename, host_format
 
-    return {"hostname": host_format(default_nodename(f"{config.worker_name}@%h")), "pool_cls": "solo",
+    return {"hostname": host_format(default_nodename(f"{config.worker_name}@%h")), "pool": "solo",
             "concurrency": 1, "loglevel": loglevel, "queues": list(queues), "without_gossip": True,
             "without_mingle": True}
 

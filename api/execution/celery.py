@@ -21,7 +21,7 @@ from kombu import Queue
 
 from .contract import REAP_SHARDS_TASK, SCORE_QUEUE, SCORE_TASK
 
-__all__ = ["make_trusted_celery", "sender_app"]
+__all__ = ["make_trusted_celery", "scorer_worker_options", "sender_app"]
 
 _lock = threading.Lock()
 _senders: dict[str, Celery] = {}
@@ -57,6 +57,19 @@ def sender_app(settings: Any) -> Celery:
             _conf(app, settings)
             _senders[settings.broker_url] = app
         return app
+
+
+def scorer_worker_options(settings: Any, *, beat: bool) -> dict[str, Any]:
+    """The options of the scorer's Celery worker (``segarena scorer``): what ``celery worker --loglevel=INFO
+    --concurrency=1 --pool=solo -Q score -n scorer@%h [-B -s DATA_DIR/scorer-beat-schedule]`` gives ``app.Worker``,
+    started without Celery's command line (its click-repl/prompt_toolkit imports: ~0.08 s of CPU per start)."""
+    from celery.utils.nodenames import default_nodename, host_format
+
+    options: dict[str, Any] = {"hostname": host_format(default_nodename("scorer@%h")), "loglevel": "INFO",
+                               "concurrency": 1, "pool": "solo", "queues": [SCORE_QUEUE]}
+    if beat:
+        options.update(beat=True, schedule_filename=str(settings.data_dir / "scorer-beat-schedule"))
+    return options
 
 
 def make_trusted_celery(settings: Any = None) -> Celery:
