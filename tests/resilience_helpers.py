@@ -800,6 +800,7 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
     from tests.run_helpers import ShardedHost
 
     host = ShardedHost(settings, docker=docker_client)
+    ids: dict[str, str] = {}
     try:
         ids = build_hostile_images(docker_client, base_image, [*(kinds or RESILIENCE_KINDS), "correct"],
                                    listener_port=listener.port)
@@ -845,6 +846,20 @@ def run_hostile_suite(docker_client: Any, base_image: str, tmp: Path, *, track: 
     finally:
         host.close()
         listener.close()
+        remove_listener_image(docker_client, ids.get("network"))
+
+
+def remove_listener_image(docker_client: Any, image_id: str | None) -> None:
+    """Remove the ``network`` image built for this run's listener port (its tag names the port: one per run would
+    pile up on the engine; its layers are the other behaviours')."""
+    if image_id is None:
+        return
+    try:
+        for tag in docker_client.images.get(image_id).tags:
+            if "listener_port" in tag:
+                docker_client.images.remove(tag, force=True)
+    except Exception as exc:  # gone already: nothing to tidy
+        print(f"could not remove the listener image {image_id[:19]}: {exc}")
 
 
 def hostile_row(kind: str, obs: Observed) -> ReportRow:

@@ -167,14 +167,16 @@ def test_pickle_is_refused(docker_client, test_images, case_files, tmp_path, pro
 def test_network_is_absent(docker_client, base_image, case_files, tmp_path, profile):
     """Only loopback, and a listener on the host's 127.0.0.1 (its port baked into the image) is never reached; the
     model's own loopback works and "localhost" resolves (the engine writes no /etc/hosts without a network)."""
-    from tests.resilience_helpers import Listener
+    from tests.resilience_helpers import Listener, remove_listener_image
 
     listener = Listener()
+    images: dict[str, str] = {}
     try:
         images = {"network": build_test_image(docker_client, base_image, "network", LISTENER_PORT=listener.port)}
         cr = _run(docker_client, images, case_files, tmp_path, "network", profile)
     finally:
         listener.close()
+        remove_listener_image(docker_client, images.get("network"))
     assert "interfaces: lo" in cr.stdout_head
     found = probes(cr.stdout_head)
     assert BEHAVIOURS["network"].check(found) == [], found
