@@ -2,7 +2,7 @@
 # SegArena's two commands:
 #   ./segarena.sh up     run the platform (embedded mode) with the demo challenge at http://127.0.0.1:8000
 #   ./segarena.sh test   install and start what the tests need, then run the whole test suite
-#                        (about 7 minutes on 2 cores; --fast: only what needs no Docker, PostgreSQL or browser, 1.5 min)
+#                        (about 6 minutes on 2 cores; --fast: only what needs no Docker, PostgreSQL or browser, 1.3 min)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cmd="${1:-help}"; shift || true
