@@ -548,11 +548,12 @@ class FaultRig:
     def close(self) -> None:
         from api.db import dispose_engines
 
+        from tests.scaleout_helpers import stack_containers
+
         try:
             if self.stack is not None:
                 self.stack.stop()
-                for c in self.client.api.containers(
-                        all=True, filters={"label": [f"segarena.deployment={self.stack.deployment}"]}):
+                for c in stack_containers(self.client, self.stack):
                     try:
                         self.client.api.remove_container(c["Id"], force=True)
                     except Exception:
@@ -573,6 +574,7 @@ class FaultRig:
 
         from api.db import session_scope
         from api.models import FINAL_STATES, CaseResult, Run, Shard, Submission, SubmissionState
+        from tests.scaleout_helpers import stack_containers
         from tests.worker_helpers import seed_track
 
         assert fault in FAULTS, fault
@@ -589,12 +591,11 @@ class FaultRig:
                  "bytes": self.archive.stat().st_size}
         started = time.monotonic()
         ids = [stack.submit(track_id, f"team-{self._n}-{i}", image) for i in range(self.submissions)]
-        run_labels = {f"segarena.run={run_id}" for _sub, run_id in ids}
+        runs = {str(run_id) for _sub, run_id in ids}
         try:
             def running_container():
-                return [c for c in self.client.api.containers(filters={"label": [f"segarena.deployment={stack.deployment}"]})
-                        if c.get("State") == "running" and
-                        any(f"{k}={v}" in run_labels for k, v in (c.get("Labels") or {}).items())]
+                return [c for c in stack_containers(self.client, stack)
+                        if c.get("State") == "running" and (c.get("Labels") or {}).get("segarena.run") in runs]
 
             if fault != "none":
                 _wait_until(running_container, 90, "the first case container")

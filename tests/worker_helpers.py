@@ -14,6 +14,24 @@ IMAGE_REPO = "segarena-test/behaviour"
 _BUILT: dict[tuple, str] = {}  # (name, base image, build extras) -> image id, built once per test session
 
 
+def import_tiny_image(client, tag: str, files: dict[str, bytes] | None = None, *, labels: dict[str, str] | None = None
+                      ) -> None:
+    """``docker import`` of a one-layer image holding ``files`` (none: an empty layer) as ``tag``, with ``labels``:
+    an image the engine has in a moment, for tests of what is done with images rather than what runs in them."""
+    import io
+    import tarfile
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tf:
+        for name, data in (files or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    repository, _, name = tag.rpartition(":")
+    changes = [f"LABEL {k}={v}" for k, v in (labels or {}).items()]
+    client.api.import_image_from_data(layer.getvalue(), repository=repository, tag=name, changes=changes)
+
+
 def build_test_image(client, base_image: str, name: str, *, salt: str | None = None, **extra: object) -> str:
     """Build the test image of behaviour ``name`` (tests/behaviours.py) from the local base; returns its id.
 

@@ -31,14 +31,10 @@ def test_save_archive_writes_a_docker_save_archive(docker_client, tmp_path, comp
     import tarfile
 
     from segarena.demo import save_archive
+    from tests.worker_helpers import import_tiny_image
 
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tf:
-        info = tarfile.TarInfo("hello.txt")
-        info.size = 5
-        tf.addfile(info, io.BytesIO(b"hello"))
     tag = f"segarena-test/demo-archive:{secrets.token_hex(4)}"
-    docker_client.api.import_image_from_data(layer.getvalue(), repository=tag.split(":")[0], tag=tag.split(":")[1])
+    import_tiny_image(docker_client, tag, {"hello.txt": b"hello"})
     try:
         dest = tmp_path / ("a.tar.gz" if compress else "a.tar")
         said: list[str] = []
@@ -60,30 +56,20 @@ def test_a_base_rebuilt_under_the_same_tag_gives_the_baselines_a_new_tag(docker_
     """A baseline's tag covers its base image's id, not only its name: after the local base is rebuilt (a new recipe,
     scripts/lib.sh BASE_IMAGE_VERSION) the demo and the tests build the baselines on the new base instead of reusing
     images of the old one. A base the engine lacks (to be pulled by the build) counts by its name."""
-    import io
     import secrets
-    import tarfile
 
     from segarena.demo import baseline_tag
+    from tests.worker_helpers import import_tiny_image
 
-    repo, name = "segarena-test/rebased-base", secrets.token_hex(4)
-    tag = f"{repo}:{name}"
-
-    def make_base(content: bytes) -> None:
-        layer = io.BytesIO()
-        with tarfile.open(fileobj=layer, mode="w") as tf:
-            info = tarfile.TarInfo("recipe.txt")
-            info.size = len(content)
-            tf.addfile(info, io.BytesIO(content))
-        docker_client.api.import_image_from_data(layer.getvalue(), repository=repo, tag=name)
-
+    repo = "segarena-test/rebased-base"
+    tag = f"{repo}:{secrets.token_hex(4)}"
     try:
-        make_base(b"recipe 1")
+        import_tiny_image(docker_client, tag, {"recipe.txt": b"recipe 1"})
         first = baseline_tag(docker_client, "classic", tag)
         assert first.startswith("segarena/example-classic:")
         assert baseline_tag(docker_client, "classic", tag) == first, "the same base, sources and parameters"
         assert baseline_tag(docker_client, "classic", tag, params={"CLASSIC_SIGMA": "0"}) != first
-        make_base(b"recipe 2")  # rebuilt under the same tag
+        import_tiny_image(docker_client, tag, {"recipe.txt": b"recipe 2"})  # rebuilt under the same tag
         assert baseline_tag(docker_client, "classic", tag) != first
     finally:
         docker_client.images.remove(tag, force=True)

@@ -4,15 +4,14 @@ version 2), and an image SegArena did not build (``SEGARENA_BASE_IMAGE=python:3.
 
 from __future__ import annotations
 
-import io
 import re
 import subprocess
-import tarfile
 import uuid
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.worker_helpers import import_tiny_image
 
 pytestmark = [pytest.mark.docker]
 
@@ -33,12 +32,7 @@ def _current(tag: str, default: str) -> bool:
 
 def _image(docker_client, tag: str, label: str | None) -> None:
     """An empty image tagged ``tag`` with the recipe label ``label`` (none: unlabelled)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w"):
-        pass
-    changes = [f"LABEL org.segarena.base-version={label}"] if label else []
-    docker_client.api.import_image_from_data(buf.getvalue(), repository=tag.split(":")[0], tag=tag.split(":")[1],
-                                             changes=changes)
+    import_tiny_image(docker_client, tag, labels={"org.segarena.base-version": label} if label else None)
 
 
 def test_an_older_recipe_of_the_default_tag_is_rebuilt_and_a_foreign_image_is_kept(docker_client, base_image):

@@ -97,13 +97,6 @@ def write_correct_outputs():
 
 
 # -- numpy, for the behaviours that write something wrong ------------------------------------------------------
-def load_case(path):
-    import numpy as np
-
-    with np.load(path, allow_pickle=False) as data:
-        return data["imgs"], np.atleast_2d(np.asarray(data["boxes"]))
-
-
 def box_fill(path):
     """A weak but real prediction: box i filled with label i (the case's spatial shape, uint8)."""
     import numpy as np
